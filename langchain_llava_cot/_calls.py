@@ -1,0 +1,101 @@
+"""Backend calls as values, so search logic is written once for sync and async.
+
+Search steps and judges are generators: they ``yield`` a call and receive its result.
+:func:`drive` runs such a generator with the backend's sync methods and
+:func:`adrive` with its async ones, so no search logic has a sync/async twin::
+
+    def step(backend):
+        [samples] = yield SampleCall((request,))
+        return samples
+
+    drive(step(backend), backend)          # or: await adrive(step(backend), backend)
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
+from typing import Any, TypeVar, Union
+
+from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest, VLMBackend
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SampleCall:
+    """Call :meth:`VLMBackend.sample`."""
+
+    requests: tuple[SampleRequest, ...]
+
+    def run(self, backend: VLMBackend) -> Any:
+        return backend.sample(self.requests)
+
+    async def arun(self, backend: VLMBackend) -> Any:
+        return await backend.asample(self.requests)
+
+
+@dataclass(frozen=True)
+class ChoiceCall:
+    """Call :meth:`VLMBackend.choose`."""
+
+    requests: tuple[ChoiceRequest, ...]
+
+    def run(self, backend: VLMBackend) -> Any:
+        return backend.choose(self.requests)
+
+    async def arun(self, backend: VLMBackend) -> Any:
+        return await backend.achoose(self.requests)
+
+
+@dataclass(frozen=True)
+class FunctionCall:
+    """Call a user function that may be sync or async."""
+
+    function: Callable[..., Any | Awaitable[Any]]
+    argument: Any
+
+    def run(self, backend: VLMBackend) -> Any:
+        result = self.function(self.argument)
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()
+            msg = f"{self.function!r} is async: use ainvoke/astream, or pass a sync function."
+            raise TypeError(msg)
+        return result
+
+    async def arun(self, backend: VLMBackend) -> Any:
+        result = self.function(self.argument)
+        return await result if inspect.isawaitable(result) else result
+
+
+Call = Union[SampleCall, ChoiceCall, FunctionCall]
+Step = Generator[Call, Any, T]
+"""A piece of search logic that yields backend calls and returns a ``T``."""
+
+
+def drive(step: Step[T], backend: VLMBackend) -> T:
+    """Run ``step`` to completion with the backend's sync methods."""
+    try:
+        call = next(step)
+        while True:
+            call = step.send(call.run(backend))
+    except StopIteration as done:
+        return done.value
+
+
+async def adrive(step: Step[T], backend: VLMBackend) -> T:
+    """Run ``step`` to completion with the backend's async methods."""
+    try:
+        call = next(step)
+        while True:
+            call = step.send(await call.arun(backend))
+    except StopIteration as done:
+        return done.value
+
+
+def finished(value: T) -> Step[T]:
+    """A step that makes no call and returns ``value``."""
+    return value
+    yield  # pragma: no cover - makes this a generator

@@ -1,0 +1,106 @@
+"""The backend contract: the only place that knows how to talk to a model.
+
+The search engine asks a backend for two things:
+
+- :meth:`VLMBackend.sample`: ``n`` continuations of an assistant ``prefix``, each
+  stopped at the first of ``stop``, with per-token log-probabilities when the model
+  gives them;
+- :meth:`VLMBackend.choose`: for each of several prompts, the log-probability of each
+  of a few one-token ``options`` right after an assistant ``prefix``, read from a
+  single forward pass. Backends that cannot do this set ``supports_choice = False``
+  and the pairwise judge generates and parses a verdict instead.
+
+Both take lists so a backend can batch; the async twins default to running the sync
+method in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from langchain_llava_cot.conversation import Conversation
+
+__all__ = ["ChoiceRequest", "ChoiceResult", "Sample", "SampleRequest", "VLMBackend"]
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """Ask for ``n`` continuations of ``prefix`` as the assistant's reply."""
+
+    conversation: Conversation
+    prefix: str
+    """Assistant text already written; the continuations extend it."""
+    n: int = 1
+    stop: tuple[str, ...] = ()
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    """0 means greedy decoding."""
+    top_p: float | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One continuation."""
+
+    text: str
+    """The generated text, cut before the stop string that ended it."""
+    finish_reason: Literal["stop", "length"]
+    token_logprobs: tuple[float, ...] | None = None
+    """Log-probability of each generated token, when the backend gives them."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def mean_logprob(self) -> float | None:
+        """Mean token log-probability, or None when unknown."""
+        if not self.token_logprobs:
+            return None
+        return sum(self.token_logprobs) / len(self.token_logprobs)
+
+
+@dataclass(frozen=True)
+class ChoiceRequest:
+    """Ask which of ``options`` the model would write right after ``prefix``."""
+
+    conversation: Conversation
+    prefix: str
+    options: tuple[str, ...] = ("1", "2")
+
+
+@dataclass(frozen=True)
+class ChoiceResult:
+    """Log-probability of each option, in the order asked."""
+
+    logprobs: tuple[float, ...]
+    prompt_tokens: int = 0
+
+
+class VLMBackend(ABC):
+    """Base class of every backend."""
+
+    model_name: str = "unknown"
+    """The model's name, reported in ``response_metadata["model_name"]``."""
+    supports_choice: bool = False
+    """Whether :meth:`choose` reads a verdict from one forward pass."""
+
+    @abstractmethod
+    def sample(self, requests: Sequence[SampleRequest]) -> list[list[Sample]]:
+        """Sample each request's ``n`` continuations."""
+
+    async def asample(self, requests: Sequence[SampleRequest]) -> list[list[Sample]]:
+        """Async :meth:`sample`."""
+        return await asyncio.to_thread(self.sample, requests)
+
+    def choose(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
+        """Score each request's options from one forward pass."""
+        msg = f"{type(self).__name__} cannot score choices; the judge generates verdicts instead."
+        raise NotImplementedError(msg)
+
+    async def achoose(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
+        """Async :meth:`choose`."""
+        return await asyncio.to_thread(self.choose, requests)

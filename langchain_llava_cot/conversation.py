@@ -1,0 +1,62 @@
+"""The model-neutral request every backend receives: turns of text and images.
+
+LangChain messages are converted into a :class:`Conversation` once, by the chat model;
+backends turn it into whatever their model or server reads (a chat template, an
+OpenAI ``messages`` list). Images are kept as validated, encoded bytes so that a
+conversation can be stored in graph state and checkpoints as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Literal
+
+__all__ = ["Conversation", "Turn"]
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message: its role, its text, and the images that come before the text."""
+
+    role: Role
+    text: str
+    images: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """The turns a model answers, the last one being the user's."""
+
+    turns: tuple[Turn, ...]
+    tools_prompt: str | None = field(default=None)
+    """Tool descriptions rendered for the model, when tools are bound."""
+
+    @property
+    def images(self) -> tuple[bytes, ...]:
+        """Every image, in the order the model sees them."""
+        return tuple(image for turn in self.turns for image in turn.images)
+
+    @property
+    def question(self) -> str:
+        """The text of the last user turn."""
+        return next((t.text for t in reversed(self.turns) if t.role == "user"), "")
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A stable hash of the whole conversation, for caches keyed by request."""
+        digest = hashlib.sha256()
+        for turn in self.turns:
+            digest.update(turn.role.encode())
+            digest.update(turn.text.encode())
+            for image in turn.images:
+                digest.update(hashlib.sha256(image).digest())
+        digest.update((self.tools_prompt or "").encode())
+        return digest.hexdigest()
+
+    def with_user_turn(self, text: str) -> Conversation:
+        """A one-turn conversation asking ``text`` about all of this one's images."""
+        return Conversation(turns=(Turn(role="user", text=text, images=self.images),))

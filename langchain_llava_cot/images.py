@@ -1,0 +1,107 @@
+"""Image input: read images from content blocks, validate them, decode them.
+
+Every image is checked here, before any model work: it must decode, it must not be
+truncated, and it must not be a decompression bomb. What passes is kept as its
+original encoded bytes; :func:`decode_image` gives backends an RGB picture.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+__all__ = ["DEFAULT_MAX_PIXELS", "ImageError", "decode_image", "read_image_bytes", "validate_image"]
+
+DEFAULT_MAX_PIXELS = 40_000_000
+"""Largest image accepted, in pixels (width x height)."""
+
+
+class ImageError(ValueError):
+    """An image in the input cannot be used."""
+
+
+def validate_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """Check that ``data`` is a whole, decodable image of reasonable size; return it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    msg = (
+                        f"Image of {width}x{height} pixels is larger than the limit of "
+                        f"{max_pixels:,} pixels (a possible decompression bomb). Resize it "
+                        "before sending, or raise `max_image_pixels`."
+                    )
+                    raise ImageError(msg)
+                image.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        msg = f"Image rejected as a decompression bomb: {e}. Resize it before sending."
+        raise ImageError(msg) from e
+    except UnidentifiedImageError as e:
+        msg = "Image data is not a readable image. Send PNG, JPEG, GIF or WebP bytes."
+        raise ImageError(msg) from e
+    except (OSError, SyntaxError, ValueError) as e:
+        msg = f"Image data is truncated or corrupt ({e}). Re-encode the image and send it again."
+        raise ImageError(msg) from e
+    return data
+
+
+def read_image_bytes(
+    source: str, *, allow_local_paths: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> bytes:
+    """Read an image from base64, a ``data:`` URL or (when allowed) a local path."""
+    if source.startswith("data:"):
+        header, _, payload = source.partition(",")
+        if ";base64" not in header:
+            msg = "Image data URLs must be base64: 'data:image/png;base64,<data>'."
+            raise ImageError(msg)
+        return validate_image(_b64decode(payload), max_pixels=max_pixels)
+    if source.startswith(("http://", "https://")):
+        msg = (
+            "Image URLs are not fetched (this package works offline). Download the image "
+            "and send it as base64 or a data URL."
+        )
+        raise ImageError(msg)
+    if source.startswith("file://") or _looks_like_path(source):
+        path = Path(source.removeprefix("file://")).expanduser()
+        if not allow_local_paths:
+            msg = (
+                f"Local image paths are off, so {source!r} was not read. Pass "
+                "`allow_local_images=True` to ChatLlavaCoT, or send the image as base64."
+            )
+            raise ImageError(msg)
+        if not path.is_file():
+            msg = f"Image file {str(path)!r} does not exist."
+            raise ImageError(msg)
+        return validate_image(path.read_bytes(), max_pixels=max_pixels)
+    return validate_image(_b64decode(source), max_pixels=max_pixels)
+
+
+@lru_cache(maxsize=64)
+def decode_image(data: bytes) -> Image.Image:
+    """Decode validated image bytes to RGB (cached: callers must not modify the result)."""
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
+
+
+def _b64decode(payload: str) -> bytes:
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as e:
+        msg = "Image is not valid base64. Encode the image bytes with base64.b64encode."
+        raise ImageError(msg) from e
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.startswith(("/", "./", "../", "~")) or (
+        len(source) < 4096 and Path(source).suffix.lower() in {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
+    )

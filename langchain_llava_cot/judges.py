@@ -1,0 +1,282 @@
+"""Judges: pick the best of a stage's candidates.
+
+- :class:`PairwiseJudge` is the paper's self-judge: the model itself compares two
+  candidates under the stage's criterion, in a knockout. Each round pairs up the
+  remaining candidates at random and judges all pairs in one batched backend call,
+  so N candidates take N-1 comparisons in ceil(log2 N) calls. Where the backend can
+  score choices, a verdict is read from one forward pass (the log-probabilities of
+  "1" and "2" after :data:`VERDICT_PREFIX`); otherwise the model writes a verdict and
+  it is parsed. An unparseable verdict is logged and keeps the candidate with the
+  higher mean token log-probability, or the first of the pair when that is unknown.
+- :class:`LikelihoodJudge` keeps the candidate with the highest mean token log-probability.
+- Any callable ``judge(task: JudgeTask) -> int`` (sync or async) returning the index
+  of the best candidate is a judge too.
+
+>>> from langchain_llava_cot.conversation import Conversation, Turn
+>>> task = JudgeTask(
+...     conversation=Conversation((Turn("user", "How many?"),)),
+...     stage=Stage.CONCLUSION, chosen={}, candidates=("2", "3"), mean_logprobs=(-0.9, -0.2))
+>>> from langchain_llava_cot._calls import drive
+>>> drive(LikelihoodJudge().select(task, backend=None), backend=None).winner
+1
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+from langchain_llava_cot._calls import ChoiceCall, FunctionCall, SampleCall, Step, finished
+from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest, VLMBackend
+from langchain_llava_cot.conversation import Conversation
+from langchain_llava_cot.stages import ANSWER_CRITERION, Stage, render_answer
+
+__all__ = [
+    "VERDICT_PREFIX",
+    "Comparison",
+    "FunctionJudge",
+    "Judge",
+    "JudgeSpec",
+    "JudgeTask",
+    "LikelihoodJudge",
+    "PairwiseJudge",
+    "Verdict",
+    "pairwise_prompt",
+    "parse_verdict",
+    "resolve_judge",
+]
+
+logger = logging.getLogger(__name__)
+
+VERDICT_PREFIX = "The better response is"
+"""How a pairwise verdict begins; the next token is ``1`` or ``2``."""
+
+_VERDICT_PATTERN = re.compile(r"better response is\s*(?:response\s*)?([12])\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class JudgeTask:
+    """What a judge sees: the request, what was chosen so far, and the candidates."""
+
+    conversation: Conversation
+    stage: Stage | None
+    """The stage being judged; None when whole answers are judged."""
+    chosen: Mapping[Stage, str]
+    """Stages chosen before this one."""
+    candidates: tuple[str, ...]
+    mean_logprobs: tuple[float | None, ...] = ()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One pairwise decision."""
+
+    first: int
+    second: int
+    winner: int
+    method: Literal["logits", "generated", "unparseable", "identical"]
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A judge's choice and how it was reached."""
+
+    winner: int
+    comparisons: tuple[Comparison, ...] = ()
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+
+
+class Judge(ABC):
+    """Base class of the built-in judges."""
+
+    name: str = "judge"
+
+    @abstractmethod
+    def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
+        """Choose the best candidate, yielding any backend calls it needs."""
+
+
+def pairwise_prompt(task: JudgeTask, first: int, second: int) -> Conversation:
+    """The conversation that asks the model to compare two candidates.
+
+    The demo model is trained on exactly this format (see ``langchain_llava_cot.demo``).
+    """
+    if task.stage is None:
+        label, criterion = "whole answer", ANSWER_CRITERION
+    else:
+        label, criterion = f"{task.stage.value} stage", task.stage.criterion
+    earlier = render_answer(task.chosen) if task.chosen else "none"
+    text = (
+        f"Question: {task.conversation.question}\n"
+        f"Earlier stages: {earlier}\n"
+        f"Compare two candidates for the {label}. {criterion}\n"
+        f"Response 1: {task.candidates[first]}\n"
+        f"Response 2: {task.candidates[second]}\n"
+        f'Which is better? Answer "{VERDICT_PREFIX} 1." or "{VERDICT_PREFIX} 2."'
+    )
+    return task.conversation.with_user_turn(text)
+
+
+def parse_verdict(text: str) -> Literal[1, 2] | None:
+    """Read ``1`` or ``2`` from a generated verdict; None when it names neither."""
+    matches = _VERDICT_PATTERN.findall(text)
+    if not matches:
+        return None
+    return 1 if matches[-1] == "1" else 2
+
+
+@dataclass
+class PairwiseJudge(Judge):
+    """The paper's self-judge: a knockout of pairwise comparisons by the model itself."""
+
+    seed: int | None = None
+    """Seed of the random pairing; None draws a fresh pairing each time."""
+    read_logits: bool | None = None
+    """Read verdicts from one forward pass; None does so whenever the backend can."""
+    max_verdict_tokens: int = 32
+    """Token limit of a generated verdict."""
+    name: str = field(default="pairwise", init=False)
+
+    def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
+        """Run the knockout, one batched backend call per round."""
+        if backend is None:
+            msg = "The pairwise judge needs a backend to ask."
+            raise ValueError(msg)
+        rng = random.Random(self.seed)
+        alive = list(range(len(task.candidates)))
+        rng.shuffle(alive)
+        comparisons: list[Comparison] = []
+        prompt_tokens = completion_tokens = calls = 0
+        while len(alive) > 1:
+            pairs = [(alive[i], alive[i + 1]) for i in range(0, len(alive) - 1, 2)]
+            bye = [alive[-1]] if len(alive) % 2 else []
+            asked = [p for p in pairs if task.candidates[p[0]] != task.candidates[p[1]]]
+            outcomes: dict[tuple[int, int], Comparison] = {
+                p: Comparison(p[0], p[1], p[0], "identical") for p in pairs if p not in asked
+            }
+            if asked:
+                calls += 1
+                if self._reads_logits(backend):
+                    decided, used = yield from self._compare_by_logits(task, asked)
+                    prompt_tokens += used
+                else:
+                    decided, used, written = yield from self._compare_by_text(task, asked)
+                    prompt_tokens, completion_tokens = prompt_tokens + used, completion_tokens + written
+                outcomes.update(zip(asked, decided))
+            comparisons.extend(outcomes[p] for p in pairs)
+            alive = bye + [outcomes[p].winner for p in pairs]
+        return Verdict(alive[0], tuple(comparisons), prompt_tokens, completion_tokens, calls)
+
+    def _reads_logits(self, backend: VLMBackend) -> bool:
+        if self.read_logits is None:
+            return backend.supports_choice
+        if self.read_logits and not backend.supports_choice:
+            msg = f"{type(backend).__name__} cannot score choices; set read_logits=None or False."
+            raise ValueError(msg)
+        return self.read_logits
+
+    def _compare_by_logits(
+        self, task: JudgeTask, pairs: Sequence[tuple[int, int]]
+    ) -> Step[tuple[list[Comparison], int]]:
+        requests = tuple(
+            ChoiceRequest(pairwise_prompt(task, a, b), prefix=VERDICT_PREFIX, options=(" 1", " 2"))
+            for a, b in pairs
+        )
+        results = yield ChoiceCall(requests)
+        decided = []
+        for (a, b), result in zip(pairs, results):
+            one, two = result.logprobs
+            winner = a if one >= two else b
+            decided.append(Comparison(a, b, winner, "logits", f"logprob 1={one:.3f} 2={two:.3f}"))
+        return decided, sum(r.prompt_tokens for r in results)
+
+    def _compare_by_text(
+        self, task: JudgeTask, pairs: Sequence[tuple[int, int]]
+    ) -> Step[tuple[list[Comparison], int, int]]:
+        requests = tuple(
+            SampleRequest(pairwise_prompt(task, a, b), prefix="", max_new_tokens=self.max_verdict_tokens)
+            for a, b in pairs
+        )
+        results = yield SampleCall(requests)
+        decided = []
+        for (a, b), [sample] in zip(pairs, results):
+            choice = parse_verdict(sample.text)
+            if choice is None:
+                winner = _fallback_winner(task, a, b)
+                logger.warning("Unparseable judge verdict %r; keeping candidate %d.", sample.text, winner)
+                decided.append(Comparison(a, b, winner, "unparseable", sample.text))
+            else:
+                decided.append(Comparison(a, b, a if choice == 1 else b, "generated", sample.text))
+        prompt = sum(s.prompt_tokens for [s] in results)
+        return decided, prompt, sum(s.completion_tokens for [s] in results)
+
+
+def _fallback_winner(task: JudgeTask, a: int, b: int) -> int:
+    scores = task.mean_logprobs
+    if len(scores) > max(a, b) and scores[a] is not None and scores[b] is not None:
+        return a if scores[a] >= scores[b] else b
+    return a
+
+
+@dataclass
+class LikelihoodJudge(Judge):
+    """Keep the candidate the model itself found most likely (mean token log-probability)."""
+
+    name: str = field(default="likelihood", init=False)
+
+    def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
+        """Pick the highest mean log-probability; makes no backend call."""
+        scores = task.mean_logprobs
+        if len(scores) != len(task.candidates) or any(s is None for s in scores):
+            msg = (
+                "The likelihood judge needs token log-probabilities, and this backend gave "
+                "none. Use judge='pairwise', or a server that returns logprobs."
+            )
+            raise ValueError(msg)
+        best = max(range(len(scores)), key=lambda i: scores[i])  # type: ignore[arg-type,return-value]
+        return finished(Verdict(best))
+
+
+@dataclass
+class FunctionJudge(Judge):
+    """Wrap a function ``(JudgeTask) -> int`` (sync or async) as a judge."""
+
+    function: Callable[[JudgeTask], int | Awaitable[int]]
+    name: str = field(default="function", init=False)
+
+    def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
+        """Call the function and check its answer."""
+        winner = yield FunctionCall(self.function, task)
+        if not isinstance(winner, int) or not 0 <= winner < len(task.candidates):
+            msg = (
+                f"Judge function returned {winner!r}; it must return the index (0 to "
+                f"{len(task.candidates) - 1}) of the best candidate."
+            )
+            raise ValueError(msg)
+        return Verdict(winner, calls=1)
+
+
+JudgeSpec = Union[Literal["pairwise", "likelihood"], Judge, Callable[[JudgeTask], int]]
+"""What ``judge=`` accepts: a built-in name, a :class:`Judge`, or a function."""
+
+
+def resolve_judge(spec: JudgeSpec, *, seed: int | None = None) -> Judge:
+    """Turn a ``judge=`` option into a :class:`Judge`."""
+    if isinstance(spec, Judge):
+        return spec
+    if spec == "pairwise":
+        return PairwiseJudge(seed=seed)
+    if spec == "likelihood":
+        return LikelihoodJudge()
+    if callable(spec):
+        return FunctionJudge(spec)
+    msg = f"Unknown judge {spec!r}: use 'pairwise', 'likelihood', a Judge, or a function (JudgeTask) -> int."
+    raise ValueError(msg)
