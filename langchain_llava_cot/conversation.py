@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
 
-__all__ = ["Conversation", "Turn"]
+__all__ = ["Conversation", "Turn", "to_chat_messages"]
 
 Role = Literal["system", "user", "assistant"]
 
@@ -60,3 +60,18 @@ class Conversation:
     def with_user_turn(self, text: str) -> Conversation:
         """A one-turn conversation asking ``text`` about all of this one's images."""
         return Conversation(turns=(Turn(role="user", text=text, images=self.images),))
+
+
+def to_chat_messages(conversation: Conversation) -> list[dict]:
+    """The conversation in the Hugging Face chat-template format.
+
+    Each image becomes a ``{"type": "image"}`` item before the turn's text, which is how
+    LLaVA-CoT's own inference code lays out a user turn. The image data itself is
+    passed to the processor separately, in :attr:`Conversation.images` order.
+    """
+    messages = []
+    for turn in conversation.turns:
+        content: list[dict] = [{"type": "image"} for _ in turn.images]
+        content.append({"type": "text", "text": turn.text})
+        messages.append({"role": turn.role, "content": content})
+    return messages
