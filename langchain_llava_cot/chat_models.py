@@ -1,0 +1,501 @@
+"""ChatLlavaCoT: LLaVA-CoT's staged search behind LangChain's chat model interface.
+
+Input flow:
+    LangChain messages -> :func:`convert_messages` (text, image blocks, validated images)
+    -> :class:`~langchain_llava_cot.conversation.Conversation`
+    -> the search graph (:func:`~langchain_llava_cot.graph.build_graph`) with a
+    :class:`~langchain_llava_cot.search.SearchContext` built from this model's options.
+
+Output flow:
+    graph ``updates`` (one per judged stage) -> :func:`_stage_chunk` -> ``AIMessageChunk``:
+    summary, caption and reasoning as ``reasoning_content``, the conclusion as content;
+    the final graph state -> :func:`_final_chunk`: usage and the whole search record in
+    ``response_metadata["llava_cot"]``. ``invoke`` aggregates the same chunks.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, PrivateAttr, SecretStr, model_validator
+from typing_extensions import Self
+
+from langchain_llava_cot.backends.base import VLMBackend
+from langchain_llava_cot.conversation import Conversation, Turn
+from langchain_llava_cot.graph import SearchState, build_graph
+from langchain_llava_cot.images import DEFAULT_MAX_PIXELS, read_image_bytes
+from langchain_llava_cot.search import SearchContext, Strategy
+from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, render_answer, render_stage
+
+__all__ = ["ChatLlavaCoT", "convert_messages"]
+
+_PROVIDER = "llava_cot"
+
+
+class ChatLlavaCoT(BaseChatModel):
+    """LLaVA-CoT with stage-level beam search, as a LangChain chat model.
+
+    Each answer is written in four stages (summary, caption, reasoning, conclusion).
+    With ``strategy="stage_beam"`` every stage samples ``candidates`` continuations
+    and a judge keeps the best before the next stage starts.
+
+    Setup:
+        .. code-block:: bash
+
+            pip install "langchain-llava-cot[transformers]"
+
+    Key init args:
+        model: local folder or hub id of an image-text-to-text model; None uses the
+            bundled demo model.
+        strategy: ``"greedy"``, ``"best_of_n"`` or ``"stage_beam"``.
+        candidates: candidates per step (N).
+        judge: ``"pairwise"``, ``"likelihood"``, a Judge or a function.
+        backend: a ready :class:`VLMBackend` or a LangChain chat model to drive instead.
+        base_url: an OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama).
+
+    Instantiate:
+        .. code-block:: python
+
+            from langchain_llava_cot import ChatLlavaCoT
+
+            llm = ChatLlavaCoT(strategy="stage_beam", candidates=4, judge="pairwise")
+
+    Invoke:
+        .. code-block:: python
+
+            msg = llm.invoke([HumanMessage(content=[
+                {"type": "image", "base64": b64_png, "mime_type": "image/png"},
+                {"type": "text", "text": "How many red shapes are there?"}])])
+            msg.content                         # the conclusion
+            msg.additional_kwargs["reasoning_content"]  # summary, caption, reasoning
+            msg.response_metadata["llava_cot"]  # every candidate and judge decision
+
+    Stream:
+        .. code-block:: python
+
+            for chunk in llm.stream(messages):  # one chunk per stage, as it is chosen
+                print(chunk.additional_kwargs.get("reasoning_content", ""), chunk.content)
+
+    Async:
+        .. code-block:: python
+
+            msg = await llm.ainvoke(messages)
+    """
+
+    model: str | None = None
+    """Local folder or hub id of the model; None uses the bundled demo model."""
+    backend: Any = None
+    """A ready ``VLMBackend``, or a LangChain chat model to use as the backend."""
+    base_url: str | None = None
+    """Base URL of an OpenAI-compatible server, e.g. ``http://127.0.0.1:8000/v1``."""
+    api_key: SecretStr | None = None
+    """API key of that server, if it needs one."""
+    strategy: Strategy = "stage_beam"
+    """How to search: ``greedy``, ``best_of_n`` or ``stage_beam``."""
+    candidates: int = 4
+    """Candidates per step (N)."""
+    judge: Any = "pairwise"
+    """``"pairwise"``, ``"likelihood"``, a Judge, or a function ``(JudgeTask) -> int``."""
+    temperature: float = 0.6
+    """Sampling temperature of the candidates (greedy always uses 0)."""
+    top_p: float | None = 0.9
+    """Nucleus sampling of the candidates."""
+    max_tokens: int | None = None
+    """Token budget of the whole answer, all stages together."""
+    max_stage_tokens: int | dict[str, int] | None = None
+    """Token limit per stage: one number, or a mapping like ``{"reasoning": 512}``."""
+    stop: list[str] | None = None
+    """Stop strings for the conclusion."""
+    seed: int | None = None
+    """Makes sampling and judging reproducible."""
+    return_tagged_text: bool = False
+    """Return the whole tagged answer as content instead of the conclusion alone."""
+    allow_local_images: bool = False
+    """Read images given as local file paths (off: only base64 and data URLs)."""
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    """Largest image accepted, in pixels."""
+    device: str = "cpu"
+    """Device of an in-process model: ``cpu``, ``cuda``, ``cuda:1``..."""
+    dtype: str = "auto"
+    """dtype of an in-process model: ``auto``, ``float32``, ``bfloat16``..."""
+    trust_remote_code: bool = False
+    """Allow a model's own code to run (off unless you trust it)."""
+    timeout: float = 120.0
+    """Seconds to wait for a server's answer."""
+    max_retries: int = 2
+    """Retries of a failed server request."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    _backend: VLMBackend | None = PrivateAttr(default=None)
+    _backend_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _graph: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _check_options(self) -> Self:
+        self.search_context(backend=_UNSET_BACKEND)
+        in_process = self.backend is None and self.base_url is None
+        if in_process and self.model and _looks_like_local_path(self.model) and not Path(self.model).expanduser().exists():
+            msg = f"Model path {self.model!r} does not exist. Pass an existing folder or a hub id."
+            raise ValueError(msg)
+        return self
+
+    @property
+    def _llm_type(self) -> str:
+        return "llava-cot"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model": self.model_name,
+            "strategy": self.strategy,
+            "candidates": self.candidates,
+            "judge": self.judge if isinstance(self.judge, str) else type(self.judge).__name__,
+            "temperature": self.temperature,
+        }
+
+    @property
+    def model_name(self) -> str:
+        """The name reported in ``response_metadata["model_name"]``."""
+        if self._backend is not None:
+            return self._backend.model_name
+        return self.model or "llava-cot-demo"
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider=_PROVIDER,
+            ls_model_name=self.model_name,
+            ls_model_type="chat",
+            ls_temperature=kwargs.get("temperature", self.temperature),
+        )
+        if max_tokens := kwargs.get("max_tokens", self.max_tokens):
+            params["ls_max_tokens"] = max_tokens
+        if stop := stop or self.stop:
+            params["ls_stop"] = stop
+        return params
+
+    # -- the engine -------------------------------------------------------------
+
+    @property
+    def graph(self) -> Any:
+        """The compiled search graph this model runs."""
+        if self._graph is None:
+            self._graph = build_graph()
+        return self._graph
+
+    def get_backend(self) -> VLMBackend:
+        """The backend, created (and its model loaded) on first use."""
+        with self._backend_lock:
+            if self._backend is None:
+                self._backend = _make_backend(self)
+            return self._backend
+
+    def search_context(self, stop: Sequence[str] | None = None, **overrides: Any) -> SearchContext:
+        """The graph's runtime context for this model's options, with ``overrides``."""
+        options: dict[str, Any] = {
+            "strategy": self.strategy,
+            "candidates": self.candidates,
+            "judge": self.judge,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_stage_tokens": self.max_stage_tokens,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+        }
+        options.update({k: v for k, v in overrides.items() if k != "backend"})
+        unknown = set(options) - set(SearchContext.__dataclass_fields__)
+        if unknown:
+            msg = f"Unknown option(s) {sorted(unknown)}; ChatLlavaCoT accepts {sorted(SearchContext.__dataclass_fields__)}."
+            raise TypeError(msg)
+        backend = overrides["backend"] if "backend" in overrides else self.get_backend()
+        return SearchContext(backend=backend, stop=tuple(stop or self.stop or ()), **options)
+
+    def graph_input(self, messages: Sequence[BaseMessage]) -> SearchState:
+        """The graph input for ``messages`` (images are read and checked here)."""
+        conversation = convert_messages(
+            messages, allow_local_images=self.allow_local_images, max_image_pixels=self.max_image_pixels
+        )
+        return SearchState(conversation=conversation)
+
+    # -- LangChain interface ------------------------------------------------------
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        graph_input = self.graph_input(messages)
+        context = self.search_context(stop, **kwargs)
+        events = self.graph.stream(graph_input, context=context, stream_mode=["updates", "values"])
+        converter = _ChunkConverter(self)
+        for mode, data in events:
+            for chunk in converter.convert(mode, data):
+                if run_manager:
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+        yield converter.final_chunk()
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        graph_input = self.graph_input(messages)
+        context = self.search_context(stop, **kwargs)
+        events = self.graph.astream(graph_input, context=context, stream_mode=["updates", "values"])
+        converter = _ChunkConverter(self)
+        async for mode, data in events:
+            for chunk in converter.convert(mode, data):
+                if run_manager:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+        yield converter.final_chunk()
+
+
+class _UnsetBackend(VLMBackend):
+    """Stands in for the backend while options are validated."""
+
+    def sample(self, requests: Sequence[Any]) -> list[Any]:
+        raise NotImplementedError
+
+
+_UNSET_BACKEND = _UnsetBackend()
+
+
+class _ChunkConverter:
+    """Turns graph stream events into message chunks: one per chosen stage, then a final one."""
+
+    def __init__(self, llm: ChatLlavaCoT) -> None:
+        self.llm = llm
+        self.state: dict[str, Any] = {}
+        self.emitted: set[Stage] = set()
+
+    def convert(self, mode: str, data: Any) -> Iterator[ChatGenerationChunk]:
+        if mode == "values":
+            self.state = data
+            return
+        for node, update in data.items():
+            if node.startswith("judge_") and update:
+                for stage in STAGES:
+                    if stage.value in update.get("chosen", {}) and stage not in self.emitted:
+                        self.emitted.add(stage)
+                        yield _stage_chunk(stage, update["chosen"][stage.value], self.llm.return_tagged_text)
+
+    def final_chunk(self) -> ChatGenerationChunk:
+        return _final_chunk(self.state, self.llm.model_name, self.llm.strategy)
+
+
+def _stage_chunk(stage: Stage, text: str, tagged: bool) -> ChatGenerationChunk:
+    """A chunk carrying one chosen stage."""
+    if stage is Stage.CONCLUSION:
+        content = render_stage(stage, text) if tagged else text
+        return ChatGenerationChunk(message=AIMessageChunk(content=content))
+    rendered = render_stage(stage, text) + STAGE_SEPARATOR
+    return ChatGenerationChunk(
+        message=AIMessageChunk(
+            content=rendered if tagged else "", additional_kwargs={"reasoning_content": rendered}
+        )
+    )
+
+
+def _final_chunk(state: Mapping[str, Any], model_name: str, strategy: str) -> ChatGenerationChunk:
+    """The closing chunk: usage, finish reason and the whole search record."""
+    usage = state.get("usage") or {}
+    steps = state.get("steps") or []
+    last = steps[-1]["candidates"][steps[-1]["winner"]] if steps else None
+    finish_reason = "length" if last and last["finish_reason"] == "length" else "stop"
+    chosen = state.get("chosen") or {}
+    record = {
+        "strategy": strategy,
+        "chosen": dict(chosen),
+        "answer": render_answer({Stage(k): v for k, v in chosen.items()}),
+        "steps": list(steps),
+        "usage": dict(usage),
+        "seconds": sum(s["sample_seconds"] + s["judge_seconds"] for s in steps),
+    }
+    input_tokens, output_tokens = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+    message = AIMessageChunk(
+        content="",
+        usage_metadata=UsageMetadata(
+            input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=input_tokens + output_tokens
+        ),
+        response_metadata={
+            "model_name": model_name,
+            "model_provider": _PROVIDER,
+            "finish_reason": finish_reason,
+            "llava_cot": record,
+        },
+    )
+    return ChatGenerationChunk(message=message, generation_info={"finish_reason": finish_reason})
+
+
+# -- message conversion ------------------------------------------------------------
+
+
+def convert_messages(
+    messages: Sequence[BaseMessage],
+    *,
+    allow_local_images: bool = False,
+    max_image_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Conversation:
+    """Convert LangChain messages into a :class:`Conversation`; images are read and checked."""
+    if not messages:
+        msg = "No messages to answer. Pass at least one HumanMessage with a question."
+        raise ValueError(msg)
+    turns = []
+    for message in messages:
+        role = _role(message)
+        text, images = _split_content(message.content, allow_local_images, max_image_pixels)
+        if isinstance(message, ToolMessage):
+            text = f"Tool result ({message.name or message.tool_call_id}): {text}"
+        turns.append(Turn(role=role, text=text, images=tuple(images)))
+    return Conversation(turns=tuple(turns))
+
+
+def _role(message: BaseMessage) -> Any:
+    if isinstance(message, SystemMessage):
+        return "system"
+    if isinstance(message, (HumanMessage, ToolMessage)):
+        return "user"
+    if isinstance(message, AIMessage):
+        return "assistant"
+    msg = (
+        f"Unsupported message type {type(message).__name__}: use SystemMessage, HumanMessage, "
+        "AIMessage or ToolMessage."
+    )
+    raise TypeError(msg)
+
+
+_SUPPORTED_BLOCKS = (
+    'Supported content blocks: {"type": "text", "text": ...}, '
+    '{"type": "image", "base64": ..., "mime_type": "image/png"}, '
+    '{"type": "image", "url": "data:image/png;base64,..."}, and '
+    '{"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}.'
+)
+
+
+def _split_content(content: Any, allow_local: bool, max_pixels: int) -> tuple[str, list[bytes]]:
+    """Split message content into its text and its images."""
+    if isinstance(content, str):
+        return content, []
+    texts: list[str] = []
+    images: list[bytes] = []
+    for block in content:
+        if isinstance(block, str):
+            texts.append(block)
+            continue
+        if not isinstance(block, dict):
+            msg = f"Unsupported content item {block!r}. {_SUPPORTED_BLOCKS}"
+            raise ValueError(msg)
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text", ""))
+        elif kind in ("reasoning", "thinking"):
+            continue
+        elif kind in ("image", "image_url"):
+            source = _image_source(block)
+            images.append(read_image_bytes(source, allow_local_paths=allow_local, max_pixels=max_pixels))
+        else:
+            msg = f"Unsupported content block of type {kind!r}. {_SUPPORTED_BLOCKS}"
+            raise ValueError(msg)
+    return "\n".join(t for t in texts if t), images
+
+
+def _image_source(block: dict[str, Any]) -> str:
+    """The base64 data, data URL or path an image block points to."""
+    if block["type"] == "image_url":
+        url = block.get("image_url")
+        source = url.get("url") if isinstance(url, dict) else url
+    else:
+        source = block.get("base64") or block.get("data") or block.get("url") or block.get("path")
+    if not isinstance(source, str) or not source:
+        msg = f"Image block {_preview(block)} has no image data. {_SUPPORTED_BLOCKS}"
+        raise ValueError(msg)
+    return source
+
+
+def _preview(block: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"{k!r}: ..." for k in block) + "}"
+
+
+def _looks_like_local_path(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or model.count("/") > 1
+
+
+def _make_backend(llm: ChatLlavaCoT) -> VLMBackend:
+    """Create the backend that ``llm``'s options describe."""
+    if isinstance(llm.backend, VLMBackend):
+        return llm.backend
+    if isinstance(llm.backend, BaseChatModel):
+        from langchain_llava_cot.backends.chat_model import ChatModelBackend
+
+        return ChatModelBackend(llm.backend)
+    if llm.backend is not None:
+        msg = f"backend must be a VLMBackend or a LangChain chat model, got {type(llm.backend).__name__}."
+        raise TypeError(msg)
+    if llm.base_url:
+        from langchain_llava_cot.backends.openai import OpenAICompatibleBackend
+
+        if not llm.model:
+            msg = "Name the served model: ChatLlavaCoT(base_url=..., model='<name the server serves>')."
+            raise ValueError(msg)
+        return OpenAICompatibleBackend(
+            llm.base_url,
+            llm.model,
+            api_key=llm.api_key.get_secret_value() if llm.api_key else None,
+            timeout=llm.timeout,
+            max_retries=llm.max_retries,
+        )
+    from langchain_llava_cot.backends.transformers import TransformersBackend
+
+    return TransformersBackend(
+        llm.model or _demo_model_path(),
+        dtype=llm.dtype,
+        device=llm.device,
+        trust_remote_code=llm.trust_remote_code,
+    )
+
+
+def _demo_model_path() -> str:
+    from langchain_llava_cot.demo import DEMO_MODEL_PATH
+
+    return str(DEMO_MODEL_PATH)
+

@@ -1,0 +1,290 @@
+"""The search engine: a LangGraph state machine with an expand and a judge node per stage.
+
+    START -> expand_summary -> judge_summary -> expand_caption -> judge_caption
+          -> expand_reasoning -> judge_reasoning -> expand_conclusion -> judge_conclusion -> END
+
+- ``expand_<stage>`` samples the step's candidates: continuations of the chosen prefix
+  that stop at the stage's closing tag (or, for ``best_of_n``, whole answers).
+- ``judge_<stage>`` prunes them to one, appends it to the chosen prefix and records
+  the step: every candidate, every comparison, tokens and timings.
+- After a judge, and at START, a router goes to the first stage not chosen yet, so
+  a run resumed with some stages already chosen skips them.
+
+Options come through the runtime context (:class:`~langchain_llava_cot.search.SearchContext`).
+Nodes write their progress to LangGraph's ``custom`` stream. This module never
+imports torch: only the backend in the context talks to a model.
+
+Example::
+
+    graph = build_graph()
+    state = graph.invoke({"conversation": conversation}, context=SearchContext(backend=backend))
+    state["chosen"]["conclusion"]
+"""
+
+from __future__ import annotations
+
+import operator
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from langchain_core.runnables import RunnableLambda
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import get_runtime
+from typing_extensions import NotRequired, TypedDict
+
+from langchain_llava_cot._calls import SampleCall, Step, adrive, drive, finished
+from langchain_llava_cot.backends.base import Sample, SampleRequest
+from langchain_llava_cot.conversation import Conversation
+from langchain_llava_cot.judges import JudgeTask, Verdict
+from langchain_llava_cot.search import SearchContext
+from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, cut_stage, parse_answer, render_answer
+
+__all__ = ["CandidateRecord", "SearchState", "StepRecord", "Usage", "build_graph", "next_stage_node"]
+
+
+class CandidateRecord(TypedDict):
+    """One sampled candidate."""
+
+    text: str
+    """What the judge compares: the stage's text, or the whole rendered answer."""
+    stages: dict[str, str]
+    """The text of each stage this candidate wrote."""
+    finish_reason: str
+    closed: bool
+    """Whether every stage it wrote was properly closed (unclosed ones are repaired)."""
+    problems: list[str]
+    mean_logprob: float | None
+    completion_tokens: int
+
+
+class StepRecord(TypedDict):
+    """One expand-and-judge step."""
+
+    stage: str
+    span: list[str]
+    candidates: list[CandidateRecord]
+    winner: int
+    judge: str | None
+    comparisons: list[dict[str, Any]]
+    sample_seconds: float
+    judge_seconds: float
+
+
+class Usage(TypedDict):
+    """Tokens and model calls spent by the whole search."""
+
+    input_tokens: int
+    output_tokens: int
+    model_calls: int
+
+
+class _Expansion(TypedDict):
+    stage: str
+    span: list[str]
+    candidates: list[CandidateRecord]
+    sample_seconds: float
+
+
+def _merge_chosen(left: dict[str, str], right: dict[str, str]) -> dict[str, str]:
+    return {**left, **right}
+
+
+def _add_usage(left: Usage, right: Usage) -> Usage:
+    return Usage(**{key: left.get(key, 0) + right.get(key, 0) for key in Usage.__annotations__})  # type: ignore[typeddict-item]
+
+
+class SearchState(TypedDict):
+    """The state of one search."""
+
+    conversation: Conversation
+    chosen: NotRequired[Annotated[dict[str, str], _merge_chosen]]
+    """The chosen text of each stage so far, by stage name."""
+    pending: NotRequired[_Expansion | None]
+    """Candidates waiting for their judge."""
+    steps: NotRequired[Annotated[list[StepRecord], operator.add]]
+    usage: NotRequired[Annotated[Usage, _add_usage]]
+
+
+NodeName = Literal["expand_summary", "expand_caption", "expand_reasoning", "expand_conclusion", "__end__"]
+
+
+def next_stage_node(state: SearchState) -> NodeName:
+    """Route to the first stage not chosen yet, or to the end."""
+    chosen = state.get("chosen") or {}
+    for stage in STAGES:
+        if stage.value not in chosen:
+            return f"expand_{stage.value}"  # type: ignore[return-value]
+    return END
+
+
+def _chosen_stages(state: SearchState) -> dict[Stage, str]:
+    return {Stage(name): text for name, text in (state.get("chosen") or {}).items()}
+
+
+def _prefix(chosen: dict[Stage, str], stage: Stage) -> str:
+    """The assistant text a step continues: the chosen stages, then ``stage``'s opening tag."""
+    earlier = render_answer(chosen)
+    return f"{earlier}{STAGE_SEPARATOR}{stage.open_tag}" if earlier else stage.open_tag
+
+
+def _tokens_left(state: SearchState, context: SearchContext) -> int | None:
+    if context.max_tokens is None:
+        return None
+    spent = sum(step["candidates"][step["winner"]]["completion_tokens"] for step in state.get("steps") or [])
+    return context.max_tokens - spent
+
+
+def _candidate(span: tuple[Stage, ...], sample: Sample) -> CandidateRecord:
+    """Turn a continuation into a candidate, repairing a stage that never closed."""
+    first, last = span[0], span[-1]
+    stopped = sample.finish_reason == "stop"
+    if len(span) == 1:
+        text, closed = cut_stage(first, sample.text)
+        closed = closed or stopped
+        problems = [] if closed else [f"{first.open_tag} cut at the token limit; closed"]
+        stages = {first.value: text}
+    else:
+        full = first.open_tag + sample.text + (last.close_tag if stopped else "")
+        parsed = parse_answer(full)
+        kept = _leading_stages(parsed.stages, span)
+        stages = {s.value: kept[s] for s in kept}
+        problems = list(parsed.problems)
+        closed = not problems and len(kept) == len(span)
+        text = render_answer(kept)
+    return CandidateRecord(
+        text=text,
+        stages=stages,
+        finish_reason=sample.finish_reason,
+        closed=closed,
+        problems=problems,
+        mean_logprob=sample.mean_logprob,
+        completion_tokens=sample.completion_tokens,
+    )
+
+
+def _leading_stages(found: dict[Stage, str], span: tuple[Stage, ...]) -> dict[Stage, str]:
+    """The stages of ``span`` present without a gap from its start."""
+    kept: dict[Stage, str] = {}
+    for stage in span:
+        if stage not in found:
+            break
+        kept[stage] = found[stage]
+    return kept
+
+
+def _expand(stage: Stage, state: SearchState, context: SearchContext) -> Step[dict[str, Any]]:
+    span = context.span(stage)
+    limit = context.token_limit(span)
+    left = _tokens_left(state, context)
+    if left is not None:
+        limit = min(limit, max(left, 1))
+    stop = (span[-1].close_tag, *(context.stop if span[-1] is Stage.CONCLUSION else ()))
+    request = SampleRequest(
+        conversation=state["conversation"],
+        prefix=_prefix(_chosen_stages(state), stage),
+        n=context.width,
+        stop=stop,
+        max_new_tokens=limit,
+        temperature=context.sampling_temperature,
+        top_p=context.top_p if context.sampling_temperature > 0 else None,
+        seed=None if context.seed is None else context.seed + len(state.get("steps") or []),
+    )
+    started = time.perf_counter()
+    [samples] = yield SampleCall((request,))
+    seconds = time.perf_counter() - started
+    candidates = [_candidate(span, sample) for sample in samples]
+    get_stream_writer()({"event": "candidates", "stage": stage.value, "candidates": candidates})
+    return {
+        "pending": _Expansion(
+            stage=stage.value, span=[s.value for s in span], candidates=candidates, sample_seconds=seconds
+        ),
+        "usage": Usage(
+            input_tokens=sum(s.prompt_tokens for s in samples),
+            output_tokens=sum(s.completion_tokens for s in samples),
+            model_calls=1,
+        ),
+    }
+
+
+def _judge(stage: Stage, state: SearchState, context: SearchContext) -> Step[dict[str, Any]]:
+    pending = state.get("pending")
+    if not pending or pending["stage"] != stage.value:
+        msg = f"judge_{stage.value} ran without candidates of its stage; the graph was entered mid-step."
+        raise RuntimeError(msg)
+    candidates = pending["candidates"]
+    judge = context.resolved_judge if len(candidates) > 1 else None
+    started = time.perf_counter()
+    if judge is None:
+        verdict = yield from finished(Verdict(0))
+    else:
+        task = JudgeTask(
+            conversation=state["conversation"],
+            stage=stage if len(pending["span"]) == 1 else None,
+            chosen=_chosen_stages(state),
+            candidates=tuple(c["text"] for c in candidates),
+            mean_logprobs=tuple(c["mean_logprob"] for c in candidates),
+        )
+        verdict = yield from judge.select(task, context.backend)
+    seconds = time.perf_counter() - started
+    winner = candidates[verdict.winner]
+    step = StepRecord(
+        stage=stage.value,
+        span=pending["span"],
+        candidates=candidates,
+        winner=verdict.winner,
+        judge=judge.name if judge else None,
+        comparisons=[vars(c) for c in verdict.comparisons],
+        sample_seconds=pending["sample_seconds"],
+        judge_seconds=seconds,
+    )
+    get_stream_writer()({"event": "chosen", "stage": stage.value, "step": step})
+    return {
+        "chosen": {stage.value: "", **winner["stages"]},
+        "pending": None,
+        "steps": [step],
+        "usage": Usage(
+            input_tokens=verdict.prompt_tokens,
+            output_tokens=verdict.completion_tokens,
+            model_calls=verdict.calls,
+        ),
+    }
+
+
+StageLogic = Callable[[Stage, SearchState, SearchContext], Step[dict[str, Any]]]
+
+
+def _node(logic: StageLogic, stage: Stage) -> RunnableLambda:
+    """Wrap stage logic as a node that runs with the backend's sync or async methods."""
+
+    def context() -> SearchContext:
+        found = get_runtime(SearchContext).context
+        if not isinstance(found, SearchContext):
+            msg = "The search graph needs `context=SearchContext(backend=...)` in invoke/stream."
+            raise ValueError(msg)
+        return found
+
+    def run(state: SearchState) -> dict[str, Any]:
+        ctx = context()
+        return drive(logic(stage, state, ctx), ctx.backend)
+
+    async def arun(state: SearchState) -> dict[str, Any]:
+        ctx = context()
+        return await adrive(logic(stage, state, ctx), ctx.backend)
+
+    return RunnableLambda(run, afunc=arun, name=f"{logic.__name__.strip('_')}_{stage.value}")
+
+
+def build_graph(**compile_options: Any) -> Any:
+    """Build and compile the search graph; ``compile_options`` go to ``compile()``."""
+    builder = StateGraph(SearchState, context_schema=SearchContext)
+    routes = {f"expand_{s.value}": f"expand_{s.value}" for s in STAGES} | {END: END}
+    builder.add_conditional_edges(START, next_stage_node, routes)
+    for stage in STAGES:
+        builder.add_node(f"expand_{stage.value}", _node(_expand, stage))
+        builder.add_node(f"judge_{stage.value}", _node(_judge, stage))
+        builder.add_edge(f"expand_{stage.value}", f"judge_{stage.value}")
+        later = {k: v for k, v in routes.items() if k == END or STAGES.index(Stage(k[7:])) > STAGES.index(stage)}
+        builder.add_conditional_edges(f"judge_{stage.value}", next_stage_node, later)
+    return builder.compile(**compile_options)

@@ -1,0 +1,113 @@
+"""Search strategies as configuration of one engine.
+
+Every strategy runs the same graph; :class:`SearchContext` decides how wide each step
+is, how far it writes, and whether a judge prunes it:
+
+==============  ==========  =====================  ==========================
+strategy        candidates  one step writes        judge
+==============  ==========  =====================  ==========================
+``greedy``      1           one stage              none (temperature 0)
+``best_of_n``   N           the whole answer       once, on whole answers
+``stage_beam``  N           one stage              after every stage
+==============  ==========  =====================  ==========================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from langchain_llava_cot.backends.base import VLMBackend
+from langchain_llava_cot.judges import Judge, JudgeSpec, resolve_judge
+from langchain_llava_cot.stages import STAGES, Stage
+
+__all__ = ["DEFAULT_STAGE_TOKENS", "SearchContext", "Strategy"]
+
+Strategy = Literal["greedy", "best_of_n", "stage_beam"]
+
+DEFAULT_STAGE_TOKENS: Mapping[Stage, int] = {
+    Stage.SUMMARY: 128,
+    Stage.CAPTION: 256,
+    Stage.REASONING: 512,
+    Stage.CONCLUSION: 256,
+}
+"""Token limit of each stage unless ``max_stage_tokens`` says otherwise."""
+
+_STRATEGIES = ("greedy", "best_of_n", "stage_beam")
+
+
+@dataclass
+class SearchContext:
+    """Runtime options of the search graph (its LangGraph ``context_schema``)."""
+
+    backend: VLMBackend
+    """The model to sample from and to judge with."""
+    strategy: Strategy = "stage_beam"
+    candidates: int = 4
+    """Candidates per step (N). Ignored by ``greedy``."""
+    judge: JudgeSpec = "pairwise"
+    temperature: float = 0.6
+    """Sampling temperature of candidates; ``greedy`` always uses 0."""
+    top_p: float | None = 0.9
+    max_stage_tokens: int | Mapping[Stage | str, int] | None = None
+    """Token limit per stage: one number for all, or a mapping by stage."""
+    max_tokens: int | None = None
+    """Token budget of the whole chosen answer, all stages together."""
+    stop: tuple[str, ...] = ()
+    """Extra stop strings for the conclusion."""
+    seed: int | None = None
+    """Makes sampling and the judge's pairing reproducible."""
+    resolved_judge: Judge = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in _STRATEGIES:
+            msg = f"Unknown strategy {self.strategy!r}: use one of {', '.join(_STRATEGIES)}."
+            raise ValueError(msg)
+        if not isinstance(self.candidates, int) or self.candidates < 1:
+            msg = f"candidates must be a whole number of at least 1, got {self.candidates!r}."
+            raise ValueError(msg)
+        if self.max_tokens is not None and self.max_tokens < 1:
+            msg = f"max_tokens must be at least 1, got {self.max_tokens}."
+            raise ValueError(msg)
+        self.resolved_judge = resolve_judge(self.judge, seed=self.seed)
+        self._stage_tokens = _stage_token_limits(self.max_stage_tokens)
+
+    @property
+    def width(self) -> int:
+        """How many candidates each step samples."""
+        return 1 if self.strategy == "greedy" else self.candidates
+
+    @property
+    def sampling_temperature(self) -> float:
+        """Temperature of candidate sampling (0 for greedy)."""
+        return 0.0 if self.strategy == "greedy" else self.temperature
+
+    def span(self, first: Stage) -> tuple[Stage, ...]:
+        """The stages one step writes when it starts at ``first``."""
+        if self.strategy == "best_of_n":
+            return STAGES[STAGES.index(first) :]
+        return (first,)
+
+    def token_limit(self, span: tuple[Stage, ...]) -> int:
+        """Token limit of a step that writes ``span``."""
+        return sum(self._stage_tokens[s] for s in span)
+
+
+def _stage_token_limits(option: int | Mapping[Stage | str, int] | None) -> dict[Stage, int]:
+    limits = dict(DEFAULT_STAGE_TOKENS)
+    if option is None:
+        return limits
+    if isinstance(option, int):
+        if option < 1:
+            msg = f"max_stage_tokens must be at least 1, got {option}."
+            raise ValueError(msg)
+        return dict.fromkeys(STAGES, option)
+    for key, value in option.items():
+        try:
+            stage = Stage(key)
+        except ValueError as e:
+            msg = f"max_stage_tokens has unknown stage {key!r}: use {[s.value for s in STAGES]}."
+            raise ValueError(msg) from e
+        limits[stage] = value
+    return limits

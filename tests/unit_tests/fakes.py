@@ -1,0 +1,72 @@
+"""A scripted backend: candidates and verdicts the test decides, no model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
+from langchain_llava_cot.stages import STAGES, Stage
+
+
+def _open_stage(prefix: str) -> Stage:
+    """The stage whose opening tag ends the prefix."""
+    return next(s for s in STAGES if prefix.endswith(s.open_tag))
+
+
+@dataclass
+class ScriptedBackend(VLMBackend):
+    """Returns scripted continuations per stage and prefers candidates by a score.
+
+    ``script[stage]`` lists the continuations (text after the opening tag, including the
+    closing tag when the model would close it) handed out in turn. ``prefer`` scores a
+    candidate text; the pairwise verdict favours the higher score.
+    """
+
+    script: dict[Stage, list[str]]
+    prefer: Callable[[str], float] = lambda text: 0.0
+    supports_choice: bool = True
+    verdict_text: str | None = None
+    """When set, free-text verdicts return this text instead of a parsed choice."""
+    sample_calls: list[Sequence[SampleRequest]] = field(default_factory=list)
+    choice_calls: list[Sequence[ChoiceRequest]] = field(default_factory=list)
+    model_name: str = "scripted"
+
+    def sample(self, requests: Sequence[SampleRequest]) -> list[list[Sample]]:
+        self.sample_calls.append(requests)
+        return [self._sample_one(r) for r in requests]
+
+    def _sample_one(self, request: SampleRequest) -> list[Sample]:
+        if not request.prefix:  # a free-text judge verdict
+            text = self.verdict_text or f"The better response is {self._preferred(request.conversation.question)}."
+            return [Sample(text, "stop", prompt_tokens=10, completion_tokens=5)]
+        stage = _open_stage(request.prefix)
+        scripted = self.script[stage]
+        out = []
+        for i in range(request.n):
+            raw = scripted[i % len(scripted)]
+            stop = next((s for s in request.stop if s in raw), None)
+            text = raw.split(stop)[0] if stop else raw
+            out.append(
+                Sample(
+                    text,
+                    "stop" if stop else "length",
+                    token_logprobs=(-0.1 * (i + 1),) * 3,
+                    prompt_tokens=20,
+                    completion_tokens=len(text.split()),
+                )
+            )
+        return out
+
+    def _preferred(self, judge_prompt: str) -> int:
+        first = judge_prompt.split("Response 1: ")[1].split("\nResponse 2: ")[0]
+        second = judge_prompt.split("Response 2: ")[1].split("\nWhich is better?")[0]
+        return 1 if self.prefer(first) >= self.prefer(second) else 2
+
+    def choose(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
+        self.choice_calls.append(requests)
+        results = []
+        for request in requests:
+            one = self._preferred(request.conversation.question) == 1
+            results.append(ChoiceResult((-0.1, -2.0) if one else (-2.0, -0.1), prompt_tokens=30))
+        return results
