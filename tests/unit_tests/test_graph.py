@@ -1,0 +1,175 @@
+import asyncio
+
+import pytest
+
+from fakes import ScriptedBackend
+from langchain_llava_cot.conversation import Conversation, Turn
+from langchain_llava_cot.graph import build_graph
+from langchain_llava_cot.search import SearchContext
+from langchain_llava_cot.stages import STAGES, Stage
+
+CONVERSATION = Conversation((Turn("user", "How many red circles?"),))
+
+SCRIPT = {
+    Stage.SUMMARY: [" count the red circles </SUMMARY>"],
+    Stage.CAPTION: [" two red circles </CAPTION>", " three red circles </CAPTION>", " one blue square </CAPTION>"],
+    Stage.REASONING: [" the caption lists three </REASONING>", " so two </REASONING>"],
+    Stage.CONCLUSION: [" 3 </CONCLUSION>", " 2 </CONCLUSION>"],
+}
+
+
+def prefers_three(text):
+    return text.count("three") + text.count("3")
+
+
+def run(context, conversation=CONVERSATION, **state):
+    return build_graph().invoke({"conversation": conversation, **state}, context=context)
+
+
+def test_graph_drawing_has_one_expand_and_one_judge_node_per_stage(snapshot):
+    drawing = build_graph().get_graph().draw_mermaid()
+    for stage in STAGES:
+        assert f"expand_{stage.value} --> judge_{stage.value};" in drawing
+    assert drawing == snapshot
+
+
+def test_stage_beam_keeps_the_judged_best_at_every_stage():
+    backend = ScriptedBackend(SCRIPT, prefer=prefers_three)
+    state = run(SearchContext(backend=backend, candidates=3, seed=0))
+    assert state["chosen"] == {
+        "summary": "count the red circles",
+        "caption": "three red circles",
+        "reasoning": "the caption lists three",
+        "conclusion": "3",
+    }
+    assert [s["stage"] for s in state["steps"]] == [s.value for s in STAGES]
+    assert all(len(s["candidates"]) == 3 for s in state["steps"])
+    assert all(len(s["comparisons"]) == 2 for s in state["steps"])
+    # each stage continues the chosen prefix and stops at its own closing tag
+    conclusion_request = backend.sample_calls[3][0]
+    assert conclusion_request.prefix.endswith("<REASONING> the caption lists three </REASONING>\n\n<CONCLUSION>")
+    assert conclusion_request.stop == ("</CONCLUSION>",) and conclusion_request.n == 3
+    assert len(backend.sample_calls) == 4
+    assert state["usage"]["model_calls"] == len(backend.sample_calls) + len(backend.choice_calls)
+
+
+def test_greedy_samples_one_candidate_per_stage_at_temperature_zero_and_never_judges():
+    backend = ScriptedBackend(SCRIPT)
+    state = run(SearchContext(backend=backend, strategy="greedy", candidates=8))
+    assert [len(call[0:1]) and call[0].n for call in backend.sample_calls] == [1, 1, 1, 1]
+    assert all(call[0].temperature == 0 for call in backend.sample_calls)
+    assert not backend.choice_calls
+    assert all(s["judge"] is None for s in state["steps"])
+    assert state["chosen"]["caption"] == "two red circles"
+
+
+def test_best_of_n_samples_whole_answers_and_judges_once():
+    script = {
+        Stage.SUMMARY: [
+            " s </SUMMARY>\n\n<CAPTION> two </CAPTION>\n\n<REASONING> r2 </REASONING>\n\n<CONCLUSION> 2 </CONCLUSION>",
+            " s </SUMMARY>\n\n<CAPTION> three </CAPTION>\n\n<REASONING> r3 </REASONING>\n\n<CONCLUSION> 3 </CONCLUSION>",
+        ]
+    }
+    backend = ScriptedBackend(script, prefer=prefers_three)
+    state = run(SearchContext(backend=backend, strategy="best_of_n", candidates=2))
+    assert len(backend.sample_calls) == 1 and backend.sample_calls[0][0].stop == ("</CONCLUSION>",)
+    assert len(state["steps"]) == 1 and state["steps"][0]["span"] == [s.value for s in STAGES]
+    assert state["chosen"] == {"summary": "s", "caption": "three", "reasoning": "r3", "conclusion": "3"}
+    judged = backend.choice_calls[0][0].conversation.question
+    assert "whole answer" in judged and "<CAPTION> two </CAPTION>" in judged
+
+
+def test_best_of_n_winner_with_missing_stages_is_completed_stage_by_stage():
+    script = {
+        Stage.SUMMARY: [" s </SUMMARY>\n\n<CAPTION> c </CAPTION>\n\nthe answer is 3"],
+        Stage.REASONING: [" r </REASONING>\n\n<CONCLUSION> 3 </CONCLUSION>"],
+    }
+    backend = ScriptedBackend(script)
+    state = run(SearchContext(backend=backend, strategy="best_of_n", candidates=1))
+    assert state["chosen"] == {"summary": "s", "caption": "c", "reasoning": "r", "conclusion": "3"}
+    assert [s["stage"] for s in state["steps"]] == ["summary", "reasoning"]
+    assert state["steps"][0]["candidates"][0]["problems"] == ["text outside tags"]
+
+
+def test_stage_that_never_closes_is_cut_at_its_limit_and_closed():
+    script = dict(SCRIPT, **{Stage.REASONING: [" it goes on and on"]})
+    backend = ScriptedBackend(script)
+    state = run(SearchContext(backend=backend, strategy="greedy", max_stage_tokens={"reasoning": 5}))
+    reasoning = state["steps"][2]["candidates"][0]
+    assert reasoning["finish_reason"] == "length" and not reasoning["closed"]
+    assert reasoning["problems"] == ["<REASONING> cut at the token limit; closed"]
+    assert backend.sample_calls[2][0].max_new_tokens == 5
+    assert backend.sample_calls[3][0].prefix.endswith("<REASONING> it goes on and on </REASONING>\n\n<CONCLUSION>")
+    assert state["chosen"]["conclusion"] == "3"
+
+
+def test_candidate_that_skips_to_another_stage_is_cut_at_that_tag():
+    script = dict(SCRIPT, **{Stage.CAPTION: [" red <REASONING> so 3 </REASONING>"]})
+    state = run(SearchContext(backend=ScriptedBackend(script), strategy="greedy"))
+    assert state["chosen"]["caption"] == "red"
+
+
+def test_malformed_candidates_still_compete_and_lose_to_the_better_one():
+    script = dict(SCRIPT, **{Stage.CAPTION: [" <<garbage>> </CAPTION>", " three red circles </CAPTION>", ""]})
+    backend = ScriptedBackend(script, prefer=prefers_three)
+    state = run(SearchContext(backend=backend, candidates=3, seed=1))
+    assert state["chosen"]["caption"] == "three red circles"
+
+
+def test_a_run_with_stages_already_chosen_starts_after_them():
+    backend = ScriptedBackend(SCRIPT)
+    state = run(
+        SearchContext(backend=backend, strategy="greedy"),
+        chosen={"summary": "given", "caption": "given too"},
+    )
+    assert [s["stage"] for s in state["steps"]] == ["reasoning", "conclusion"]
+    assert backend.sample_calls[0][0].prefix.startswith("<SUMMARY> given </SUMMARY>")
+
+
+def test_token_budget_limits_later_stages():
+    backend = ScriptedBackend(SCRIPT)
+    run(SearchContext(backend=backend, strategy="greedy", max_tokens=6))
+    limits = [call[0].max_new_tokens for call in backend.sample_calls]
+    assert limits == [6, 2, 1, 1]  # summary spends 4 words, caption 3: the budget is spent
+
+
+def test_stop_strings_apply_to_the_conclusion_only():
+    backend = ScriptedBackend(SCRIPT)
+    run(SearchContext(backend=backend, strategy="greedy", stop=("Observation:",)))
+    stops = [call[0].stop for call in backend.sample_calls]
+    assert stops[:3] == [("</SUMMARY>",), ("</CAPTION>",), ("</REASONING>",)]
+    assert stops[3] == ("</CONCLUSION>", "Observation:")
+
+
+def test_async_run_matches_sync_run():
+    sync = run(SearchContext(backend=ScriptedBackend(SCRIPT, prefer=prefers_three), candidates=3, seed=5))
+    graph = build_graph()
+    context = SearchContext(backend=ScriptedBackend(SCRIPT, prefer=prefers_three), candidates=3, seed=5)
+    done = asyncio.run(graph.ainvoke({"conversation": CONVERSATION}, context=context))
+    assert done["chosen"] == sync["chosen"]
+    assert [s["comparisons"] for s in done["steps"]] == [s["comparisons"] for s in sync["steps"]]
+
+
+def test_custom_stream_reports_candidates_then_choice_for_each_stage():
+    context = SearchContext(backend=ScriptedBackend(SCRIPT), candidates=2, seed=0)
+    events = [e["event"] for e in build_graph().stream({"conversation": CONVERSATION}, context=context, stream_mode="custom")]
+    assert events == ["candidates", "chosen"] * 4
+
+
+def test_missing_context_is_a_clear_error():
+    with pytest.raises(ValueError, match="context=SearchContext"):
+        build_graph().invoke({"conversation": CONVERSATION})
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"candidates": 0}, "candidates must be a whole number of at least 1"),
+        ({"strategy": "mcts"}, "Unknown strategy"),
+        ({"max_stage_tokens": {"epilogue": 3}}, "unknown stage"),
+        ({"max_tokens": 0}, "max_tokens must be at least 1"),
+    ],
+)
+def test_bad_search_options(options, message):
+    with pytest.raises(ValueError, match=message):
+        SearchContext(backend=ScriptedBackend(SCRIPT), **options)
