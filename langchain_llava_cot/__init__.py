@@ -1,3 +1,35 @@
 """LLaVA-CoT reasoning with stage-level beam search, for LangChain and LangGraph."""
 
+from langchain_llava_cot.backends.base import VLMBackend
+from langchain_llava_cot.chat_models import ChatLlavaCoT, convert_messages
+from langchain_llava_cot.conversation import Conversation, Turn
+from langchain_llava_cot.graph import SearchState, build_graph
+from langchain_llava_cot.images import ImageError
+from langchain_llava_cot.judges import Judge, JudgeTask, LikelihoodJudge, PairwiseJudge, Verdict
+from langchain_llava_cot.search import SearchContext
+from langchain_llava_cot.stages import STAGES, ParsedAnswer, Stage, parse_answer, render_answer
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "STAGES",
+    "ChatLlavaCoT",
+    "Conversation",
+    "ImageError",
+    "Judge",
+    "JudgeTask",
+    "LikelihoodJudge",
+    "PairwiseJudge",
+    "ParsedAnswer",
+    "SearchContext",
+    "SearchState",
+    "Stage",
+    "Turn",
+    "VLMBackend",
+    "Verdict",
+    "__version__",
+    "build_graph",
+    "convert_messages",
+    "parse_answer",
+    "render_answer",
+]

@@ -173,8 +173,11 @@ class ChatLlavaCoT(BaseChatModel):
     @property
     def model_name(self) -> str:
         """The name reported in ``response_metadata["model_name"]``."""
-        if self._backend is not None:
-            return self._backend.model_name
+        backend = self._backend or self.backend
+        if isinstance(backend, VLMBackend):
+            return backend.model_name
+        if isinstance(backend, BaseChatModel):
+            return str(getattr(backend, "model", None) or getattr(backend, "model_name", None) or backend._llm_type)
         return self.model or "llava-cot-demo"
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
@@ -263,7 +266,7 @@ class ChatLlavaCoT(BaseChatModel):
         graph_input = self.graph_input(messages)
         context = self.search_context(stop, **kwargs)
         events = self.graph.stream(graph_input, context=context, stream_mode=["updates", "values"])
-        converter = _ChunkConverter(self)
+        converter = _ChunkConverter(self.model_name, context.strategy, self.return_tagged_text)
         for mode, data in events:
             for chunk in converter.convert(mode, data):
                 if run_manager:
@@ -281,7 +284,7 @@ class ChatLlavaCoT(BaseChatModel):
         graph_input = self.graph_input(messages)
         context = self.search_context(stop, **kwargs)
         events = self.graph.astream(graph_input, context=context, stream_mode=["updates", "values"])
-        converter = _ChunkConverter(self)
+        converter = _ChunkConverter(self.model_name, context.strategy, self.return_tagged_text)
         async for mode, data in events:
             for chunk in converter.convert(mode, data):
                 if run_manager:
@@ -303,8 +306,8 @@ _UNSET_BACKEND = _UnsetBackend()
 class _ChunkConverter:
     """Turns graph stream events into message chunks: one per chosen stage, then a final one."""
 
-    def __init__(self, llm: ChatLlavaCoT) -> None:
-        self.llm = llm
+    def __init__(self, model_name: str, strategy: str, tagged: bool) -> None:
+        self.model_name, self.strategy, self.tagged = model_name, strategy, tagged
         self.state: dict[str, Any] = {}
         self.emitted: set[Stage] = set()
 
@@ -317,10 +320,10 @@ class _ChunkConverter:
                 for stage in STAGES:
                     if stage.value in update.get("chosen", {}) and stage not in self.emitted:
                         self.emitted.add(stage)
-                        yield _stage_chunk(stage, update["chosen"][stage.value], self.llm.return_tagged_text)
+                        yield _stage_chunk(stage, update["chosen"][stage.value], self.tagged)
 
     def final_chunk(self) -> ChatGenerationChunk:
-        return _final_chunk(self.state, self.llm.model_name, self.llm.strategy)
+        return _final_chunk(self.state, self.model_name, self.strategy)
 
 
 def _stage_chunk(stage: Stage, text: str, tagged: bool) -> ChatGenerationChunk:
