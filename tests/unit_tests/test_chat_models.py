@@ -25,6 +25,15 @@ def png_bytes(size=(8, 8), color="red"):
 
 
 PNG = png_bytes()
+
+
+def gradient_png():
+    buffer = io.BytesIO()
+    Image.frombytes("L", (64, 64), bytes(range(256)) * 16).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+NOISE_PNG = gradient_png()
 B64 = base64.b64encode(PNG).decode()
 
 
@@ -167,7 +176,7 @@ def test_local_image_paths_only_when_turned_on(tmp_path):
     ("block", "message"),
     [
         (image_block(b"not an image"), "not a readable image"),
-        (image_block(PNG[: len(PNG) // 2]), "truncated or corrupt"),
+        (image_block(NOISE_PNG[: len(NOISE_PNG) // 2]), "truncated or corrupt"),
         ({"type": "image", "base64": "%%%not-base64%%%", "mime_type": "image/png"}, "not valid base64"),
         ({"type": "image", "url": "https://example.com/cat.png"}, "not fetched"),
         ({"type": "image"}, "has no image data"),
