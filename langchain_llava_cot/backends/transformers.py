@@ -1,0 +1,442 @@
+"""In-process backend: a Hugging Face vision-language model loaded with ``transformers``.
+
+Data flow of :meth:`TransformersBackend.sample`:
+
+1. each :class:`SampleRequest` becomes a prompt: the processor's chat template over
+   :func:`to_chat_messages` (with the generation prompt) followed by the request's
+   ``prefix``, plus its images decoded with :func:`decode_image`;
+2. requests are grouped by what ``generate`` must share (sampling settings, seed,
+   stop strings, whether they have images); each group is one left-padded batch in
+   which every request appears ``n`` times, and one ``generate`` call makes all of
+   the group's candidates, with ``stop_strings`` and ``output_logits=True``;
+3. each row is cut by :func:`_cut`: at EOS, at the request's own ``max_new_tokens``,
+   and at the first stop string found in the *decoded text* (BPE tokens can run past a
+   stop string, so ``generate``'s own stopping is only an early exit); log-probabilities
+   of the kept tokens come from the raw logits.
+
+:meth:`TransformersBackend.choose` reads each option's log-probability after the
+prompt from one batched forward pass; options that are not a single token (in
+context) are scored by a batched forward pass over prompt + option sequences.
+
+Stage tags: the tiny models of :mod:`langchain_llava_cot.model_builders` have each tag as
+one non-special token, and real LLaVA-CoT writes them as ordinary text. Decoding here
+uses ``skip_special_tokens=True``, so tags stay in the text and chat tokens
+(``<|eot_id|>``, padding) do not: stop strings must be plain text, not special tokens.
+
+A lock serialises model and processor calls, so one backend may be shared by threads
+and coroutines. Neither the model's generation config nor the processor is changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
+from langchain_llava_cot.conversation import Conversation, to_chat_messages
+from langchain_llava_cot.images import decode_image
+
+__all__ = ["TransformersBackend"]
+
+logger = logging.getLogger(__name__)
+
+_INSTALL = "Install the extra: pip install 'langchain-llava-cot[transformers]'."
+
+
+class TransformersBackend(VLMBackend):
+    """A local vision-language model run with ``transformers`` (batched, on CPU or GPU).
+
+    Setup:
+        ``pip install 'langchain-llava-cot[transformers]'``
+
+    Key init args:
+        model: A local folder or a Hugging Face model id (in the local cache when offline).
+        dtype: Weight dtype passed to ``from_pretrained`` (``"auto"``, ``"bfloat16"`` ...).
+        device: Where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        trust_remote_code: Allow the model folder's own Python code. Off unless asked.
+
+    Instantiate:
+        ```python
+        from langchain_llava_cot.backends.transformers import TransformersBackend
+        from langchain_llava_cot.model_builders import build_tiny_vlm
+
+        backend = TransformersBackend(build_tiny_vlm("/tmp/tiny-llava-cot", arch="mllama"))
+        ```
+
+    Sample:
+        ```python
+        from langchain_llava_cot.backends.base import SampleRequest
+        from langchain_llava_cot.conversation import Conversation, Turn
+
+        conversation = Conversation((Turn("user", "How many circles?"),))
+        request = SampleRequest(conversation, prefix="<SUMMARY>", n=2, stop=("</SUMMARY>",))
+        [candidates] = backend.sample([request])
+        ```
+    """
+
+    supports_choice = True
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        dtype: Any = "auto",
+        device: str = "cpu",
+        trust_remote_code: bool = False,
+    ) -> None:
+        transformers = _import_transformers()
+        source = _resolve_source(model)
+        _check_is_vlm(source, trust_remote_code=trust_remote_code)
+        processor = transformers.AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+        loaded = transformers.AutoModelForImageTextToText.from_pretrained(
+            source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+        )
+        self._setup(loaded.to(device), processor, model_name=str(model))
+
+    @classmethod
+    def from_loaded(cls, model: Any, processor: Any, *, model_name: str | None = None) -> TransformersBackend:
+        """Wrap a model and processor that are already loaded (they are not copied)."""
+        backend = cls.__new__(cls)
+        backend._setup(model, processor, model_name=model_name or _name_of(model))
+        return backend
+
+    def _setup(self, model: Any, processor: Any, *, model_name: str) -> None:
+        if getattr(processor, "tokenizer", None) is None:
+            msg = f"{type(processor).__name__} has no tokenizer. Pass the model's AutoProcessor."
+            raise ValueError(msg)
+        model.eval()
+        self._model = model
+        self._processor = processor
+        self._tokenizer = processor.tokenizer
+        self._lock = threading.Lock()
+        self.model_name = model_name
+        if self._tokenizer.padding_side != "left":
+            logger.warning(
+                "The tokenizer pads on the %s; batches are padded on the left here. Give "
+                "padding_side='left' to the tokenizer's constructor before saving it.",
+                self._tokenizer.padding_side,
+            )
+
+    # -- sampling -----------------------------------------------------------------
+
+    def sample(self, requests: Sequence[SampleRequest]) -> list[list[Sample]]:
+        """Sample each request's ``n`` continuations, one ``generate`` call per group."""
+        for request in requests:
+            _check_sample_request(request)
+        results: list[list[Sample]] = [[] for _ in requests]
+        groups: dict[tuple, list[int]] = {}
+        for index, request in enumerate(requests):
+            groups.setdefault(_group_key(request), []).append(index)
+        with self._lock:
+            for indices in groups.values():
+                batch = [requests[i] for i in indices]
+                for i, samples in zip(indices, self._sample_group(batch)):
+                    results[i] = samples
+        return results
+
+    def _sample_group(self, requests: list[SampleRequest]) -> list[list[Sample]]:
+        """One ``generate`` call for requests that share their sampling settings."""
+        import torch
+
+        rows = [request for request in requests for _ in range(request.n)]
+        inputs = self._encode([(r.conversation, r.prefix) for r in rows])
+        first = requests[0]
+        settings = self._generation_config(first, max(r.max_new_tokens for r in requests))
+        settings.stop_strings = list(first.stop) or None
+        with torch.inference_mode(), torch.random.fork_rng(devices=_rng_devices(self._model)):
+            if first.temperature > 0 and first.seed is not None:
+                torch.manual_seed(first.seed)
+            out = self._model.generate(**inputs, generation_config=settings, tokenizer=self._tokenizer)
+        prompt_length = inputs["input_ids"].shape[1]
+        new_tokens = out.sequences[:, prompt_length:].tolist()
+        logprobs = _chosen_logprobs(out.logits, out.sequences[:, prompt_length:])
+        prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
+        eos = _as_set(settings.eos_token_id)
+        samples = [
+            self._cut(row_tokens, row_logprobs, request, eos, prompt)
+            for row_tokens, row_logprobs, request, prompt in zip(new_tokens, logprobs, rows, prompt_tokens)
+        ]
+        grouped, start = [], 0
+        for request in requests:
+            grouped.append(samples[start : start + request.n])
+            start += request.n
+        return grouped
+
+    def _generation_config(self, request: SampleRequest, max_new_tokens: int) -> Any:
+        """A copy of the model's generation config with this request's settings."""
+        config = copy.deepcopy(self._model.generation_config)
+        config.max_new_tokens = max_new_tokens
+        config.max_length = None
+        config.num_return_sequences = 1
+        config.num_beams = 1
+        config.return_dict_in_generate = True
+        config.output_logits = True
+        if config.eos_token_id is None:
+            config.eos_token_id = self._tokenizer.eos_token_id
+        if config.pad_token_id is None:
+            config.pad_token_id = self._tokenizer.pad_token_id
+        if request.temperature > 0:
+            config.do_sample = True
+            config.temperature = request.temperature
+            config.top_p = request.top_p if request.top_p is not None else 1.0
+            config.top_k = None
+        else:
+            config.do_sample = False
+            config.temperature = None
+            config.top_p = None
+            config.top_k = None
+        return config
+
+    def _cut(
+        self,
+        tokens: list[int],
+        logprobs: list[float],
+        request: SampleRequest,
+        eos: set[int],
+        prompt_tokens: int,
+    ) -> Sample:
+        """Cut one generated row at EOS, its token limit or its first stop string."""
+        end = next((i for i, token in enumerate(tokens) if token in eos), None)
+        if end is not None and end < request.max_new_tokens:
+            kept, reason, eos_counted = tokens[:end], "stop", 1
+        else:
+            kept, reason, eos_counted = tokens[: request.max_new_tokens], "length", 0
+        text = self._decode(kept)
+        if any(stop in text for stop in request.stop):
+            kept = kept[: self._first_stop_length(kept, request.stop)]
+            text = _before_stop(self._decode(kept), request.stop)
+            reason, eos_counted = "stop", 0
+        count = len(kept) + eos_counted
+        return Sample(
+            text=text,
+            finish_reason=reason,
+            token_logprobs=tuple(logprobs[:count]),
+            prompt_tokens=int(prompt_tokens),
+            completion_tokens=count,
+        )
+
+    def _first_stop_length(self, tokens: list[int], stops: tuple[str, ...]) -> int:
+        """The fewest leading tokens whose text contains a stop string (binary search)."""
+        low, high = 1, len(tokens)
+        while low < high:
+            middle = (low + high) // 2
+            if any(stop in self._decode(tokens[:middle]) for stop in stops):
+                high = middle
+            else:
+                low = middle + 1
+        return high
+
+    def _decode(self, tokens: list[int]) -> str:
+        return self._tokenizer.decode(tokens, skip_special_tokens=True)
+
+    # -- choices ------------------------------------------------------------------
+
+    def choose(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
+        """Log-probability of each option right after each request's prefix."""
+        if not requests:
+            return []
+        for request in requests:
+            if not request.options:
+                msg = "A ChoiceRequest needs at least one option, e.g. options=(' 1', ' 2')."
+                raise ValueError(msg)
+        with self._lock:
+            prompts = [self._prompt(r.conversation, r.prefix) for r in requests]
+            splits = [[self._option_tokens(p, o) for o in r.options] for p, r in zip(prompts, requests)]
+            if all(len(tokens) == 1 for options in splits for tokens in options):
+                return self._choose_single_tokens(requests, splits)
+            return self._choose_sequences(requests, splits)
+
+    def _option_tokens(self, prompt: str, option: str) -> list[int]:
+        """The tokens ``option`` adds after ``prompt`` when both are tokenized together."""
+        before = self._tokenizer.encode(prompt, add_special_tokens=False)
+        after = self._tokenizer.encode(prompt + option, add_special_tokens=False)
+        common = 0
+        for a, b in zip(before, after):
+            if a != b:
+                break
+            common += 1
+        if common == len(after):
+            msg = f"Option {option!r} adds no token after the prefix. Use a non-empty option text."
+            raise ValueError(msg)
+        return after[common:]
+
+    def _choose_single_tokens(self, requests: Sequence[ChoiceRequest], splits: list) -> list[ChoiceResult]:
+        """Every option is one token: read them all from the prompts' last logits."""
+        import torch
+
+        inputs = self._encode([(r.conversation, r.prefix) for r in requests])
+        with torch.inference_mode():
+            logits = self._model(**inputs, logits_to_keep=1).logits[:, -1, :]
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
+        return [
+            ChoiceResult(
+                logprobs=tuple(float(logprobs[row, tokens[0]]) for tokens in options),
+                prompt_tokens=int(prompt_tokens[row]),
+            )
+            for row, options in enumerate(splits)
+        ]
+
+    def _choose_sequences(self, requests: Sequence[ChoiceRequest], splits: list) -> list[ChoiceResult]:
+        """Some option spans several tokens: score prompt + option sequences in one batch."""
+        import torch
+
+        pairs = [(r, option) for r in requests for option in r.options]
+        inputs = self._encode([(r.conversation, r.prefix + option) for r, option in pairs])
+        lengths = [len(tokens) for options in splits for tokens in options]
+        with torch.inference_mode():
+            logits = self._model(**inputs, logits_to_keep=max(lengths) + 1).logits
+        logprobs = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)
+        targets = inputs["input_ids"][:, -max(lengths) :]
+        picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        scores = [float(picked[row, picked.shape[1] - n :].sum()) for row, n in enumerate(lengths)]
+        prompt_tokens = (inputs["attention_mask"].sum(dim=1) - torch.tensor(lengths)).tolist()
+        results, start = [], 0
+        for request in requests:
+            stop = start + len(request.options)
+            results.append(
+                ChoiceResult(logprobs=tuple(scores[start:stop]), prompt_tokens=int(prompt_tokens[start]))
+            )
+            start = stop
+        return results
+
+    # -- inputs -------------------------------------------------------------------
+
+    def _prompt(self, conversation: Conversation, prefix: str) -> str:
+        """The chat-templated conversation with the generation prompt, then ``prefix``."""
+        messages = to_chat_messages(conversation)
+        template = self._processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return template + prefix
+
+    def _encode(self, prompts: list[tuple[Conversation, str]]) -> Any:
+        """Process (conversation, prefix) pairs into one left-padded batch on the model's device."""
+        texts = [self._prompt(conversation, prefix) for conversation, prefix in prompts]
+        images = [[decode_image(image) for image in conversation.images] for conversation, _ in prompts]
+        kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
+        if any(images):
+            kwargs["images"] = images
+        inputs = self._processor(**kwargs, add_special_tokens=False, padding_side="left")
+        return inputs.to(self._model.device, dtype=self._model.dtype)
+
+
+def _import_transformers() -> Any:
+    try:
+        import transformers
+    except ImportError as e:
+        msg = f"TransformersBackend needs torch and transformers. {_INSTALL}"
+        raise ImportError(msg) from e
+    return transformers
+
+
+def _resolve_source(model: str | Path) -> str:
+    """A local folder as a string, or a hub id; a missing local path fails here."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            msg = f"Model path {str(path)!r} is a file; pass the folder that holds config.json."
+            raise ValueError(msg)
+        if not (path / "config.json").is_file():
+            msg = f"Model folder {str(path)!r} has no config.json; pass a folder written by save_pretrained."
+            raise ValueError(msg)
+        return str(path)
+    text = str(model)
+    if isinstance(model, Path) or _looks_local(text):
+        msg = (
+            f"Model path {text!r} does not exist: pass an existing folder written by "
+            "save_pretrained, or a Hugging Face model id such as 'Xkev/Llama-3.2V-11B-cot'."
+        )
+        raise FileNotFoundError(msg)
+    return text
+
+
+def _looks_local(text: str) -> bool:
+    return text.startswith(("/", "./", "../", "~", ".\\")) or "\\" in text or text.count("/") > 1
+
+
+def _check_is_vlm(source: str, *, trust_remote_code: bool) -> None:
+    """Fail before loading weights when ``source`` is unavailable or not a vision-language model."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        msg = (
+            f"Model {source!r} is not a local folder and could not be loaded from the Hugging Face "
+            f"hub or its local cache ({e}). Offline (HF_HUB_OFFLINE=1), download it first with "
+            "`hf download <id>` on a connected machine, or pass a local folder."
+        )
+        raise OSError(msg) from e
+    auto_map = getattr(config, "auto_map", None) or {}
+    if trust_remote_code and "AutoModelForImageTextToText" in auto_map:
+        return
+    if config.model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        architectures = ", ".join(getattr(config, "architectures", None) or []) or "unknown class"
+        msg = (
+            f"Model {source!r} is a {config.model_type!r} model ({architectures}), not a "
+            "vision-language model: AutoModelForImageTextToText cannot load it. Use an "
+            "image-text-to-text model such as 'Xkev/Llama-3.2V-11B-cot' (or build a tiny one with "
+            "langchain_llava_cot.model_builders.build_tiny_vlm); serve a text-only model through "
+            "an OpenAI-compatible server or a LangChain chat model backend instead."
+        )
+        raise ValueError(msg)
+
+
+def _check_sample_request(request: SampleRequest) -> None:
+    if request.n < 1:
+        msg = f"SampleRequest.n must be at least 1, got {request.n}."
+        raise ValueError(msg)
+    if request.max_new_tokens < 1:
+        msg = f"SampleRequest.max_new_tokens must be at least 1, got {request.max_new_tokens}."
+        raise ValueError(msg)
+    if request.temperature < 0:
+        msg = f"SampleRequest.temperature must be >= 0 (0 is greedy), got {request.temperature}."
+        raise ValueError(msg)
+    if request.top_p is not None and not 0 < request.top_p <= 1:
+        msg = f"SampleRequest.top_p must be in (0, 1], got {request.top_p}."
+        raise ValueError(msg)
+    if any(not stop for stop in request.stop):
+        msg = "SampleRequest.stop holds an empty string; remove it."
+        raise ValueError(msg)
+
+
+def _group_key(request: SampleRequest) -> tuple:
+    """Requests with equal keys can share one ``generate`` call."""
+    has_images = bool(request.conversation.images)
+    if request.temperature == 0:
+        return (0.0, None, None, request.stop, has_images)
+    return (request.temperature, request.top_p, request.seed, request.stop, has_images)
+
+
+def _chosen_logprobs(logits: tuple, tokens: Any) -> list[list[float]]:
+    """Log-probability of each generated token under the raw (unprocessed) logits."""
+    import torch
+
+    stacked = torch.stack(logits, dim=1).float()
+    logprobs = torch.log_softmax(stacked, dim=-1)
+    return logprobs.gather(-1, tokens[:, : stacked.shape[1]].unsqueeze(-1)).squeeze(-1).tolist()
+
+
+def _before_stop(text: str, stops: tuple[str, ...]) -> str:
+    """``text`` up to the earliest stop string in it."""
+    positions = [text.find(stop) for stop in stops if stop in text]
+    return text[: min(positions)] if positions else text
+
+
+def _as_set(value: int | list[int] | None) -> set[int]:
+    if value is None:
+        return set()
+    return {value} if isinstance(value, int) else set(value)
+
+
+def _rng_devices(model: Any) -> list:
+    device = getattr(model, "device", None)
+    return [device] if device is not None and device.type == "cuda" else []
+
+
+def _name_of(model: Any) -> str:
+    return getattr(model, "name_or_path", None) or type(model).__name__
