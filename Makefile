@@ -1,0 +1,44 @@
+# One-command set-up: every target that needs the environment builds it first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup demo test unit integration lint bench eval clean
+
+setup: $(STAMP)
+
+# torch first, pinned to the CPU wheel, so nothing pulls a CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=25.1"
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q -e ".[all]" --group test --group lint
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/llava-cot demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests -q
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit_tests -q
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest tests/integration_tests -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check langchain_llava_cot tests benchmarks examples graphs
+	$(BIN)/ruff format --check langchain_llava_cot tests benchmarks examples graphs
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/search_cost.py
+
+eval: $(STAMP)
+	$(BIN)/llava-cot eval --questions 500 --out runs/eval
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

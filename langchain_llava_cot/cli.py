@@ -1,0 +1,165 @@
+"""The ``llava-cot`` command.
+
+``llava-cot ask IMAGE QUESTION`` runs the search graph and shows each stage as its
+judge chooses it: a live line while candidates are sampled and judged, then every
+candidate with the winner marked. ``--json`` prints the whole search record instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.status import Status
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}")
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llava-cot", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    ask = commands.add_parser("ask", help="answer a question about an image, stage by stage")
+    ask.add_argument("image", type=Path, help="image file (PNG, JPEG...)")
+    ask.add_argument("question")
+    _add_search_options(ask)
+    ask.add_argument("--json", action="store_true", help="print the whole search record as JSON")
+    ask.set_defaults(run=_ask)
+
+    demo = commands.add_parser("demo", help="the bundled demo model answers a question about the bundled image")
+    _add_search_options(demo)
+    demo.add_argument("--json", action="store_true", help="print the whole search record as JSON")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _add_search_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="model folder or hub id (default: the bundled demo model)")
+    parser.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    parser.add_argument("--strategy", choices=["greedy", "best_of_n", "stage_beam"], default="stage_beam")
+    parser.add_argument("--candidates", type=int, default=4, help="candidates per step (default 4)")
+    parser.add_argument("--judge", choices=["pairwise", "likelihood"], default="pairwise")
+    parser.add_argument("--temperature", type=float, default=0.6)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from langchain_llava_cot.demo import DEMO_QUESTION, demo_image_path
+
+    args.image, args.question = demo_image_path(), DEMO_QUESTION
+    console = Console(stderr=args.json, highlight=False)
+    console.print(f"[bold]Question:[/] {DEMO_QUESTION}  [dim](image: {args.image})[/]")
+    console.print(
+        f"[dim]The bundled demo model knows only drawn shapes; search: {args.strategy}, "
+        f"{args.candidates} candidates, {args.judge} judge[/]\n"
+    )
+    return _ask(args)
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from langchain_core.messages import HumanMessage
+
+    from langchain_llava_cot.chat_models import ChatLlavaCoT, _final_chunk
+
+    if not args.image.is_file():
+        msg = f"Image file {str(args.image)!r} does not exist."
+        raise FileNotFoundError(msg)
+    llm = ChatLlavaCoT(
+        model=args.model,
+        base_url=args.base_url,
+        strategy=args.strategy,
+        candidates=args.candidates,
+        judge=args.judge,
+        temperature=args.temperature,
+        seed=args.seed,
+        device=args.device,
+    )
+    image = base64.b64encode(args.image.read_bytes()).decode()
+    message = HumanMessage(
+        content=[
+            {"type": "image", "base64": image, "mime_type": _mime_type(args.image)},
+            {"type": "text", "text": args.question},
+        ]
+    )
+    console = Console(stderr=args.json, highlight=False)
+    graph_input = llm.graph_input([message])
+    with console.status("loading the model...") as status:
+        context = llm.search_context()
+        state = _run_with_display(llm, graph_input, context, console, status)
+    record = _final_chunk(state, llm.model_name, args.strategy).message
+    if args.json:
+        print(json.dumps({**record.response_metadata, "usage": record.usage_metadata}, indent=2))
+    else:
+        _print_summary(console, record.response_metadata["llava_cot"], record.usage_metadata)
+    return 0
+
+
+def _run_with_display(llm: Any, graph_input: Any, context: Any, console: Console, status: Status) -> Any:
+    """Stream the graph, updating the live status line and printing each chosen stage."""
+    state: Any = {}
+    events = llm.graph.stream(graph_input, context=context, stream_mode=["tasks", "custom", "values"])
+    for mode, data in events:
+        if mode == "values":
+            state = data
+        elif mode == "tasks" and "input" in data:
+            action, _, stage = data["name"].partition("_")
+            doing = f"sampling {context.width} candidate(s)" if action == "expand" else "judging"
+            status.update(f"{doing} for [bold]{stage}[/]...")
+        elif mode == "custom" and data.get("event") == "chosen":
+            _print_step(console, data["step"])
+    return state
+
+
+def _print_step(console: Console, step: dict[str, Any]) -> None:
+    stage = step["stage"].upper()
+    n = len(step["candidates"])
+    how = f"{n} candidates, {len(step['comparisons'])} comparisons" if n > 1 else "1 candidate"
+    seconds = step["sample_seconds"] + step["judge_seconds"]
+    console.print(f"[bold cyan]{stage}[/] [dim]({how}, {seconds:.2f} s)[/]")
+    for index, candidate in enumerate(step["candidates"]):
+        mark = "[green]>[/]" if index == step["winner"] else " "
+        style = "" if index == step["winner"] else "dim"
+        text = " ".join(candidate["text"].split()) or "(empty)"
+        flags = f" [yellow]({'; '.join(candidate['problems'])})[/]" if candidate["problems"] else ""
+        console.print(f" {mark} [{style}]{escape(text)}[/]{flags}" if style else f" {mark} {escape(text)}{flags}")
+    console.print()
+
+
+def _print_summary(console: Console, record: dict[str, Any], usage: Any) -> None:
+    conclusion = record["chosen"].get("conclusion", "")
+    console.print(f"[bold]Answer:[/] {escape(conclusion)}")
+    console.print(
+        f"[dim]{record['strategy']}: {usage['output_tokens']} tokens generated, "
+        f"{usage['input_tokens']} read, {record['usage'].get('model_calls', 0)} model calls, "
+        f"{record['seconds']:.2f} s[/]"
+    )
+
+
+def _mime_type(path: Path) -> str:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return Image.MIME.get(image.format or "", "image/png")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
