@@ -190,11 +190,19 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return text[: min(hits)], True
 
 
-def span_logprobs(tokens: Sequence[tuple[str, float]], start: int, end: int) -> tuple[float, ...]:
-    """Log-probabilities of the tokens that overlap ``[start, end)`` of their joined text."""
+def span_logprobs(tokens: Sequence[tuple[str, float]], text: str, start: int) -> tuple[float, ...]:
+    """Log-probabilities of the tokens that make up ``text``, found at ``start`` of their joined text.
+
+    Tokens that only touch the whitespace around ``text`` are left out.
+
+    >>> span_logprobs([(" a", -1.0), (" b", -2.0), (" </X>", -3.0)], " a b ", 0)
+    (-1.0, -2.0)
+    """
+    start += len(text) - len(text.lstrip())
+    end = start + len(text.strip())
     kept, offset = [], 0
-    for text, logprob in tokens:
-        token_end = offset + len(text)
+    for token, logprob in tokens:
+        token_end = offset + len(token)
         if token_end > start and offset < end:
             kept.append(logprob)
         offset = token_end
@@ -332,7 +340,7 @@ def sample_from_message(request: SampleRequest, message: BaseMessage) -> Sample:
     return Sample(
         text=text,
         finish_reason="length" if reason == "length" and not (stopped or closed) else "stop",
-        token_logprobs=span_logprobs(tokens, start, start + len(text)) if tokens else None,
+        token_logprobs=span_logprobs(tokens, text, start) if tokens else None,
         prompt_tokens=int(usage.get("input_tokens", 0)),
         completion_tokens=int(usage.get("output_tokens", 0)),
     )

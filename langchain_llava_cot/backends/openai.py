@@ -284,7 +284,7 @@ def _samples_from_reply(request: SampleRequest, ask: _Ask, reply: dict[str, Any]
             Sample(
                 text=text,
                 finish_reason="stop" if stopped or closed or server_stopped else "length",
-                token_logprobs=span_logprobs(tokens, start, start + len(text)) if tokens else None,
+                token_logprobs=span_logprobs(tokens, text, start) if tokens else None,
                 prompt_tokens=prompt_total if index == 0 else 0,
                 completion_tokens=_share(
                     completion_total, len(choices), index, len(tokens) if tokens else None
