@@ -620,7 +620,7 @@ def wrong_stage(
     from it in one of the ways a small model errs.
     """
     right = right_stage(example, stage, chosen)
-    for _ in range(20):
+    for _ in range(200):
         if stage is Stage.SUMMARY:
             other = _random_spec(rng, example.scene.objects)
             text = write_stages(other, example.scene.objects)[Stage.SUMMARY]
@@ -628,8 +628,18 @@ def wrong_stage(
             text = write_stages(example.spec, perturb_objects(example.scene.objects, rng))[Stage.CAPTION]
         elif stage is Stage.REASONING:
             objects = _objects_of(example, chosen)
-            error = rng.choice(["caption", "caption", "count", "flip"])
-            if error == "caption":
+            error = rng.choice(["caption", "caption", "count", "flip", "last"])
+            if right.startswith("No object is at") and spec_cell_name(example):
+                made_up = Shape(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(list(SIZES)), 0)
+                attribute = example.spec.attribute or "colour"
+                text = (
+                    f"The object at {spec_cell_name(example)} is the {made_up.name}. "
+                    f"Its {attribute} is {getattr(made_up, attribute)}."
+                )
+            elif error == "last":  # the right steps, then a different final answer
+                head, _, tail = right.rstrip(".").rpartition(" ")
+                text = f"{head} {_other_answer(normalize_answer(tail) or tail, rng)}."
+            elif error == "caption":
                 text = write_stages(example.spec, perturb_objects(objects, rng))[Stage.REASONING]
             else:
                 text = write_stages(example.spec, objects, error=error)[Stage.REASONING]
@@ -639,6 +649,11 @@ def wrong_stage(
             return text
     msg = f"Could not make a wrong {stage.value} for example {example.index}."
     raise RuntimeError(msg)
+
+
+def spec_cell_name(example: Example) -> str | None:
+    """The place an attribute question asks about, if it is one."""
+    return None if example.spec.cell is None else POSITIONS[example.spec.cell]
 
 
 def right_stage(example: Example, stage: Stage, chosen: dict[Stage, str] | None = None) -> str:
