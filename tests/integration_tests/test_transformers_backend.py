@@ -1,0 +1,222 @@
+"""TransformersBackend on tiny random LLaVA, Mllama and Idefics3 models built offline."""
+
+import asyncio
+import io
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import torch  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: E402
+
+from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest  # noqa: E402
+from langchain_llava_cot.backends.transformers import TransformersBackend  # noqa: E402
+from langchain_llava_cot.conversation import Conversation, Turn, to_chat_messages  # noqa: E402
+from langchain_llava_cot.images import decode_image  # noqa: E402
+
+
+def _png(colour: str, shape: str = "circle", size: tuple[int, int] = (80, 60)) -> bytes:
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    box = (10, 10, 40, 40)
+    if shape == "circle":
+        draw.ellipse(box, fill=colour)
+    else:
+        draw.rectangle(box, fill=colour)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+RED_CIRCLE = Conversation((Turn("user", "How many circles?", (_png("red"),)),))
+BLUE_SQUARE = Conversation(
+    (
+        Turn(
+            "user",
+            "What colour is the square on the left of the picture, and is it big?",
+            (_png("blue", "sq"),),
+        ),
+    )
+)
+TEXT_ONLY = Conversation((Turn("user", "Is a triangle a shape?"),))
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_vlm_path: Path) -> TransformersBackend:
+    return TransformersBackend(tiny_vlm_path)
+
+
+def _greedy(conversation: Conversation, **kwargs) -> SampleRequest:
+    return SampleRequest(
+        conversation, prefix="<SUMMARY>", max_new_tokens=kwargs.pop("max_new_tokens", 16), **kwargs
+    )
+
+
+def _texts(results) -> list[list[str]]:
+    return [[sample.text for sample in samples] for samples in results]
+
+
+def test_loads_with_name_and_choice_support(backend: TransformersBackend, tiny_vlm_path: Path) -> None:
+    assert backend.model_name == str(tiny_vlm_path)
+    assert backend.supports_choice is True
+
+
+def test_greedy_is_deterministic_and_well_formed(backend: TransformersBackend) -> None:
+    [first] = backend.sample([_greedy(RED_CIRCLE)])
+    [second] = backend.sample([_greedy(RED_CIRCLE)])
+    assert first == second
+    [sample] = first
+    assert sample.finish_reason in ("stop", "length")
+    assert sample.prompt_tokens > 0
+    assert 0 < sample.completion_tokens <= 16
+    assert len(sample.token_logprobs) == sample.completion_tokens
+    assert all(math.isfinite(lp) and lp <= 0 for lp in sample.token_logprobs)
+
+
+def test_batched_greedy_matches_unbatched(backend: TransformersBackend) -> None:
+    requests = [_greedy(RED_CIRCLE), _greedy(BLUE_SQUARE, max_new_tokens=10)]
+    batched = backend.sample(requests)
+    alone = [backend.sample([request])[0] for request in requests]
+    assert _texts(batched) == _texts(alone)
+    for [together], [single] in zip(batched, alone):
+        assert together.prompt_tokens == single.prompt_tokens
+        assert together.token_logprobs == pytest.approx(single.token_logprobs, abs=1e-4)
+    assert batched[1][0].completion_tokens <= 10
+
+
+def test_n_candidates_come_from_one_generate_call(
+    backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    generate = backend._model.generate
+
+    def counting_generate(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape[0])
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(backend._model, "generate", counting_generate)
+    sampled = SampleRequest(
+        RED_CIRCLE, prefix="<SUMMARY>", n=3, temperature=1.0, top_p=0.95, seed=7, max_new_tokens=12
+    )
+    other = SampleRequest(
+        BLUE_SQUARE, prefix="<SUMMARY>", n=2, temperature=1.0, top_p=0.95, seed=7, max_new_tokens=8
+    )
+    results = backend.sample([sampled, other])
+    assert calls == [5]
+    assert [len(samples) for samples in results] == [3, 2]
+    assert len({s.text for s in results[0]}) > 1  # sampled, not greedy
+    assert _texts(backend.sample([sampled, other])) == _texts(results)  # seeded: reproducible
+
+
+def test_stop_string_cuts_text_and_tokens(backend: TransformersBackend) -> None:
+    [[full]] = backend.sample([_greedy(RED_CIRCLE, max_new_tokens=24)])
+    stop = next(full.text[i : i + 2] for i in range(4, len(full.text) - 2) if full.text[i : i + 2].isascii())
+    [[cut]] = backend.sample([_greedy(RED_CIRCLE, max_new_tokens=24, stop=("\x00never", stop))])
+    assert cut.text == full.text[: full.text.index(stop)]
+    assert cut.finish_reason == "stop"
+    assert cut.completion_tokens <= full.completion_tokens
+    assert cut.token_logprobs == pytest.approx(full.token_logprobs[: cut.completion_tokens], abs=1e-4)
+
+
+def test_choose_matches_a_plain_forward_pass(backend: TransformersBackend, tiny_vlm_path: Path) -> None:
+    prefix, options = "<SUMMARY> Count. </SUMMARY> The better response is", (" 1", " 2")
+    results = backend.choose(
+        [ChoiceRequest(RED_CIRCLE, prefix, options), ChoiceRequest(TEXT_ONLY, prefix, options)]
+    )
+    assert len(results) == 2
+    for result in results:
+        assert len(result.logprobs) == 2
+        assert all(math.isfinite(lp) and lp <= 0 for lp in result.logprobs)
+        assert result.prompt_tokens > 0
+
+    processor = AutoProcessor.from_pretrained(tiny_vlm_path)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_vlm_path)
+    for index, option in enumerate(options):
+        text = processor.apply_chat_template(
+            to_chat_messages(RED_CIRCLE), add_generation_prompt=True, tokenize=False
+        )
+        inputs = processor(
+            text=[text + prefix + option],
+            images=[[decode_image(RED_CIRCLE.images[0])]],
+            add_special_tokens=False,
+            return_tensors="pt",
+        )
+        with torch.inference_mode():
+            logits = model(**inputs).logits[0]
+        expected = torch.log_softmax(logits[-2].float(), dim=-1)[inputs["input_ids"][0, -1]]
+        assert results[0].logprobs[index] == pytest.approx(float(expected), abs=1e-4)
+
+
+def test_choose_scores_multi_token_options(backend: TransformersBackend) -> None:
+    [result] = backend.choose([ChoiceRequest(RED_CIRCLE, "The answer is", (" 1", " triangles and circles"))])
+    single, several = result.logprobs
+    [[alone]] = [backend.choose([ChoiceRequest(RED_CIRCLE, "The answer is", (" 1",))])[0].logprobs]
+    assert single == pytest.approx(alone, abs=1e-4)
+    assert math.isfinite(several) and several < single
+
+
+def test_text_only_conversation(backend: TransformersBackend) -> None:
+    [[sample]] = backend.sample([_greedy(TEXT_ONLY)])
+    assert sample.completion_tokens > 0
+    mixed = backend.sample([_greedy(TEXT_ONLY), _greedy(RED_CIRCLE)])
+    assert mixed[0][0].text == sample.text
+
+
+def test_threads_give_sequential_results(backend: TransformersBackend) -> None:
+    requests = [_greedy(c, max_new_tokens=8) for c in (RED_CIRCLE, BLUE_SQUARE, TEXT_ONLY, RED_CIRCLE)]
+    choice = ChoiceRequest(BLUE_SQUARE, "The better response is", (" 1", " 2"))
+    sequential = [backend.sample([r]) for r in requests], backend.choose([choice])
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        samples = list(pool.map(lambda r: backend.sample([r]), requests))
+        choices = pool.submit(backend.choose, [choice]).result()
+    assert [_texts(s) for s in samples] == [_texts(s) for s in sequential[0]]
+    assert choices[0].logprobs == pytest.approx(sequential[1][0].logprobs, abs=1e-5)
+
+
+async def test_async_calls_run_concurrently(backend: TransformersBackend) -> None:
+    requests = [_greedy(RED_CIRCLE, max_new_tokens=6), _greedy(TEXT_ONLY, max_new_tokens=6)]
+    results = await asyncio.gather(*(backend.asample([r]) for r in requests))
+    assert [_texts(r) for r in results] == [_texts(backend.sample([r])) for r in requests]
+
+
+def test_bad_input_leaves_the_model_usable(backend: TransformersBackend) -> None:
+    [[before]] = backend.sample([_greedy(RED_CIRCLE, max_new_tokens=6)])
+    broken = Conversation((Turn("user", "What is this?", (b"not an image",)),))
+    with pytest.raises(Exception):  # noqa: B017 - whatever PIL raises
+        backend.sample([_greedy(broken)])
+    with pytest.raises(ValueError, match="n must be at least 1"):
+        backend.sample([SampleRequest(RED_CIRCLE, prefix="", n=0)])
+    with pytest.raises(ValueError, match="at least one option"):
+        backend.choose([ChoiceRequest(RED_CIRCLE, prefix="", options=())])
+    [[after]] = backend.sample([_greedy(RED_CIRCLE, max_new_tokens=6)])
+    assert after == before
+
+
+def test_missing_path_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        TransformersBackend(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        TransformersBackend("./no/such/model")
+
+
+def test_text_only_model_is_rejected_before_loading(tmp_path: Path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="not a vision-language model"):
+        TransformersBackend(tmp_path)
+
+
+def test_hub_id_not_available_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match="not a local folder"):
+        TransformersBackend("nobody-xyz/no-such-vlm")
