@@ -16,12 +16,14 @@ Output flow:
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import replace
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.language_models import BaseChatModel, LangSmithParams, ModelProfile
 from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
 from langchain_core.messages import (
     AIMessage,
@@ -32,8 +34,12 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from pydantic import ConfigDict, PrivateAttr, SecretStr, model_validator
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from typing_extensions import Self
 
 from langchain_llava_cot.backends.base import VLMBackend
@@ -42,10 +48,24 @@ from langchain_llava_cot.graph import SearchState, build_graph
 from langchain_llava_cot.images import DEFAULT_MAX_PIXELS, read_image_bytes
 from langchain_llava_cot.search import SearchContext, Strategy
 from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, render_answer, render_stage
+from langchain_llava_cot.tools import format_tool_calls, parse_tool_calls, render_tools_prompt
 
 __all__ = ["ChatLlavaCoT", "convert_messages"]
 
 _PROVIDER = "llava_cot"
+
+_PROFILE = ModelProfile(
+    text_inputs=True,
+    image_inputs=True,
+    image_url_inputs=False,
+    text_outputs=True,
+    reasoning_output=True,
+    tool_calling=True,
+    tool_choice=True,
+    tool_call_streaming=False,
+    structured_output=True,
+    open_weights=True,
+)
 
 
 class ChatLlavaCoT(BaseChatModel):
@@ -143,6 +163,9 @@ class ChatLlavaCoT(BaseChatModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
+    profile: ModelProfile | None = Field(default_factory=lambda: dict(_PROFILE))  # type: ignore[assignment]
+    """What the model accepts and returns (LangChain model profile)."""
+
     _backend: VLMBackend | None = PrivateAttr(default=None)
     _backend_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _graph: Any = PrivateAttr(default=None)
@@ -229,12 +252,36 @@ class ChatLlavaCoT(BaseChatModel):
         backend = overrides["backend"] if "backend" in overrides else self.get_backend()
         return SearchContext(backend=backend, stop=tuple(stop or self.stop or ()), **options)
 
-    def graph_input(self, messages: Sequence[BaseMessage]) -> SearchState:
+    def graph_input(
+        self,
+        messages: Sequence[BaseMessage],
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
+    ) -> SearchState:
         """The graph input for ``messages`` (images are read and checked here)."""
         conversation = convert_messages(
             messages, allow_local_images=self.allow_local_images, max_image_pixels=self.max_image_pixels
         )
+        if tools and tool_choice != "none":
+            conversation = replace(conversation, tools_prompt=render_tools_prompt(tools, tool_choice))
         return SearchState(conversation=conversation)
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | bool | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Runnable[Any, AIMessage]:
+        """Offer ``tools`` to the model; it calls them in its conclusion stage.
+
+        ``tool_choice``: ``"auto"`` (default), ``"any"``/``"required"``/``True`` (must call
+        one), ``"none"``, or a tool's name (must call that one).
+        """
+        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        names = [t["function"]["name"] for t in formatted]
+        choice = _normalise_tool_choice(tool_choice, names)
+        return super().bind(tools=formatted, tool_choice=choice, **kwargs)
 
     # -- LangChain interface ------------------------------------------------------
 
@@ -256,6 +303,15 @@ class ChatLlavaCoT(BaseChatModel):
     ) -> ChatResult:
         return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
 
+    def _prepare(
+        self, messages: Sequence[BaseMessage], stop: list[str] | None, options: dict[str, Any]
+    ) -> tuple[SearchState, SearchContext]:
+        """Split call options into graph input (messages, tools) and search context."""
+        options = dict(options)
+        options.pop("ls_structured_output_format", None)
+        tools, tool_choice = options.pop("tools", None), options.pop("tool_choice", None)
+        return self.graph_input(messages, tools, tool_choice), self.search_context(stop, **options)
+
     def _stream(
         self,
         messages: list[BaseMessage],
@@ -263,10 +319,11 @@ class ChatLlavaCoT(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        graph_input = self.graph_input(messages)
-        context = self.search_context(stop, **kwargs)
+        graph_input, context = self._prepare(messages, stop, kwargs)
         events = self.graph.stream(graph_input, context=context, stream_mode=["updates", "values"])
-        converter = _ChunkConverter(self.model_name, context.strategy, self.return_tagged_text)
+        converter = _ChunkConverter(
+            self.model_name, context.strategy, self.return_tagged_text, bool(graph_input["conversation"].tools_prompt)
+        )
         for mode, data in events:
             for chunk in converter.convert(mode, data):
                 if run_manager:
@@ -281,10 +338,11 @@ class ChatLlavaCoT(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        graph_input = self.graph_input(messages)
-        context = self.search_context(stop, **kwargs)
+        graph_input, context = self._prepare(messages, stop, kwargs)
         events = self.graph.astream(graph_input, context=context, stream_mode=["updates", "values"])
-        converter = _ChunkConverter(self.model_name, context.strategy, self.return_tagged_text)
+        converter = _ChunkConverter(
+            self.model_name, context.strategy, self.return_tagged_text, bool(graph_input["conversation"].tools_prompt)
+        )
         async for mode, data in events:
             for chunk in converter.convert(mode, data):
                 if run_manager:
@@ -306,8 +364,8 @@ _UNSET_BACKEND = _UnsetBackend()
 class _ChunkConverter:
     """Turns graph stream events into message chunks: one per chosen stage, then a final one."""
 
-    def __init__(self, model_name: str, strategy: str, tagged: bool) -> None:
-        self.model_name, self.strategy, self.tagged = model_name, strategy, tagged
+    def __init__(self, model_name: str, strategy: str, tagged: bool, tools: bool) -> None:
+        self.model_name, self.strategy, self.tagged, self.tools = model_name, strategy, tagged, tools
         self.state: dict[str, Any] = {}
         self.emitted: set[Stage] = set()
 
@@ -320,17 +378,29 @@ class _ChunkConverter:
                 for stage in STAGES:
                     if stage.value in update.get("chosen", {}) and stage not in self.emitted:
                         self.emitted.add(stage)
-                        yield _stage_chunk(stage, update["chosen"][stage.value], self.tagged)
+                        yield _stage_chunk(stage, update["chosen"][stage.value], self.tagged, self.tools)
 
     def final_chunk(self) -> ChatGenerationChunk:
         return _final_chunk(self.state, self.model_name, self.strategy)
 
 
-def _stage_chunk(stage: Stage, text: str, tagged: bool) -> ChatGenerationChunk:
-    """A chunk carrying one chosen stage."""
+def _stage_chunk(stage: Stage, text: str, tagged: bool, tools: bool) -> ChatGenerationChunk:
+    """A chunk carrying one chosen stage; with tools bound, the conclusion's tool calls."""
     if stage is Stage.CONCLUSION:
-        content = render_stage(stage, text) if tagged else text
-        return ChatGenerationChunk(message=AIMessageChunk(content=content))
+        if not tools:
+            return ChatGenerationChunk(message=AIMessageChunk(content=render_stage(stage, text) if tagged else text))
+        answer, calls, invalid = parse_tool_calls(text)
+        chunks = [
+            tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
+            for i, c in enumerate(calls)
+        ]
+        # Unparseable calls travel as a JSON string, which LangChain files as an invalid call.
+        chunks += [
+            tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=len(chunks) + i)
+            for i, c in enumerate(invalid)
+        ]
+        content = render_stage(stage, text) if tagged else answer
+        return ChatGenerationChunk(message=AIMessageChunk(content=content, tool_call_chunks=chunks))
     rendered = render_stage(stage, text) + STAGE_SEPARATOR
     return ChatGenerationChunk(
         message=AIMessageChunk(
@@ -389,6 +459,8 @@ def convert_messages(
         text, images = _split_content(message.content, allow_local_images, max_image_pixels)
         if isinstance(message, ToolMessage):
             text = f"Tool result ({message.name or message.tool_call_id}): {text}"
+        elif isinstance(message, AIMessage) and message.tool_calls:
+            text = "\n".join(filter(None, [text, format_tool_calls(message.tool_calls)]))
         turns.append(Turn(role=role, text=text, images=tuple(images)))
     return Conversation(turns=tuple(turns))
 
@@ -457,6 +529,20 @@ def _image_source(block: dict[str, Any]) -> str:
 
 def _preview(block: dict[str, Any]) -> str:
     return "{" + ", ".join(f"{k!r}: ..." for k in block) + "}"
+
+
+def _normalise_tool_choice(choice: str | bool | dict[str, Any] | None, names: list[str]) -> str | None:
+    """Turn LangChain's ``tool_choice`` forms into ``auto``/``any``/``none`` or a tool name."""
+    if choice is None or choice is False:
+        return None
+    if choice is True or choice == "required":
+        return "any"
+    if isinstance(choice, dict):
+        choice = (choice.get("function") or {}).get("name") or choice.get("name")
+    if choice in ("auto", "any", "none") or choice in names:
+        return choice  # type: ignore[return-value]
+    msg = f"tool_choice {choice!r} is not 'auto', 'any', 'none', True, or one of the bound tools {names}."
+    raise ValueError(msg)
 
 
 def _looks_like_local_path(model: str) -> bool:

@@ -33,7 +33,7 @@ class Conversation:
 
     turns: tuple[Turn, ...]
     tools_prompt: str | None = field(default=None)
-    """Tool descriptions rendered for the model, when tools are bound."""
+    """Tool descriptions and calling format for the model, when tools are bound."""
 
     @property
     def images(self) -> tuple[bytes, ...]:
@@ -58,7 +58,7 @@ class Conversation:
         return digest.hexdigest()
 
     def with_user_turn(self, text: str) -> Conversation:
-        """A one-turn conversation asking ``text`` about all of this one's images."""
+        """A one-turn conversation asking ``text`` about all of this one's images (no tools)."""
         return Conversation(turns=(Turn(role="user", text=text, images=self.images),))
 
 
@@ -67,10 +67,18 @@ def to_chat_messages(conversation: Conversation) -> list[dict]:
 
     Each image becomes a ``{"type": "image"}`` item before the turn's text, which is how
     LLaVA-CoT's own inference code lays out a user turn. The image data itself is
-    passed to the processor separately, in :attr:`Conversation.images` order.
+    passed to the processor separately, in :attr:`Conversation.images` order. A tools
+    prompt opens the system turn.
     """
+    turns = list(conversation.turns)
+    if conversation.tools_prompt:
+        if turns and turns[0].role == "system":
+            first = turns.pop(0)
+            turns.insert(0, Turn("system", f"{conversation.tools_prompt}\n\n{first.text}", first.images))
+        else:
+            turns.insert(0, Turn("system", conversation.tools_prompt))
     messages = []
-    for turn in conversation.turns:
+    for turn in turns:
         content: list[dict] = [{"type": "image"} for _ in turn.images]
         content.append({"type": "text", "text": turn.text})
         messages.append({"role": turn.role, "content": content})

@@ -1,0 +1,117 @@
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from pydantic import BaseModel, Field
+
+from fakes import ScriptedBackend
+from langchain_llava_cot import ChatLlavaCoT
+from langchain_llava_cot.stages import Stage
+from langchain_llava_cot.tools import parse_tool_calls, render_tools_prompt
+
+
+def add(a: int, b: int) -> int:
+    """Add two whole numbers."""
+    return a + b
+
+
+class Count(BaseModel):
+    """How many shapes of a colour the image shows."""
+
+    colour: str = Field(description="the colour counted")
+    count: int
+
+
+def scripted(conclusion):
+    return ScriptedBackend(
+        {
+            Stage.SUMMARY: [" add the counts </SUMMARY>"],
+            Stage.CAPTION: [" two red, three blue </CAPTION>"],
+            Stage.REASONING: [" 2 + 3 needs the add tool </REASONING>"],
+            Stage.CONCLUSION: [f" {conclusion} </CONCLUSION>"],
+        }
+    )
+
+
+def test_tool_call_in_the_conclusion_becomes_a_tool_call():
+    backend = scripted('<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>')
+    msg = ChatLlavaCoT(backend=backend, strategy="greedy").bind_tools([add]).invoke("red plus blue?")
+    assert msg.content == ""
+    assert [(c["name"], c["args"]) for c in msg.tool_calls] == [("add", {"a": 2, "b": 3})]
+    prompt = backend.sample_calls[0][0].conversation.tools_prompt
+    assert '"name": "add"' in prompt and "<tool_call>" in prompt
+
+
+def test_tool_calls_stream_as_tool_call_chunks():
+    backend = scripted('sum: <tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>')
+    chunks = list(ChatLlavaCoT(backend=backend, strategy="greedy").bind_tools([add]).stream("red plus blue?"))
+    with_calls = [c for c in chunks if c.tool_call_chunks]
+    assert len(with_calls) == 1 and with_calls[0].tool_call_chunks[0]["name"] == "add"
+    assert with_calls[0].content == "sum:"
+
+
+def test_malformed_tool_call_is_reported_as_invalid():
+    backend = scripted('<tool_call>{"name": "add", "arguments": </tool_call>')
+    msg = ChatLlavaCoT(backend=backend, strategy="greedy").bind_tools([add]).invoke("?")
+    assert msg.tool_calls == [] and len(msg.invalid_tool_calls) == 1
+
+
+def test_without_bound_tools_the_text_is_left_alone():
+    backend = scripted('<tool_call>{"name": "add", "arguments": {}}</tool_call>')
+    msg = ChatLlavaCoT(backend=backend, strategy="greedy").invoke("?")
+    assert msg.tool_calls == [] and "<tool_call>" in msg.content
+
+
+@pytest.mark.parametrize(
+    ("choice", "line"),
+    [("any", "You must call at least one tool."), (True, "You must call at least one tool."), ("add", "You must call the tool add.")],
+)
+def test_tool_choice_is_stated_in_the_prompt(choice, line):
+    backend = scripted("5")
+    ChatLlavaCoT(backend=backend, strategy="greedy").bind_tools([add], tool_choice=choice).invoke("?")
+    assert backend.sample_calls[0][0].conversation.tools_prompt.endswith(line)
+
+
+def test_tool_choice_none_hides_the_tools_and_unknown_choice_fails():
+    backend = scripted("5")
+    ChatLlavaCoT(backend=backend, strategy="greedy").bind_tools([add], tool_choice="none").invoke("?")
+    assert backend.sample_calls[0][0].conversation.tools_prompt is None
+    with pytest.raises(ValueError, match="not 'auto'"):
+        ChatLlavaCoT(backend=backend).bind_tools([add], tool_choice="multiply")
+
+
+def test_tool_messages_in_the_history_reach_the_next_turn():
+    backend = scripted("5")
+    history = [
+        HumanMessage("red plus blue?"),
+        AIMessage("", tool_calls=[{"name": "add", "args": {"a": 2, "b": 3}, "id": "c1"}]),
+        ToolMessage("5", tool_call_id="c1", name="add"),
+    ]
+    ChatLlavaCoT(backend=backend, strategy="greedy").bind_tools([add]).invoke(history)
+    turns = backend.sample_calls[0][0].conversation.turns
+    assert '<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>' in turns[1].text
+    assert turns[2].text == "Tool result (add): 5"
+
+
+@pytest.mark.parametrize("schema", [Count, Count.model_json_schema()])
+def test_structured_output_through_a_tool_call(schema):
+    if isinstance(schema, dict):
+        schema = {"title": "Count", "description": "How many.", **schema}
+    backend = scripted('<tool_call>{"name": "Count", "arguments": {"colour": "red", "count": 2}}</tool_call>')
+    result = ChatLlavaCoT(backend=backend, strategy="greedy").with_structured_output(schema).invoke("how many red?")
+    assert (result.count, result.colour) == (2, "red") if isinstance(result, Count) else result == {"colour": "red", "count": 2}
+    assert backend.sample_calls[0][0].conversation.tools_prompt.endswith("You must call at least one tool.")
+
+
+def test_parse_tool_calls_keeps_text_around_calls():
+    text, calls, bad = parse_tool_calls('It is <tool_call>{"name": "f", "arguments": {}}</tool_call> done')
+    assert text == "It is  done" and calls[0]["name"] == "f" and not bad
+
+
+def test_tools_prompt_lists_each_tool_once():
+    prompt = render_tools_prompt([{"type": "function", "function": {"name": "f", "description": "d", "parameters": {}}}])
+    assert prompt.count('"name": "f"') == 1
+
+
+def test_profile_declares_images_tools_structured_output_and_reasoning():
+    profile = ChatLlavaCoT(backend=scripted("x")).profile
+    assert profile["image_inputs"] and profile["tool_calling"] and profile["structured_output"]
+    assert profile["reasoning_output"]
