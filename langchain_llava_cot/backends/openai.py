@@ -90,7 +90,7 @@ _BACKOFF_CAP_S = 8.0
 _TOP_LOGPROBS = 20
 _MODEL_MISSING = re.compile(
     r"model.{0,80}(not found|does not exist|not exist|not served|unknown|pinned|no such|not available)"
-    r"|(unknown|invalid|no such) model",
+    r"|(unknown|invalid|no such) model|is pinned to",
     re.IGNORECASE | re.DOTALL,
 )
 _IMAGES_REFUSED = re.compile(r"image|multimodal|multi-modal|vision|mmproj", re.IGNORECASE)

@@ -1,0 +1,171 @@
+"""End to end through a real OpenAI-compatible server: ``transformers serve`` on 127.0.0.1.
+
+The server runs as a subprocess serving a tiny random-weight LLaVA folder, offline. It
+accepts images but ignores ``n``, ``logprobs`` and a partial assistant message, rejects
+``continue_final_message`` (HTTP 422), fails on ``stop`` (HTTP 500) and samples only
+through a per-request ``generation_config``: the backend's fallbacks carry every search
+strategy through it anyway. Random weights write nonsense, so these tests check the
+machinery, not the answers. Needs ``transformers[serving]`` (fastapi, uvicorn, openai).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from langchain_core.messages import HumanMessage
+from PIL import Image, ImageDraw
+
+from langchain_llava_cot import ChatLlavaCoT
+from langchain_llava_cot.backends.base import SampleRequest
+from langchain_llava_cot.backends.openai import (
+    ModelNotServedError,
+    OpenAICompatibleBackend,
+    ServerCapabilities,
+)
+from langchain_llava_cot.conversation import Conversation, Turn
+
+pytest.importorskip("fastapi", reason="needs transformers[serving]: pip install 'transformers[serving]'")
+pytest.importorskip("uvicorn", reason="needs transformers[serving]: pip install 'transformers[serving]'")
+
+pytestmark = pytest.mark.timeout(120)
+
+STAGE_NAMES = ["summary", "caption", "reasoning", "conclusion"]
+
+
+def _png() -> bytes:
+    image = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(image).ellipse((8, 8, 30, 30), fill="red")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+IMAGE = _png()
+QUESTION = [
+    HumanMessage(
+        content=[
+            {"type": "image", "base64": base64.b64encode(IMAGE).decode(), "mime_type": "image/png"},
+            {"type": "text", "text": "How many red shapes are there?"},
+        ]
+    )
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def served(tiny_llava_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """``transformers serve`` pinned to the tiny LLaVA folder; yields (base_url, model)."""
+    port = _free_port()
+    cli = Path(sys.executable).with_name("transformers")
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    command = [str(cli), "serve", str(tiny_llava_path), "--host", "127.0.0.1", "--port", str(port)]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                pytest.fail(
+                    f"transformers serve exited ({process.returncode}):\n{log_path.read_text()[-3000:]}"
+                )
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"transformers serve not ready in 90 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield f"http://127.0.0.1:{port}/v1", str(tiny_llava_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def backend(served: tuple[str, str]) -> OpenAICompatibleBackend:
+    base_url, model = served
+    return OpenAICompatibleBackend(base_url, model, timeout=30)
+
+
+def test_probe_finds_what_transformers_serve_honours(backend: OpenAICompatibleBackend) -> None:
+    assert backend.probe() == ServerCapabilities(
+        n=False,
+        stop=False,
+        logprobs=False,
+        top_logprobs=False,
+        continuation=False,
+        images=True,
+        generation_config=True,
+    )
+    assert not backend.supports_choice
+
+
+def test_greedy_and_n_fallback_sampling(backend: OpenAICompatibleBackend) -> None:
+    conversation = Conversation((Turn("user", "How many red shapes are there?", (IMAGE,)),))
+    greedy = SampleRequest(conversation, "<SUMMARY>", stop=("</SUMMARY>",), max_new_tokens=12)
+    sampled = SampleRequest(
+        conversation, "<SUMMARY>", n=3, stop=("</SUMMARY>",), max_new_tokens=12, temperature=1.0, seed=7
+    )
+    [[first], candidates] = backend.sample([greedy, sampled])
+    [[again]] = asyncio.run(backend.asample([greedy]))
+
+    assert first.text == again.text and first.completion_tokens > 0 and first.prompt_tokens > 64
+    assert len(candidates) == 3 and len({c.text for c in candidates}) > 1
+    assert all(c.token_logprobs is None for c in candidates)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "stage_beam"])
+def test_chat_llava_cot_through_the_server(served: tuple[str, str], strategy: str) -> None:
+    base_url, model = served
+    llm = ChatLlavaCoT(
+        base_url=base_url,
+        model=model,
+        strategy=strategy,
+        candidates=2,
+        seed=0,
+        max_stage_tokens=8,
+        timeout=30,
+    )
+    msg = llm.invoke(QUESTION)
+    record = msg.response_metadata["llava_cot"]
+    assert [s["stage"] for s in record["steps"]] == STAGE_NAMES
+    assert all(len(s["candidates"]) == (1 if strategy == "greedy" else 2) for s in record["steps"])
+    assert msg.usage_metadata is not None and msg.usage_metadata["output_tokens"] > 0
+    assert msg.response_metadata["model_name"] == model
+    if strategy == "stage_beam":
+        methods = {c["method"] for s in record["steps"] for c in s["comparisons"]}
+        assert methods and methods <= {"generated", "unparseable", "identical"}
+
+    again = asyncio.run(llm.ainvoke(QUESTION))
+    assert [s["stage"] for s in again.response_metadata["llava_cot"]["steps"]] == STAGE_NAMES
+
+
+def test_wrong_model_name_is_a_clear_error(served: tuple[str, str]) -> None:
+    base_url, _ = served
+    backend = OpenAICompatibleBackend(base_url, "no-such-model", timeout=10)
+    started = time.perf_counter()
+    with pytest.raises(ModelNotServedError, match="does not serve model 'no-such-model'"):
+        backend.probe()
+    assert time.perf_counter() - started < 5
