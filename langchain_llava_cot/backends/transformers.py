@@ -6,10 +6,12 @@ Data flow of :meth:`TransformersBackend.sample`:
    :func:`to_chat_messages` (with the generation prompt) followed by the request's
    ``prefix``, plus its images decoded with :func:`decode_image`;
 2. requests are grouped by what ``generate`` must share (sampling settings, seed,
-   stop strings, whether they have images); each group is one left-padded batch in
+   stop strings, whether they have images). Each group is one left-padded batch in
    which every request appears ``n`` times, and one ``generate`` call makes all of
-   the group's candidates, with ``stop_strings`` and ``output_logits=True``;
-3. each row is cut by :func:`_cut`: at EOS, at the request's own ``max_new_tokens``,
+   the group's candidates, with ``stop_strings`` and ``output_logits=True``. A seed
+   makes a call reproducible (the same requests in one call give the same samples)
+   without touching the global random state;
+3. each row is cut by :meth:`_cut`: at EOS, at the request's own ``max_new_tokens``,
    and at the first stop string found in the *decoded text* (BPE tokens can run past a
    stop string, so ``generate``'s own stopping is only an early exit); log-probabilities
    of the kept tokens come from the raw logits.
@@ -29,10 +31,11 @@ and coroutines. Neither the model's generation config nor the processor is chang
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,9 +150,7 @@ class TransformersBackend(VLMBackend):
         first = requests[0]
         settings = self._generation_config(first, max(r.max_new_tokens for r in requests))
         settings.stop_strings = list(first.stop) or None
-        with torch.inference_mode(), torch.random.fork_rng(devices=_rng_devices(self._model)):
-            if first.temperature > 0 and first.seed is not None:
-                torch.manual_seed(first.seed)
+        with torch.inference_mode(), self._seeded(first):
             out = self._model.generate(**inputs, generation_config=settings, tokenizer=self._tokenizer)
         prompt_length = inputs["input_ids"].shape[1]
         new_tokens = out.sequences[:, prompt_length:].tolist()
@@ -165,6 +166,22 @@ class TransformersBackend(VLMBackend):
             grouped.append(samples[start : start + request.n])
             start += request.n
         return grouped
+
+    def _seeded(self, request: SampleRequest) -> contextlib.AbstractContextManager:
+        """Seed sampling from ``request.seed`` without touching the global random state."""
+        import torch
+
+        if request.temperature == 0 or request.seed is None:
+            return contextlib.nullcontext()
+        rng = torch.random.fork_rng(devices=_rng_devices(self._model))
+
+        @contextlib.contextmanager
+        def seeded() -> Iterator[None]:
+            with rng:
+                torch.manual_seed(request.seed)
+                yield
+
+        return seeded()
 
     def _generation_config(self, request: SampleRequest, max_new_tokens: int) -> Any:
         """A copy of the model's generation config with this request's settings."""

@@ -112,6 +112,8 @@ def test_n_candidates_come_from_one_generate_call(
     assert [len(samples) for samples in results] == [3, 2]
     assert len({s.text for s in results[0]}) > 1  # sampled, not greedy
     assert _texts(backend.sample([sampled, other])) == _texts(results)  # seeded: reproducible
+    unseeded = SampleRequest(TEXT_ONLY, prefix="", n=2, temperature=1.0, max_new_tokens=8)
+    assert _texts(backend.sample([unseeded])) != _texts(backend.sample([unseeded]))
 
 
 def test_stop_string_cuts_text_and_tokens(backend: TransformersBackend) -> None:
