@@ -156,6 +156,8 @@ class ChatLlavaCoT(BaseChatModel):
     """dtype of an in-process model: ``auto``, ``float32``, ``bfloat16``..."""
     trust_remote_code: bool = False
     """Allow a model's own code to run (off unless you trust it)."""
+    streaming: bool = False
+    """Accepted for compatibility: answers are always built from the stage stream."""
     timeout: float = 120.0
     """Seconds to wait for a server's answer."""
     max_retries: int = 2
@@ -206,7 +208,7 @@ class ChatLlavaCoT(BaseChatModel):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
             ls_provider=_PROVIDER,
-            ls_model_name=self.model_name,
+            ls_model_name=kwargs.get("model") or self.model_name,
             ls_model_type="chat",
             ls_temperature=kwargs.get("temperature", self.temperature),
         )
