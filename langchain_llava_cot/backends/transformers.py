@@ -13,8 +13,11 @@ Data flow of :meth:`TransformersBackend.sample`:
    without touching the global random state;
 3. each row is cut by :meth:`_cut`: at EOS, at the request's own ``max_new_tokens``,
    and at the first stop string found in the *decoded text* (BPE tokens can run past a
-   stop string, so ``generate``'s own stopping is only an early exit); log-probabilities
-   of the kept tokens come from the raw logits.
+   stop string, so ``generate``'s own stopping is only an early exit). The text ends
+   before the stop string; ``completion_tokens`` and ``token_logprobs`` count the
+   generated tokens up to and including the one that completed the stop string (or the
+   EOS token). Log-probabilities come from the raw logits, not the sampling-adjusted
+   scores.
 
 :meth:`TransformersBackend.choose` reads each option's log-probability after the
 prompt from one batched forward pass; options that are not a single token (in
