@@ -44,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from PIL import Image
 
@@ -159,7 +159,7 @@ def extract_stages(reply: str, ask: StageAsk) -> Extracted:
     if ask.first is ask.last:
         match = _ANY_TAG.search(reply, start)
         end = match.start() if match else len(reply)
-        closed = bool(match) and match.group(0) == ask.first.close_tag
+        closed = match is not None and match.group(0) == ask.first.close_tag
     else:
         found = reply.find(ask.last.close_tag, start)
         end, closed = (found, True) if found >= 0 else (len(reply), False)
@@ -291,8 +291,9 @@ class ChatModelBackend(VLMBackend):
         replies = await self.chat_model.abatch(inputs, config={"max_concurrency": self.max_concurrency})
         return self._samples(requests, owners, replies)
 
-    def _inputs(self, requests: Sequence[SampleRequest]) -> tuple[list[list[BaseMessage]], list[int]]:
-        inputs, owners = [], []
+    def _inputs(self, requests: Sequence[SampleRequest]) -> tuple[list[LanguageModelInput], list[int]]:
+        inputs: list[LanguageModelInput] = []
+        owners: list[int] = []
         for index, request in enumerate(requests):
             messages = stage_messages(request)
             for _ in range(request.n):
