@@ -29,12 +29,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}")
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(e))}")
         return 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llava-cot", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="llava-cot", description="LLaVA-CoT answers with stage-level beam search."
+    )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     ask = commands.add_parser("ask", help="answer a question about an image, stage by stage")
@@ -59,6 +61,7 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--judge", choices=["pairwise", "likelihood"], default="pairwise")
     parser.add_argument("--temperature", type=float, default=0.6)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--max-stage-tokens", type=int, default=None, help="token limit of each stage")
     parser.add_argument("--device", default="cpu")
 
 
@@ -91,6 +94,7 @@ def _ask(args: argparse.Namespace) -> int:
         judge=args.judge,
         temperature=args.temperature,
         seed=args.seed,
+        max_stage_tokens=args.max_stage_tokens,
         device=args.device,
     )
     image = base64.b64encode(args.image.read_bytes()).decode()
