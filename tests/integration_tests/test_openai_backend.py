@@ -36,9 +36,6 @@ from langchain_llava_cot.backends.openai import (
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.judges import PairwiseJudge
 
-pytest.importorskip("fastapi", reason="needs transformers[serving]: pip install 'transformers[serving]'")
-pytest.importorskip("uvicorn", reason="needs transformers[serving]: pip install 'transformers[serving]'")
-
 pytestmark = pytest.mark.timeout(120)
 
 STAGE_NAMES = ["summary", "caption", "reasoning", "conclusion"]
