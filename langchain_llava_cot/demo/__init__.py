@@ -1,0 +1,35 @@
+"""The bundled demo model: a tiny LLaVA trained by this project on drawn shapes.
+
+It is a demo of the library on a laptop CPU, not a general vision-language model: it
+knows 64x64 pictures of up to six circles, squares and triangles in four colours
+(see :mod:`langchain_llava_cot.demo.dataset`) and questions about them, and it was
+trained to judge pairs of its own stages in the pairwise judge's format.
+``ChatLlavaCoT()`` with no ``model`` uses it; ``python -m langchain_llava_cot.demo.train``
+rebuilds it.
+
+>>> from langchain_llava_cot.demo import DEMO_QUESTION, demo_image_path
+>>> demo_image_path().name, DEMO_QUESTION
+('example.png', 'How many red squares are there?')
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["DEMO_ANSWER", "DEMO_MODEL_PATH", "DEMO_QUESTION", "demo_image_path"]
+
+_HERE = Path(__file__).resolve().parent
+
+DEMO_MODEL_PATH: Path = _HERE / "model"
+"""Folder of the bundled model (safetensors, tokenizer, processor, chat template)."""
+
+DEMO_QUESTION = "How many red squares are there?"
+"""The question that goes with :func:`demo_image_path` (test example 18)."""
+
+DEMO_ANSWER = "2"
+"""The right answer to :data:`DEMO_QUESTION`."""
+
+
+def demo_image_path() -> Path:
+    """The bundled example picture (a held-out test scene, 64x64 PNG)."""
+    return _HERE / "example.png"

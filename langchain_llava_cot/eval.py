@@ -1,0 +1,482 @@
+"""Measure search strategies on the demo dataset's held-out split.
+
+Data flow: test-split examples (:mod:`langchain_llava_cot.demo.dataset`) -> one
+:class:`~langchain_llava_cot.chat_models.ChatLlavaCoT` per strategy, all sharing one
+backend (the model is loaded once) -> ``invoke`` per question -> the search record in
+``response_metadata["llava_cot"]`` is scored against the ground truth -> a summary
+per strategy: a printed table, ``eval.json`` and ``eval.png`` (accuracy against tokens
+per question).
+
+What the columns mean (``N`` is the strategy's number of candidates):
+
+- **accuracy**: the conclusion gives the right answer (:func:`~langchain_llava_cot.demo.dataset.is_correct`).
+- **well-formed**: every chosen stage came out of the model closed by its own tag, with
+  no repair, and all four stages have text.
+- **pass@N**: whether *any* candidate the final step offered was correct: for
+  ``best_of_n`` any of the N whole answers (the usual pass@N, the ceiling of any
+  judge picking among N samples); for ``stage_beam`` any of the N conclusions written
+  after the chosen reasoning (the ceiling of the last judge decision only; earlier
+  mistakes are already fixed in the prefix); for ``greedy`` the answer itself.
+- **judge agreement**: over the steps whose candidates were mixed (some right, some
+  wrong by the stage's oracle), how often the winner was a right one. Stage oracles:
+  summary = the reference summary; caption = lists exactly the scene's objects;
+  reasoning = the reasoning that follows the chosen caption; conclusion = agrees with
+  the chosen reasoning; whole answers = correct conclusion. Random choice scores the
+  share of right candidates in those steps, about 50% for pairs.
+- **tokens/q**: prompt plus generated tokens per question (judge passes count their
+  prompt tokens), as the backend reports them; **gen/q**: generated tokens only.
+- **s/q**: wall time per question.
+
+>>> report = run_eval(questions=500, strategies=["greedy", "stage_beam:pairwise:4"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import random
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langchain_llava_cot.demo.dataset import (
+    Example,
+    examples,
+    is_correct,
+    normalize_answer,
+    parse_caption,
+    right_stage,
+)
+from langchain_llava_cot.stages import STAGES, Stage
+
+__all__ = [
+    "DEFAULT_STRATEGIES",
+    "EvalReport",
+    "StrategyResult",
+    "StrategySpec",
+    "parse_strategy",
+    "run_eval",
+]
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """One configuration to measure."""
+
+    strategy: str
+    candidates: int = 1
+    judge: str | None = None
+
+    @property
+    def name(self) -> str:
+        """``greedy``, ``best_of_n:pairwise:4``, ``stage_beam:likelihood:8``."""
+        if self.strategy == "greedy":
+            return "greedy"
+        return f"{self.strategy}:{self.judge}:{self.candidates}"
+
+
+def parse_strategy(text: str) -> StrategySpec:
+    """Read ``greedy`` or ``STRATEGY:JUDGE:N`` (e.g. ``stage_beam:pairwise:4``)."""
+    if text == "greedy":
+        return StrategySpec("greedy")
+    parts = text.split(":")
+    if len(parts) != 3 or parts[0] not in ("best_of_n", "stage_beam") or parts[1] not in ("pairwise", "likelihood"):
+        msg = (
+            f"Unknown strategy {text!r}. Write 'greedy' or STRATEGY:JUDGE:N with STRATEGY "
+            "best_of_n or stage_beam and JUDGE pairwise or likelihood, e.g. stage_beam:pairwise:4."
+        )
+        raise ValueError(msg)
+    try:
+        n = int(parts[2])
+    except ValueError as e:
+        msg = f"N in {text!r} must be a whole number, e.g. stage_beam:pairwise:4."
+        raise ValueError(msg) from e
+    return StrategySpec(parts[0], n, parts[1])
+
+
+DEFAULT_STRATEGIES: tuple[str, ...] = (
+    "greedy",
+    *(f"best_of_n:{judge}:{n}" for n in (2, 4, 8) for judge in ("pairwise", "likelihood")),
+    *(f"stage_beam:{judge}:{n}" for n in (2, 4, 8) for judge in ("pairwise", "likelihood")),
+)
+"""Everything the issue asks for: greedy, and both searches with both judges at N = 2, 4, 8."""
+
+
+@dataclass
+class StrategyResult:
+    """The measurements of one strategy."""
+
+    name: str
+    strategy: str
+    candidates: int
+    judge: str | None
+    questions: int = 0
+    accuracy: float = 0.0
+    well_formed: float = 0.0
+    pass_at_n: float = 0.0
+    judge_agreement: float | None = None
+    judge_decisions: int = 0
+    """Mixed steps the agreement is measured on."""
+    tokens_per_question: float = 0.0
+    generated_per_question: float = 0.0
+    seconds_per_question: float = 0.0
+    by_kind: dict[str, float] = field(default_factory=dict)
+    """Accuracy per question kind."""
+    agreement_by_stage: dict[str, float] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class EvalReport:
+    """All strategies' results and where they were written."""
+
+    results: list[StrategyResult]
+    split: str
+    questions: int
+    model: str
+    json_path: Path | None = None
+    plot_path: Path | None = None
+
+    def table(self) -> Any:
+        """The results as a rich table."""
+        from rich.table import Table
+
+        table = Table(title=f"{self.questions} {self.split} questions, model {Path(self.model).name}")
+        for column in ("strategy", "accuracy", "well-formed", "pass@N", "judge agreement", "tokens/q", "gen/q", "s/q"):
+            table.add_column(column, justify="left" if column == "strategy" else "right")
+        for r in self.results:
+            agreement = "-" if r.judge_agreement is None else f"{r.judge_agreement:.1%} ({r.judge_decisions})"
+            table.add_row(
+                r.name,
+                f"{r.accuracy:.1%}",
+                f"{r.well_formed:.1%}",
+                f"{r.pass_at_n:.1%}",
+                agreement,
+                f"{r.tokens_per_question:,.0f}",
+                f"{r.generated_per_question:,.0f}",
+                f"{r.seconds_per_question:.2f}",
+            )
+        return table
+
+    def markdown(self) -> str:
+        """The results as a Markdown table (for the README)."""
+        lines = [
+            "| strategy | accuracy | well-formed | pass@N | judge agreement | tokens/q | gen/q | s/q |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in self.results:
+            agreement = "-" if r.judge_agreement is None else f"{r.judge_agreement:.1%}"
+            lines.append(
+                f"| {r.name} | {r.accuracy:.1%} | {r.well_formed:.1%} | {r.pass_at_n:.1%} | {agreement} | "
+                f"{r.tokens_per_question:,.0f} | {r.generated_per_question:,.0f} | {r.seconds_per_question:.2f} |"
+            )
+        return "\n".join(lines)
+
+
+# --- scoring one answer --------------------------------------------------------------
+
+
+def _stage_oracle(example: Example, stage: str, text: str, chosen: dict[Stage, str]) -> bool:
+    """Whether a candidate of ``stage`` is right by the stage's criterion."""
+    if stage == Stage.SUMMARY.value:
+        return text.strip() == example.stages[Stage.SUMMARY]
+    if stage == Stage.CAPTION.value:
+        listed = sorted((o.cell, o.name) for o in parse_caption(text))
+        return listed == sorted((o.cell, o.name) for o in example.scene.objects)
+    if stage == Stage.REASONING.value:
+        return text.strip() == right_stage(example, Stage.REASONING, chosen)
+    expected = right_stage(example, Stage.CONCLUSION, chosen) if Stage.REASONING in chosen else example.answer
+    return normalize_answer(text) == normalize_answer(expected)
+
+
+def score_record(example: Example, content: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Score one search record against the example's ground truth."""
+    steps = record.get("steps") or []
+    chosen: dict[Stage, str] = {}
+    decisions: list[tuple[str, bool]] = []
+    well_formed = True
+    for step in steps:
+        candidates = step["candidates"]
+        winner = candidates[step["winner"]]
+        well_formed = well_formed and bool(winner["closed"]) and not winner["problems"]
+        if len(step["span"]) > 1:  # whole answers
+            labels = [is_correct(c["stages"].get(Stage.CONCLUSION.value, ""), example) for c in candidates]
+            stage_name = "answer"
+        else:
+            stage_name = step["stage"]
+            labels = [_stage_oracle(example, stage_name, c["text"], chosen) for c in candidates]
+        if any(labels) and not all(labels):
+            decisions.append((stage_name, labels[step["winner"]]))
+        for name, text in winner["stages"].items():
+            chosen[Stage(name)] = text
+    stage_texts = record.get("chosen") or {}
+    well_formed = well_formed and all(stage_texts.get(s.value, "").strip() for s in STAGES)
+    last = steps[-1] if steps else None
+    if last is None:
+        finals = [content]
+    elif len(last["span"]) > 1:
+        finals = [c["stages"].get(Stage.CONCLUSION.value, "") for c in last["candidates"]]
+    else:
+        finals = [c["text"] for c in last["candidates"]]
+    return {
+        "correct": is_correct(content, example),
+        "well_formed": well_formed,
+        "pass": any(is_correct(f, example) for f in finals),
+        "decisions": decisions,
+    }
+
+
+# --- running -------------------------------------------------------------------------
+
+
+def _message(example: Example) -> Any:
+    from langchain_core.messages import HumanMessage
+
+    data = base64.b64encode(example.image_bytes).decode()
+    return HumanMessage(
+        content=[
+            {"type": "image", "base64": data, "mime_type": "image/png"},
+            {"type": "text", "text": example.question},
+        ]
+    )
+
+
+def _summarize(spec: StrategySpec, records: list[dict[str, Any]]) -> StrategyResult:
+    n = len(records)
+    result = StrategyResult(spec.name, spec.strategy, spec.candidates, spec.judge, questions=n, records=records)
+    if not n:
+        return result
+    result.accuracy = sum(r["correct"] for r in records) / n
+    result.well_formed = sum(r["well_formed"] for r in records) / n
+    result.pass_at_n = sum(r["pass"] for r in records) / n
+    result.tokens_per_question = statistics.mean(r["input_tokens"] + r["output_tokens"] for r in records)
+    result.generated_per_question = statistics.mean(r["output_tokens"] for r in records)
+    result.seconds_per_question = statistics.mean(r["seconds"] for r in records)
+    kinds: dict[str, list[bool]] = {}
+    for r in records:
+        kinds.setdefault(r["kind"], []).append(r["correct"])
+    result.by_kind = {k: sum(v) / len(v) for k, v in sorted(kinds.items())}
+    decisions = [d for r in records for d in r["decisions"]]
+    if spec.strategy != "greedy" and decisions:
+        result.judge_decisions = len(decisions)
+        result.judge_agreement = sum(ok for _, ok in decisions) / len(decisions)
+        stages: dict[str, list[bool]] = {}
+        for stage, ok in decisions:
+            stages.setdefault(stage, []).append(ok)
+        result.agreement_by_stage = {k: sum(v) / len(v) for k, v in stages.items()}
+    return result
+
+
+def run_eval(
+    model: str | Path | None = None,
+    *,
+    strategies: Iterable[str | StrategySpec] = DEFAULT_STRATEGIES,
+    questions: int = 500,
+    split: str = "test",
+    start: int = 0,
+    temperature: float = 0.6,
+    top_p: float | None = 0.9,
+    seed: int = 0,
+    output_dir: str | Path | None = "eval-results",
+    progress: bool = True,
+    backend: Any = None,
+    keep_records: bool = True,
+    max_stage_tokens: int | None = None,
+) -> EvalReport:
+    """Run each strategy on ``questions`` held-out questions and write the results.
+
+    Args:
+        model: Model folder; None uses the bundled demo model.
+        strategies: ``greedy`` or ``STRATEGY:JUDGE:N`` strings, or :class:`StrategySpec`.
+        questions: How many questions of ``split`` to ask, from index ``start``.
+        split: ``test`` (default) or ``validation``.
+        start: Index of the first question.
+        temperature: Sampling temperature of candidates (greedy always uses 0).
+        top_p: Nucleus sampling of candidates.
+        seed: Base seed; question ``i`` uses ``seed + i``, so runs repeat exactly.
+        output_dir: Where ``eval.json`` and ``eval.png`` go; None writes nothing.
+        progress: Show a progress bar.
+        backend: A ready ``VLMBackend`` to use instead of loading ``model``.
+        keep_records: Keep every question's scores in the JSON.
+        max_stage_tokens: Token limit of each stage (None: the engine's defaults).
+
+    Returns:
+        The report; ``report.table()`` renders the table.
+    """
+    from langchain_llava_cot.chat_models import ChatLlavaCoT
+
+    specs = [s if isinstance(s, StrategySpec) else parse_strategy(s) for s in strategies]
+    if not specs:
+        msg = "No strategies to run; pass e.g. strategies=['greedy', 'stage_beam:pairwise:4']."
+        raise ValueError(msg)
+    if split not in ("test", "validation"):
+        msg = f"Evaluate on 'test' or 'validation', not {split!r}: the model was trained on 'train'."
+        raise ValueError(msg)
+    if model is None:
+        from langchain_llava_cot.demo import DEMO_MODEL_PATH
+
+        model = DEMO_MODEL_PATH
+    if backend is None:
+        from langchain_llava_cot.backends.transformers import TransformersBackend
+
+        backend = TransformersBackend(str(model))
+    items = examples(split, questions, start=start)  # type: ignore[arg-type]
+    bar = _progress(len(specs) * len(items), progress)
+    results = []
+    for spec in specs:
+        llm = ChatLlavaCoT(
+            backend=backend,
+            strategy=spec.strategy,
+            candidates=spec.candidates,
+            judge=spec.judge or "pairwise",
+            temperature=temperature,
+            top_p=top_p,
+            max_stage_tokens=max_stage_tokens,
+        )
+        records = []
+        for example in items:
+            bar.set_description(spec.name)
+            random.seed(seed + example.index)
+            started = time.perf_counter()
+            message = llm.invoke([_message(example)], seed=seed + example.index)
+            seconds = time.perf_counter() - started
+            record = message.response_metadata["llava_cot"]
+            usage = message.usage_metadata or {}
+            scored = score_record(example, str(message.content), record)
+            scored.update(
+                index=example.index,
+                kind=example.kind,
+                question=example.question,
+                answer=example.answer,
+                conclusion=str(message.content),
+                chosen=record.get("chosen"),
+                input_tokens=usage.get("input_tokens", 0),
+                output_tokens=usage.get("output_tokens", 0),
+                seconds=seconds,
+            )
+            records.append(scored)
+            bar.update(1)
+        results.append(_summarize(spec, records))
+        if output_dir is not None:
+            _write_json(Path(output_dir), results, split, len(items), str(model), keep_records)
+    bar.close()
+    report = EvalReport(results, split, len(items), str(model))
+    if output_dir is not None:
+        out = Path(output_dir)
+        report.json_path = _write_json(out, results, split, len(items), str(model), keep_records)
+        report.plot_path = plot(report, out / "eval.png")
+    return report
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit="q", dynamic_ncols=True)
+
+
+def _write_json(
+    out: Path, results: Sequence[StrategyResult], split: str, questions: int, model: str, keep: bool
+) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "eval.json"
+    payload = {
+        "split": split,
+        "questions": questions,
+        "model": model,
+        "results": [
+            {k: v for k, v in asdict(r).items() if keep or k != "records"} for r in results
+        ],
+    }
+    path.write_text(json.dumps(payload, indent=1, default=str))
+    return path
+
+
+def plot(report: EvalReport, path: str | Path) -> Path:
+    """Save accuracy against tokens per question, one marker per strategy, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    styles = {
+        ("greedy", None): ("black", "o"),
+        ("best_of_n", "pairwise"): ("tab:orange", "s"),
+        ("best_of_n", "likelihood"): ("tab:brown", "v"),
+        ("stage_beam", "pairwise"): ("tab:blue", "D"),
+        ("stage_beam", "likelihood"): ("tab:green", "^"),
+    }
+    groups: dict[tuple[str, str | None], list[StrategyResult]] = {}
+    for r in report.results:
+        groups.setdefault((r.strategy, r.judge if r.strategy != "greedy" else None), []).append(r)
+    for key, rows in groups.items():
+        rows.sort(key=lambda r: r.tokens_per_question)
+        colour, marker = styles.get(key, ("gray", "x"))
+        label = key[0] if key[1] is None else f"{key[0]} ({key[1]})"
+        ax.plot(
+            [r.tokens_per_question for r in rows],
+            [100 * r.accuracy for r in rows],
+            marker=marker,
+            color=colour,
+            label=label,
+        )
+        for r in rows:
+            if r.strategy != "greedy":
+                ax.annotate(f"N={r.candidates}", (r.tokens_per_question, 100 * r.accuracy),
+                            textcoords="offset points", xytext=(4, 4), fontsize=7, color=colour)
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens per question (prompt + generated, log scale)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"Demo model, {report.questions} held-out questions")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m langchain_llava_cot.eval``: run, print the table, write JSON and PNG."""
+    parser = argparse.ArgumentParser(description="Measure search strategies on held-out demo questions.")
+    parser.add_argument("--model", help="model folder (default: the bundled demo model)")
+    parser.add_argument("--questions", type=int, default=500)
+    parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--split", default="test", choices=["test", "validation"])
+    parser.add_argument(
+        "--strategies",
+        default=",".join(DEFAULT_STRATEGIES),
+        help="comma-separated: greedy, best_of_n:pairwise:4, stage_beam:likelihood:8, ...",
+    )
+    parser.add_argument("--temperature", type=float, default=0.6)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="eval-results", help="folder for eval.json and eval.png")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    report = run_eval(
+        args.model,
+        strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
+        questions=args.questions,
+        start=args.start,
+        split=args.split,
+        temperature=args.temperature,
+        seed=args.seed,
+        output_dir=args.out,
+        progress=not args.no_progress,
+    )
+    from rich.console import Console
+
+    console = Console()
+    console.print(report.table())
+    console.print(f"JSON: {report.json_path}\nplot: {report.plot_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

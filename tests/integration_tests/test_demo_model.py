@@ -1,0 +1,97 @@
+"""The bundled demo model: it loads, answers in four stages, and ``run_eval`` works end to end."""
+
+import base64
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from langchain_core.messages import HumanMessage  # noqa: E402
+
+from langchain_llava_cot import ChatLlavaCoT  # noqa: E402
+from langchain_llava_cot.demo import (  # noqa: E402
+    DEMO_ANSWER,
+    DEMO_MODEL_PATH,
+    DEMO_QUESTION,
+    demo_image_path,
+)
+from langchain_llava_cot.demo.dataset import SPLITS, examples, get_example, is_correct  # noqa: E402
+from langchain_llava_cot.eval import run_eval  # noqa: E402
+from langchain_llava_cot.stages import parse_answer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def greedy() -> ChatLlavaCoT:
+    return ChatLlavaCoT(strategy="greedy", return_tagged_text=True)
+
+
+def _ask(llm: ChatLlavaCoT, image: bytes, question: str):  # noqa: ANN202
+    data = base64.b64encode(image).decode()
+    return llm.invoke(
+        [HumanMessage(content=[{"type": "image", "base64": data, "mime_type": "image/png"}, question])]
+    )
+
+
+def test_dataset_is_deterministic_and_splits_are_disjoint() -> None:
+    assert examples("test", 30) == examples("test", 30)
+    keys = {split: {e.scene.key for e in examples(split, 1000)} for split in SPLITS}
+    assert not keys["train"] & keys["test"]
+    assert not keys["train"] & keys["validation"]
+    assert not keys["test"] & keys["validation"]
+
+
+def test_bundled_model_is_small_safetensors() -> None:
+    weights = DEMO_MODEL_PATH / "model.safetensors"
+    assert weights.is_file()
+    assert weights.stat().st_size < 20 * 1024 * 1024
+    assert (DEMO_MODEL_PATH / "tokenizer.json").is_file()
+    assert demo_image_path().is_file()
+
+
+def test_demo_image_matches_its_question() -> None:
+    example = get_example("test", 18)
+    assert example.question == DEMO_QUESTION and example.answer == DEMO_ANSWER
+    assert demo_image_path().read_bytes() == example.image_bytes
+
+
+def test_bundled_model_answers_well_formed(greedy: ChatLlavaCoT) -> None:
+    for example in examples("test", 6):
+        message = _ask(greedy, example.image_bytes, example.question)
+        parsed = parse_answer(str(message.content))
+        assert parsed.well_formed, (message.content, parsed.problems)
+
+
+def test_default_chat_model_uses_the_bundled_model(greedy: ChatLlavaCoT) -> None:
+    message = _ask(greedy, demo_image_path().read_bytes(), DEMO_QUESTION)
+    assert parse_answer(str(message.content)).conclusion.strip()
+    assert message.usage_metadata["output_tokens"] > 0
+
+
+def test_stage_beam_answers_the_demo_question() -> None:
+    llm = ChatLlavaCoT(strategy="stage_beam", candidates=2, judge="pairwise", seed=0)
+    message = _ask(llm, demo_image_path().read_bytes(), DEMO_QUESTION)
+    record = message.response_metadata["llava_cot"]
+    assert [s["stage"] for s in record["steps"]] == ["summary", "caption", "reasoning", "conclusion"]
+    assert all(len(s["candidates"]) == 2 for s in record["steps"])
+    assert isinstance(is_correct(str(message.content), get_example("test", 18)), bool)
+
+
+def test_eval_runs_end_to_end(tmp_path) -> None:  # noqa: ANN001
+    report = run_eval(
+        strategies=["greedy", "best_of_n:likelihood:2", "stage_beam:pairwise:2"],
+        questions=3,
+        output_dir=tmp_path,
+        progress=False,
+    )
+    assert [r.name for r in report.results] == ["greedy", "best_of_n:likelihood:2", "stage_beam:pairwise:2"]
+    assert report.json_path and report.json_path.is_file()
+    assert report.plot_path and report.plot_path.read_bytes().startswith(b"\x89PNG")
+    data = json.loads(report.json_path.read_text())
+    assert data["questions"] == 3
+    for result in data["results"]:
+        assert 0.0 <= result["accuracy"] <= result["pass_at_n"] <= 1.0
+        assert len(result["records"]) == 3
+        assert result["tokens_per_question"] > 0
+    assert "| greedy |" in report.markdown()

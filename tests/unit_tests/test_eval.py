@@ -1,0 +1,49 @@
+import pytest
+
+from langchain_llava_cot.demo.dataset import get_example, write_stages
+from langchain_llava_cot.eval import DEFAULT_STRATEGIES, StrategySpec, parse_strategy, score_record
+from langchain_llava_cot.stages import Stage
+
+
+def test_parse_strategy() -> None:
+    assert parse_strategy("greedy") == StrategySpec("greedy")
+    assert parse_strategy("stage_beam:pairwise:4") == StrategySpec("stage_beam", 4, "pairwise")
+    assert parse_strategy("best_of_n:likelihood:8").name == "best_of_n:likelihood:8"
+    assert all(parse_strategy(s).name == s for s in DEFAULT_STRATEGIES)
+    for bad in ("beam", "stage_beam:pairwise", "stage_beam:oracle:4", "best_of_n:pairwise:x"):
+        with pytest.raises(ValueError, match="stage_beam:pairwise:4"):
+            parse_strategy(bad)
+
+
+def _candidate(stage: str, text: str, closed: bool = True) -> dict:
+    return {"text": text, "stages": {stage: text}, "closed": closed, "problems": [], "finish_reason": "stop"}
+
+
+def test_score_record_of_a_stage_beam_run() -> None:
+    example = next(get_example("test", i) for i in range(50) if get_example("test", i).answer.isdigit())
+    right = example.stages
+    wrong = write_stages(example.spec, example.scene.objects, error="count")
+    steps = []
+    for stage in (Stage.SUMMARY, Stage.CAPTION, Stage.REASONING):
+        steps.append({"stage": stage.value, "span": [stage.value], "winner": 0,
+                      "candidates": [_candidate(stage.value, right[stage]), _candidate(stage.value, right[stage])]})
+    steps[2]["candidates"][1] = _candidate("reasoning", wrong[Stage.REASONING])
+    steps.append({"stage": "conclusion", "span": ["conclusion"], "winner": 1,
+                  "candidates": [_candidate("conclusion", example.answer),
+                                 _candidate("conclusion", str(int(example.answer) + 1))]})
+    record = {"steps": steps, "chosen": {s.value: right[s] for s in right}}
+    scored = score_record(example, str(int(example.answer) + 1), record)
+    assert scored["correct"] is False
+    assert scored["pass"] is True  # the right conclusion was offered
+    assert scored["well_formed"] is True
+    assert scored["decisions"] == [("reasoning", True), ("conclusion", False)]
+
+
+def test_unclosed_winner_is_not_well_formed() -> None:
+    example = get_example("test", 0)
+    steps = [{"stage": s.value, "span": [s.value], "winner": 0,
+              "candidates": [_candidate(s.value, t, closed=s is not Stage.CAPTION)]}
+             for s, t in example.stages.items()]
+    record = {"steps": steps, "chosen": {s.value: t for s, t in example.stages.items()}}
+    scored = score_record(example, example.answer, record)
+    assert scored["correct"] and scored["pass"] and not scored["well_formed"]
