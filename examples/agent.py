@@ -4,7 +4,8 @@ The agent looks at an image, reasons in four stages with stage-level search, and
 a tool from its conclusion when arithmetic is needed; the tool's result comes back as a
 ToolMessage and the model answers on the next turn.
 
-    python examples/agent.py IMAGE "How many shapes are red or blue?" --base-url http://127.0.0.1:8000/v1 --model Xkev/Llama-3.2V-11B-cot
+    python examples/agent.py IMAGE "How many shapes are red or blue?" \
+        --base-url http://127.0.0.1:8000/v1 --model Xkev/Llama-3.2V-11B-cot
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ class FunctionCall:
         return await result if inspect.isawaitable(result) else result
 
 
-Call = Union[SampleCall, ChoiceCall, FunctionCall]
+Call = Union[SampleCall, ChoiceCall, FunctionCall]  # noqa: UP007 - a runtime alias on Python 3.10
 Step = Generator[Call, Any, T]
 """A piece of search logic that yields backend calls and returns a ``T``."""
 

@@ -15,10 +15,10 @@ Output flow:
 
 from __future__ import annotations
 
-import threading
-from dataclasses import replace
 import json
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +176,12 @@ class ChatLlavaCoT(BaseChatModel):
     def _check_options(self) -> Self:
         self.search_context(backend=_UNSET_BACKEND)
         in_process = self.backend is None and self.base_url is None
-        if in_process and self.model and _looks_like_local_path(self.model) and not Path(self.model).expanduser().exists():
+        if (
+            in_process
+            and self.model
+            and _looks_like_local_path(self.model)
+            and not Path(self.model).expanduser().exists()
+        ):
             msg = f"Model path {self.model!r} does not exist. Pass an existing folder or a hub id."
             raise ValueError(msg)
         return self
@@ -202,7 +207,9 @@ class ChatLlavaCoT(BaseChatModel):
         if isinstance(backend, VLMBackend):
             return backend.model_name
         if isinstance(backend, BaseChatModel):
-            return str(getattr(backend, "model", None) or getattr(backend, "model_name", None) or backend._llm_type)
+            return str(
+                getattr(backend, "model", None) or getattr(backend, "model_name", None) or backend._llm_type
+            )
         return self.model or "llava-cot-demo"
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
@@ -249,7 +256,8 @@ class ChatLlavaCoT(BaseChatModel):
         options.update({k: v for k, v in overrides.items() if k != "backend"})
         unknown = set(options) - set(SearchContext.__dataclass_fields__)
         if unknown:
-            msg = f"Unknown option(s) {sorted(unknown)}; ChatLlavaCoT accepts {sorted(SearchContext.__dataclass_fields__)}."
+            accepted = sorted(SearchContext.__dataclass_fields__)
+            msg = f"Unknown option(s) {sorted(unknown)}; ChatLlavaCoT accepts {accepted}."
             raise TypeError(msg)
         backend = overrides["backend"] if "backend" in overrides else self.get_backend()
         return SearchContext(backend=backend, stop=tuple(stop or self.stop or ()), **options)
@@ -324,7 +332,10 @@ class ChatLlavaCoT(BaseChatModel):
         graph_input, context = self._prepare(messages, stop, kwargs)
         events = self.graph.stream(graph_input, context=context, stream_mode=["updates", "values"])
         converter = _ChunkConverter(
-            self.model_name, context.strategy, self.return_tagged_text, bool(graph_input["conversation"].tools_prompt)
+            self.model_name,
+            context.strategy,
+            self.return_tagged_text,
+            bool(graph_input["conversation"].tools_prompt),
         )
         for mode, data in events:
             for chunk in converter.convert(mode, data):
@@ -343,7 +354,10 @@ class ChatLlavaCoT(BaseChatModel):
         graph_input, context = self._prepare(messages, stop, kwargs)
         events = self.graph.astream(graph_input, context=context, stream_mode=["updates", "values"])
         converter = _ChunkConverter(
-            self.model_name, context.strategy, self.return_tagged_text, bool(graph_input["conversation"].tools_prompt)
+            self.model_name,
+            context.strategy,
+            self.return_tagged_text,
+            bool(graph_input["conversation"].tools_prompt),
         )
         async for mode, data in events:
             for chunk in converter.convert(mode, data):
@@ -390,7 +404,9 @@ def _stage_chunk(stage: Stage, text: str, tagged: bool, tools: bool) -> ChatGene
     """A chunk carrying one chosen stage; with tools bound, the conclusion's tool calls."""
     if stage is Stage.CONCLUSION:
         if not tools:
-            return ChatGenerationChunk(message=AIMessageChunk(content=render_stage(stage, text) if tagged else text))
+            return ChatGenerationChunk(
+                message=AIMessageChunk(content=render_stage(stage, text) if tagged else text)
+            )
         answer, calls, invalid = parse_tool_calls(text)
         chunks = [
             tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
@@ -589,4 +605,3 @@ def _demo_model_path() -> str:
     from langchain_llava_cot.demo import DEMO_MODEL_PATH
 
     return str(DEMO_MODEL_PATH)
-

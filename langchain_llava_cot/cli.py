@@ -46,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="print the whole search record as JSON")
     ask.set_defaults(run=_ask)
 
-    demo = commands.add_parser("demo", help="the bundled demo model answers a question about the bundled image")
+    demo = commands.add_parser(
+        "demo", help="the bundled demo model answers a question about the bundled image"
+    )
     _add_search_options(demo)
     demo.add_argument("--json", action="store_true", help="print the whole search record as JSON")
     demo.set_defaults(run=_demo)
@@ -144,7 +146,9 @@ def _print_step(console: Console, step: dict[str, Any]) -> None:
         style = "" if index == step["winner"] else "dim"
         text = " ".join(candidate["text"].split()) or "(empty)"
         flags = f" [yellow]({'; '.join(candidate['problems'])})[/]" if candidate["problems"] else ""
-        console.print(f" {mark} [{style}]{escape(text)}[/]{flags}" if style else f" {mark} {escape(text)}{flags}")
+        console.print(
+            f" {mark} [{style}]{escape(text)}[/]{flags}" if style else f" {mark} {escape(text)}{flags}"
+        )
     console.print()
 
 

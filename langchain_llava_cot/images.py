@@ -103,5 +103,6 @@ def _b64decode(payload: str) -> bytes:
 
 def _looks_like_path(source: str) -> bool:
     return source.startswith(("/", "./", "../", "~")) or (
-        len(source) < 4096 and Path(source).suffix.lower() in {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
+        len(source) < 4096
+        and Path(source).suffix.lower() in {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
     )

@@ -83,12 +83,10 @@ _CRITERIA = {
         "with fewer mistakes about what is there."
     ),
     Stage.REASONING: (
-        "The better reasoning follows from the caption step by step and makes no "
-        "logical or counting error."
+        "The better reasoning follows from the caption step by step and makes no logical or counting error."
     ),
     Stage.CONCLUSION: (
-        "The better conclusion agrees with the reasoning and gives a direct answer "
-        "instead of refusing."
+        "The better conclusion agrees with the reasoning and gives a direct answer instead of refusing."
     ),
 }
 

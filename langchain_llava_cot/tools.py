@@ -60,7 +60,9 @@ def parse_tool_calls(conclusion: str) -> tuple[str, list[ToolCall], list[Invalid
             if not isinstance(name, str) or not isinstance(args, dict):
                 raise TypeError("name must be a string and arguments an object")
         except (ValueError, KeyError, TypeError) as e:
-            invalid.append(InvalidToolCall(name=None, args=raw, id=call_id, error=str(e), type="invalid_tool_call"))
+            invalid.append(
+                InvalidToolCall(name=None, args=raw, id=call_id, error=str(e), type="invalid_tool_call")
+            )
             continue
         calls.append(ToolCall(name=name, args=args, id=call_id, type="tool_call"))
     text = _TOOL_CALL.sub("", conclusion).strip()
@@ -70,5 +72,6 @@ def parse_tool_calls(conclusion: str) -> tuple[str, list[ToolCall], list[Invalid
 def format_tool_calls(calls: Sequence[ToolCall]) -> str:
     """Write tool calls back in the prompt format, for an assistant turn in the history."""
     return "\n".join(
-        "<tool_call>" + json.dumps({"name": c["name"], "arguments": c["args"]}) + "</tool_call>" for c in calls
+        "<tool_call>" + json.dumps({"name": c["name"], "arguments": c["args"]}) + "</tool_call>"
+        for c in calls
     )

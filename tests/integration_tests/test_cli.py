@@ -10,10 +10,21 @@ from langchain_llava_cot.cli import main
 def test_ask_prints_every_stage_and_the_answer(tiny_llava_path, tmp_path, capsys):
     image = tmp_path / "red.png"
     Image.new("RGB", (64, 64), "red").save(image)
-    status = main([
-        "ask", str(image), "How many red shapes?", "--model", str(tiny_llava_path),
-        "--candidates", "2", "--seed", "0", "--max-stage-tokens", "6",
-    ])
+    status = main(
+        [
+            "ask",
+            str(image),
+            "How many red shapes?",
+            "--model",
+            str(tiny_llava_path),
+            "--candidates",
+            "2",
+            "--seed",
+            "0",
+            "--max-stage-tokens",
+            "6",
+        ]
+    )
     out = capsys.readouterr().out
     assert status == 0
     for stage in ("SUMMARY", "CAPTION", "REASONING", "CONCLUSION"):
@@ -24,13 +35,28 @@ def test_ask_prints_every_stage_and_the_answer(tiny_llava_path, tmp_path, capsys
 def test_ask_json_is_the_whole_search_record(tiny_llava_path, tmp_path, capsys):
     image = tmp_path / "red.png"
     Image.new("RGB", (64, 64), "red").save(image)
-    status = main([
-        "ask", str(image), "How many?", "--model", str(tiny_llava_path), "--strategy", "greedy",
-        "--json", "--max-stage-tokens", "6",
-    ])
+    status = main(
+        [
+            "ask",
+            str(image),
+            "How many?",
+            "--model",
+            str(tiny_llava_path),
+            "--strategy",
+            "greedy",
+            "--json",
+            "--max-stage-tokens",
+            "6",
+        ]
+    )
     record = json.loads(capsys.readouterr().out)
     assert status == 0
-    assert [s["stage"] for s in record["llava_cot"]["steps"]] == ["summary", "caption", "reasoning", "conclusion"]
+    assert [s["stage"] for s in record["llava_cot"]["steps"]] == [
+        "summary",
+        "caption",
+        "reasoning",
+        "conclusion",
+    ]
     assert record["usage"]["output_tokens"] > 0 and record["model_name"] == str(tiny_llava_path)
 
 

@@ -38,7 +38,10 @@ class ScriptedBackend(VLMBackend):
 
     def _sample_one(self, request: SampleRequest) -> list[Sample]:
         if not request.prefix:  # a free-text judge verdict
-            text = self.verdict_text or f"The better response is {self._preferred(request.conversation.question)}."
+            text = (
+                self.verdict_text
+                or f"The better response is {self._preferred(request.conversation.question)}."
+            )
             return [Sample(text, "stop", prompt_tokens=10, completion_tokens=5)]
         stage = _open_stage(request.prefix)
         scripted = self.script[stage]

@@ -10,9 +10,9 @@ import importlib.util
 import io
 from pathlib import Path
 
+from fakes import ScriptedBackend
 from PIL import Image
 
-from fakes import ScriptedBackend
 from langchain_llava_cot import ChatLlavaCoT
 from langchain_llava_cot.stages import Stage
 
@@ -29,8 +29,10 @@ def load_example():
 class ToolUsingBackend(ScriptedBackend):
     def _sample_one(self, request):
         results = [t.text for t in request.conversation.turns if t.text.startswith("Tool result (add)")]
-        answer = results[0].rsplit(" ", 1)[-1] if results else (
-            '<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>'
+        answer = (
+            results[0].rsplit(" ", 1)[-1]
+            if results
+            else ('<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>')
         )
         self.script[Stage.CONCLUSION] = [f" {answer} </CONCLUSION>"]
         return super()._sample_one(request)

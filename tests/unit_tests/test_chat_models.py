@@ -3,10 +3,10 @@ import base64
 import io
 
 import pytest
+from fakes import ScriptedBackend
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from PIL import Image
 
-from fakes import ScriptedBackend
 from langchain_llava_cot import ChatLlavaCoT, ImageError, convert_messages
 from langchain_llava_cot.stages import Stage
 
@@ -55,10 +55,15 @@ def test_invoke_returns_conclusion_reasoning_usage_and_search_record():
     assert msg.content == "3"
     assert msg.content_blocks[0] == {
         "type": "reasoning",
-        "reasoning": "<SUMMARY> count the red circles </SUMMARY>\n\n<CAPTION> three red circles </CAPTION>\n\n"
+        "reasoning": "<SUMMARY> count the red circles </SUMMARY>\n\n"
+        "<CAPTION> three red circles </CAPTION>\n\n"
         "<REASONING> the caption lists three </REASONING>\n\n",
     }
-    assert msg.usage_metadata["total_tokens"] == msg.usage_metadata["input_tokens"] + msg.usage_metadata["output_tokens"] > 0
+    assert (
+        msg.usage_metadata["total_tokens"]
+        == msg.usage_metadata["input_tokens"] + msg.usage_metadata["output_tokens"]
+        > 0
+    )
     meta = msg.response_metadata
     assert meta["model_name"] == "scripted" and meta["finish_reason"] == "stop"
     record = meta["llava_cot"]
@@ -155,7 +160,12 @@ def test_image_blocks_in_every_supported_form_are_read():
 
 def test_history_and_tool_results_become_turns():
     conversation = convert_messages(
-        [HumanMessage("hi"), AIMessage("hello"), ToolMessage("4", tool_call_id="c1", name="count"), HumanMessage("so?")]
+        [
+            HumanMessage("hi"),
+            AIMessage("hello"),
+            ToolMessage("4", tool_call_id="c1", name="count"),
+            HumanMessage("so?"),
+        ]
     )
     assert [t.role for t in conversation.turns] == ["user", "assistant", "user", "user"]
     assert conversation.turns[2].text == "Tool result (count): 4"
@@ -169,7 +179,9 @@ def test_local_image_paths_only_when_turned_on(tmp_path):
         convert_messages(question(block))
     assert convert_messages(question(block), allow_local_images=True).images == (PNG,)
     with pytest.raises(ImageError, match="does not exist"):
-        convert_messages(question({"type": "image", "url": str(tmp_path / "nope.png")}), allow_local_images=True)
+        convert_messages(
+            question({"type": "image", "url": str(tmp_path / "nope.png")}), allow_local_images=True
+        )
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,8 @@ import asyncio
 import math
 
 import pytest
-
 from fakes import ScriptedBackend
+
 from langchain_llava_cot._calls import adrive, drive
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.judges import (
@@ -22,7 +22,9 @@ CONVERSATION = Conversation((Turn("user", "How many red shapes?", images=(b"png"
 
 
 def task(candidates, logprobs=()):
-    return JudgeTask(CONVERSATION, Stage.CAPTION, {Stage.SUMMARY: "count"}, tuple(candidates), tuple(logprobs))
+    return JudgeTask(
+        CONVERSATION, Stage.CAPTION, {Stage.SUMMARY: "count"}, tuple(candidates), tuple(logprobs)
+    )
 
 
 def score_by_number(text):
@@ -51,9 +53,7 @@ def test_generated_verdicts_are_parsed_when_backend_cannot_score():
 
 def test_garbage_verdict_falls_back_to_likelihood(caplog):
     backend = ScriptedBackend(script={}, supports_choice=False, verdict_text="I like both!!")
-    verdict = drive(
-        PairwiseJudge(seed=0).select(task(["a", "b"], logprobs=(-3.0, -0.5)), backend), backend
-    )
+    verdict = drive(PairwiseJudge(seed=0).select(task(["a", "b"], logprobs=(-3.0, -0.5)), backend), backend)
     assert verdict.winner == 1
     assert verdict.comparisons[0].method == "unparseable"
     assert "Unparseable judge verdict" in caplog.text

@@ -1,8 +1,8 @@
 """LangChain's own unit test suite for chat models, run on ChatLlavaCoT."""
 
+from fakes import ScriptedBackend
 from langchain_tests.unit_tests import ChatModelUnitTests
 
-from fakes import ScriptedBackend
 from langchain_llava_cot import ChatLlavaCoT
 from langchain_llava_cot.stages import Stage
 

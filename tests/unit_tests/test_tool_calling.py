@@ -1,8 +1,8 @@
 import pytest
+from fakes import ScriptedBackend
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from pydantic import BaseModel, Field
 
-from fakes import ScriptedBackend
 from langchain_llava_cot import ChatLlavaCoT
 from langchain_llava_cot.stages import Stage
 from langchain_llava_cot.tools import parse_tool_calls, render_tools_prompt
@@ -62,7 +62,11 @@ def test_without_bound_tools_the_text_is_left_alone():
 
 @pytest.mark.parametrize(
     ("choice", "line"),
-    [("any", "You must call at least one tool."), (True, "You must call at least one tool."), ("add", "You must call the tool add.")],
+    [
+        ("any", "You must call at least one tool."),
+        (True, "You must call at least one tool."),
+        ("add", "You must call the tool add."),
+    ],
 )
 def test_tool_choice_is_stated_in_the_prompt(choice, line):
     backend = scripted("5")
@@ -96,8 +100,15 @@ def test_structured_output_through_a_tool_call(schema):
     if isinstance(schema, dict):
         schema = {"title": "Count", "description": "How many.", **schema}
     backend = scripted('<tool_call>{"name": "Count", "arguments": {"colour": "red", "count": 2}}</tool_call>')
-    result = ChatLlavaCoT(backend=backend, strategy="greedy").with_structured_output(schema).invoke("how many red?")
-    assert (result.count, result.colour) == (2, "red") if isinstance(result, Count) else result == {"colour": "red", "count": 2}
+    result = (
+        ChatLlavaCoT(backend=backend, strategy="greedy")
+        .with_structured_output(schema)
+        .invoke("how many red?")
+    )
+    if isinstance(result, Count):
+        assert (result.count, result.colour) == (2, "red")
+    else:
+        assert result == {"colour": "red", "count": 2}
     assert backend.sample_calls[0][0].conversation.tools_prompt.endswith("You must call at least one tool.")
 
 
@@ -107,7 +118,9 @@ def test_parse_tool_calls_keeps_text_around_calls():
 
 
 def test_tools_prompt_lists_each_tool_once():
-    prompt = render_tools_prompt([{"type": "function", "function": {"name": "f", "description": "d", "parameters": {}}}])
+    prompt = render_tools_prompt(
+        [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {}}}]
+    )
     assert prompt.count('"name": "f"') == 1
 
 
