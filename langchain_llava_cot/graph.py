@@ -14,6 +14,12 @@ Options come through the runtime context (:class:`~langchain_llava_cot.search.Se
 Nodes write their progress to LangGraph's ``custom`` stream. This module never
 imports torch: only the backend in the context talks to a model.
 
+Checkpoints: the conversation (with its image bytes) lives in a channel that is
+written once per run and stored once, as the write itself, instead of being copied
+into every checkpoint; :func:`checkpoint_serializer` lets its types be read back
+without warnings. With a checkpointer, a run interrupted after any node resumes
+where it stopped, and ``judge="human"`` interrupts each judge for a person's choice.
+
 Example::
 
     graph = build_graph()
@@ -25,23 +31,37 @@ from __future__ import annotations
 
 import operator
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from langchain_core.runnables import RunnableLambda
+from langgraph.channels.delta import MISSING, DeltaChannel
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import get_runtime
+from langgraph.types import Overwrite
 from typing_extensions import NotRequired, TypedDict
 
 from langchain_llava_cot._calls import SampleCall, Step, adrive, drive, finished
 from langchain_llava_cot.backends.base import Sample, SampleRequest
-from langchain_llava_cot.conversation import Conversation
+from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.judges import JudgeTask, Verdict
 from langchain_llava_cot.search import SearchContext
 from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, cut_stage, parse_answer, render_answer
 
-__all__ = ["CandidateRecord", "SearchState", "StepRecord", "Usage", "build_graph", "next_stage_node"]
+__all__ = [
+    "CHECKPOINT_TYPES",
+    "CandidateRecord",
+    "SearchState",
+    "StepRecord",
+    "Usage",
+    "WrittenOnce",
+    "add_search_nodes",
+    "build_graph",
+    "checkpoint_serializer",
+    "next_stage_node",
+]
 
 
 class CandidateRecord(TypedDict):
@@ -95,16 +115,81 @@ def _add_usage(left: Usage, right: Usage) -> Usage:
     return Usage(**{key: left.get(key, 0) + right.get(key, 0) for key in Usage.__annotations__})  # type: ignore[typeddict-item]
 
 
+def _keep_last(current: Any, writes: Sequence[Any]) -> Any:
+    return writes[-1]
+
+
+class WrittenOnce(DeltaChannel):
+    """A last-value channel stored once, as its write, not in every checkpoint.
+
+    A plain channel's value is copied into each checkpoint by savers that keep
+    channel values inline (SQLite keeps them all in one blob per checkpoint). This
+    one is a LangGraph ``DeltaChannel``: checkpoints hold no copy and the value is
+    rebuilt from the stored write, so a conversation's images are stored once per run.
+    """
+
+    def __init__(
+        self,
+        reducer: Callable[[Any, Sequence[Any]], Any] = _keep_last,
+        typ: Any = None,
+        *,
+        snapshot_frequency: int = 1_000_000,
+    ) -> None:
+        super().__init__(reducer, typ, snapshot_frequency=snapshot_frequency)
+
+    def from_checkpoint(self, checkpoint: Any) -> WrittenOnce:
+        """Start empty when nothing is stored: the value type needs no default."""
+        new = self.__class__(self.reducer, self.typ, snapshot_frequency=self.snapshot_frequency)
+        new.key = self.key
+        if checkpoint is not MISSING:
+            value = super().from_checkpoint(checkpoint).value
+            new.value = self.reducer(None, [value])
+        return new
+
+    def update(self, values: Sequence[Any]) -> bool:
+        """Keep the last value written (an ``Overwrite`` is unwrapped)."""
+        if not values:
+            return False
+        last = values[-1]
+        self.value = self.reducer(None, [last.value if isinstance(last, Overwrite) else last])
+        return True
+
+
+def _restore_conversation(current: Any, writes: Sequence[Any]) -> Conversation:
+    """The last conversation written, with the tuples a serializer turned into lists restored."""
+    value = writes[-1]
+    if isinstance(value, Conversation) and isinstance(value.turns, tuple):
+        if all(isinstance(t.images, tuple) for t in value.turns):
+            return value
+    turns = tuple(Turn(t.role, t.text, tuple(t.images)) for t in value.turns)
+    return Conversation(turns=turns, tools_prompt=value.tools_prompt)
+
+
 class SearchState(TypedDict):
     """The state of one search."""
 
-    conversation: Conversation
+    conversation: Annotated[Conversation, WrittenOnce(_restore_conversation)]
+    """The request; stored once per run (see :class:`WrittenOnce`)."""
     chosen: NotRequired[Annotated[dict[str, str], _merge_chosen]]
     """The chosen text of each stage so far, by stage name."""
     pending: NotRequired[_Expansion | None]
     """Candidates waiting for their judge."""
     steps: NotRequired[Annotated[list[StepRecord], operator.add]]
     usage: NotRequired[Annotated[Usage, _add_usage]]
+
+
+CHECKPOINT_TYPES: tuple[type, ...] = (Conversation, Turn)
+"""The package's own types in graph state, for a checkpoint serializer's allowlist."""
+
+
+def checkpoint_serializer() -> JsonPlusSerializer:
+    """LangGraph's serializer with this package's state types allowed.
+
+    Pass it to a checkpointer (``SqliteSaver(conn, serde=checkpoint_serializer())``) so the
+    conversation is read back without "unregistered type" warnings, and still reads
+    back where ``LANGGRAPH_STRICT_MSGPACK`` blocks unknown types.
+    """
+    return JsonPlusSerializer(allowed_msgpack_modules=[(t.__module__, t.__name__) for t in CHECKPOINT_TYPES])
 
 
 NodeName = Literal["expand_summary", "expand_caption", "expand_reasoning", "expand_conclusion", "__end__"]
@@ -253,38 +338,77 @@ def _judge(stage: Stage, state: SearchState, context: SearchContext) -> Step[dic
 
 
 StageLogic = Callable[[Stage, SearchState, SearchContext], Step[dict[str, Any]]]
+ConversationOf = Callable[[Mapping[str, Any]], Conversation]
+"""Reads the conversation from a graph's state (the default: its ``conversation`` key)."""
 
 
-def _node(logic: StageLogic, stage: Stage) -> RunnableLambda:
+def _node(logic: StageLogic, stage: Stage, conversation_of: ConversationOf | None = None) -> RunnableLambda:
     """Wrap stage logic as a node that runs with the backend's sync or async methods."""
 
     def context() -> SearchContext:
         found = get_runtime(SearchContext).context
         if not isinstance(found, SearchContext):
-            msg = "The search graph needs `context=SearchContext(backend=...)` in invoke/stream."
+            msg = (
+                "The search graph needs `context=SearchContext(backend=...)` in invoke/stream "
+                '(from JSON: a context object such as {"model": "<model folder>"}).'
+            )
             raise ValueError(msg)
         return found
 
+    def search_state(state: Any) -> SearchState:
+        if conversation_of is None:
+            return state
+        return {**state, "conversation": conversation_of(state)}  # type: ignore[typeddict-item]
+
     def run(state: SearchState) -> dict[str, Any]:
         ctx = context()
-        return drive(logic(stage, state, ctx), ctx.backend)
+        backend = ctx.get_backend()
+        return drive(logic(stage, search_state(state), ctx), backend)
 
     async def arun(state: SearchState) -> dict[str, Any]:
         ctx = context()
-        return await adrive(logic(stage, state, ctx), ctx.backend)
+        backend = ctx.get_backend()
+        return await adrive(logic(stage, search_state(state), ctx), backend)
 
     return RunnableLambda(run, afunc=arun, name=f"{logic.__name__.strip('_')}_{stage.value}")
 
 
-def build_graph(**compile_options: Any) -> Any:
-    """Build and compile the search graph; ``compile_options`` go to ``compile()``."""
-    builder = StateGraph(SearchState, context_schema=SearchContext)
-    routes = {f"expand_{s.value}": f"expand_{s.value}" for s in STAGES} | {END: END}
-    builder.add_conditional_edges(START, next_stage_node, routes)
+def add_search_nodes(
+    builder: StateGraph,
+    *,
+    after: str = END,
+    conversation_of: ConversationOf | None = None,
+) -> dict[str, str]:
+    """Add the expand and judge nodes of every stage to ``builder``.
+
+    Args:
+        builder: a graph whose state has :class:`SearchState`'s search keys.
+        after: where to go once every stage is chosen.
+        conversation_of: reads the conversation from the state, for graphs that keep
+            it elsewhere (e.g. derive it from ``messages``); None reads ``conversation``.
+
+    Returns:
+        The path map of :func:`next_stage_node`, for the edge that enters the search.
+    """
+    routes = {f"expand_{s.value}": f"expand_{s.value}" for s in STAGES} | {END: after}
     for stage in STAGES:
-        builder.add_node(f"expand_{stage.value}", _node(_expand, stage))
-        builder.add_node(f"judge_{stage.value}", _node(_judge, stage))
+        builder.add_node(f"expand_{stage.value}", _node(_expand, stage, conversation_of))
+        builder.add_node(f"judge_{stage.value}", _node(_judge, stage, conversation_of))
         builder.add_edge(f"expand_{stage.value}", f"judge_{stage.value}")
-        later = {k: v for k, v in routes.items() if k == END or STAGES.index(Stage(k[7:])) > STAGES.index(stage)}
-        builder.add_conditional_edges(f"judge_{stage.value}", next_stage_node, later)
+        later = {
+            k: v for k, v in routes.items() if k == END or STAGES.index(Stage(k[7:])) > STAGES.index(stage)
+        }
+        builder.add_conditional_edges(f"judge_{stage.value}", next_stage_node, later)  # type: ignore[arg-type]
+    return routes
+
+
+def build_graph(**compile_options: Any) -> Any:
+    """Build and compile the search graph; ``compile_options`` go to ``compile()``.
+
+    Pass ``checkpointer=`` to make runs resumable, ``interrupt_after=["judge_caption"]``
+    to stop after a stage; see :func:`checkpoint_serializer` for the checkpointer's serde.
+    """
+    builder = StateGraph(SearchState, context_schema=SearchContext)
+    routes = add_search_nodes(builder)
+    builder.add_conditional_edges(START, next_stage_node, routes)  # type: ignore[arg-type]
     return builder.compile(**compile_options)

@@ -9,6 +9,10 @@
   it is parsed. An unparseable verdict is logged and keeps the candidate with the
   higher mean token log-probability, or the first of the pair when that is unknown.
 - :class:`LikelihoodJudge` keeps the candidate with the highest mean token log-probability.
+- :class:`HumanJudge` asks a person: the judge node interrupts the graph with the
+  candidates (LangGraph ``interrupt``) and resumes with ``Command(resume=<index>)``.
+  It needs a checkpointer; sampling happens in the expand node, so resuming never
+  samples again.
 - Any callable ``judge(task: JudgeTask) -> int`` (sync or async) returning the index
   of the best candidate is a judge too.
 
@@ -40,12 +44,14 @@ __all__ = [
     "VERDICT_PREFIX",
     "Comparison",
     "FunctionJudge",
+    "HumanJudge",
     "Judge",
     "JudgeSpec",
     "JudgeTask",
     "LikelihoodJudge",
     "PairwiseJudge",
     "Verdict",
+    "human_judge_request",
     "pairwise_prompt",
     "parse_verdict",
     "resolve_judge",
@@ -264,7 +270,63 @@ class FunctionJudge(Judge):
         return Verdict(winner, calls=1)
 
 
-JudgeSpec = Union[Literal["pairwise", "likelihood"], Judge, Callable[[JudgeTask], int]]
+@dataclass
+class HumanJudge(Judge):
+    """Let a person choose: interrupt the graph with the candidates, resume with an index.
+
+    The interrupt's value is a JSON-ready dict (``event``, ``stage``, ``question``,
+    ``chosen`` and ``candidates``); resume the run with ``Command(resume=<index>)``.
+    A resume value that is not a candidate's index interrupts again, with the same
+    candidates and an ``error`` saying what to send, so the thread stays usable.
+    The graph must be compiled with a checkpointer.
+
+    Example::
+
+        graph = build_graph(checkpointer=InMemorySaver())
+        config = {"configurable": {"thread_id": "1"}}
+        graph.invoke({"conversation": conversation}, config, context=SearchContext(backend, judge="human"))
+        graph.get_state(config).interrupts[0].value["candidates"]  # shown to the person
+        graph.invoke(Command(resume=1), config, context=SearchContext(backend, judge="human"))
+    """
+
+    name: str = field(default="human", init=False)
+
+    def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
+        """Interrupt with the candidates; on resume, check and return the person's choice."""
+        from langgraph.types import interrupt
+
+        request = human_judge_request(task)
+        while True:
+            answer = interrupt(request)
+            error = _choice_error(answer, len(task.candidates))
+            if error is None:
+                return finished(Verdict(answer))  # type: ignore[arg-type]
+            logger.warning("Human judge: %s", error)
+            request = {**request, "error": error}
+
+
+def human_judge_request(task: JudgeTask) -> dict:
+    """The interrupt value a :class:`HumanJudge` shows: plain JSON types only."""
+    return {
+        "event": "choose",
+        "stage": task.stage.value if task.stage else "answer",
+        "question": task.conversation.question,
+        "chosen": {stage.value: text for stage, text in task.chosen.items()},
+        "candidates": list(task.candidates),
+    }
+
+
+def _choice_error(answer: object, count: int) -> str | None:
+    """Why ``answer`` is not a candidate's index, or None when it is one."""
+    if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < count:
+        return (
+            f"resumed with {answer!r}; resume with the index of the chosen candidate, "
+            f"a whole number from 0 to {count - 1}, e.g. Command(resume=0)."
+        )
+    return None
+
+
+JudgeSpec = Union[Literal["pairwise", "likelihood", "human"], Judge, Callable[[JudgeTask], int]]
 """What ``judge=`` accepts: a built-in name, a :class:`Judge`, or a function."""
 
 
@@ -276,7 +338,12 @@ def resolve_judge(spec: JudgeSpec, *, seed: int | None = None) -> Judge:
         return PairwiseJudge(seed=seed)
     if spec == "likelihood":
         return LikelihoodJudge()
+    if spec == "human":
+        return HumanJudge()
     if callable(spec):
         return FunctionJudge(spec)
-    msg = f"Unknown judge {spec!r}: use 'pairwise', 'likelihood', a Judge, or a function (JudgeTask) -> int."
+    msg = (
+        f"Unknown judge {spec!r}: use 'pairwise', 'likelihood', 'human', a Judge, "
+        "or a function (JudgeTask) -> int."
+    )
     raise ValueError(msg)

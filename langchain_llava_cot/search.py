@@ -10,10 +10,15 @@ strategy        candidates  one step writes        judge
 ``best_of_n``   N           the whole answer       once, on whole answers
 ``stage_beam``  N           one stage              after every stage
 ==============  ==========  =====================  ==========================
+
+The context names its model either as a ready ``backend`` or, for a graph run from
+JSON (``langgraph dev``, the LangGraph SDK), as ``model`` / ``base_url`` options: the
+backend is then created on first use and shared by every run in the process.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -22,7 +27,7 @@ from langchain_llava_cot.backends.base import VLMBackend
 from langchain_llava_cot.judges import Judge, JudgeSpec, resolve_judge
 from langchain_llava_cot.stages import STAGES, Stage
 
-__all__ = ["DEFAULT_STAGE_TOKENS", "SearchContext", "Strategy"]
+__all__ = ["DEFAULT_STAGE_TOKENS", "SearchContext", "Strategy", "cached_backend"]
 
 Strategy = Literal["greedy", "best_of_n", "stage_beam"]
 
@@ -41,8 +46,8 @@ _STRATEGIES = ("greedy", "best_of_n", "stage_beam")
 class SearchContext:
     """Runtime options of the search graph (its LangGraph ``context_schema``)."""
 
-    backend: VLMBackend
-    """The model to sample from and to judge with."""
+    backend: VLMBackend | None = None
+    """The model to sample from and to judge with; None creates one from ``model``/``base_url``."""
     strategy: Strategy = "stage_beam"
     candidates: int = 4
     """Candidates per step (N). Ignored by ``greedy``."""
@@ -58,6 +63,13 @@ class SearchContext:
     """Extra stop strings for the conclusion."""
     seed: int | None = None
     """Makes sampling and the judge's pairing reproducible."""
+    model: str | None = None
+    """Without ``backend``: a local model folder (None: the bundled demo model), or the
+    name a server at ``base_url`` serves."""
+    base_url: str | None = None
+    """Without ``backend``: an OpenAI-compatible server, e.g. ``http://127.0.0.1:8000/v1``."""
+    device: str = "cpu"
+    """Without ``backend``: device of an in-process model."""
     resolved_judge: Judge = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -70,8 +82,18 @@ class SearchContext:
         if self.max_tokens is not None and self.max_tokens < 1:
             msg = f"max_tokens must be at least 1, got {self.max_tokens}."
             raise ValueError(msg)
+        if self.base_url and not self.model:
+            msg = "With base_url, name the served model too: SearchContext(base_url=..., model='<name>')."
+            raise ValueError(msg)
+        self.stop = tuple(self.stop)
         self.resolved_judge = resolve_judge(self.judge, seed=self.seed)
         self._stage_tokens = _stage_token_limits(self.max_stage_tokens)
+
+    def get_backend(self) -> VLMBackend:
+        """The ``backend``, or the process-wide one that ``model``/``base_url`` describe."""
+        if self.backend is not None:
+            return self.backend
+        return cached_backend(self.model, self.base_url, self.device)
 
     @property
     def width(self) -> int:
@@ -111,3 +133,37 @@ def _stage_token_limits(option: int | Mapping[Stage | str, int] | None) -> dict[
             raise ValueError(msg) from e
         limits[stage] = value
     return limits
+
+
+_BACKENDS: dict[tuple[str | None, str | None, str], VLMBackend] = {}
+_BACKENDS_LOCK = threading.Lock()
+
+
+def cached_backend(model: str | None, base_url: str | None = None, device: str = "cpu") -> VLMBackend:
+    """The backend for these options, created once per process (a model loads once).
+
+    Args:
+        model: a local model folder, or with ``base_url`` the served model's name;
+            None uses the bundled demo model.
+        base_url: an OpenAI-compatible server; None runs the model in-process.
+        device: device of an in-process model.
+    """
+    key = (model, base_url, device)
+    with _BACKENDS_LOCK:
+        if key not in _BACKENDS:
+            _BACKENDS[key] = _create_backend(model, base_url, device)
+        return _BACKENDS[key]
+
+
+def _create_backend(model: str | None, base_url: str | None, device: str) -> VLMBackend:
+    if base_url:
+        from langchain_llava_cot.backends.openai import OpenAICompatibleBackend
+
+        return OpenAICompatibleBackend(base_url, model or "")
+    from langchain_llava_cot.backends.transformers import TransformersBackend
+
+    if model is None:
+        from langchain_llava_cot.demo import DEMO_MODEL_PATH
+
+        model = str(DEMO_MODEL_PATH)
+    return TransformersBackend(model, device=device)
