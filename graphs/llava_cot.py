@@ -1,0 +1,121 @@
+"""The deployable LLaVA-CoT graph: chat messages in, a four-stage answer out.
+
+``langgraph.json`` at the repository root points ``langgraph dev`` (and LangGraph
+deployments) at the module-level :data:`graph`; tests build their own with
+:func:`make_graph`.
+
+    START -> prepare -> expand_summary -> judge_summary -> ... -> judge_conclusion -> respond -> END
+
+- Input is JSON: ``{"messages": [...]}`` with LangChain/OpenAI-style messages, images as
+  ``{"type": "image", "base64": ..., "mime_type": ...}`` or ``image_url`` data URLs.
+- Run options are the JSON context, a :class:`~langchain_llava_cot.search.SearchContext`:
+  ``{"strategy": "stage_beam", "candidates": 4, "judge": "pairwise", "model": "<folder>"}``
+  or ``{"base_url": "http://127.0.0.1:8000/v1", "model": "<served name>"}``. The backend
+  is created on first use and cached per process; no ``model`` means the bundled demo model.
+- ``prepare`` starts a fresh search for the thread's latest question, the search nodes
+  are the engine's own (:func:`~langchain_llava_cot.graph.add_search_nodes`), and ``respond``
+  appends the answer as an ``AIMessage``: the conclusion as content, the earlier stages
+  as ``reasoning_content``, the search record in ``response_metadata["llava_cot"]``.
+- Images are stored once: ``messages`` is a delta channel (checkpoints keep its writes,
+  not a copy per checkpoint) and the search reads its conversation from the messages
+  instead of keeping a second copy in state.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from langchain_core.messages import AIMessage, AnyMessage, convert_to_messages
+from langgraph.channels.delta import DeltaChannel
+from langgraph.graph import START, StateGraph
+from langgraph.graph.message import _messages_delta_reducer
+from langgraph.types import Overwrite
+from typing_extensions import NotRequired, TypedDict
+
+from langchain_llava_cot.chat_models import convert_messages
+from langchain_llava_cot.conversation import Conversation
+from langchain_llava_cot.graph import StepRecord, Usage, _merge_chosen, add_search_nodes
+from langchain_llava_cot.graph import _add_usage as add_usage
+from langchain_llava_cot.graph import _Expansion as Expansion
+from langchain_llava_cot.search import SearchContext
+from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, render_answer, render_stage
+
+__all__ = ["ServedState", "graph", "make_graph"]
+
+
+class ServedState(TypedDict):
+    """A chat thread: its messages and the search for its latest question."""
+
+    messages: Annotated[list[AnyMessage], DeltaChannel(_messages_delta_reducer)]
+    """The conversation so far; stored as writes, so each image is stored once."""
+    chosen: NotRequired[Annotated[dict[str, str], _merge_chosen]]
+    pending: NotRequired[Expansion | None]
+    steps: NotRequired[Annotated[list[StepRecord], operator.add]]
+    usage: NotRequired[Annotated[Usage, add_usage]]
+
+
+class ServedInput(TypedDict):
+    """What a run takes: the new messages of the thread."""
+
+    messages: list[AnyMessage]
+
+
+def conversation_of(state: Mapping[str, Any]) -> Conversation:
+    """The thread's messages as the model's conversation (images decoded and checked)."""
+    return convert_messages(convert_to_messages(state["messages"]))
+
+
+def prepare(state: ServedState) -> dict[str, Any]:
+    """Check the request and start a fresh search for the latest question."""
+    conversation_of(state)  # a bad image or message fails here, before any model call
+    return {
+        "chosen": Overwrite({}),
+        "pending": None,
+        "steps": Overwrite([]),
+        "usage": Overwrite(Usage(input_tokens=0, output_tokens=0, model_calls=0)),
+    }
+
+
+def respond(state: ServedState) -> dict[str, Any]:
+    """Append the chosen answer to the thread as an ``AIMessage``."""
+    chosen = {Stage(name): text for name, text in (state.get("chosen") or {}).items()}
+    reasoning = STAGE_SEPARATOR.join(render_stage(s, chosen[s]) for s in STAGES[:-1] if s in chosen)
+    usage = state.get("usage") or Usage(input_tokens=0, output_tokens=0, model_calls=0)
+    message = AIMessage(
+        content=chosen.get(Stage.CONCLUSION, ""),
+        additional_kwargs={"reasoning_content": reasoning},
+        response_metadata={
+            "model_provider": "llava_cot",
+            "llava_cot": {"answer": render_answer(chosen), "steps": state.get("steps") or [], "usage": usage},
+        },
+        usage_metadata={
+            "input_tokens": usage["input_tokens"],
+            "output_tokens": usage["output_tokens"],
+            "total_tokens": usage["input_tokens"] + usage["output_tokens"],
+        },
+    )
+    return {"messages": [message]}
+
+
+def make_graph(**compile_options: Any) -> Any:
+    """Build and compile the served graph; ``compile_options`` go to ``compile()``.
+
+    Example::
+
+        graph = make_graph(checkpointer=InMemorySaver())
+        graph.invoke({"messages": [{"role": "user", "content": [...]}]}, config,
+                     context={"model": "/path/to/model", "candidates": 2})
+    """
+    builder = StateGraph(ServedState, input_schema=ServedInput, context_schema=SearchContext)
+    builder.add_node("prepare", prepare)
+    builder.add_node("respond", respond)
+    add_search_nodes(builder, after="respond", conversation_of=conversation_of)
+    builder.add_edge(START, "prepare")
+    builder.add_edge("prepare", f"expand_{STAGES[0].value}")
+    return builder.compile(name="llava_cot", **compile_options)
+
+
+graph = make_graph()
+"""The graph ``langgraph.json`` serves."""
