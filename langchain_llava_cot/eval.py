@@ -286,6 +286,7 @@ def run_eval(
     backend: Any = None,
     keep_records: bool = True,
     max_stage_tokens: int | None = None,
+    workers: int = 1,
 ) -> EvalReport:
     """Run each strategy on ``questions`` held-out questions and write the results.
 
@@ -300,15 +301,16 @@ def run_eval(
         seed: Base seed; question ``i`` uses ``seed + i``, so runs repeat exactly.
         output_dir: Where ``eval.json`` and ``eval.png`` go; None writes nothing.
         progress: Show a progress bar.
-        backend: A ready ``VLMBackend`` to use instead of loading ``model``.
+        backend: A ready ``VLMBackend`` to use instead of loading ``model`` (one worker only).
         keep_records: Keep every question's scores in the JSON.
         max_stage_tokens: Token limit of each stage (None: the engine's defaults).
+        workers: Processes that answer questions in parallel, each loading the model
+            with one torch thread (on small CPU models 2 workers on 2 cores beat one
+            worker with 2 threads: decoding is dominated by per-call overhead).
 
     Returns:
         The report; ``report.table()`` renders the table.
     """
-    from langchain_llava_cot.chat_models import ChatLlavaCoT
-
     specs = [s if isinstance(s, StrategySpec) else parse_strategy(s) for s in strategies]
     if not specs:
         msg = "No strategies to run; pass e.g. strategies=['greedy', 'stage_beam:pairwise:4']."
@@ -316,60 +318,108 @@ def run_eval(
     if split not in ("test", "validation"):
         msg = f"Evaluate on 'test' or 'validation', not {split!r}: the model was trained on 'train'."
         raise ValueError(msg)
+    if workers > 1 and backend is not None:
+        msg = "A ready backend cannot be shared by worker processes; pass model= with workers > 1."
+        raise ValueError(msg)
     if model is None:
         from langchain_llava_cot.demo import DEMO_MODEL_PATH
 
         model = DEMO_MODEL_PATH
-    if backend is None:
-        from langchain_llava_cot.backends.transformers import TransformersBackend
-
-        backend = TransformersBackend(str(model))
+    options = {"temperature": temperature, "top_p": top_p, "seed": seed, "max_stage_tokens": max_stage_tokens}
     items = examples(split, questions, start=start)  # type: ignore[arg-type]
     bar = _progress(len(specs) * len(items), progress)
     results = []
-    for spec in specs:
-        llm = ChatLlavaCoT(
-            backend=backend,
-            strategy=spec.strategy,
-            candidates=spec.candidates,
-            judge=spec.judge or "pairwise",
-            temperature=temperature,
-            top_p=top_p,
-            max_stage_tokens=max_stage_tokens,
+    pool = None
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+            initargs=(str(model),),
         )
-        records = []
-        for example in items:
+    elif backend is None:
+        from langchain_llava_cot.backends.transformers import TransformersBackend
+
+        backend = TransformersBackend(str(model))
+    try:
+        for spec in specs:
             bar.set_description(spec.name)
-            random.seed(seed + example.index)
-            started = time.perf_counter()
-            message = llm.invoke([_message(example)], seed=seed + example.index)
-            seconds = time.perf_counter() - started
-            record = message.response_metadata["llava_cot"]
-            usage = message.usage_metadata or {}
-            scored = score_record(example, str(message.content), record)
-            scored.update(
-                index=example.index,
-                kind=example.kind,
-                question=example.question,
-                answer=example.answer,
-                conclusion=str(message.content),
-                chosen=record.get("chosen"),
-                input_tokens=usage.get("input_tokens", 0),
-                output_tokens=usage.get("output_tokens", 0),
-                seconds=seconds,
-            )
-            records.append(scored)
-            bar.update(1)
-        results.append(_summarize(spec, records))
-        if output_dir is not None:
-            _write_json(Path(output_dir), results, split, len(items), str(model), keep_records)
-    bar.close()
+            if pool is not None:
+                futures = [pool.submit(_worker_ask, spec, example, options) for example in items]
+                records = []
+                for future in futures:
+                    records.append(future.result())
+                    bar.update(1)
+            else:
+                records = []
+                for example in items:
+                    records.append(_ask(backend, spec, example, options))
+                    bar.update(1)
+            results.append(_summarize(spec, records))
+            if output_dir is not None:
+                _write_json(Path(output_dir), results, split, len(items), str(model), keep_records)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     report = EvalReport(results, split, len(items), str(model))
     if output_dir is not None:
         out = Path(output_dir)
         report.json_path = _write_json(out, results, split, len(items), str(model), keep_records)
         report.plot_path = plot(report, out / "eval.png")
     return report
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(model: str) -> None:
+    import torch
+
+    from langchain_llava_cot.backends.transformers import TransformersBackend
+
+    torch.set_num_threads(1)
+    _WORKER["backend"] = TransformersBackend(model)
+
+
+def _worker_ask(spec: StrategySpec, example: Example, options: dict[str, Any]) -> dict[str, Any]:
+    return _ask(_WORKER["backend"], spec, example, options)
+
+
+def _ask(backend: Any, spec: StrategySpec, example: Example, options: dict[str, Any]) -> dict[str, Any]:
+    """Answer one question with one strategy and score it."""
+    from langchain_llava_cot.chat_models import ChatLlavaCoT
+
+    llm = ChatLlavaCoT(
+        backend=backend,
+        strategy=spec.strategy,  # type: ignore[arg-type]
+        candidates=spec.candidates,
+        judge=spec.judge or "pairwise",
+        temperature=options["temperature"],
+        top_p=options["top_p"],
+        max_stage_tokens=options["max_stage_tokens"],
+    )
+    seed = options["seed"] + example.index
+    random.seed(seed)
+    started = time.perf_counter()
+    message = llm.invoke([_message(example)], seed=seed)
+    seconds = time.perf_counter() - started
+    record = message.response_metadata["llava_cot"]
+    usage = message.usage_metadata or {}
+    scored = score_record(example, str(message.content), record)
+    scored.update(
+        index=example.index,
+        kind=example.kind,
+        question=example.question,
+        answer=example.answer,
+        conclusion=str(message.content),
+        chosen=record.get("chosen"),
+        input_tokens=usage.get("input_tokens", 0),
+        output_tokens=usage.get("output_tokens", 0),
+        seconds=seconds,
+    )
+    return scored
 
 
 def _progress(total: int, enabled: bool) -> Any:
@@ -457,6 +507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=0.6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="eval-results", help="folder for eval.json and eval.png")
+    parser.add_argument("--workers", type=int, default=1, help="parallel processes (one torch thread each)")
+    parser.add_argument("--max-stage-tokens", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     report = run_eval(
@@ -469,10 +521,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         output_dir=args.out,
         progress=not args.no_progress,
+        workers=args.workers,
+        max_stage_tokens=args.max_stage_tokens,
     )
     from rich.console import Console
 
     console = Console()
+    if console.width < 120:  # not a wide terminal (a pipe, a CI log): do not cut the columns
+        console = Console(width=120)
     console.print(report.table())
     console.print(f"JSON: {report.json_path}\nplot: {report.plot_path}")
     return 0

@@ -60,18 +60,18 @@ class TrainConfig:
     """Sizes of the model and of the run."""
 
     vocab_size: int = 1024
-    hidden_size: int = 192
+    hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
     vision_hidden_size: int = 96
     vision_layers: int = 3
-    answers: int = 16_000
+    answers: int = 10_000
     """Answer sequences in the pool."""
-    judge_pairs: int = 6_000
+    judge_pairs: int = 4_000
     """Judge pairs in the pool (each gives two sequences, one per order)."""
-    tokens_per_batch: int = 9_000
+    tokens_per_batch: int = 3_000
     lr: float = 2e-3
-    warmup_steps: int = 60
+    warmup_steps: int = 40
     weight_decay: float = 0.01
     verdict_weight: float = 4.0
     """Loss weight of the verdict's ``1``/``2`` token (other reply tokens weigh 1)."""
