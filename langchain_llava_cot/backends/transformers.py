@@ -6,11 +6,13 @@ Data flow of :meth:`TransformersBackend.sample`:
    :func:`to_chat_messages` (with the generation prompt) followed by the request's
    ``prefix``, plus its images decoded with :func:`decode_image`;
 2. requests are grouped by what ``generate`` must share (sampling settings, seed,
-   stop strings, whether they have images). Each group is one left-padded batch in
-   which every request appears ``n`` times, and one ``generate`` call makes all of
-   the group's candidates, with ``stop_strings`` and ``output_logits=True``. A seed
-   makes a call reproducible (the same requests in one call give the same samples)
-   without touching the global random state;
+   whether they have images); stop strings and token limits may differ per row.
+   Each group is one left-padded batch in which every request appears ``n`` times,
+   and one ``generate`` call makes all of the group's candidates, with
+   ``output_logits=True`` and a per-row stopping criterion (:class:`_RowStops`) that
+   ends a row at its own limit or stop string. A seed makes a call reproducible (the
+   same requests in one call give the same samples) without touching the global
+   random state;
 3. each row is cut by :meth:`_cut`: at EOS, at the request's own ``max_new_tokens``,
    and at the first stop string found in the *decoded text* (BPE tokens can run past a
    stop string, so ``generate``'s own stopping is only an early exit). The text ends
@@ -28,20 +30,32 @@ one non-special token, and real LLaVA-CoT writes them as ordinary text. Decoding
 uses ``skip_special_tokens=True``, so tags stay in the text and chat tokens
 (``<|eot_id|>``, padding) do not: stop strings must be plain text, not special tokens.
 
-A lock serialises model and processor calls, so one backend may be shared by threads
-and coroutines. Neither the model's generation config nor the processor is changed.
+Images are encoded once: :class:`~langchain_llava_cot.backends._vision_cache.ImageFeatureCache`
+keeps each distinct picture's features (LRU, keyed by content) and hands them to
+``generate`` and ``forward`` instead of pixels, where the architecture allows.
+
+Concurrency: one backend may be shared by threads and coroutines. Every ``sample``
+and ``choose`` call becomes a job on a :class:`~langchain_llava_cot.backends._batching.BatchQueue`;
+its worker thread is the only one that touches the model, tokenizer and processor,
+and it merges the jobs of concurrent callers (greedy and unseeded requests with the
+same sampling settings; seeded requests stay in their own call so they stay
+reproducible) into shared ``generate`` and forward calls. :meth:`close` stops it.
+Neither the model's generation config nor the processor is changed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import logging
-import threading
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from langchain_llava_cot.backends._batching import BatchQueue, Job
+from langchain_llava_cot.backends._vision_cache import ImageFeatureCache
 from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
 from langchain_llava_cot.conversation import Conversation, to_chat_messages
 from langchain_llava_cot.images import decode_image
@@ -64,6 +78,11 @@ class TransformersBackend(VLMBackend):
         dtype: Weight dtype passed to ``from_pretrained`` (``"auto"``, ``"bfloat16"`` ...).
         device: Where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         trust_remote_code: Allow the model folder's own Python code. Off unless asked.
+        batch_window: Seconds the generation queue waits for more concurrent work
+            before it runs a batch (0 runs at once; work arriving during a batch
+            always joins the next one).
+        max_batch_rows: Most rows (candidates) in one ``generate`` call.
+        max_cached_images: Distinct images whose features are kept (0: no cache).
 
     Instantiate:
         ```python
@@ -93,6 +112,9 @@ class TransformersBackend(VLMBackend):
         dtype: Any = "auto",
         device: str = "cpu",
         trust_remote_code: bool = False,
+        batch_window: float = 0.005,
+        max_batch_rows: int = 64,
+        max_cached_images: int = 64,
     ) -> None:
         transformers = _import_transformers()
         source = _resolve_source(model)
@@ -101,16 +123,35 @@ class TransformersBackend(VLMBackend):
         loaded = transformers.AutoModelForImageTextToText.from_pretrained(
             source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
         )
-        self._setup(loaded.to(device), processor, model_name=str(model))
+        options = {"batch_window": batch_window, "max_batch_rows": max_batch_rows, "max_cached_images": max_cached_images}
+        self._setup(loaded.to(device), processor, model_name=str(model), **options)
 
     @classmethod
-    def from_loaded(cls, model: Any, processor: Any, *, model_name: str | None = None) -> TransformersBackend:
-        """Wrap a model and processor that are already loaded (they are not copied)."""
+    def from_loaded(
+        cls, model: Any, processor: Any, *, model_name: str | None = None, **options: Any
+    ) -> TransformersBackend:
+        """Wrap a model and processor that are already loaded (they are not copied).
+
+        ``options`` are ``batch_window``, ``max_batch_rows`` and ``max_cached_images``
+        as in the constructor.
+        """
         backend = cls.__new__(cls)
-        backend._setup(model, processor, model_name=model_name or _name_of(model))
+        backend._setup(model, processor, model_name=model_name or _name_of(model), **options)
         return backend
 
-    def _setup(self, model: Any, processor: Any, *, model_name: str) -> None:
+    def _setup(
+        self,
+        model: Any,
+        processor: Any,
+        *,
+        model_name: str,
+        batch_window: float = 0.005,
+        max_batch_rows: int = 64,
+        max_cached_images: int = 64,
+    ) -> None:
+        if max_batch_rows < 1:
+            msg = f"max_batch_rows must be at least 1, got {max_batch_rows}."
+            raise ValueError(msg)
         if getattr(processor, "tokenizer", None) is None:
             msg = f"{type(processor).__name__} has no tokenizer. Pass the model's AutoProcessor."
             raise ValueError(msg)
@@ -118,7 +159,14 @@ class TransformersBackend(VLMBackend):
         self._model = model
         self._processor = processor
         self._tokenizer = processor.tokenizer
-        self._lock = threading.Lock()
+        self._max_batch_rows = max_batch_rows
+        self._images = ImageFeatureCache(model, max_images=max_cached_images)
+        self.generate_calls = 0
+        """``generate`` calls made so far (for tests and benchmarks)."""
+        self.forward_calls = 0
+        """Plain forward passes (judge choices) made so far."""
+        self._queue = BatchQueue(_weak_runner(self), window=batch_window, name=f"TransformersBackend({model_name})")
+        self._finalizer = weakref.finalize(self, _shut_down, self._queue, self._images)
         self.model_name = model_name
         if self._tokenizer.padding_side != "left":
             logger.warning(
@@ -129,19 +177,77 @@ class TransformersBackend(VLMBackend):
 
     # -- sampling -----------------------------------------------------------------
 
+    @property
+    def vision_encoder_calls(self) -> int:
+        """Forward calls of the model's vision tower so far (0 if it has none)."""
+        return self._images.encoder_calls
+
+    @property
+    def images_encoded(self) -> int:
+        """Distinct images encoded into the feature cache so far."""
+        return self._images.images_encoded
+
+    def close(self) -> None:
+        """Finish queued work and stop the generation queue's worker thread."""
+        self._finalizer()
+
+    def __enter__(self) -> TransformersBackend:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def sample(self, requests: Sequence[SampleRequest]) -> list[list[Sample]]:
-        """Sample each request's ``n`` continuations, one ``generate`` call per group."""
-        for request in requests:
-            _check_sample_request(request)
-        results: list[list[Sample]] = [[] for _ in requests]
-        groups: dict[tuple, list[int]] = {}
-        for index, request in enumerate(requests):
-            groups.setdefault(_group_key(request), []).append(index)
-        with self._lock:
-            for indices in groups.values():
-                batch = [requests[i] for i in indices]
-                for i, samples in zip(indices, self._sample_group(batch)):
-                    results[i] = samples
+        """Sample each request's ``n`` continuations, batched with concurrent callers' work."""
+        requests = _checked_samples(requests)
+        return self._queue.submit("sample", requests).result() if requests else []
+
+    async def asample(self, requests: Sequence[SampleRequest]) -> list[list[Sample]]:
+        """Async :meth:`sample`: waits on the queue without holding a thread."""
+        requests = _checked_samples(requests)
+        return await asyncio.wrap_future(self._queue.submit("sample", requests)) if requests else []
+
+    def choose(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
+        """Log-probability of each option right after each request's prefix."""
+        requests = _checked_choices(requests)
+        return self._queue.submit("choose", requests).result() if requests else []
+
+    async def achoose(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
+        """Async :meth:`choose`: waits on the queue without holding a thread."""
+        requests = _checked_choices(requests)
+        return await asyncio.wrap_future(self._queue.submit("choose", requests)) if requests else []
+
+    # -- the worker thread --------------------------------------------------------
+
+    def _run_jobs(self, jobs: Sequence[Job]) -> list[Any]:
+        """Run concurrent callers' jobs together: one result per job (worker thread)."""
+        results: list[Any] = [None] * len(jobs)
+        sample_jobs = [(i, job) for i, job in enumerate(jobs) if job.kind == "sample"]
+        choice_jobs = [(i, job) for i, job in enumerate(jobs) if job.kind == "choose"]
+        if sample_jobs:
+            for i, samples in zip([i for i, _ in sample_jobs], self._sample_jobs([j for _, j in sample_jobs])):
+                results[i] = samples
+        if choice_jobs:
+            merged = [request for _, job in choice_jobs for request in job.payload]
+            chosen = self._choose(merged)
+            start = 0
+            for i, job in choice_jobs:
+                results[i] = chosen[start : start + len(job.payload)]
+                start += len(job.payload)
+        return results
+
+    def _sample_jobs(self, jobs: list[Job]) -> list[list[list[Sample]]]:
+        """Group every job's requests by shared settings; one ``generate`` call per chunk."""
+        results: list[list[Any]] = [[None] * len(job.payload) for job in jobs]
+        groups: dict[tuple, list[tuple[int, int]]] = {}
+        for j, job in enumerate(jobs):
+            for r, request in enumerate(job.payload):
+                groups.setdefault(_group_key(request, caller=j), []).append((j, r))
+        for members in groups.values():
+            for chunk in _chunks(members, [jobs[j].payload[r].n for j, r in members], self._max_batch_rows):
+                batch = [jobs[j].payload[r] for j, r in chunk]
+                for (j, r), samples in zip(chunk, self._sample_group(batch)):
+                    results[j][r] = samples
         return results
 
     def _sample_group(self, requests: list[SampleRequest]) -> list[list[Sample]]:
@@ -149,13 +255,16 @@ class TransformersBackend(VLMBackend):
         import torch
 
         rows = [request for request in requests for _ in range(request.n)]
+        from transformers import StoppingCriteriaList
+
         inputs = self._encode([(r.conversation, r.prefix) for r in rows])
         first = requests[0]
         settings = self._generation_config(first, max(r.max_new_tokens for r in requests))
-        settings.stop_strings = list(first.stop) or None
-        with torch.inference_mode(), self._seeded(first):
-            out = self._model.generate(**inputs, generation_config=settings, tokenizer=self._tokenizer)
         prompt_length = inputs["input_ids"].shape[1]
+        stops = StoppingCriteriaList([_RowStops(prompt_length, rows, self._decode)])
+        self.generate_calls += 1
+        with torch.inference_mode(), self._seeded(first):
+            out = self._model.generate(**inputs, generation_config=settings, stopping_criteria=stops)
         new_tokens = out.sequences[:, prompt_length:].tolist()
         logprobs = _chosen_logprobs(out.logits, out.sequences[:, prompt_length:])
         prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
@@ -255,20 +364,14 @@ class TransformersBackend(VLMBackend):
 
     # -- choices ------------------------------------------------------------------
 
-    def choose(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
-        """Log-probability of each option right after each request's prefix."""
-        if not requests:
-            return []
-        for request in requests:
-            if not request.options:
-                msg = "A ChoiceRequest needs at least one option, e.g. options=(' 1', ' 2')."
-                raise ValueError(msg)
-        with self._lock:
-            prompts = [self._prompt(r.conversation, r.prefix) for r in requests]
-            splits = [[self._option_tokens(p, o) for o in r.options] for p, r in zip(prompts, requests)]
-            if all(len(tokens) == 1 for options in splits for tokens in options):
-                return self._choose_single_tokens(requests, splits)
-            return self._choose_sequences(requests, splits)
+    def _choose(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
+        """One forward pass for all ``requests`` (worker thread)."""
+        prompts = [self._prompt(r.conversation, r.prefix) for r in requests]
+        splits = [[self._option_tokens(p, o) for o in r.options] for p, r in zip(prompts, requests)]
+        self.forward_calls += 1
+        if all(len(tokens) == 1 for options in splits for tokens in options):
+            return self._choose_single_tokens(requests, splits)
+        return self._choose_sequences(requests, splits)
 
     def _option_tokens(self, prompt: str, option: str) -> list[int]:
         """The tokens ``option`` adds after ``prompt`` when both are tokenized together."""
@@ -332,15 +435,20 @@ class TransformersBackend(VLMBackend):
         template = self._processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return template + prefix
 
-    def _encode(self, prompts: list[tuple[Conversation, str]]) -> Any:
-        """Process (conversation, prefix) pairs into one left-padded batch on the model's device."""
+    def _encode(self, prompts: list[tuple[Conversation, str]]) -> dict[str, Any]:
+        """Process (conversation, prefix) pairs into one left-padded batch on the model's device.
+
+        Images already seen come as cached features (``mm_encoder_outputs``) instead
+        of pixels where the model allows it.
+        """
         texts = [self._prompt(conversation, prefix) for conversation, prefix in prompts]
         images = [[decode_image(image) for image in conversation.images] for conversation, _ in prompts]
         kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
         if any(images):
             kwargs["images"] = images
         inputs = self._processor(**kwargs, add_special_tokens=False, padding_side="left")
-        return inputs.to(self._model.device, dtype=self._model.dtype)
+        inputs = inputs.to(self._model.device, dtype=self._model.dtype)
+        return self._images.apply(inputs, [image for conversation, _ in prompts for image in conversation.images])
 
 
 def _import_transformers() -> Any:
@@ -424,12 +532,109 @@ def _check_sample_request(request: SampleRequest) -> None:
         raise ValueError(msg)
 
 
-def _group_key(request: SampleRequest) -> tuple:
-    """Requests with equal keys can share one ``generate`` call."""
+def _checked_samples(requests: Sequence[SampleRequest]) -> list[SampleRequest]:
+    """Validate in the caller's thread, so a bad request fails before it is queued."""
+    for request in requests:
+        _check_sample_request(request)
+        _check_images(request.conversation)
+    return list(requests)
+
+
+def _checked_choices(requests: Sequence[ChoiceRequest]) -> list[ChoiceRequest]:
+    for request in requests:
+        if not request.options:
+            msg = "A ChoiceRequest needs at least one option, e.g. options=(' 1', ' 2')."
+            raise ValueError(msg)
+        _check_images(request.conversation)
+    return list(requests)
+
+
+def _check_images(conversation: Conversation) -> None:
+    """Decode every image now (cached), so unreadable bytes fail in the caller."""
+    for image in conversation.images:
+        decode_image(image)
+
+
+def _group_key(request: SampleRequest, caller: int) -> tuple:
+    """Requests with equal keys can share one ``generate`` call.
+
+    Seeded sampling keeps its caller in the key: a seeded call must give the same
+    samples whoever else is asking at the same time.
+    """
     has_images = bool(request.conversation.images)
     if request.temperature == 0:
-        return (0.0, None, None, request.stop, has_images)
-    return (request.temperature, request.top_p, request.seed, request.stop, has_images)
+        return (0.0, None, None, has_images)
+    owner = caller if request.seed is not None else None
+    return (request.temperature, request.top_p, request.seed, owner, has_images)
+
+
+def _chunks(members: list, sizes: list[int], limit: int) -> Iterator[list]:
+    """Split ``members`` into runs whose ``sizes`` add up to at most ``limit`` (one at least)."""
+    chunk: list = []
+    total = 0
+    for member, size in zip(members, sizes):
+        if chunk and total + size > limit:
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(member)
+        total += size
+    if chunk:
+        yield chunk
+
+
+class _RowStops:
+    """A ``generate`` stopping criterion that ends each row at its own limit or stop string.
+
+    Rows of one batch may come from different callers with different stop strings and
+    token limits. A row is done once it has written its ``max_new_tokens`` or once the
+    text of its last few tokens holds one of its stop strings; ``generate`` pads done
+    rows until the whole batch is done. This is only an early exit: the exact cut
+    is made afterwards on the decoded text.
+    """
+
+    def __init__(self, prompt_length: int, rows: Sequence[SampleRequest], decode: Callable[[list[int]], str]) -> None:
+        self._prompt_length = prompt_length
+        self._limits = [row.max_new_tokens for row in rows]
+        self._stops = [row.stop for row in rows]
+        self._tails = [max((len(stop) for stop in row.stop), default=0) + 2 for row in rows]
+        self._decode = decode
+        self._done = [False] * len(rows)
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        written = input_ids.shape[1] - self._prompt_length
+        for row, done in enumerate(self._done):
+            if not done:
+                self._done[row] = written >= self._limits[row] or self._stopped(input_ids, row, written)
+        return torch.tensor(self._done, dtype=torch.bool, device=input_ids.device)
+
+    def _stopped(self, input_ids: Any, row: int, written: int) -> bool:
+        stops = self._stops[row]
+        if not stops or written < 1:
+            return False
+        tail = input_ids[row, input_ids.shape[1] - min(written, self._tails[row]) :].tolist()
+        text = self._decode(tail)
+        return any(stop in text for stop in stops)
+
+
+def _weak_runner(backend: TransformersBackend) -> Callable[[Sequence[Job]], list[Any]]:
+    """The queue's batch runner, holding the backend weakly so it can be collected."""
+    ref = weakref.ref(backend)
+
+    def run(jobs: Sequence[Job]) -> list[Any]:
+        found = ref()
+        if found is None:
+            msg = "The TransformersBackend was garbage-collected; keep a reference while calling it."
+            raise RuntimeError(msg)
+        return found._run_jobs(jobs)
+
+    return run
+
+
+def _shut_down(queue: BatchQueue, images: ImageFeatureCache) -> None:
+    queue.close()
+    images.close()
 
 
 def _chosen_logprobs(logits: tuple, tokens: Any) -> list[list[float]]:

@@ -1,0 +1,170 @@
+"""Encode each distinct image once: an LRU cache of a VLM's image features.
+
+A stage-beam search shows the model the same picture many times: every stage's
+``generate`` call (once per candidate row) and every judge forward pass. Left to
+itself, ``transformers`` runs the vision tower over all of those copies each time.
+
+:class:`ImageFeatureCache` sits between the processor and the model:
+
+1. the processor still turns each row's text and images into ``input_ids`` (with the
+   image placeholder tokens expanded) and ``pixel_values``, one picture per entry;
+2. each picture is keyed by the SHA-256 of its encoded bytes; pictures not in the
+   cache are encoded together in one ``get_image_features`` call and stored, oldest
+   evicted first once ``max_images`` are held;
+3. ``pixel_values`` is replaced by ``mm_encoder_outputs={"image": ...}`` holding the
+   cached features in the batch's order. transformers (5.x) accepts these
+   pre-encoded features in ``forward`` and ``generate`` of the models that support
+   them, and scatters them into the image placeholder positions as usual.
+
+It applies where that is cheap and safe: the model's ``forward`` takes
+``mm_encoder_outputs``, it has ``get_image_features``, the processor gives a 4-D
+``pixel_values`` with one entry per picture and no other image inputs, and the
+encoder returns one feature tensor per picture (LLaVA and LLaVA-like models).
+Everything else (Mllama's cross-attention, Idefics3's tiled 5-D pixels) passes
+through unchanged.
+
+A forward hook on the vision tower counts its calls in :attr:`encoder_calls`, and
+:attr:`images_encoded` counts pictures encoded, for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["ImageFeatureCache", "find_vision_tower"]
+
+logger = logging.getLogger(__name__)
+
+_TOWER_NAMES = ("vision_tower", "vision_model", "vision_encoder", "visual")
+_IMAGE_INPUTS = ("pixel_values", "pixel_attention_mask", "image_sizes", "aspect_ratio_ids", "aspect_ratio_mask")
+
+
+def find_vision_tower(model: Any) -> Any | None:
+    """The model's vision encoder module (the shortest-named match), or None."""
+    found = [
+        (name.count("."), module)
+        for name, module in model.named_modules()
+        if name.rsplit(".", 1)[-1] in _TOWER_NAMES
+    ]
+    return min(found, key=lambda item: item[0])[1] if found else None
+
+
+class ImageFeatureCache:
+    """Image features by image content, for one model.
+
+    Args:
+        model: The loaded vision-language model (not modified, except for a forward
+            hook on its vision tower that only counts calls; :meth:`close` removes it).
+        max_images: Most distinct pictures kept; 0 turns caching off.
+    """
+
+    def __init__(self, model: Any, *, max_images: int = 64) -> None:
+        if max_images < 0:
+            msg = f"max_images must be >= 0 (0 turns the image cache off), got {max_images}."
+            raise ValueError(msg)
+        self._model = model
+        self._max_images = max_images
+        self._features: OrderedDict[str, Any] = OrderedDict()
+        self.encoder_calls = 0
+        """Forward calls of the vision tower since this cache was made."""
+        self.images_encoded = 0
+        """Pictures this cache encoded (cache misses)."""
+        self.supported = max_images > 0 and _supports_encoder_outputs(model)
+        """Whether this model's features can be cached; if not, inputs pass through."""
+        tower = find_vision_tower(model)
+        self._hook = tower.register_forward_hook(self._count) if tower is not None else None
+
+    def _count(self, *_: Any) -> None:
+        self.encoder_calls += 1
+
+    def close(self) -> None:
+        """Remove the counting hook and drop the cached features."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        self._features.clear()
+
+    def __len__(self) -> int:
+        return len(self._features)
+
+    def apply(self, inputs: Any, images: Sequence[bytes]) -> dict[str, Any]:
+        """Model inputs with ``pixel_values`` replaced by cached features where possible.
+
+        Args:
+            inputs: The processor's output for a batch (a mapping of tensors).
+            images: The encoded bytes of every picture in the batch, in the order the
+                processor saw them (row by row).
+
+        Returns:
+            Keyword arguments for ``forward`` or ``generate``.
+        """
+        kwargs = dict(inputs)
+        pixels = kwargs.get("pixel_values")
+        if not self.supported or pixels is None or not self._fits(kwargs, pixels, images):
+            return kwargs
+        keys = [hashlib.sha256(data).hexdigest() for data in images]
+        self._encode_missing(keys, pixels)
+        features = [self._features[key] for key in keys]
+        for key in keys:
+            self._features.move_to_end(key)
+        self._evict()
+        del kwargs["pixel_values"]
+        kwargs["mm_encoder_outputs"] = {"image": _as_output(features)}
+        return kwargs
+
+    def _fits(self, kwargs: dict[str, Any], pixels: Any, images: Sequence[bytes]) -> bool:
+        """Whether ``pixels`` holds exactly one entry per picture and nothing else is needed."""
+        others = [name for name in _IMAGE_INPUTS if name != "pixel_values" and kwargs.get(name) is not None]
+        return not others and pixels.dim() == 4 and pixels.shape[0] == len(images)
+
+    def _encode_missing(self, keys: list[str], pixels: Any) -> None:
+        """Encode, in one call, each picture whose key is not cached yet."""
+        missing: dict[str, int] = {}
+        for index, key in enumerate(keys):
+            if key not in self._features and key not in missing:
+                missing[key] = index
+        if not missing:
+            return
+        import torch
+
+        with torch.inference_mode():
+            output = self._model.get_image_features(pixel_values=pixels[list(missing.values())], return_dict=True)
+        per_image = _split(output.pooler_output, len(missing))
+        for key, features in zip(missing, per_image):
+            self._features[key] = features
+        self.images_encoded += len(missing)
+
+    def _evict(self) -> None:
+        while len(self._features) > self._max_images:
+            self._features.popitem(last=False)
+
+
+def _supports_encoder_outputs(model: Any) -> bool:
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "mm_encoder_outputs" in parameters and callable(getattr(model, "get_image_features", None))
+
+
+def _split(pooled: Any, count: int) -> list[Any]:
+    """One feature tensor per picture from what ``get_image_features`` pooled."""
+    per_image = list(pooled)
+    if len(per_image) != count:
+        msg = (
+            f"The image encoder returned {len(per_image)} feature entries for {count} pictures; "
+            "this model's features cannot be cached. Pass max_cached_images=0."
+        )
+        raise ValueError(msg)
+    return per_image
+
+
+def _as_output(features: list[Any]) -> Any:
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    return BaseModelOutputWithPooling(pooler_output=features)

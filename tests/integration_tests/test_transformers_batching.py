@@ -1,0 +1,119 @@
+"""TransformersBackend's image-feature cache and cross-request generation queue."""
+
+import threading
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from langchain_llava_cot.backends._batching import BatchQueue  # noqa: E402
+from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest  # noqa: E402
+from langchain_llava_cot.backends.transformers import TransformersBackend  # noqa: E402
+from langchain_llava_cot.conversation import Conversation, Turn  # noqa: E402
+from tests.integration_tests.test_transformers_backend import BLUE_SQUARE, RED_CIRCLE, TEXT_ONLY  # noqa: E402
+
+
+def _texts(results) -> list[list[str]]:
+    return [[sample.text for sample in samples] for samples in results]
+
+
+def _greedy(conversation: Conversation, tokens: int = 8, prefix: str = "<SUMMARY>") -> SampleRequest:
+    return SampleRequest(conversation, prefix=prefix, max_new_tokens=tokens, stop=("</SUMMARY>",))
+
+
+def test_each_image_is_encoded_once(tiny_llava_path: Path) -> None:
+    with TransformersBackend(tiny_llava_path) as backend:
+        backend.sample([SampleRequest(RED_CIRCLE, prefix="<SUMMARY>", n=4, temperature=1.0, max_new_tokens=6)])
+        backend.sample([_greedy(RED_CIRCLE, prefix="<SUMMARY> a </SUMMARY><CAPTION>")])
+        backend.choose([ChoiceRequest(RED_CIRCLE, "The better response is", (" 1", " 2"))] * 3)
+        assert backend.vision_encoder_calls == 1
+        assert backend.images_encoded == 1
+        backend.sample([_greedy(BLUE_SQUARE), _greedy(RED_CIRCLE)])
+        assert backend.images_encoded == 2
+
+
+def test_cached_features_give_the_same_answers(tiny_llava_path: Path) -> None:
+    requests = [_greedy(RED_CIRCLE, 12), _greedy(BLUE_SQUARE, 12)]
+    choice = [ChoiceRequest(RED_CIRCLE, "The better response is", (" 1", " 2"))]
+    with TransformersBackend(tiny_llava_path, max_cached_images=0) as plain:
+        expected, expected_choice = plain.sample(requests), plain.choose(choice)
+        assert plain.images_encoded == 0
+    with TransformersBackend(tiny_llava_path) as cached:
+        assert _texts(cached.sample(requests)) == _texts(expected)
+        assert cached.choose(choice)[0].logprobs == pytest.approx(expected_choice[0].logprobs, abs=1e-5)
+
+
+def test_cache_is_bounded(tiny_llava_path: Path) -> None:
+    with TransformersBackend(tiny_llava_path, max_cached_images=1) as backend:
+        for conversation in (RED_CIRCLE, BLUE_SQUARE, RED_CIRCLE):
+            backend.sample([_greedy(conversation, 2)])
+        assert len(backend._images) == 1
+        assert backend.images_encoded == 3
+
+
+def test_concurrent_callers_share_generate_calls(tiny_vlm_path: Path) -> None:
+    conversations = [RED_CIRCLE, BLUE_SQUARE, TEXT_ONLY, RED_CIRCLE] * 2
+    requests = [_greedy(c, 10, prefix=p) for c, p in zip(conversations, ["<SUMMARY>", ""] * 4)]
+    with TransformersBackend(tiny_vlm_path, batch_window=0.2) as backend:
+        sequential = [backend.sample([r]) for r in requests]
+        before = backend.generate_calls
+        results: list = [None] * len(requests)
+        barrier = threading.Barrier(len(requests))
+
+        def call(i: int) -> None:
+            barrier.wait()
+            results[i] = backend.sample([requests[i]])
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(requests))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [_texts(r) for r in results] == [_texts(r) for r in sequential]
+        assert backend.generate_calls - before < len(requests)
+
+
+def test_errors_reach_only_their_caller(tiny_llava_path: Path) -> None:
+    with TransformersBackend(tiny_llava_path, batch_window=0.2) as backend:
+        good = ChoiceRequest(RED_CIRCLE, "The answer is", (" 1",))
+        bad = ChoiceRequest(RED_CIRCLE, "The answer is", (" 1", ""))
+        futures = [backend._queue.submit("choose", [good]), backend._queue.submit("choose", [bad])]
+        assert len(futures[0].result()) == 1
+        with pytest.raises(ValueError, match="adds no token"):
+            futures[1].result()
+        [[after]] = backend.sample([_greedy(RED_CIRCLE, 4)])
+        assert after.completion_tokens > 0
+
+
+def test_closed_backend_says_so(tiny_llava_path: Path) -> None:
+    backend = TransformersBackend(tiny_llava_path)
+    backend.close()
+    backend.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        backend.sample([_greedy(RED_CIRCLE, 2)])
+
+
+def test_queue_hands_exceptions_to_callers() -> None:
+    def run(jobs):
+        if any(job.payload == "boom" for job in jobs):
+            raise KeyError("boom")
+        return [job.payload.upper() for job in jobs]
+
+    queue = BatchQueue(run, window=0.05)
+    futures = [queue.submit("x", payload) for payload in ("a", "boom", "b")]
+    assert futures[0].result() == "A"
+    assert futures[2].result() == "B"
+    with pytest.raises(KeyError):
+        futures[1].result()
+    queue.close()
+    assert not queue._worker.is_alive()
+
+
+def test_bad_image_fails_in_the_caller(tiny_llava_path: Path) -> None:
+    broken = Conversation((Turn("user", "What is this?", (b"not an image",)),))
+    with TransformersBackend(tiny_llava_path) as backend:
+        with pytest.raises(Exception):  # noqa: B017 - whatever PIL raises
+            backend.sample([_greedy(broken)])
+        assert backend._queue.batches == 0
