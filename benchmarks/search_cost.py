@@ -1,0 +1,348 @@
+"""What stage-level beam search costs, measured side by side in one run.
+
+One command prints every figure of issue 6 and writes them as JSON::
+
+    python benchmarks/search_cost.py --out results.json
+
+Procedures, all on the same loaded model and the same fixed per-stage token limit
+(random-weight models never close a tag, so every stage runs to the limit and greedy
+and beam write comparable lengths):
+
+- ``greedy``: ``ChatLlavaCoT(strategy="greedy")``, one candidate per stage, no judge;
+- ``stage_beam``: ``ChatLlavaCoT(strategy="stage_beam", candidates=N)``, this
+  project's engine: N candidates per stage in one ``generate`` call, the pairwise
+  judge in ceil(log2 N) batched forward passes, image features cached;
+- ``reference``: the official scripts' procedure rebuilt from the same backend's
+  primitives at batch size 1, with no image cache: per stage, N candidates sampled
+  one at a time, then a random knockout of N-1 sequential comparisons, each a
+  *generated* verdict (up to ``--verdict-tokens`` tokens) that is parsed.
+
+The three run interleaved (greedy, beam, reference, greedy, ...) ``--repeats`` times,
+and the medians are compared, so machine noise hits them alike. Each request gets its
+own picture, so the vision-encoder count per request is not flattered by the cache.
+Throughput runs ``c`` threads over one ``ChatLlavaCoT`` (stage_beam, unseeded so the
+generation queue may merge them) for each concurrency ``c``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def _image(seed: int) -> bytes:
+    """A 64x64 picture of a few coloured shapes, different for each seed."""
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    image = Image.new("RGB", (64, 64), "white")
+    draw = ImageDraw.Draw(image)
+    for _ in range(rng.randint(1, 5)):
+        x, y = rng.randrange(0, 48), rng.randrange(0, 48)
+        colour = rng.choice(["red", "green", "blue", "orange"])
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x, y, x + 14, y + 14), fill=colour)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _messages(seed: int) -> list:
+    from langchain_core.messages import HumanMessage
+
+    data = base64.b64encode(_image(seed)).decode()
+    return [
+        HumanMessage(
+            content=[
+                {"type": "image", "base64": data, "mime_type": "image/png"},
+                {"type": "text", "text": "How many red squares are there?"},
+            ]
+        )
+    ]
+
+
+def _resolve_model(option: str | None) -> tuple[Path, str]:
+    """The model folder to measure: ``--model``, else the demo model, else a tiny LLaVA."""
+    from langchain_llava_cot.demo import DEMO_MODEL_PATH
+
+    if option:
+        return Path(option), "given by --model"
+    if (DEMO_MODEL_PATH / "config.json").is_file():
+        return DEMO_MODEL_PATH, "bundled demo model"
+    from langchain_llava_cot.model_builders import build_tiny_vlm
+
+    folder = Path(tempfile.mkdtemp(prefix="search-cost-")) / "tiny-llava"
+    build_tiny_vlm(folder, arch="llava", hidden_size=192, num_layers=4, num_heads=4, vision_hidden_size=64, seed=0)
+    return folder, "random-weight LLaVA of the demo model's size (demo model not built yet)"
+
+
+# -- the reference procedure ------------------------------------------------------
+
+
+def reference_answer(backend: Any, conversation: Any, *, n: int, stage_tokens: int, verdict_tokens: int, seed: int) -> dict:
+    """The official scripts' stage beam at batch size 1: N single samples, N-1 generated verdicts."""
+    from langchain_llava_cot.backends.base import SampleRequest
+    from langchain_llava_cot.judges import JudgeTask, pairwise_prompt, parse_verdict
+    from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, cut_stage, render_answer
+
+    rng = random.Random(seed)
+    chosen: dict = {}
+    calls = output_tokens = 0
+    for stage in STAGES:
+        earlier = render_answer(chosen)
+        prefix = f"{earlier}{STAGE_SEPARATOR}{stage.open_tag}" if earlier else stage.open_tag
+        request = SampleRequest(
+            conversation, prefix=prefix, n=1, stop=(stage.close_tag,), max_new_tokens=stage_tokens, temperature=0.6, top_p=0.9
+        )
+        candidates = []
+        for _ in range(n):
+            [[sample]] = backend.sample([request])
+            candidates.append(cut_stage(stage, sample.text)[0])
+            calls, output_tokens = calls + 1, output_tokens + sample.completion_tokens
+        task = JudgeTask(conversation=conversation, stage=stage, chosen=dict(chosen), candidates=tuple(candidates))
+        alive = list(range(n))
+        while len(alive) > 1:
+            a, b = rng.sample(alive, 2)
+            verdict = SampleRequest(pairwise_prompt(task, a, b), prefix="", max_new_tokens=verdict_tokens)
+            [[written]] = backend.sample([verdict])
+            calls, output_tokens = calls + 1, output_tokens + written.completion_tokens
+            alive.remove(b if parse_verdict(written.text) in (1, None) else a)
+        chosen[stage] = candidates[alive[0]]
+    return {"calls": calls, "output_tokens": output_tokens}
+
+
+# -- measurements -----------------------------------------------------------------
+
+
+def _timed(function: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = function()
+    return time.perf_counter() - started, result
+
+
+def _usage(message: Any) -> dict:
+    usage = message.response_metadata["llava_cot"].get("usage") or {}
+    return {"output_tokens": message.usage_metadata["output_tokens"], "model_calls": usage.get("model_calls")}
+
+
+def side_by_side(args: argparse.Namespace, backend: Any, reference_backend: Any) -> dict:
+    """Greedy, stage_beam and reference, interleaved; medians and ratios."""
+    from langchain_llava_cot import ChatLlavaCoT
+    from langchain_llava_cot.chat_models import convert_messages
+
+    greedy = ChatLlavaCoT(backend=backend, strategy="greedy", max_stage_tokens=args.stage_tokens)
+    beam = ChatLlavaCoT(
+        backend=backend, strategy="stage_beam", candidates=args.candidates, max_stage_tokens=args.stage_tokens, seed=0
+    )
+    greedy.invoke(_messages(10_000))  # warm-up: first-call allocations, lazy imports
+    beam.invoke(_messages(10_001))
+    walls: dict[str, list[float]] = {"greedy": [], "stage_beam": [], "reference": []}
+    details: dict[str, Any] = {}
+    vision_calls = {"greedy": 0, "stage_beam": 0, "reference": 0}
+    for repeat in range(args.repeats):
+        for name in walls:
+            messages = _messages(repeat * 10 + len(walls[name]) + 100 * list(walls).index(name))
+            # Both backends wrap one model, so this hook counts every vision-tower call.
+            before = backend.vision_encoder_calls
+            if name == "reference":
+                conversation = convert_messages(messages)
+                seconds, details[name] = _timed(
+                    lambda c=conversation: reference_answer(
+                        reference_backend,
+                        c,
+                        n=args.candidates,
+                        stage_tokens=args.stage_tokens,
+                        verdict_tokens=args.verdict_tokens,
+                        seed=repeat,
+                    )
+                )
+            else:
+                model = greedy if name == "greedy" else beam
+                seconds, message = _timed(lambda m=model, msgs=messages: m.invoke(msgs))
+                details[name] = _usage(message)
+            vision_calls[name] += backend.vision_encoder_calls - before
+            walls[name].append(seconds)
+    median = {name: statistics.median(values) for name, values in walls.items()}
+    return {
+        "wall_seconds_median": median,
+        "wall_seconds_all": walls,
+        "last_run": details,
+        "vision_encoder_calls_per_request": {k: v / args.repeats for k, v in vision_calls.items()},
+        "stage_beam_over_greedy": median["stage_beam"] / median["greedy"],
+        "reference_over_stage_beam": median["reference"] / median["stage_beam"],
+    }
+
+
+def throughput(args: argparse.Namespace, backend: Any) -> dict:
+    """Answers per second with ``c`` threads sharing one ChatLlavaCoT (stage_beam)."""
+    from langchain_llava_cot import ChatLlavaCoT
+
+    llm = ChatLlavaCoT(
+        backend=backend, strategy="stage_beam", candidates=args.candidates, max_stage_tokens=args.stage_tokens
+    )
+    results = {}
+    for concurrency in args.concurrency:
+        requests = max(concurrency, args.min_requests)
+        batches_before, generate_before = backend._queue.batches, backend.generate_calls
+        seconds, _ = _timed(lambda c=concurrency, r=requests: _run_threads(llm, c, r))
+        results[str(concurrency)] = {
+            "requests": requests,
+            "wall_seconds": seconds,
+            "answers_per_second": requests / seconds,
+            "generate_calls": backend.generate_calls - generate_before,
+            "queue_batches": backend._queue.batches - batches_before,
+        }
+    one = results[str(args.concurrency[0])]["answers_per_second"]
+    for entry in results.values():
+        entry["speedup_over_first"] = entry["answers_per_second"] / one
+    return results
+
+
+def _run_threads(llm: Any, concurrency: int, requests: int) -> None:
+    """``requests`` invocations spread over ``concurrency`` threads; errors re-raised."""
+    errors: list[BaseException] = []
+    counter = iter(range(requests))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                index = next(counter, None)
+            if index is None:
+                return
+            try:
+                llm.invoke(_messages(50_000 + index))
+            except BaseException as error:  # noqa: BLE001 - re-raised below
+                errors.append(error)
+                return
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def machine() -> dict:
+    import torch
+    import transformers
+
+    return {
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cuda": torch.cuda.is_available(),
+    }
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run every measurement, print a report, write JSON to ``--out``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="model folder (default: the bundled demo model, else a tiny random LLaVA)")
+    parser.add_argument("--candidates", type=int, default=4, help="N, candidates per stage")
+    parser.add_argument("--stage-tokens", type=int, default=32, help="token limit of every stage")
+    parser.add_argument("--verdict-tokens", type=int, default=32, help="token limit of a generated verdict (reference)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of greedy/beam/reference")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="thread counts for throughput")
+    parser.add_argument("--min-requests", type=int, default=2, help="fewest requests per throughput run")
+    parser.add_argument("--out", type=Path, help="write the results here as JSON")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_flush_denormal(True)
+    from langchain_llava_cot.backends.transformers import TransformersBackend
+
+    path, source = _resolve_model(args.model)
+    rss_before_load = _peak_rss_mib()
+    backend = TransformersBackend(path)
+    reference_backend = TransformersBackend.from_loaded(
+        backend._model, backend._processor, model_name="reference", batch_window=0.0, max_cached_images=0
+    )
+    parameters = sum(p.numel() for p in backend._model.parameters())
+    rss_loaded = _peak_rss_mib()
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "model": {"path": str(path), "source": source, "parameters": parameters},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    }
+    results["side_by_side"] = side_by_side(args, backend, reference_backend)
+    results["throughput"] = throughput(args, backend)
+    results["memory"] = {
+        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib_after_load": rss_loaded,
+        "peak_rss_mib_before_load": rss_before_load,
+        "cached_images": len(backend._images),
+    }
+    reference_backend.close()
+    backend.close()
+    print(report(results))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+        print(f"\nwrote {args.out}")
+    return results
+
+
+def report(results: dict) -> str:
+    """The human-readable summary."""
+    m, model, side = results["machine"], results["model"], results["side_by_side"]
+    s = results["settings"]
+    wall = side["wall_seconds_median"]
+    lines = [
+        f"machine: {m['platform']}, {m['cpu_count']} CPUs (torch threads {m['torch_threads']}), "
+        f"torch {m['torch']}, transformers {m['transformers']}, cuda={m['cuda']}",
+        f"model: {model['path']} ({model['source']}, {model['parameters']:,} parameters)",
+        f"settings: N={s['candidates']}, {s['stage_tokens']} tokens per stage, "
+        f"{s['verdict_tokens']}-token reference verdicts, {s['repeats']} interleaved repeats (medians)",
+        "",
+        f"greedy      {wall['greedy']:.3f} s   {side['last_run']['greedy']}",
+        f"stage_beam  {wall['stage_beam']:.3f} s   {side['last_run']['stage_beam']}",
+        f"reference   {wall['reference']:.3f} s   {side['last_run']['reference']}",
+        f"stage_beam / greedy wall:     {side['stage_beam_over_greedy']:.2f}x   (target <= 2x)",
+        f"reference / stage_beam wall:  {side['reference_over_stage_beam']:.2f}x   (target >= 4x)",
+        "vision-encoder calls per request: "
+        + ", ".join(f"{k} {v:g}" for k, v in side["vision_encoder_calls_per_request"].items())
+        + "   (target 1)",
+        "",
+        "throughput (stage_beam, threads over one ChatLlavaCoT):",
+    ]
+    for concurrency, entry in results["throughput"].items():
+        lines.append(
+            f"  {concurrency:>3} concurrent: {entry['requests']} requests in {entry['wall_seconds']:.2f} s = "
+            f"{entry['answers_per_second']:.2f} answers/s ({entry['speedup_over_first']:.2f}x), "
+            f"{entry['generate_calls']} generate calls in {entry['queue_batches']} queue batches"
+        )
+    mem = results["memory"]
+    lines.append(
+        f"peak RSS: {mem['peak_rss_mib']:.0f} MiB (after loading the model {mem['peak_rss_mib_after_load']:.0f} MiB, "
+        f"before {mem['peak_rss_mib_before_load']:.0f} MiB)"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
