@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -311,7 +312,7 @@ def _judge(stage: Stage, state: SearchState, context: SearchContext) -> Step[dic
             candidates=tuple(c["text"] for c in candidates),
             mean_logprobs=tuple(c["mean_logprob"] for c in candidates),
         )
-        verdict = yield from judge.select(task, context.backend)
+        verdict = yield from judge.select(task, context.get_backend())
     seconds = time.perf_counter() - started
     winner = candidates[verdict.winner]
     step = StepRecord(
@@ -367,8 +368,12 @@ def _node(logic: StageLogic, stage: Stage, conversation_of: ConversationOf | Non
 
     async def arun(state: SearchState) -> dict[str, Any]:
         ctx = context()
-        backend = ctx.get_backend()
-        return await adrive(logic(stage, search_state(state), ctx), backend)
+        # loading a model or decoding images blocks: keep it off the event loop
+        backend = ctx.backend or await asyncio.to_thread(ctx.get_backend)
+        prepared = (
+            search_state(state) if conversation_of is None else await asyncio.to_thread(search_state, state)
+        )
+        return await adrive(logic(stage, prepared, ctx), backend)
 
     return RunnableLambda(run, afunc=arun, name=f"{logic.__name__.strip('_')}_{stage.value}")
 
