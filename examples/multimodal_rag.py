@@ -82,7 +82,8 @@ def build_prompt(inputs: dict[str, Any]) -> list[HumanMessage]:
         else:
             lines.append(f"[{doc.id}] {doc.page_content}")
     context = "\n".join(lines) or "(nothing found)"
-    text = f"Sources:\n{context}\n\nAnswer using the sources above and cite their ids.\nQuestion: {inputs['question']}"
+    instruction = "Answer using the sources above and cite their ids."
+    text = f"Sources:\n{context}\n\n{instruction}\nQuestion: {inputs['question']}"
     content.append({"type": "text", "text": text})
     return [HumanMessage(content=content)]
 
