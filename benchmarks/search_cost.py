@@ -269,12 +269,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of greedy/beam/reference")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="thread counts for throughput")
     parser.add_argument("--min-requests", type=int, default=2, help="fewest requests per throughput run")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1 avoids spin-waiting on a shared machine)"
+    )
     parser.add_argument("--out", type=Path, help="write the results here as JSON")
     args = parser.parse_args(argv)
 
     import torch
 
     torch.set_flush_denormal(True)
+    torch.set_num_threads(args.threads)
     from langchain_llava_cot.backends.transformers import TransformersBackend
 
     path, source = _resolve_model(args.model)

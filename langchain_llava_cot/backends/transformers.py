@@ -30,6 +30,9 @@ one non-special token, and real LLaVA-CoT writes them as ordinary text. Decoding
 uses ``skip_special_tokens=True``, so tags stay in the text and chat tokens
 (``<|eot_id|>``, padding) do not: stop strings must be plain text, not special tokens.
 
+A request's ``n`` candidates share one prefill: its prompt is read once at batch
+size 1 and the KV cache is copied to the ``n`` rows (:meth:`_shared_prefill`).
+
 Images are encoded once: :class:`~langchain_llava_cot.backends._vision_cache.ImageFeatureCache`
 keeps each distinct picture's features (LRU, keyed by content) and hands them to
 ``generate`` and ``forward`` instead of pixels, where the architecture allows.
@@ -83,6 +86,8 @@ class TransformersBackend(VLMBackend):
             always joins the next one).
         max_batch_rows: Most rows (candidates) in one ``generate`` call.
         max_cached_images: Distinct images whose features are kept (0: no cache).
+        share_prefill: Prefill a request's prompt once and copy its KV cache to its
+            ``n`` candidate rows (decoder-only models; Mllama reads every row).
 
     Instantiate:
         ```python
@@ -115,6 +120,7 @@ class TransformersBackend(VLMBackend):
         batch_window: float = 0.005,
         max_batch_rows: int = 64,
         max_cached_images: int = 64,
+        share_prefill: bool = True,
     ) -> None:
         transformers = _import_transformers()
         source = _resolve_source(model)
@@ -123,7 +129,12 @@ class TransformersBackend(VLMBackend):
         loaded = transformers.AutoModelForImageTextToText.from_pretrained(
             source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
         )
-        options = {"batch_window": batch_window, "max_batch_rows": max_batch_rows, "max_cached_images": max_cached_images}
+        options = {
+            "batch_window": batch_window,
+            "max_batch_rows": max_batch_rows,
+            "max_cached_images": max_cached_images,
+            "share_prefill": share_prefill,
+        }
         self._setup(loaded.to(device), processor, model_name=str(model), **options)
 
     @classmethod
@@ -132,8 +143,8 @@ class TransformersBackend(VLMBackend):
     ) -> TransformersBackend:
         """Wrap a model and processor that are already loaded (they are not copied).
 
-        ``options`` are ``batch_window``, ``max_batch_rows`` and ``max_cached_images``
-        as in the constructor.
+        ``options`` are ``batch_window``, ``max_batch_rows``, ``max_cached_images`` and
+        ``share_prefill`` as in the constructor.
         """
         backend = cls.__new__(cls)
         backend._setup(model, processor, model_name=model_name or _name_of(model), **options)
@@ -148,6 +159,7 @@ class TransformersBackend(VLMBackend):
         batch_window: float = 0.005,
         max_batch_rows: int = 64,
         max_cached_images: int = 64,
+        share_prefill: bool = True,
     ) -> None:
         if max_batch_rows < 1:
             msg = f"max_batch_rows must be at least 1, got {max_batch_rows}."
@@ -160,6 +172,7 @@ class TransformersBackend(VLMBackend):
         self._processor = processor
         self._tokenizer = processor.tokenizer
         self._max_batch_rows = max_batch_rows
+        self._share_prefill = share_prefill and _is_decoder_only(model)
         self._images = ImageFeatureCache(model, max_images=max_cached_images)
         self.generate_calls = 0
         """``generate`` calls made so far (for tests and benchmarks)."""
@@ -257,9 +270,13 @@ class TransformersBackend(VLMBackend):
         rows = [request for request in requests for _ in range(request.n)]
         from transformers import StoppingCriteriaList
 
-        inputs = self._encode([(r.conversation, r.prefix) for r in rows])
         first = requests[0]
         settings = self._generation_config(first, max(r.max_new_tokens for r in requests))
+        with torch.inference_mode():
+            if len(requests) == 1 and first.n > 1 and self._share_prefill:
+                inputs = self._shared_prefill(first)
+            else:
+                inputs = self._encode([(r.conversation, r.prefix) for r in rows])
         prompt_length = inputs["input_ids"].shape[1]
         stops = StoppingCriteriaList([_RowStops(prompt_length, rows, self._decode)])
         self.generate_calls += 1
@@ -278,6 +295,34 @@ class TransformersBackend(VLMBackend):
             grouped.append(samples[start : start + request.n])
             start += request.n
         return grouped
+
+    def _shared_prefill(self, request: SampleRequest) -> dict[str, Any]:
+        """Prefill one request's prompt once and copy its KV cache to its ``n`` rows.
+
+        The prompt (image included) but its last token is run through the model at
+        batch size 1; the cache is then repeated ``n`` times, and ``generate`` starts
+        from it with only the last prompt token left to read. Without this, the ``n``
+        identical rows would each prefill the whole prompt.
+        """
+        from transformers import DynamicCache
+
+        inputs = self._encode([(request.conversation, request.prefix)])
+        input_ids, mask = inputs.pop("input_ids"), inputs.pop("attention_mask")
+        cache = DynamicCache(config=self._model.config)
+        self._model(
+            input_ids=input_ids[:, :-1],
+            attention_mask=mask[:, :-1],
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            **inputs,
+        )
+        cache.batch_repeat_interleave(request.n)
+        return {
+            "input_ids": input_ids.repeat(request.n, 1),
+            "attention_mask": mask.repeat(request.n, 1),
+            "past_key_values": cache,
+        }
 
     def _seeded(self, request: SampleRequest) -> contextlib.AbstractContextManager:
         """Seed sampling from ``request.seed`` without touching the global random state."""
@@ -616,6 +661,13 @@ class _RowStops:
         tail = input_ids[row, input_ids.shape[1] - min(written, self._tails[row]) :].tolist()
         text = self._decode(tail)
         return any(stop in text for stop in stops)
+
+
+def _is_decoder_only(model: Any) -> bool:
+    """Whether a prompt's KV cache is all the model needs to continue it (no cross-attention)."""
+    config = getattr(model, "config", None)
+    text = getattr(config, "text_config", config)
+    return not getattr(config, "is_encoder_decoder", False) and not getattr(text, "cross_attention_layers", None)
 
 
 def _weak_runner(backend: TransformersBackend) -> Callable[[Sequence[Job]], list[Any]]:

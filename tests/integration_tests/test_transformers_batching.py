@@ -117,3 +117,16 @@ def test_bad_image_fails_in_the_caller(tiny_llava_path: Path) -> None:
         with pytest.raises(Exception):  # noqa: B017 - whatever PIL raises
             backend.sample([_greedy(broken)])
         assert backend._queue.batches == 0
+
+
+def test_shared_prefill_matches_full_prefill(tiny_vlm_path: Path) -> None:
+    greedy = SampleRequest(RED_CIRCLE, prefix="<SUMMARY>", n=3, max_new_tokens=10)
+    sampled = SampleRequest(BLUE_SQUARE, prefix="<SUMMARY>", n=3, temperature=1.0, seed=3, max_new_tokens=10)
+    with TransformersBackend(tiny_vlm_path, share_prefill=False) as plain:
+        expected = [plain.sample([greedy])[0], plain.sample([sampled])[0]]
+    with TransformersBackend(tiny_vlm_path) as shared:
+        found = [shared.sample([greedy])[0], shared.sample([sampled])[0]]
+    assert _texts(found) == _texts(expected)
+    for got, want in zip(found[0] + found[1], expected[0] + expected[1]):
+        assert got.prompt_tokens == want.prompt_tokens
+        assert got.token_logprobs == pytest.approx(want.token_logprobs, abs=1e-4)
