@@ -87,14 +87,18 @@ def _resolve_model(option: str | None) -> tuple[Path, str]:
     from langchain_llava_cot.model_builders import build_tiny_vlm
 
     folder = Path(tempfile.mkdtemp(prefix="search-cost-")) / "tiny-llava"
-    build_tiny_vlm(folder, arch="llava", hidden_size=192, num_layers=4, num_heads=4, vision_hidden_size=64, seed=0)
+    build_tiny_vlm(
+        folder, arch="llava", hidden_size=192, num_layers=4, num_heads=4, vision_hidden_size=64, seed=0
+    )
     return folder, "random-weight LLaVA of the demo model's size (demo model not built yet)"
 
 
 # -- the reference procedure ------------------------------------------------------
 
 
-def reference_answer(backend: Any, conversation: Any, *, n: int, stage_tokens: int, verdict_tokens: int, seed: int) -> dict:
+def reference_answer(
+    backend: Any, conversation: Any, *, n: int, stage_tokens: int, verdict_tokens: int, seed: int
+) -> dict:
     """The official scripts' stage beam at batch size 1: N single samples, N-1 generated verdicts."""
     from langchain_llava_cot.backends.base import SampleRequest
     from langchain_llava_cot.judges import JudgeTask, pairwise_prompt, parse_verdict
@@ -107,14 +111,22 @@ def reference_answer(backend: Any, conversation: Any, *, n: int, stage_tokens: i
         earlier = render_answer(chosen)
         prefix = f"{earlier}{STAGE_SEPARATOR}{stage.open_tag}" if earlier else stage.open_tag
         request = SampleRequest(
-            conversation, prefix=prefix, n=1, stop=(stage.close_tag,), max_new_tokens=stage_tokens, temperature=0.6, top_p=0.9
+            conversation,
+            prefix=prefix,
+            n=1,
+            stop=(stage.close_tag,),
+            max_new_tokens=stage_tokens,
+            temperature=0.6,
+            top_p=0.9,
         )
         candidates = []
         for _ in range(n):
             [[sample]] = backend.sample([request])
             candidates.append(cut_stage(stage, sample.text)[0])
             calls, output_tokens = calls + 1, output_tokens + sample.completion_tokens
-        task = JudgeTask(conversation=conversation, stage=stage, chosen=dict(chosen), candidates=tuple(candidates))
+        task = JudgeTask(
+            conversation=conversation, stage=stage, chosen=dict(chosen), candidates=tuple(candidates)
+        )
         alive = list(range(n))
         while len(alive) > 1:
             a, b = rng.sample(alive, 2)
@@ -147,7 +159,11 @@ def side_by_side(args: argparse.Namespace, backend: Any, reference_backend: Any)
 
     greedy = ChatLlavaCoT(backend=backend, strategy="greedy", max_stage_tokens=args.stage_tokens)
     beam = ChatLlavaCoT(
-        backend=backend, strategy="stage_beam", candidates=args.candidates, max_stage_tokens=args.stage_tokens, seed=0
+        backend=backend,
+        strategy="stage_beam",
+        candidates=args.candidates,
+        max_stage_tokens=args.stage_tokens,
+        seed=0,
     )
     greedy.invoke(_messages(10_000))  # warm-up: first-call allocations, lazy imports
     beam.invoke(_messages(10_001))
@@ -262,12 +278,18 @@ def _peak_rss_mib() -> float:
 def main(argv: list[str] | None = None) -> dict:
     """Run every measurement, print a report, write JSON to ``--out``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="model folder (default: the bundled demo model, else a tiny random LLaVA)")
+    parser.add_argument(
+        "--model", help="model folder (default: the bundled demo model, else a tiny random LLaVA)"
+    )
     parser.add_argument("--candidates", type=int, default=4, help="N, candidates per stage")
     parser.add_argument("--stage-tokens", type=int, default=32, help="token limit of every stage")
-    parser.add_argument("--verdict-tokens", type=int, default=32, help="token limit of a generated verdict (reference)")
+    parser.add_argument(
+        "--verdict-tokens", type=int, default=32, help="token limit of a generated verdict (reference)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of greedy/beam/reference")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="thread counts for throughput")
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=[1, 4, 16], help="thread counts for throughput"
+    )
     parser.add_argument("--min-requests", type=int, default=2, help="fewest requests per throughput run")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (1 avoids spin-waiting on a shared machine)"
@@ -342,7 +364,8 @@ def report(results: dict) -> str:
         )
     mem = results["memory"]
     lines.append(
-        f"peak RSS: {mem['peak_rss_mib']:.0f} MiB (after loading the model {mem['peak_rss_mib_after_load']:.0f} MiB, "
+        f"peak RSS: {mem['peak_rss_mib']:.0f} MiB "
+        f"(after loading the model {mem['peak_rss_mib_after_load']:.0f} MiB, "
         f"before {mem['peak_rss_mib_before_load']:.0f} MiB)"
     )
     return "\n".join(lines)

@@ -326,7 +326,7 @@ def _choice_error(answer: object, count: int) -> str | None:
     return None
 
 
-JudgeSpec = Union[Literal["pairwise", "likelihood", "human"], Judge, Callable[[JudgeTask], int]]
+JudgeSpec = Union[Literal["pairwise", "likelihood", "human"], Judge, Callable[[JudgeTask], int]]  # noqa: UP007
 """What ``judge=`` accepts: a built-in name, a :class:`Judge`, or a function."""
 
 

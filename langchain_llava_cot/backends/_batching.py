@@ -65,7 +65,9 @@ class BatchQueue:
         name: Name of the worker thread.
     """
 
-    def __init__(self, run_batch: BatchRunner, *, window: float = 0.005, max_jobs: int = 64, name: str = "batch") -> None:
+    def __init__(
+        self, run_batch: BatchRunner, *, window: float = 0.005, max_jobs: int = 64, name: str = "batch"
+    ) -> None:
         if window < 0 or max_jobs < 1:
             msg = f"BatchQueue needs window >= 0 and max_jobs >= 1, got {window} and {max_jobs}."
             raise ValueError(msg)
@@ -122,7 +124,11 @@ class BatchQueue:
         deadline = time.monotonic() + self._window
         while len(jobs) < self._max_jobs:
             try:
-                item = self._queue.get(timeout=max(deadline - time.monotonic(), 0)) if self._window else self._queue.get_nowait()
+                item = (
+                    self._queue.get(timeout=max(deadline - time.monotonic(), 0))
+                    if self._window
+                    else self._queue.get_nowait()
+                )
             except queue.Empty:
                 break
             if item is _STOP:

@@ -41,7 +41,13 @@ __all__ = ["ImageFeatureCache", "find_vision_tower"]
 logger = logging.getLogger(__name__)
 
 _TOWER_NAMES = ("vision_tower", "vision_model", "vision_encoder", "visual")
-_IMAGE_INPUTS = ("pixel_values", "pixel_attention_mask", "image_sizes", "aspect_ratio_ids", "aspect_ratio_mask")
+_IMAGE_INPUTS = (
+    "pixel_values",
+    "pixel_attention_mask",
+    "image_sizes",
+    "aspect_ratio_ids",
+    "aspect_ratio_mask",
+)
 
 
 def find_vision_tower(model: Any) -> Any | None:
@@ -133,7 +139,9 @@ class ImageFeatureCache:
         import torch
 
         with torch.inference_mode():
-            output = self._model.get_image_features(pixel_values=pixels[list(missing.values())], return_dict=True)
+            output = self._model.get_image_features(
+                pixel_values=pixels[list(missing.values())], return_dict=True
+            )
         per_image = _split(output.pooler_output, len(missing))
         for key, features in zip(missing, per_image):
             self._features[key] = features

@@ -178,7 +178,9 @@ class TransformersBackend(VLMBackend):
         """``generate`` calls made so far (for tests and benchmarks)."""
         self.forward_calls = 0
         """Plain forward passes (judge choices) made so far."""
-        self._queue = BatchQueue(_weak_runner(self), window=batch_window, name=f"TransformersBackend({model_name})")
+        self._queue = BatchQueue(
+            _weak_runner(self), window=batch_window, name=f"TransformersBackend({model_name})"
+        )
         self._finalizer = weakref.finalize(self, _shut_down, self._queue, self._images)
         self.model_name = model_name
         if self._tokenizer.padding_side != "left":
@@ -238,7 +240,9 @@ class TransformersBackend(VLMBackend):
         sample_jobs = [(i, job) for i, job in enumerate(jobs) if job.kind == "sample"]
         choice_jobs = [(i, job) for i, job in enumerate(jobs) if job.kind == "choose"]
         if sample_jobs:
-            for i, samples in zip([i for i, _ in sample_jobs], self._sample_jobs([j for _, j in sample_jobs])):
+            for i, samples in zip(
+                [i for i, _ in sample_jobs], self._sample_jobs([j for _, j in sample_jobs])
+            ):
                 results[i] = samples
         if choice_jobs:
             merged = [request for _, job in choice_jobs for request in job.payload]
@@ -493,7 +497,9 @@ class TransformersBackend(VLMBackend):
             kwargs["images"] = images
         inputs = self._processor(**kwargs, add_special_tokens=False, padding_side="left")
         inputs = inputs.to(self._model.device, dtype=self._model.dtype)
-        return self._images.apply(inputs, [image for conversation, _ in prompts for image in conversation.images])
+        return self._images.apply(
+            inputs, [image for conversation, _ in prompts for image in conversation.images]
+        )
 
 
 def _import_transformers() -> Any:
@@ -637,7 +643,9 @@ class _RowStops:
     is made afterwards on the decoded text.
     """
 
-    def __init__(self, prompt_length: int, rows: Sequence[SampleRequest], decode: Callable[[list[int]], str]) -> None:
+    def __init__(
+        self, prompt_length: int, rows: Sequence[SampleRequest], decode: Callable[[list[int]], str]
+    ) -> None:
         self._prompt_length = prompt_length
         self._limits = [row.max_new_tokens for row in rows]
         self._stops = [row.stop for row in rows]
@@ -667,7 +675,9 @@ def _is_decoder_only(model: Any) -> bool:
     """Whether a prompt's KV cache is all the model needs to continue it (no cross-attention)."""
     config = getattr(model, "config", None)
     text = getattr(config, "text_config", config)
-    return not getattr(config, "is_encoder_decoder", False) and not getattr(text, "cross_attention_layers", None)
+    return not getattr(config, "is_encoder_decoder", False) and not getattr(
+        text, "cross_attention_layers", None
+    )
 
 
 def _weak_runner(backend: TransformersBackend) -> Callable[[Sequence[Job]], list[Any]]:

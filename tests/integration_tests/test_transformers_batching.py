@@ -25,7 +25,9 @@ def _greedy(conversation: Conversation, tokens: int = 8, prefix: str = "<SUMMARY
 
 def test_each_image_is_encoded_once(tiny_llava_path: Path) -> None:
     with TransformersBackend(tiny_llava_path) as backend:
-        backend.sample([SampleRequest(RED_CIRCLE, prefix="<SUMMARY>", n=4, temperature=1.0, max_new_tokens=6)])
+        backend.sample(
+            [SampleRequest(RED_CIRCLE, prefix="<SUMMARY>", n=4, temperature=1.0, max_new_tokens=6)]
+        )
         backend.sample([_greedy(RED_CIRCLE, prefix="<SUMMARY> a </SUMMARY><CAPTION>")])
         backend.choose([ChoiceRequest(RED_CIRCLE, "The better response is", (" 1", " 2"))] * 3)
         assert backend.vision_encoder_calls == 1

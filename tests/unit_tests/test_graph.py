@@ -1,8 +1,8 @@
 import asyncio
 
 import pytest
-
 from fakes import ScriptedBackend
+
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.graph import build_graph
 from langchain_llava_cot.search import SearchContext
@@ -12,7 +12,11 @@ CONVERSATION = Conversation((Turn("user", "How many red circles?"),))
 
 SCRIPT = {
     Stage.SUMMARY: [" count the red circles </SUMMARY>"],
-    Stage.CAPTION: [" two red circles </CAPTION>", " three red circles </CAPTION>", " one blue square </CAPTION>"],
+    Stage.CAPTION: [
+        " two red circles </CAPTION>",
+        " three red circles </CAPTION>",
+        " one blue square </CAPTION>",
+    ],
     Stage.REASONING: [" the caption lists three </REASONING>", " so two </REASONING>"],
     Stage.CONCLUSION: [" 3 </CONCLUSION>", " 2 </CONCLUSION>"],
 }
@@ -47,7 +51,9 @@ def test_stage_beam_keeps_the_judged_best_at_every_stage():
     assert all(len(s["comparisons"]) == 2 for s in state["steps"])
     # each stage continues the chosen prefix and stops at its own closing tag
     conclusion_request = backend.sample_calls[3][0]
-    assert conclusion_request.prefix.endswith("<REASONING> the caption lists three </REASONING>\n\n<CONCLUSION>")
+    assert conclusion_request.prefix.endswith(
+        "<REASONING> the caption lists three </REASONING>\n\n<CONCLUSION>"
+    )
     assert conclusion_request.stop == ("</CONCLUSION>",) and conclusion_request.n == 3
     assert len(backend.sample_calls) == 4
     assert state["usage"]["model_calls"] == len(backend.sample_calls) + len(backend.choice_calls)
@@ -66,8 +72,10 @@ def test_greedy_samples_one_candidate_per_stage_at_temperature_zero_and_never_ju
 def test_best_of_n_samples_whole_answers_and_judges_once():
     script = {
         Stage.SUMMARY: [
-            " s </SUMMARY>\n\n<CAPTION> two </CAPTION>\n\n<REASONING> r2 </REASONING>\n\n<CONCLUSION> 2 </CONCLUSION>",
-            " s </SUMMARY>\n\n<CAPTION> three </CAPTION>\n\n<REASONING> r3 </REASONING>\n\n<CONCLUSION> 3 </CONCLUSION>",
+            " s </SUMMARY>\n\n<CAPTION> two </CAPTION>\n\n<REASONING> r2 </REASONING>\n\n"
+            "<CONCLUSION> 2 </CONCLUSION>",
+            " s </SUMMARY>\n\n<CAPTION> three </CAPTION>\n\n<REASONING> r3 </REASONING>\n\n"
+            "<CONCLUSION> 3 </CONCLUSION>",
         ]
     }
     backend = ScriptedBackend(script, prefer=prefers_three)
@@ -99,7 +107,9 @@ def test_stage_that_never_closes_is_cut_at_its_limit_and_closed():
     assert reasoning["finish_reason"] == "length" and not reasoning["closed"]
     assert reasoning["problems"] == ["<REASONING> cut at the token limit; closed"]
     assert backend.sample_calls[2][0].max_new_tokens == 5
-    assert backend.sample_calls[3][0].prefix.endswith("<REASONING> it goes on and on </REASONING>\n\n<CONCLUSION>")
+    assert backend.sample_calls[3][0].prefix.endswith(
+        "<REASONING> it goes on and on </REASONING>\n\n<CONCLUSION>"
+    )
     assert state["chosen"]["conclusion"] == "3"
 
 
@@ -152,7 +162,10 @@ def test_async_run_matches_sync_run():
 
 def test_custom_stream_reports_candidates_then_choice_for_each_stage():
     context = SearchContext(backend=ScriptedBackend(SCRIPT), candidates=2, seed=0)
-    events = [e["event"] for e in build_graph().stream({"conversation": CONVERSATION}, context=context, stream_mode="custom")]
+    events = [
+        e["event"]
+        for e in build_graph().stream({"conversation": CONVERSATION}, context=context, stream_mode="custom")
+    ]
     assert events == ["candidates", "chosen"] * 4
 
 
