@@ -84,7 +84,11 @@ def parse_strategy(text: str) -> StrategySpec:
     if text == "greedy":
         return StrategySpec("greedy")
     parts = text.split(":")
-    if len(parts) != 3 or parts[0] not in ("best_of_n", "stage_beam") or parts[1] not in ("pairwise", "likelihood"):
+    if (
+        len(parts) != 3
+        or parts[0] not in ("best_of_n", "stage_beam")
+        or parts[1] not in ("pairwise", "likelihood")
+    ):
         msg = (
             f"Unknown strategy {text!r}. Write 'greedy' or STRATEGY:JUDGE:N with STRATEGY "
             "best_of_n or stage_beam and JUDGE pairwise or likelihood, e.g. stage_beam:pairwise:4."
@@ -146,7 +150,16 @@ class EvalReport:
         from rich.table import Table
 
         table = Table(title=f"{self.questions} {self.split} questions, model {Path(self.model).name}")
-        for column in ("strategy", "accuracy", "well-formed", "pass@N", "judge agreement", "tokens/q", "gen/q", "s/q"):
+        for column in (
+            "strategy",
+            "accuracy",
+            "well-formed",
+            "pass@N",
+            "judge agreement",
+            "tokens/q",
+            "gen/q",
+            "s/q",
+        ):
             table.add_column(column, justify="left" if column == "strategy" else "right")
         for r in self.results:
             agreement = "-" if r.judge_agreement is None else f"{r.judge_agreement:.1%} ({r.judge_decisions})"
@@ -171,8 +184,9 @@ class EvalReport:
         for r in self.results:
             agreement = "-" if r.judge_agreement is None else f"{r.judge_agreement:.1%}"
             lines.append(
-                f"| {r.name} | {r.accuracy:.1%} | {r.well_formed:.1%} | {r.pass_at_n:.1%} | {agreement} | "
-                f"{r.tokens_per_question:,.0f} | {r.generated_per_question:,.0f} | {r.seconds_per_question:.2f} |"
+                f"| {r.name} | {r.accuracy:.1%} | {r.well_formed:.1%} | {r.pass_at_n:.1%} | {agreement} "
+                f"| {r.tokens_per_question:,.0f} | {r.generated_per_question:,.0f} "
+                f"| {r.seconds_per_question:.2f} |"
             )
         return "\n".join(lines)
 
@@ -247,7 +261,9 @@ def _message(example: Example) -> Any:
 
 def _summarize(spec: StrategySpec, records: list[dict[str, Any]]) -> StrategyResult:
     n = len(records)
-    result = StrategyResult(spec.name, spec.strategy, spec.candidates, spec.judge, questions=n, records=records)
+    result = StrategyResult(
+        spec.name, spec.strategy, spec.candidates, spec.judge, questions=n, records=records
+    )
     if not n:
         return result
     result.accuracy = sum(r["correct"] for r in records) / n
@@ -335,7 +351,9 @@ def run_eval(
         from concurrent.futures import ProcessPoolExecutor
 
         pool = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
             initargs=(str(model),),
         )
     elif backend is None:
@@ -437,9 +455,7 @@ def _write_json(
         "split": split,
         "questions": questions,
         "model": model,
-        "results": [
-            {k: v for k, v in asdict(r).items() if keep or k != "records"} for r in results
-        ],
+        "results": [{k: v for k, v in asdict(r).items() if keep or k != "records"} for r in results],
     }
     path.write_text(json.dumps(payload, indent=1, default=str))
     return path
@@ -476,8 +492,14 @@ def plot(report: EvalReport, path: str | Path) -> Path:
         )
         for r in rows:
             if r.strategy != "greedy":
-                ax.annotate(f"N={r.candidates}", (r.tokens_per_question, 100 * r.accuracy),
-                            textcoords="offset points", xytext=(4, 4), fontsize=7, color=colour)
+                ax.annotate(
+                    f"N={r.candidates}",
+                    (r.tokens_per_question, 100 * r.accuracy),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    fontsize=7,
+                    color=colour,
+                )
     ax.set_xscale("log")
     ax.set_xlabel("tokens per question (prompt + generated, log scale)")
     ax.set_ylabel("accuracy (%)")

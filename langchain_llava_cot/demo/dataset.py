@@ -279,9 +279,7 @@ def _find(objects: Sequence[Shape], f: Filter) -> list[Shape]:
     return sorted((o for o in objects if f.matches(o)), key=_cell)
 
 
-def write_stages(
-    spec: Spec, objects: Sequence[Shape], *, error: str | None = None
-) -> dict[Stage, str]:
+def write_stages(spec: Spec, objects: Sequence[Shape], *, error: str | None = None) -> dict[Stage, str]:
     """The four stages answering ``spec`` from ``objects``.
 
     Args:
@@ -586,7 +584,9 @@ def perturb_objects(objects: Sequence[Shape], rng: random.Random) -> tuple[Shape
             victim = rng.choice(touching or objs)
             return tuple(o for o in objs if o is not victim)
         if mistake == "add" and free:
-            new = Shape(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(list(SIZES)), rng.choice(free))
+            new = Shape(
+                rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(list(SIZES)), rng.choice(free)
+            )
             return tuple(sorted([*objs, new], key=_cell))
         if mistake == "move" and free:
             i = rng.randrange(len(objs))

@@ -168,7 +168,9 @@ def _judge_pair(
             wrong_stages = {**example.stages, Stage.CONCLUSION: wrong_stage(example, Stage.CONCLUSION, rng)}
         wrong = render_answer(wrong_stages)
         if wrong == right:
-            wrong = render_answer({**example.stages, Stage.CONCLUSION: wrong_stage(example, Stage.CONCLUSION, rng)})
+            wrong = render_answer(
+                {**example.stages, Stage.CONCLUSION: wrong_stage(example, Stage.CONCLUSION, rng)}
+            )
         return {}, right, wrong
     before = STAGES[: STAGES.index(stage)]
     chosen = {s: example.stages[s] for s in before}
@@ -319,9 +321,7 @@ def train_demo(
     while not done:
         for batch in _batches(sequences, config.tokens_per_batch, rng):
             elapsed = time.perf_counter() - t0
-            progress = max(
-                elapsed / budget if budget else 0.0, step / steps if steps else 0.0
-            )
+            progress = max(elapsed / budget if budget else 0.0, step / steps if steps else 0.0)
             if progress >= 1.0:
                 done = True
                 break

@@ -84,8 +84,17 @@ def test_image_is_a_small_rgb_png() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("3", "3"), ("three", "3"), ("The answer is 3.", "3"), ("Red", "red"), ("circles", "circle"),
-     ("yes", "yes"), ("2 or 3", None), ("", None), ("I cannot tell", None)],
+    [
+        ("3", "3"),
+        ("three", "3"),
+        ("The answer is 3.", "3"),
+        ("Red", "red"),
+        ("circles", "circle"),
+        ("yes", "yes"),
+        ("2 or 3", None),
+        ("", None),
+        ("I cannot tell", None),
+    ],
 )
 def test_normalize_answer(text: str, expected: str | None) -> None:
     assert normalize_answer(text) == expected

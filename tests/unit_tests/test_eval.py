@@ -25,12 +25,26 @@ def test_score_record_of_a_stage_beam_run() -> None:
     wrong = write_stages(example.spec, example.scene.objects, error="count")
     steps = []
     for stage in (Stage.SUMMARY, Stage.CAPTION, Stage.REASONING):
-        steps.append({"stage": stage.value, "span": [stage.value], "winner": 0,
-                      "candidates": [_candidate(stage.value, right[stage]), _candidate(stage.value, right[stage])]})
+        steps.append(
+            {
+                "stage": stage.value,
+                "span": [stage.value],
+                "winner": 0,
+                "candidates": [_candidate(stage.value, right[stage]), _candidate(stage.value, right[stage])],
+            }
+        )
     steps[2]["candidates"][1] = _candidate("reasoning", wrong[Stage.REASONING])
-    steps.append({"stage": "conclusion", "span": ["conclusion"], "winner": 1,
-                  "candidates": [_candidate("conclusion", example.answer),
-                                 _candidate("conclusion", str(int(example.answer) + 1))]})
+    steps.append(
+        {
+            "stage": "conclusion",
+            "span": ["conclusion"],
+            "winner": 1,
+            "candidates": [
+                _candidate("conclusion", example.answer),
+                _candidate("conclusion", str(int(example.answer) + 1)),
+            ],
+        }
+    )
     record = {"steps": steps, "chosen": {s.value: right[s] for s in right}}
     scored = score_record(example, str(int(example.answer) + 1), record)
     assert scored["correct"] is False
@@ -41,9 +55,15 @@ def test_score_record_of_a_stage_beam_run() -> None:
 
 def test_unclosed_winner_is_not_well_formed() -> None:
     example = get_example("test", 0)
-    steps = [{"stage": s.value, "span": [s.value], "winner": 0,
-              "candidates": [_candidate(s.value, t, closed=s is not Stage.CAPTION)]}
-             for s, t in example.stages.items()]
+    steps = [
+        {
+            "stage": s.value,
+            "span": [s.value],
+            "winner": 0,
+            "candidates": [_candidate(s.value, t, closed=s is not Stage.CAPTION)],
+        }
+        for s, t in example.stages.items()
+    ]
     record = {"steps": steps, "chosen": {s.value: t for s, t in example.stages.items()}}
     scored = score_record(example, example.answer, record)
     assert scored["correct"] and scored["pass"] and not scored["well_formed"]
