@@ -3,15 +3,13 @@
 import base64
 import io
 import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from PIL import Image
+from servers import free_port, running_server
 
 ROOT = Path(__file__).parents[2]
 
@@ -23,12 +21,6 @@ OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -50,30 +42,9 @@ def server_url(tmp_path_factory):
         "--port",
         str(port),
     ]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"langgraph dev exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/ok", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"langgraph dev did not answer within 60 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.25)
+    with running_server(command, ready_url=f"{url}/ok", log_path=log, env=env, cwd=ROOT, timeout=60):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def png_base64() -> str:

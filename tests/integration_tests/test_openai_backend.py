@@ -14,17 +14,15 @@ import asyncio
 import base64
 import io
 import os
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from langchain_core.messages import HumanMessage
 from PIL import Image, ImageDraw
+from servers import free_port, running_server
 
 from langchain_llava_cot import ChatLlavaCoT
 from langchain_llava_cot.backends.base import SampleRequest
@@ -60,45 +58,16 @@ QUESTION = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def served(tiny_llava_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """``transformers serve`` pinned to the tiny LLaVA folder; yields (base_url, model)."""
-    port = _free_port()
+    port = free_port()
     cli = Path(sys.executable).with_name("transformers")
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     command = [str(cli), "serve", str(tiny_llava_path), "--host", "127.0.0.1", "--port", str(port)]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"transformers serve exited ({process.returncode}):\n{log_path.read_text()[-3000:]}"
-                )
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"transformers serve not ready in 90 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.25)
+    with running_server(command, ready_url=f"http://127.0.0.1:{port}/health", log_path=log_path, env=env):
         yield f"http://127.0.0.1:{port}/v1", str(tiny_llava_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="session")
