@@ -22,8 +22,22 @@ from rich.status import Status
 __all__ = ["main"]
 
 
+_DELEGATED = {
+    "eval": ("langchain_llava_cot.eval", "measure search strategies on held-out demo questions"),
+    "train-demo": ("langchain_llava_cot.demo.train", "train the demo model from scratch"),
+}
+"""Commands whose own module parses the rest of the command line."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _DELEGATED:
+        import importlib
+
+        module = importlib.import_module(_DELEGATED[argv[0]][0])
+        sys.argv[0] = f"llava-cot {argv[0]}"
+        return int(module.main(argv[1:]) or 0)
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -52,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_search_options(demo)
     demo.add_argument("--json", action="store_true", help="print the whole search record as JSON")
     demo.set_defaults(run=_demo)
+
+    for name, (_, text) in _DELEGATED.items():
+        commands.add_parser(name, help=text, add_help=False)
     return parser
 
 
