@@ -51,13 +51,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import hashlib
 import logging
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from langchain_llava_cot.backends._batching import BatchQueue, Job
+from langchain_llava_cot.backends._prefix_cache import (
+    Layers,
+    PrefixCache,
+    common_length,
+    dynamic_cache,
+    kv_layers,
+    stack_left_padded,
+)
 from langchain_llava_cot.backends._vision_cache import ImageFeatureCache
 from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
 from langchain_llava_cot.conversation import Conversation, to_chat_messages
@@ -86,8 +96,14 @@ class TransformersBackend(VLMBackend):
             always joins the next one).
         max_batch_rows: Most rows (candidates) in one ``generate`` call.
         max_cached_images: Distinct images whose features are kept (0: no cache).
-        share_prefill: Prefill a request's prompt once and copy its KV cache to its
-            ``n`` candidate rows (decoder-only models; Mllama reads every row).
+        share_prefill: Read each prompt once: keep prompts' KV caches (see
+            ``max_cached_prefixes``), read only the tokens a cached prompt lacks, and
+            copy the cache to the ``n`` candidate rows; judge pairs read their shared
+            part once. Decoder-only models with full attention; Mllama (cross-attention)
+            reads whole prompts.
+        max_cached_prefixes: Prompts whose KV caches are kept (LRU; 0 keeps none, so
+            only the rows of one call share a prefill). Each costs
+            ``2 x layers x kv_heads x head_dim x dtype bytes`` per token.
 
     Instantiate:
         ```python
@@ -121,6 +137,7 @@ class TransformersBackend(VLMBackend):
         max_batch_rows: int = 64,
         max_cached_images: int = 64,
         share_prefill: bool = True,
+        max_cached_prefixes: int = 64,
     ) -> None:
         transformers = _import_transformers()
         source = _resolve_source(model)
@@ -134,6 +151,7 @@ class TransformersBackend(VLMBackend):
             "max_batch_rows": max_batch_rows,
             "max_cached_images": max_cached_images,
             "share_prefill": share_prefill,
+            "max_cached_prefixes": max_cached_prefixes,
         }
         self._setup(loaded.to(device), processor, model_name=str(model), **options)
 
@@ -143,8 +161,8 @@ class TransformersBackend(VLMBackend):
     ) -> TransformersBackend:
         """Wrap a model and processor that are already loaded (they are not copied).
 
-        ``options`` are ``batch_window``, ``max_batch_rows``, ``max_cached_images`` and
-        ``share_prefill`` as in the constructor.
+        ``options`` are ``batch_window``, ``max_batch_rows``, ``max_cached_images``,
+        ``share_prefill`` and ``max_cached_prefixes`` as in the constructor.
         """
         backend = cls.__new__(cls)
         backend._setup(model, processor, model_name=model_name or _name_of(model), **options)
@@ -160,6 +178,7 @@ class TransformersBackend(VLMBackend):
         max_batch_rows: int = 64,
         max_cached_images: int = 64,
         share_prefill: bool = True,
+        max_cached_prefixes: int = 64,
     ) -> None:
         if max_batch_rows < 1:
             msg = f"max_batch_rows must be at least 1, got {max_batch_rows}."
@@ -172,16 +191,25 @@ class TransformersBackend(VLMBackend):
         self._processor = processor
         self._tokenizer = processor.tokenizer
         self._max_batch_rows = max_batch_rows
-        self._share_prefill = share_prefill and _is_decoder_only(model)
+        self._share_prefill = share_prefill and _is_decoder_only(model) and _has_plain_kv_cache(model)
+        self._prefixes = PrefixCache(max_entries=max_cached_prefixes)
+        self._image_token_id = _image_token_id(model)
+        self._pad_token_id = (
+            self._tokenizer.pad_token_id
+            if self._tokenizer.pad_token_id is not None
+            else self._tokenizer.eos_token_id
+        )
         self._images = ImageFeatureCache(model, max_images=max_cached_images)
         self.generate_calls = 0
         """``generate`` calls made so far (for tests and benchmarks)."""
         self.forward_calls = 0
         """Plain forward passes (judge choices) made so far."""
+        self.prefill_calls = 0
+        """Forward passes that read a prompt's uncached tokens into the prefix cache."""
         self._queue = BatchQueue(
             _weak_runner(self), window=batch_window, name=f"TransformersBackend({model_name})"
         )
-        self._finalizer = weakref.finalize(self, _shut_down, self._queue, self._images)
+        self._finalizer = weakref.finalize(self, _shut_down, self._queue, self._images, self._prefixes)
         self.model_name = model_name
         if self._tokenizer.padding_side != "left":
             logger.warning(
@@ -201,6 +229,16 @@ class TransformersBackend(VLMBackend):
     def images_encoded(self) -> int:
         """Distinct images encoded into the feature cache so far."""
         return self._images.images_encoded
+
+    @property
+    def prompt_tokens_reused(self) -> int:
+        """Prompt tokens taken from the prefix KV cache instead of being read again."""
+        return self._prefixes.tokens_reused
+
+    @property
+    def prompt_tokens_read(self) -> int:
+        """Prompt tokens read into the prefix KV cache (the rest were reused)."""
+        return self._prefixes.tokens_read
 
     def close(self) -> None:
         """Finish queued work and stop the generation queue's worker thread."""
@@ -277,9 +315,8 @@ class TransformersBackend(VLMBackend):
         first = requests[0]
         settings = self._generation_config(first, max(r.max_new_tokens for r in requests))
         with torch.inference_mode():
-            if len(requests) == 1 and first.n > 1 and self._share_prefill:
-                inputs = self._shared_prefill(first)
-            else:
+            inputs = self._prefilled_inputs(requests) if self._share_prefill else None
+            if inputs is None:
                 inputs = self._encode([(r.conversation, r.prefix) for r in rows])
         prompt_length = inputs["input_ids"].shape[1]
         stops = StoppingCriteriaList([_RowStops(prompt_length, rows, self._decode)])
@@ -300,32 +337,86 @@ class TransformersBackend(VLMBackend):
             start += request.n
         return grouped
 
-    def _shared_prefill(self, request: SampleRequest) -> dict[str, Any]:
-        """Prefill one request's prompt once and copy its KV cache to its ``n`` rows.
+    # -- prompts read once (prefix KV cache) ---------------------------------------
 
-        The prompt (image included) but its last token is run through the model at
-        batch size 1; the cache is then repeated ``n`` times, and ``generate`` starts
-        from it with only the last prompt token left to read. Without this, the ``n``
-        identical rows would each prefill the whole prompt.
+    def _prompt_of(self, conversation: Conversation, text: str) -> _Prompt | None:
+        """A prompt's token ids (processor output), or None if its KV states cannot be reused."""
+        inputs = self._encode([(conversation, text)])
+        ids = inputs.pop("input_ids")[0].tolist()
+        inputs.pop("attention_mask", None)
+        images = [i for i, token in enumerate(ids) if token == self._image_token_id]
+        if conversation.images and not images:
+            return None
+        return _Prompt(conversation, text, ids, _image_key(conversation), tuple(images), inputs)
+
+    def _read_prefix(self, prompt: _Prompt, length: int) -> Layers:
+        """KV states of ``prompt.ids[:length]``, reading only what the prefix cache lacks.
+
+        The longest cached token prefix is reused; the model reads the rest at batch
+        size 1 and the result is cached. A span that would hold only some of the
+        prompt's image tokens starts before the first one, so the images' features are
+        always scattered in one piece.
         """
+        import torch
         from transformers import DynamicCache
 
-        inputs = self._encode([(request.conversation, request.prefix)])
-        input_ids, mask = inputs.pop("input_ids"), inputs.pop("attention_mask")
-        cache = DynamicCache(config=self._model.config)
+        entry, common = self._prefixes.longest(prompt.key, prompt.ids[:length])
+        if prompt.images and prompt.images[-1] >= common:
+            common = min(common, prompt.images[0])
+        if common == length and entry is not None:
+            self._prefixes.tokens_reused += length
+            return entry.layers
+        cache = dynamic_cache(entry.layers, common) if entry is not None and common else DynamicCache()
+        images = prompt.extras(self) if prompt.images and prompt.images[-1] >= common else {}
+        device = self._model.device
+        self.prefill_calls += 1
         self._model(
-            input_ids=input_ids[:, :-1],
-            attention_mask=mask[:, :-1],
+            input_ids=torch.tensor([prompt.ids[common:length]], device=device),
+            attention_mask=torch.ones(1, length, dtype=torch.long, device=device),
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
-            **inputs,
+            **images,
         )
-        cache.batch_repeat_interleave(request.n)
+        layers = kv_layers(cache)
+        if layers is None:
+            name = type(self._model).__name__
+            msg = f"{name} made a KV cache that cannot be reused; pass share_prefill=False."
+            raise RuntimeError(msg)
+        self._prefixes.add(prompt.key, prompt.ids[:length], layers)
+        self._prefixes.tokens_reused += common
+        self._prefixes.tokens_read += length - common
+        return layers
+
+    def _prefilled_inputs(self, requests: list[SampleRequest]) -> dict[str, Any] | None:
+        """``generate`` inputs whose KV cache holds every prompt but its last token.
+
+        Each distinct prompt is read once (:meth:`_read_prefix`); the caches are
+        left-padded to a common length and repeated for each request's ``n`` rows, so
+        ``generate`` has one token per row left to read. None if a prompt cannot be
+        handled this way (the caller then reads whole prompts).
+        """
+        import torch
+
+        prompts = [self._prompt_of(r.conversation, r.prefix) for r in requests]
+        if any(prompt is None for prompt in prompts):
+            return None
+        ready = [prompt for prompt in prompts if prompt is not None]
+        layers = [self._read_prefix(prompt, len(prompt.ids) - 1) for prompt in ready]
+        repeats = [request.n for request in requests]
+        width = max(len(prompt.ids) for prompt in ready)
+        pad = self._pad_token_id
+        input_ids = [[pad] * (width - len(p.ids)) + p.ids for p, n in zip(ready, repeats) for _ in range(n)]
+        mask = [
+            [0] * (width - len(p.ids)) + [1] * len(p.ids) for p, n in zip(ready, repeats) for _ in range(n)
+        ]
+        device = self._model.device
         return {
-            "input_ids": input_ids.repeat(request.n, 1),
-            "attention_mask": mask.repeat(request.n, 1),
-            "past_key_values": cache,
+            "input_ids": torch.tensor(input_ids, device=device),
+            "attention_mask": torch.tensor(mask, device=device),
+            "past_key_values": stack_left_padded(
+                [(rows, len(p.ids) - 1) for rows, p in zip(layers, ready)], repeats
+            ),
         }
 
     def _seeded(self, request: SampleRequest) -> contextlib.AbstractContextManager:
@@ -418,9 +509,78 @@ class TransformersBackend(VLMBackend):
         prompts = [self._prompt(r.conversation, r.prefix) for r in requests]
         splits = [[self._option_tokens(p, o) for o in r.options] for p, r in zip(prompts, requests)]
         self.forward_calls += 1
-        if all(len(tokens) == 1 for options in splits for tokens in options):
+        single = all(len(tokens) == 1 for options in splits for tokens in options)
+        if self._share_prefill:
+            import torch
+
+            with torch.inference_mode():
+                shared = self._choose_from_prefixes(requests, splits, single=single)
+            if shared is not None:
+                return shared
+        if single:
             return self._choose_single_tokens(requests, splits)
         return self._choose_sequences(requests, splits)
+
+    def _choose_from_prefixes(
+        self, requests: Sequence[ChoiceRequest], splits: list, *, single: bool
+    ) -> list[ChoiceResult] | None:
+        """Score the choices reading each shared prompt part once (None: not possible here).
+
+        Rows are the prompts (one-token options: read after the prompt) or prompt +
+        option sequences. Rows with the same images (a knockout round's pairs:
+        image, question and earlier stages in common) share their longest common
+        token prefix, read once through the prefix cache (:meth:`_read_prefix`); one
+        forward pass then reads every row's own remaining tokens, right-padded, over
+        the shared caches left-padded to one length, with explicit positions.
+        """
+        if single:
+            texts = [(r.conversation, r.prefix) for r in requests]
+            needs = [1] * len(requests)
+        else:
+            texts = [(r.conversation, r.prefix + option) for r in requests for option in r.options]
+            needs = [len(tokens) + 1 for options in splits for tokens in options]
+        rows = self._rows_of(texts)
+        shared = _shared_lengths(rows, needs)
+        if shared is None:
+            return None
+        layers = {key: self._read_prefix(rows[first], length) for key, (first, length) in shared.items()}
+        logits = self._read_suffixes(
+            rows, [layers[row.key] for row in rows], [shared[row.key][1] for row in rows]
+        )
+        return _choice_results(splits, rows, logits, [shared[row.key][1] for row in rows], single=single)
+
+    def _rows_of(self, texts: list[tuple[Conversation, str]]) -> list[_Prompt]:
+        """Each (conversation, text) tokenized as in one batch, padding removed."""
+        inputs = self._encode(texts)
+        rows = []
+        for (conversation, text), ids, mask in zip(
+            texts, inputs["input_ids"].tolist(), inputs["attention_mask"].tolist()
+        ):
+            kept = [token for token, keep in zip(ids, mask) if keep]
+            images = tuple(i for i, token in enumerate(kept) if token == self._image_token_id)
+            rows.append(_Prompt(conversation, text, kept, _image_key(conversation), images))
+        return rows
+
+    def _read_suffixes(self, rows: list[_Prompt], layers: list[Layers], starts: list[int]) -> Any:
+        """Logits over each row's tokens after ``starts[row]``, one forward pass (right-padded)."""
+        import torch
+
+        suffixes = [row.ids[start:] for row, start in zip(rows, starts)]
+        width, longest = max(len(s) for s in suffixes), max(starts)
+        device = self._model.device
+        input_ids = [s + [self._pad_token_id] * (width - len(s)) for s in suffixes]
+        mask = [
+            [0] * (longest - start) + [1] * (start + len(s)) + [0] * (width - len(s))
+            for s, start in zip(suffixes, starts)
+        ]
+        positions = [list(range(start, start + width)) for start in starts]
+        return self._model(
+            input_ids=torch.tensor(input_ids, device=device),
+            attention_mask=torch.tensor(mask, device=device),
+            position_ids=torch.tensor(positions, device=device),
+            past_key_values=stack_left_padded(list(zip(layers, starts)), [1] * len(rows)),
+            use_cache=True,
+        ).logits
 
     def _option_tokens(self, prompt: str, option: str) -> list[int]:
         """The tokens ``option`` adds after ``prompt`` when both are tokenized together."""
@@ -694,9 +854,106 @@ def _weak_runner(backend: TransformersBackend) -> Callable[[Sequence[Job]], list
     return run
 
 
-def _shut_down(queue: BatchQueue, images: ImageFeatureCache) -> None:
+def _shut_down(queue: BatchQueue, images: ImageFeatureCache, prefixes: PrefixCache) -> None:
     queue.close()
     images.close()
+    prefixes.clear()
+
+
+@dataclass
+class _Prompt:
+    """One prompt as the model reads it: token ids, image positions and image inputs."""
+
+    conversation: Conversation
+    text: str
+    ids: list[int]
+    key: tuple[bytes, ...]
+    """Digests of the prompt's images: the prefix cache's namespace."""
+    images: tuple[int, ...]
+    """Positions of the image tokens in ``ids``."""
+    inputs: dict[str, Any] | None = None
+    """The processor's image inputs (features or pixels) for this prompt alone."""
+
+    def extras(self, backend: TransformersBackend) -> dict[str, Any]:
+        """The image inputs, made on first use."""
+        if self.inputs is None:
+            inputs = backend._encode([(self.conversation, self.text)])
+            self.inputs = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+        return self.inputs
+
+
+def _choice_results(
+    splits: list, rows: list[_Prompt], logits: Any, starts: list[int], *, single: bool
+) -> list[ChoiceResult]:
+    """Option log-probabilities read from the suffix logits of :meth:`_read_suffixes`."""
+    import torch
+
+    results = []
+    if single:
+        for index, (options, row, start) in enumerate(zip(splits, rows, starts)):
+            last = torch.log_softmax(logits[index, len(row.ids) - start - 1].float(), dim=-1)
+            results.append(
+                ChoiceResult(
+                    logprobs=tuple(float(last[tokens[0]]) for tokens in options), prompt_tokens=len(row.ids)
+                )
+            )
+        return results
+    index = 0
+    for options in splits:
+        scores = []
+        for tokens in options:
+            row, start = rows[index], starts[index]
+            end = len(row.ids) - start  # suffix length; the option is its last len(tokens) tokens
+            picked = torch.log_softmax(logits[index, end - len(tokens) - 1 : end - 1].float(), dim=-1)
+            targets = torch.tensor(row.ids[len(row.ids) - len(tokens) :], device=picked.device)
+            scores.append(float(picked.gather(-1, targets.unsqueeze(-1)).sum()))
+            index += 1
+        prompt_tokens = len(rows[index - len(options)].ids) - len(options[0])
+        results.append(ChoiceResult(logprobs=tuple(scores), prompt_tokens=prompt_tokens))
+    return results
+
+
+def _shared_lengths(rows: list[_Prompt], needs: list[int]) -> dict[tuple, tuple[int, int]] | None:
+    """Per image key: (first row, tokens its rows share), leaving ``needs[row]`` tokens to each.
+
+    None when some group's shared part would not hold all of its image tokens or
+    would be empty (those prompts are read whole instead).
+    """
+    groups: dict[tuple, list[int]] = {}
+    for index, row in enumerate(rows):
+        groups.setdefault(row.key, []).append(index)
+    shared = {}
+    for key, members in groups.items():
+        first = rows[members[0]]
+        length = min(len(rows[i].ids) - needs[i] for i in members)
+        for i in members[1:]:
+            length = min(length, common_length(first.ids, rows[i].ids))
+        if length < 1 or any(row.images and row.images[-1] >= length for row in (rows[i] for i in members)):
+            return None
+        shared[key] = (members[0], length)
+    return shared
+
+
+def _image_key(conversation: Conversation) -> tuple[bytes, ...]:
+    return tuple(hashlib.sha256(image).digest() for image in conversation.images)
+
+
+def _image_token_id(model: Any) -> int | None:
+    config = model.config
+    for name in ("image_token_id", "image_token_index"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _has_plain_kv_cache(model: Any) -> bool:
+    """Whether every layer of the model's ``DynamicCache`` is full attention (croppable by slicing)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    layers = DynamicCache(config=model.config).layers
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
 def _chosen_logprobs(logits: tuple, tokens: Any) -> list[list[float]]:

@@ -1,0 +1,127 @@
+"""TransformersBackend reads each prompt once: the prefix KV cache gives the same answers."""
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from langchain_llava_cot.backends._prefix_cache import PrefixCache  # noqa: E402
+from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest  # noqa: E402
+from langchain_llava_cot.backends.transformers import TransformersBackend  # noqa: E402
+from langchain_llava_cot.conversation import Conversation  # noqa: E402
+from langchain_llava_cot.judges import VERDICT_PREFIX, JudgeTask, pairwise_prompt  # noqa: E402
+from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, render_answer  # noqa: E402
+from tests.integration_tests.test_transformers_backend import BLUE_SQUARE, RED_CIRCLE, TEXT_ONLY  # noqa: E402
+
+
+def _stage_chain(backend: TransformersBackend, conversation: Conversation, n: int = 1) -> list[list[str]]:
+    """Greedy stages one after another, each continuing the previous ones (as the graph does)."""
+    chosen: dict = {}
+    texts = []
+    for stage in STAGES:
+        earlier = render_answer(chosen)
+        prefix = f"{earlier}{STAGE_SEPARATOR}{stage.open_tag}" if earlier else stage.open_tag
+        request = SampleRequest(conversation, prefix=prefix, n=n, max_new_tokens=12, stop=(stage.close_tag,))
+        [samples] = backend.sample([request])
+        texts.append([s.text for s in samples])
+        chosen[stage] = samples[0].text
+    return texts
+
+
+@pytest.mark.parametrize("arch", ["llava", "idefics3"])
+def test_stage_to_stage_cache_gives_the_same_greedy_answers(
+    arch: str, request: pytest.FixtureRequest
+) -> None:
+    path: Path = request.getfixturevalue(f"tiny_{arch}_path")
+    with TransformersBackend(path, share_prefill=False) as plain:
+        expected = [_stage_chain(plain, c, n) for c, n in ((RED_CIRCLE, 1), (BLUE_SQUARE, 3), (TEXT_ONLY, 2))]
+    with TransformersBackend(path) as cached:
+        found = [_stage_chain(cached, c, n) for c, n in ((RED_CIRCLE, 1), (BLUE_SQUARE, 3), (TEXT_ONLY, 2))]
+        assert cached.prompt_tokens_reused > cached.prompt_tokens_read
+    assert found == expected
+
+
+def test_mllama_reads_whole_prompts(tiny_mllama_path: Path) -> None:
+    with TransformersBackend(tiny_mllama_path) as backend:
+        _stage_chain(backend, RED_CIRCLE, n=2)
+        assert backend.prompt_tokens_reused == 0
+        assert backend.prefill_calls == 0
+
+
+def test_logprobs_match_reading_whole_prompts(tiny_llava_path: Path) -> None:
+    sampled = SampleRequest(BLUE_SQUARE, prefix="<SUMMARY>", n=3, temperature=1.0, seed=3, max_new_tokens=10)
+    with TransformersBackend(tiny_llava_path, share_prefill=False) as plain:
+        [expected] = plain.sample([sampled])
+    with TransformersBackend(tiny_llava_path) as cached:
+        cached.sample([SampleRequest(BLUE_SQUARE, prefix="", max_new_tokens=2)])  # a shorter prompt, cached
+        [found] = cached.sample([sampled])
+    assert [s.text for s in found] == [s.text for s in expected]
+    for got, want in zip(found, expected):
+        assert got.prompt_tokens == want.prompt_tokens
+        assert got.token_logprobs == pytest.approx(want.token_logprobs, abs=1e-4)
+
+
+def test_merged_requests_share_prefills_and_match(tiny_llava_path: Path) -> None:
+    requests = [
+        SampleRequest(RED_CIRCLE, prefix="<SUMMARY>", n=2, max_new_tokens=10),
+        SampleRequest(BLUE_SQUARE, prefix="<SUMMARY> It is a square.", n=1, max_new_tokens=10),
+        SampleRequest(TEXT_ONLY, prefix="", n=3, max_new_tokens=10),
+    ]
+    with TransformersBackend(tiny_llava_path, share_prefill=False) as plain:
+        expected = [plain.sample([r])[0] for r in requests]
+    with TransformersBackend(tiny_llava_path) as cached:
+        found = cached.sample(requests)
+        assert cached.generate_calls == 2  # with and without images
+        assert cached.prefill_calls == 3
+    assert [[s.text for s in samples] for samples in found] == [
+        [s.text for s in samples] for samples in expected
+    ]
+
+
+def _judge_round(conversation: Conversation, options: tuple[str, ...]) -> list[ChoiceRequest]:
+    candidates = ("two circles", "a red circle on the left", "nothing", "one circle")
+    task = JudgeTask(
+        conversation=conversation,
+        stage=STAGES[1],
+        chosen={STAGES[0]: "Count the circles."},
+        candidates=candidates,
+    )
+    return [ChoiceRequest(pairwise_prompt(task, a, b), VERDICT_PREFIX, options) for a, b in ((0, 1), (2, 3))]
+
+
+@pytest.mark.parametrize("options", [(" 1", " 2"), (" 1.", " response two")])
+@pytest.mark.parametrize("arch", ["llava", "idefics3", "mllama"])
+def test_judge_pairs_share_their_prompt(arch: str, options: tuple, request: pytest.FixtureRequest) -> None:
+    path: Path = request.getfixturevalue(f"tiny_{arch}_path")
+    rounds = (
+        _judge_round(RED_CIRCLE, options)
+        + _judge_round(BLUE_SQUARE, options)
+        + _judge_round(TEXT_ONLY, options)
+    )
+    with TransformersBackend(path, share_prefill=False) as plain:
+        expected = plain.choose(rounds)
+    with TransformersBackend(path) as cached:
+        found = cached.choose(rounds)
+        again = cached.choose(rounds[:2])
+        if arch != "mllama":
+            assert cached.prefill_calls == 3  # one shared part per picture
+            assert cached.prompt_tokens_reused > 0
+    for got, want in zip(found + again, expected + expected[:2]):
+        assert got.prompt_tokens == want.prompt_tokens
+        assert got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
+
+
+def test_prefix_cache_is_bounded_and_keeps_extensions_once() -> None:
+    cache = PrefixCache(max_entries=2)
+    cache.add("a", (1, 2), ())
+    cache.add("a", (1, 2, 3), ())  # extends (1, 2): replaces it
+    assert len(cache) == 1
+    cache.add("b", (1, 2, 3), ())
+    cache.add("c", (5,), ())
+    assert len(cache) == 2
+    assert cache.longest("a", [1, 2, 3]) == (None, 0)
+    entry, length = cache.longest("b", [1, 2, 4])
+    assert entry is not None and length == 2
+    assert cache.longest("b", [9]) == (None, 0)
