@@ -307,7 +307,12 @@ def main(argv: list[str] | None = None) -> dict:
     rss_before_load = _peak_rss_mib()
     backend = TransformersBackend(path)
     reference_backend = TransformersBackend.from_loaded(
-        backend._model, backend._processor, model_name="reference", batch_window=0.0, max_cached_images=0
+        backend._model,
+        backend._processor,
+        model_name="reference",
+        batch_window=0.0,
+        max_cached_images=0,
+        share_prefill=False,
     )
     parameters = sum(p.numel() for p in backend._model.parameters())
     rss_loaded = _peak_rss_mib()

@@ -16,9 +16,8 @@ reuse one:
    prefix with the new ids. Token ids are compared, not text: BPE can merge
    characters across the join of a cached prompt and its continuation differently,
    so the match simply stops at the first token that differs;
-2. :func:`dynamic_cache` builds a fresh ``DynamicCache`` from the first ``length``
-   positions of that entry (slices, never modifying the stored tensors; ``generate``
-   and ``forward`` replace a layer's tensors by concatenation, never in place);
+2. :func:`dynamic_cache` builds a fresh cache from the first ``length`` positions of
+   that entry (a copy: the stored tensors are never written to);
 3. the caller runs the model over the remaining tokens only and stores the result
    with :meth:`PrefixCache.add`. An entry that a newer one extends is replaced by
    it, so a request's chain of stages holds one entry, not one per stage.
@@ -28,7 +27,8 @@ cache: each row is left-padded with zeros to the longest (the attention mask hid
 padding) and repeated for its candidate rows. Its positions stay 0..length-1, which is
 what ``generate`` computes from a left-padded attention mask.
 
-Only caches made of plain ``DynamicLayer`` layers (full attention) are handled;
+The caches built here grow into spare room instead of concatenating at every step
+(:func:`growing_layer`). Only caches made of plain ``DynamicLayer`` layers (full attention) are handled;
 :func:`kv_layers` returns ``None`` for others (sliding windows, linear attention),
 and the backend then reads whole prompts as before.
 
@@ -41,12 +41,22 @@ and the backend then reads whole prompts as before.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["KVPrefix", "PrefixCache", "common_length", "dynamic_cache", "kv_layers", "stack_left_padded"]
+__all__ = [
+    "KVPrefix",
+    "PrefixCache",
+    "common_length",
+    "dynamic_cache",
+    "growing_cache",
+    "growing_layer",
+    "kv_layers",
+    "stack_left_padded",
+]
 
 Layers = tuple[tuple[Any, Any], ...]
 """Per layer, the (keys, values) tensors, each ``[1, heads, length, head_dim]``."""
@@ -127,17 +137,79 @@ def kv_layers(cache: Any) -> Layers | None:
     """The (keys, values) of every layer of a ``DynamicCache``; None if not all full-attention."""
     from transformers.cache_utils import DynamicLayer
 
+    plain = (DynamicLayer, growing_layer())
     layers = getattr(cache, "layers", None)
-    if not layers or any(type(layer) is not DynamicLayer or not layer.is_initialized for layer in layers):
+    if not layers or any(type(layer) not in plain or not layer.is_initialized for layer in layers):
         return None
     return tuple((layer.keys, layer.values) for layer in layers)
 
 
 def dynamic_cache(layers: Layers, length: int) -> Any:
     """A new ``DynamicCache`` holding the first ``length`` positions of ``layers``."""
+    return growing_cache([(keys[:, :, :length], values[:, :, :length]) for keys, values in layers])
+
+
+def growing_cache(states: Sequence[tuple[Any, Any]] = ()) -> Any:
+    """A ``DynamicCache`` of layers that grow into spare room (:func:`growing_layer`), holding ``states``."""
     from transformers import DynamicCache
 
-    return DynamicCache([(keys[:, :, :length], values[:, :, :length]) for keys, values in layers])
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = growing_layer()
+    for index, (keys, values) in enumerate(states):
+        cache.update(keys, values, index)
+    return cache
+
+
+@functools.cache
+def growing_layer() -> type:
+    """A ``DynamicLayer`` that writes new states into spare room instead of concatenating.
+
+    ``DynamicLayer.update`` concatenates, copying the whole cache at every decoding
+    step: with many rows and long prompts that copy costs as much as the model. This
+    layer keeps a buffer with room to spare (a quarter more, at least 64 positions);
+    its ``keys``/``values`` are views of the buffer's first positions, and an update
+    writes after them. Positions once written are never overwritten (views of them
+    may be held by the prefix cache): after a crop or a batch change, or when the
+    room runs out, the next update copies into a new buffer.
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        _buffers: tuple[Any, Any] | None = None
+        _written = 0
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            length, new = self.get_seq_length(), key_states.shape[-2]
+            if not self._can_append(key_states, length, new):
+                self._reallocate(key_states, length + new)
+            keys, values = self._buffers
+            keys[:, :, length : length + new] = key_states
+            values[:, :, length : length + new] = value_states
+            self._written = length + new
+            self.keys, self.values = keys[:, :, : length + new], values[:, :, : length + new]
+            return self.keys, self.values
+
+        def _can_append(self, key_states: Any, length: int, new: int) -> bool:
+            if self._buffers is None or length != self._written:
+                return False
+            keys = self._buffers[0]
+            same = length == 0 or self.keys.data_ptr() == keys.data_ptr()
+            return same and keys.shape[0] == key_states.shape[0] and length + new <= keys.shape[2]
+
+        def _reallocate(self, key_states: Any, needed: int) -> None:
+            length = self.get_seq_length()
+            shape = (*key_states.shape[:2], needed + max(64, needed // 4), key_states.shape[-1])
+            keys = key_states.new_empty(shape)
+            values = key_states.new_empty(shape)
+            if length:
+                keys[:, :, :length] = self.keys
+                values[:, :, :length] = self.values
+            self._buffers = (keys, values)
+            self._written = length
+
+    return GrowingLayer
 
 
 def stack_left_padded(prefixes: Sequence[tuple[Layers, int]], repeats: Sequence[int]) -> Any:
@@ -147,7 +219,6 @@ def stack_left_padded(prefixes: Sequence[tuple[Layers, int]], repeats: Sequence[
     padded positions hold zeros; the caller's attention mask must mark them as padding.
     """
     import torch
-    from transformers import DynamicCache
 
     longest = max(length for _, length in prefixes)
     stacked = []
@@ -162,4 +233,4 @@ def stack_left_padded(prefixes: Sequence[tuple[Layers, int]], repeats: Sequence[
                     part = torch.cat([zeros, part], dim=2)
                 out.append(part.expand(count, -1, -1, -1))
         stacked.append((torch.cat(keys, dim=0), torch.cat(values, dim=0)))
-    return DynamicCache(stacked)
+    return growing_cache(stacked)

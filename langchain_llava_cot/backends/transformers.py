@@ -22,16 +22,27 @@ Data flow of :meth:`TransformersBackend.sample`:
    scores.
 
 :meth:`TransformersBackend.choose` reads each option's log-probability after the
-prompt from one batched forward pass; options that are not a single token (in
-context) are scored by a batched forward pass over prompt + option sequences.
+prompt from one batched forward pass (over the prompts' uncached tokens); options
+that are not a single token (in context) are scored by a batched forward pass over
+prompt + option sequences.
 
 Stage tags: the tiny models of :mod:`langchain_llava_cot.model_builders` have each tag as
 one non-special token, and real LLaVA-CoT writes them as ordinary text. Decoding here
 uses ``skip_special_tokens=True``, so tags stay in the text and chat tokens
 (``<|eot_id|>``, padding) do not: stop strings must be plain text, not special tokens.
 
-A request's ``n`` candidates share one prefill: its prompt is read once at batch
-size 1 and the KV cache is copied to the ``n`` rows (:meth:`_shared_prefill`).
+Each prompt is read once (decoder-only models with full attention; Mllama's
+cross-attention reads whole prompts): a
+:class:`~langchain_llava_cot.backends._prefix_cache.PrefixCache` keeps the KV states of
+prompts already read, keyed by their images and token ids. A new prompt (the next
+stage's prefix: image + question + chosen stages + opening tag) reuses the longest
+common token prefix of a cached one and the model reads only the rest, at batch
+size 1 (:meth:`_read_prefix`); the caches of a ``generate`` call's prompts are then
+left-padded to one length and repeated for each request's ``n`` rows
+(:meth:`_prefilled_inputs`), so merged cross-request batches share prefills too.
+``choose`` does the same for a judge round: the pair prompts with the same images
+share a token prefix (image, question, earlier stages), read once; one forward pass
+then reads each pair's own remaining tokens (:meth:`_choose_from_prefixes`).
 
 Images are encoded once: :class:`~langchain_llava_cot.backends._vision_cache.ImageFeatureCache`
 keeps each distinct picture's features (LRU, keyed by content) and hands them to
@@ -65,6 +76,7 @@ from langchain_llava_cot.backends._prefix_cache import (
     PrefixCache,
     common_length,
     dynamic_cache,
+    growing_cache,
     kv_layers,
     stack_left_padded,
 )
@@ -358,7 +370,6 @@ class TransformersBackend(VLMBackend):
         always scattered in one piece.
         """
         import torch
-        from transformers import DynamicCache
 
         entry, common = self._prefixes.longest(prompt.key, prompt.ids[:length])
         if prompt.images and prompt.images[-1] >= common:
@@ -366,7 +377,7 @@ class TransformersBackend(VLMBackend):
         if common == length and entry is not None:
             self._prefixes.tokens_reused += length
             return entry.layers
-        cache = dynamic_cache(entry.layers, common) if entry is not None and common else DynamicCache()
+        cache = dynamic_cache(entry.layers, common) if entry is not None and common else growing_cache()
         images = prompt.extras(self) if prompt.images and prompt.images[-1] >= common else {}
         device = self._model.device
         self.prefill_calls += 1
@@ -543,11 +554,28 @@ class TransformersBackend(VLMBackend):
         shared = _shared_lengths(rows, needs)
         if shared is None:
             return None
-        layers = {key: self._read_prefix(rows[first], length) for key, (first, length) in shared.items()}
-        logits = self._read_suffixes(
-            rows, [layers[row.key] for row in rows], [shared[row.key][1] for row in rows]
-        )
-        return _choice_results(splits, rows, logits, [shared[row.key][1] for row in rows], single=single)
+        lengths = {
+            key: self._worth_reading(rows[first], length, size)
+            for key, (first, length, size) in shared.items()
+        }
+        layers = {key: self._read_prefix(rows[shared[key][0]], length) for key, length in lengths.items()}
+        starts = [lengths[row.key] for row in rows]
+        logits = self._read_suffixes(rows, [layers[row.key] for row in rows], starts)
+        return _choice_results(splits, rows, logits, starts, single=single)
+
+    def _worth_reading(self, row: _Prompt, length: int, size: int) -> int:
+        """How much of a group's shared prefix to read apart from the batched pass.
+
+        A prefix shared by several rows is read once (all of it); a lone row (the
+        last knockout round) takes only what the prefix cache already holds, as long
+        as that covers its images, and reads the rest in the batched pass.
+        """
+        if size > 1:
+            return length
+        entry, common = self._prefixes.longest(row.key, row.ids[:length])
+        if entry is None or (row.images and row.images[-1] >= common):
+            return length
+        return common
 
     def _rows_of(self, texts: list[tuple[Conversation, str]]) -> list[_Prompt]:
         """Each (conversation, text) tokenized as in one batch, padding removed."""
@@ -913,8 +941,8 @@ def _choice_results(
     return results
 
 
-def _shared_lengths(rows: list[_Prompt], needs: list[int]) -> dict[tuple, tuple[int, int]] | None:
-    """Per image key: (first row, tokens its rows share), leaving ``needs[row]`` tokens to each.
+def _shared_lengths(rows: list[_Prompt], needs: list[int]) -> dict[tuple, tuple[int, int, int]] | None:
+    """Per image key: (first row, tokens its rows share, rows), leaving ``needs[row]`` tokens to each.
 
     None when some group's shared part would not hold all of its image tokens or
     would be empty (those prompts are read whole instead).
@@ -930,7 +958,7 @@ def _shared_lengths(rows: list[_Prompt], needs: list[int]) -> dict[tuple, tuple[
             length = min(length, common_length(first.ids, rows[i].ids))
         if length < 1 or any(row.images and row.images[-1] >= length for row in (rows[i] for i in members)):
             return None
-        shared[key] = (members[0], length)
+        shared[key] = (members[0], length, len(members))
     return shared
 
 
