@@ -11,9 +11,11 @@ and beam write comparable lengths):
 - ``greedy``: ``ChatLlavaCoT(strategy="greedy")``, one candidate per stage, no judge;
 - ``stage_beam``: ``ChatLlavaCoT(strategy="stage_beam", candidates=N)``, this
   project's engine: N candidates per stage in one ``generate`` call, the pairwise
-  judge in ceil(log2 N) batched forward passes, image features cached;
+  judge in ceil(log2 N) batched forward passes, image features cached, each prompt
+  read once (the prefix KV cache carries from stage to stage and into the judge);
 - ``reference``: the official scripts' procedure rebuilt from the same backend's
-  primitives at batch size 1, with no image cache: per stage, N candidates sampled
+  primitives at batch size 1, with no image cache and no prefix cache (every call
+  reads its whole prompt): per stage, N candidates sampled
   one at a time, then a random knockout of N-1 sequential comparisons, each a
   *generated* verdict (up to ``--verdict-tokens`` tokens) that is parsed.
 
@@ -268,6 +270,7 @@ def machine() -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "cuda": torch.cuda.is_available(),
+        "load_average_at_start": os.getloadavg(),
     }
 
 
@@ -329,6 +332,12 @@ def main(argv: list[str] | None = None) -> dict:
         "peak_rss_mib_before_load": rss_before_load,
         "cached_images": len(backend._images),
     }
+    results["machine"]["load_average_at_end"] = os.getloadavg()
+    results["prefix_cache"] = {
+        "prompt_tokens_read": backend.prompt_tokens_read,
+        "prompt_tokens_reused": backend.prompt_tokens_reused,
+        "prefill_calls": backend.prefill_calls,
+    }
     reference_backend.close()
     backend.close()
     print(report(results))
@@ -346,6 +355,10 @@ def report(results: dict) -> str:
     lines = [
         f"machine: {m['platform']}, {m['cpu_count']} CPUs (torch threads {m['torch_threads']}), "
         f"torch {m['torch']}, transformers {m['transformers']}, cuda={m['cuda']}",
+        "load average (1/5/15 min) at start "
+        + "/".join(f"{x:.2f}" for x in m["load_average_at_start"])
+        + ", at end "
+        + "/".join(f"{x:.2f}" for x in m["load_average_at_end"]),
         f"model: {model['path']} ({model['source']}, {model['parameters']:,} parameters)",
         f"settings: N={s['candidates']}, {s['stage_tokens']} tokens per stage, "
         f"{s['verdict_tokens']}-token reference verdicts, {s['repeats']} interleaved repeats (medians)",
@@ -367,6 +380,11 @@ def report(results: dict) -> str:
             f"{entry['answers_per_second']:.2f} answers/s ({entry['speedup_over_first']:.2f}x), "
             f"{entry['generate_calls']} generate calls in {entry['queue_batches']} queue batches"
         )
+    cache = results["prefix_cache"]
+    lines.append(
+        f"prefix KV cache (whole run): {cache['prompt_tokens_reused']:,} prompt tokens reused, "
+        f"{cache['prompt_tokens_read']:,} read in {cache['prefill_calls']} prefill calls"
+    )
     mem = results["memory"]
     lines.append(
         f"peak RSS: {mem['peak_rss_mib']:.0f} MiB "

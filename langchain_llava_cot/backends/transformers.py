@@ -351,16 +351,6 @@ class TransformersBackend(VLMBackend):
 
     # -- prompts read once (prefix KV cache) ---------------------------------------
 
-    def _prompt_of(self, conversation: Conversation, text: str) -> _Prompt | None:
-        """A prompt's token ids (processor output), or None if its KV states cannot be reused."""
-        inputs = self._encode([(conversation, text)])
-        ids = inputs.pop("input_ids")[0].tolist()
-        inputs.pop("attention_mask", None)
-        images = [i for i, token in enumerate(ids) if token == self._image_token_id]
-        if conversation.images and not images:
-            return None
-        return _Prompt(conversation, text, ids, _image_key(conversation), tuple(images), inputs)
-
     def _read_prefix(self, prompt: _Prompt, length: int) -> Layers:
         """KV states of ``prompt.ids[:length]``, reading only what the prefix cache lacks.
 
@@ -409,10 +399,9 @@ class TransformersBackend(VLMBackend):
         """
         import torch
 
-        prompts = [self._prompt_of(r.conversation, r.prefix) for r in requests]
-        if any(prompt is None for prompt in prompts):
+        ready = self._rows_of([(r.conversation, r.prefix) for r in requests])
+        if any(prompt.conversation.images and not prompt.images for prompt in ready):
             return None
-        ready = [prompt for prompt in prompts if prompt is not None]
         layers = [self._read_prefix(prompt, len(prompt.ids) - 1) for prompt in ready]
         repeats = [request.n for request in requests]
         width = max(len(prompt.ids) for prompt in ready)
@@ -578,7 +567,10 @@ class TransformersBackend(VLMBackend):
         return common
 
     def _rows_of(self, texts: list[tuple[Conversation, str]]) -> list[_Prompt]:
-        """Each (conversation, text) tokenized as in one batch, padding removed."""
+        """Each (conversation, text) tokenized in one processor call, padding removed.
+
+        Image inputs are made again for one prompt alone if it is read (``_Prompt.extras``).
+        """
         inputs = self._encode(texts)
         rows = []
         for (conversation, text), ids, mask in zip(
