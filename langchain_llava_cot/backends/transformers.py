@@ -72,6 +72,7 @@ from typing import Any
 
 from langchain_llava_cot.backends._batching import BatchQueue, Job
 from langchain_llava_cot.backends._prefix_cache import (
+    KVPrefix,
     Layers,
     PrefixCache,
     common_length,
@@ -351,19 +352,67 @@ class TransformersBackend(VLMBackend):
 
     # -- prompts read once (prefix KV cache) ---------------------------------------
 
-    def _read_prefix(self, prompt: _Prompt, length: int) -> Layers:
-        """KV states of ``prompt.ids[:length]``, reading only what the prefix cache lacks.
+    def _cached_part(self, prompt: _Prompt, length: int) -> tuple[KVPrefix | None, int]:
+        """The cached entry to continue ``prompt.ids[:length]`` from, and how many tokens it gives.
 
-        The longest cached token prefix is reused; the model reads the rest at batch
-        size 1 and the result is cached. A span that would hold only some of the
-        prompt's image tokens starts before the first one, so the images' features are
-        always scattered in one piece.
+        A span that would hold only some of the prompt's image tokens starts before
+        the first one, so the images' features are always scattered in one piece.
         """
-        import torch
-
         entry, common = self._prefixes.longest(prompt.key, prompt.ids[:length])
         if prompt.images and prompt.images[-1] >= common:
             common = min(common, prompt.images[0])
+        return entry, common
+
+    def _read_prefixes(self, prompts: list[_Prompt], lengths: list[int]) -> list[Layers]:
+        """KV states of each ``prompts[i].ids[:lengths[i]]``; the uncached tails read together.
+
+        Prompts fully cached cost nothing. Tails that continue a cached prefix (the
+        next stage's prefix, a judge round's shared part) are read in one batched
+        forward pass (:meth:`_read_tails`), and each row's states are cut out of the
+        batch and cached. A prompt with nothing cached or with image tokens in its
+        tail (a request's first call) is read alone (:meth:`_read_prefix`).
+        """
+        found: list[Layers | None] = [None] * len(prompts)
+        batch = []
+        for index, (prompt, length) in enumerate(zip(prompts, lengths)):
+            entry, common = self._cached_part(prompt, length)
+            if entry is not None and common == length:
+                self._prefixes.tokens_reused += length
+                found[index] = entry.layers
+            elif entry is None or not common or (prompt.images and prompt.images[-1] >= common):
+                found[index] = self._read_prefix(prompt, length)
+            else:
+                batch.append((index, entry, common))
+        if len(batch) == 1:
+            index = batch[0][0]
+            found[index] = self._read_prefix(prompts[index], lengths[index])
+        elif batch:
+            starts = [common for _, _, common in batch]
+            tails = [prompts[i].ids[common : lengths[i]] for i, _, common in batch]
+            self.prefill_calls += 1
+            _, cache = self._read_tails(tails, [entry.layers for _, entry, _ in batch], starts, logits=False)
+            states = kv_layers(cache) or ()
+            longest = max(starts)
+            for row, ((index, _, common), tail) in enumerate(zip(batch, tails)):
+                cut = slice(longest - common, longest + len(tail))
+                layers = tuple(
+                    (k[row : row + 1, :, cut].clone(), v[row : row + 1, :, cut].clone()) for k, v in states
+                )
+                self._prefixes.add(prompts[index].key, prompts[index].ids[: lengths[index]], layers)
+                self._prefixes.tokens_reused += common
+                self._prefixes.tokens_read += len(tail)
+                found[index] = layers
+        return [layers for layers in found if layers is not None]
+
+    def _read_prefix(self, prompt: _Prompt, length: int) -> Layers:
+        """KV states of ``prompt.ids[:length]``, reading only what the prefix cache lacks.
+
+        The longest cached token prefix is reused (:meth:`_cached_part`); the model
+        reads the rest at batch size 1 and the result is cached.
+        """
+        import torch
+
+        entry, common = self._cached_part(prompt, length)
         if common == length and entry is not None:
             self._prefixes.tokens_reused += length
             return entry.layers
@@ -402,7 +451,7 @@ class TransformersBackend(VLMBackend):
         ready = self._rows_of([(r.conversation, r.prefix) for r in requests])
         if any(prompt.conversation.images and not prompt.images for prompt in ready):
             return None
-        layers = [self._read_prefix(prompt, len(prompt.ids) - 1) for prompt in ready]
+        layers = self._read_prefixes(ready, [len(prompt.ids) - 1 for prompt in ready])
         repeats = [request.n for request in requests]
         width = max(len(prompt.ids) for prompt in ready)
         pad = self._pad_token_id
@@ -547,9 +596,13 @@ class TransformersBackend(VLMBackend):
             key: self._worth_reading(rows[first], length, size)
             for key, (first, length, size) in shared.items()
         }
-        layers = {key: self._read_prefix(rows[shared[key][0]], length) for key, length in lengths.items()}
+        keys = list(lengths)
+        read = self._read_prefixes([rows[shared[key][0]] for key in keys], [lengths[key] for key in keys])
+        layers = dict(zip(keys, read))
         starts = [lengths[row.key] for row in rows]
-        logits = self._read_suffixes(rows, [layers[row.key] for row in rows], starts)
+        tails = [row.ids[start:] for row, start in zip(rows, starts)]
+        output, _ = self._read_tails(tails, [layers[row.key] for row in rows], starts, logits=True)
+        logits = output.logits
         return _choice_results(splits, rows, logits, starts, single=single)
 
     def _worth_reading(self, row: _Prompt, length: int, size: int) -> int:
@@ -581,26 +634,36 @@ class TransformersBackend(VLMBackend):
             rows.append(_Prompt(conversation, text, kept, _image_key(conversation), images))
         return rows
 
-    def _read_suffixes(self, rows: list[_Prompt], layers: list[Layers], starts: list[int]) -> Any:
-        """Logits over each row's tokens after ``starts[row]``, one forward pass (right-padded)."""
+    def _read_tails(
+        self, tails: list[list[int]], layers: list[Layers], starts: list[int], *, logits: bool
+    ) -> Any:
+        """One forward pass over each row's ``tails[row]``, continuing its cached ``starts[row]`` tokens.
+
+        The cached parts are left-padded to one length and the tails right-padded;
+        positions are given explicitly, so each row reads as if alone. Returns the
+        model's output (``logits`` for every tail position, else only the last) and
+        the batch cache.
+        """
         import torch
 
-        suffixes = [row.ids[start:] for row, start in zip(rows, starts)]
-        width, longest = max(len(s) for s in suffixes), max(starts)
+        width, longest = max(len(t) for t in tails), max(starts)
         device = self._model.device
-        input_ids = [s + [self._pad_token_id] * (width - len(s)) for s in suffixes]
+        input_ids = [t + [self._pad_token_id] * (width - len(t)) for t in tails]
         mask = [
-            [0] * (longest - start) + [1] * (start + len(s)) + [0] * (width - len(s))
-            for s, start in zip(suffixes, starts)
+            [0] * (longest - start) + [1] * (start + len(t)) + [0] * (width - len(t))
+            for t, start in zip(tails, starts)
         ]
         positions = [list(range(start, start + width)) for start in starts]
-        return self._model(
+        cache = stack_left_padded(list(zip(layers, starts)), [1] * len(tails))
+        output = self._model(
             input_ids=torch.tensor(input_ids, device=device),
             attention_mask=torch.tensor(mask, device=device),
             position_ids=torch.tensor(positions, device=device),
-            past_key_values=stack_left_padded(list(zip(layers, starts)), [1] * len(rows)),
+            past_key_values=cache,
             use_cache=True,
-        ).logits
+            logits_to_keep=0 if logits else 1,
+        )
+        return output, cache
 
     def _option_tokens(self, prompt: str, option: str) -> list[int]:
         """The tokens ``option`` adds after ``prompt`` when both are tokenized together."""
@@ -905,7 +968,7 @@ class _Prompt:
 def _choice_results(
     splits: list, rows: list[_Prompt], logits: Any, starts: list[int], *, single: bool
 ) -> list[ChoiceResult]:
-    """Option log-probabilities read from the suffix logits of :meth:`_read_suffixes`."""
+    """Option log-probabilities read from the tail logits of :meth:`TransformersBackend._read_tails`."""
     import torch
 
     results = []

@@ -124,3 +124,24 @@ def test_prefix_cache_is_bounded_and_keeps_extensions_once() -> None:
     entry, length = cache.longest("b", [1, 2, 4])
     assert entry is not None and length == 2
     assert cache.longest("b", [9]) == (None, 0)
+
+
+@pytest.mark.parametrize("arch", ["llava", "idefics3"])
+def test_merged_stages_read_their_new_tokens_together(arch: str, request: pytest.FixtureRequest) -> None:
+    path: Path = request.getfixturevalue(f"tiny_{arch}_path")
+    conversations = (RED_CIRCLE, BLUE_SQUARE)
+    prefixes = ("<SUMMARY>", "<SUMMARY> Count them. </SUMMARY>\n\n<CAPTION>")
+
+    def stages(backend: TransformersBackend, merged: bool) -> list:
+        found = []
+        for prefix in prefixes:
+            requests = [SampleRequest(c, prefix=prefix, n=2, max_new_tokens=8) for c in conversations]
+            results = backend.sample(requests) if merged else [backend.sample([r])[0] for r in requests]
+            found.append([[s.text for s in samples] for samples in results])
+        return found
+
+    with TransformersBackend(path, share_prefill=False) as plain:
+        expected = stages(plain, merged=False)
+    with TransformersBackend(path) as cached:
+        assert stages(cached, merged=True) == expected
+        assert cached.prefill_calls == 3  # each prompt alone, then both new stages in one pass
