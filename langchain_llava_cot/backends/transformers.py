@@ -578,7 +578,7 @@ class TransformersBackend(VLMBackend):
         Rows are the prompts (one-token options: read after the prompt) or prompt +
         option sequences. Rows with the same images (a knockout round's pairs:
         image, question and earlier stages in common) share their longest common
-        token prefix, read once through the prefix cache (:meth:`_read_prefix`); one
+        token prefix, read once through the prefix cache (:meth:`_read_prefixes`); one
         forward pass then reads every row's own remaining tokens, right-padded, over
         the shared caches left-padded to one length, with explicit positions.
         """
