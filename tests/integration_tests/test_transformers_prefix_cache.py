@@ -145,3 +145,21 @@ def test_merged_stages_read_their_new_tokens_together(arch: str, request: pytest
     with TransformersBackend(path) as cached:
         assert stages(cached, merged=True) == expected
         assert cached.prefill_calls == 3  # each prompt alone, then both new stages in one pass
+
+
+def test_growing_cache_appends_in_place_and_never_overwrites() -> None:
+    import torch
+
+    from langchain_llava_cot.backends._prefix_cache import growing_cache
+
+    ones = torch.ones(1, 2, 3, 4)
+    cache = growing_cache([(ones, ones)])
+    layer = cache.layers[0]
+    held = layer.keys
+    keys, _ = cache.update(torch.full((1, 2, 1, 4), 2.0), torch.full((1, 2, 1, 4), 2.0), 0)
+    assert keys.shape[2] == 4 and keys.data_ptr() == held.data_ptr()  # written into spare room
+    layer.crop(-2)  # back to 2 positions: the next update must not overwrite positions 2 and 3
+    cache.update(torch.full((1, 2, 1, 4), 5.0), torch.full((1, 2, 1, 4), 5.0), 0)
+    assert torch.equal(keys[:, :, 3], torch.full((1, 2, 4), 2.0))
+    assert torch.equal(held, ones)
+    assert layer.keys.shape[2] == 3 and float(layer.keys[0, 0, 2, 0]) == 5.0
