@@ -505,6 +505,9 @@ _SUPPORTED_BLOCKS = (
 )
 
 
+_SKIPPED_BLOCKS = ("reasoning", "thinking", "tool_use", "tool_call", "tool_call_chunk", "invalid_tool_call")
+
+
 def _split_content(content: Any, allow_local: bool, max_pixels: int) -> tuple[str, list[bytes]]:
     """Split message content into its text and its images."""
     if isinstance(content, str):
@@ -521,8 +524,8 @@ def _split_content(content: Any, allow_local: bool, max_pixels: int) -> tuple[st
         kind = block.get("type")
         if kind == "text":
             texts.append(block.get("text", ""))
-        elif kind in ("reasoning", "thinking"):
-            continue
+        elif kind in _SKIPPED_BLOCKS:
+            continue  # reasoning is not re-read; tool calls come from message.tool_calls
         elif kind in ("image", "image_url"):
             source = _image_source(block)
             images.append(read_image_bytes(source, allow_local_paths=allow_local, max_pixels=max_pixels))
