@@ -17,6 +17,8 @@ What the columns mean (``N`` is the strategy's number of candidates):
   judge picking among N samples); for ``stage_beam`` any of the N conclusions written
   after the chosen reasoning (the ceiling of the last judge decision only; earlier
   mistakes are already fixed in the prefix); for ``greedy`` the answer itself.
+  About a third of the test questions are yes/no, where two samples that disagree
+  already reach pass@2, so pass@N is an optimistic ceiling there.
 - **judge agreement**: over the steps whose candidates were mixed (some right, some
   wrong by the stage's oracle), how often the winner was a right one. Stage oracles:
   summary = the reference summary; caption = lists exactly the scene's objects;
