@@ -4,22 +4,18 @@ import base64
 import json
 
 import pytest
+from langchain_core.messages import HumanMessage
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
-
-from langchain_core.messages import HumanMessage  # noqa: E402
-
-from langchain_llava_cot import ChatLlavaCoT  # noqa: E402
-from langchain_llava_cot.demo import (  # noqa: E402
+from langchain_llava_cot import ChatLlavaCoT
+from langchain_llava_cot.demo import (
     DEMO_ANSWER,
     DEMO_MODEL_PATH,
     DEMO_QUESTION,
     demo_image_path,
 )
-from langchain_llava_cot.demo.dataset import SPLITS, examples, get_example, is_correct  # noqa: E402
-from langchain_llava_cot.eval import run_eval  # noqa: E402
-from langchain_llava_cot.stages import parse_answer  # noqa: E402
+from langchain_llava_cot.demo.dataset import SPLITS, examples, get_example, is_correct
+from langchain_llava_cot.eval import run_eval
+from langchain_llava_cot.stages import parse_answer
 
 
 @pytest.fixture(scope="module")

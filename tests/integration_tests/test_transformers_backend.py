@@ -7,18 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
+from PIL import Image, ImageDraw
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
-
-import torch  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
-from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: E402
-
-from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest  # noqa: E402
-from langchain_llava_cot.backends.transformers import TransformersBackend  # noqa: E402
-from langchain_llava_cot.conversation import Conversation, Turn, to_chat_messages  # noqa: E402
-from langchain_llava_cot.images import decode_image  # noqa: E402
+from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest
+from langchain_llava_cot.backends.transformers import TransformersBackend
+from langchain_llava_cot.conversation import Conversation, Turn, to_chat_messages
+from langchain_llava_cot.images import decode_image
 
 
 def _png(colour: str, shape: str = "circle", size: tuple[int, int] = (80, 60)) -> bytes:

@@ -5,14 +5,11 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
-
-from langchain_llava_cot.backends._batching import BatchQueue  # noqa: E402
-from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest  # noqa: E402
-from langchain_llava_cot.backends.transformers import TransformersBackend  # noqa: E402
-from langchain_llava_cot.conversation import Conversation, Turn  # noqa: E402
-from tests.integration_tests.test_transformers_backend import BLUE_SQUARE, RED_CIRCLE, TEXT_ONLY  # noqa: E402
+from langchain_llava_cot.backends._batching import BatchQueue
+from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest
+from langchain_llava_cot.backends.transformers import TransformersBackend
+from langchain_llava_cot.conversation import Conversation, Turn
+from tests.integration_tests.test_transformers_backend import BLUE_SQUARE, RED_CIRCLE, TEXT_ONLY
 
 
 def _texts(results) -> list[list[str]]:

@@ -4,16 +4,13 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
-
-from langchain_llava_cot.backends._prefix_cache import PrefixCache  # noqa: E402
-from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest  # noqa: E402
-from langchain_llava_cot.backends.transformers import TransformersBackend  # noqa: E402
-from langchain_llava_cot.conversation import Conversation  # noqa: E402
-from langchain_llava_cot.judges import VERDICT_PREFIX, JudgeTask, pairwise_prompt  # noqa: E402
-from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, render_answer  # noqa: E402
-from tests.integration_tests.test_transformers_backend import BLUE_SQUARE, RED_CIRCLE, TEXT_ONLY  # noqa: E402
+from langchain_llava_cot.backends._prefix_cache import PrefixCache
+from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest
+from langchain_llava_cot.backends.transformers import TransformersBackend
+from langchain_llava_cot.conversation import Conversation
+from langchain_llava_cot.judges import VERDICT_PREFIX, JudgeTask, pairwise_prompt
+from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, render_answer
+from tests.integration_tests.test_transformers_backend import BLUE_SQUARE, RED_CIRCLE, TEXT_ONLY
 
 
 def _stage_chain(backend: TransformersBackend, conversation: Conversation, n: int = 1) -> list[list[str]]:
