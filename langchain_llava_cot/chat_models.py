@@ -42,6 +42,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from typing_extensions import Self
 
+from langchain_llava_cot.backends import create_backend
 from langchain_llava_cot.backends.base import VLMBackend
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.graph import SearchState, build_graph
@@ -174,7 +175,7 @@ class ChatLlavaCoT(BaseChatModel):
 
     @model_validator(mode="after")
     def _check_options(self) -> Self:
-        self.search_context(backend=_UNSET_BACKEND)
+        self.search_context(backend=None)  # checks the search options without loading a model
         in_process = self.backend is None and self.base_url is None
         if (
             in_process
@@ -365,16 +366,6 @@ class ChatLlavaCoT(BaseChatModel):
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
         yield converter.final_chunk()
-
-
-class _UnsetBackend(VLMBackend):
-    """Stands in for the backend while options are validated."""
-
-    def sample(self, requests: Sequence[Any]) -> list[Any]:
-        raise NotImplementedError
-
-
-_UNSET_BACKEND = _UnsetBackend()
 
 
 class _ChunkConverter:
@@ -581,30 +572,13 @@ def _make_backend(llm: ChatLlavaCoT) -> VLMBackend:
     if llm.backend is not None:
         msg = f"backend must be a VLMBackend or a LangChain chat model, got {type(llm.backend).__name__}."
         raise TypeError(msg)
-    if llm.base_url:
-        from langchain_llava_cot.backends.openai import OpenAICompatibleBackend
-
-        if not llm.model:
-            msg = "Name the served model: ChatLlavaCoT(base_url=..., model='<name the server serves>')."
-            raise ValueError(msg)
-        return OpenAICompatibleBackend(
-            llm.base_url,
-            llm.model,
-            api_key=llm.api_key.get_secret_value() if llm.api_key else None,
-            timeout=llm.timeout,
-            max_retries=llm.max_retries,
-        )
-    from langchain_llava_cot.backends.transformers import TransformersBackend
-
-    return TransformersBackend(
-        llm.model or _demo_model_path(),
-        dtype=llm.dtype,
+    return create_backend(
+        llm.model,
+        llm.base_url,
+        api_key=llm.api_key.get_secret_value() if llm.api_key else None,
         device=llm.device,
+        dtype=llm.dtype,
         trust_remote_code=llm.trust_remote_code,
+        timeout=llm.timeout,
+        max_retries=llm.max_retries,
     )
-
-
-def _demo_model_path() -> str:
-    from langchain_llava_cot.demo import DEMO_MODEL_PATH
-
-    return str(DEMO_MODEL_PATH)

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from langchain_llava_cot.backends import create_backend
 from langchain_llava_cot.backends.base import VLMBackend
 from langchain_llava_cot.judges import Judge, JudgeSpec, resolve_judge
 from langchain_llava_cot.stages import STAGES, Stage
@@ -151,19 +152,5 @@ def cached_backend(model: str | None, base_url: str | None = None, device: str =
     key = (model, base_url, device)
     with _BACKENDS_LOCK:
         if key not in _BACKENDS:
-            _BACKENDS[key] = _create_backend(model, base_url, device)
+            _BACKENDS[key] = create_backend(model, base_url, device=device)
         return _BACKENDS[key]
-
-
-def _create_backend(model: str | None, base_url: str | None, device: str) -> VLMBackend:
-    if base_url:
-        from langchain_llava_cot.backends.openai import OpenAICompatibleBackend
-
-        return OpenAICompatibleBackend(base_url, model or "")
-    from langchain_llava_cot.backends.transformers import TransformersBackend
-
-    if model is None:
-        from langchain_llava_cot.demo import DEMO_MODEL_PATH
-
-        model = str(DEMO_MODEL_PATH)
-    return TransformersBackend(model, device=device)
