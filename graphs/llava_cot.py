@@ -14,8 +14,9 @@ deployments) at the module-level :data:`graph`; tests build their own with
   is created on first use and cached per process; no ``model`` means the bundled demo model.
 - ``prepare`` starts a fresh search for the thread's latest question, the search nodes
   are the engine's own (:func:`~langchain_llava_cot.graph.add_search_nodes`), and ``respond``
-  appends the answer as an ``AIMessage``: the conclusion as content, the earlier stages
-  as ``reasoning_content``, the search record in ``response_metadata["llava_cot"]``.
+  appends the answer as the same ``AIMessage`` ``ChatLlavaCoT`` returns: the conclusion as
+  content, the earlier stages as ``reasoning_content``, the search record in
+  ``response_metadata["llava_cot"]``, usage in ``usage_metadata``.
 - Images are stored once: ``messages`` is a delta channel (checkpoints keep its writes,
   not a copy per checkpoint) and the search reads its conversation from the messages
   instead of keeping a second copy in state.
@@ -27,20 +28,21 @@ import operator
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from langchain_core.messages import AIMessage, AnyMessage, convert_to_messages
+from langchain_core.messages import AnyMessage, convert_to_messages
 from langgraph.channels.delta import DeltaChannel
 from langgraph.graph import START, StateGraph
 from langgraph.graph.message import _messages_delta_reducer
+from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 from typing_extensions import NotRequired, TypedDict
 
-from langchain_llava_cot.chat_models import convert_messages
+from langchain_llava_cot.chat_models import convert_messages, message_from_state
 from langchain_llava_cot.conversation import Conversation
 from langchain_llava_cot.graph import StepRecord, Usage, _merge_chosen, add_search_nodes
 from langchain_llava_cot.graph import _add_usage as add_usage
 from langchain_llava_cot.graph import _Expansion as Expansion
 from langchain_llava_cot.search import SearchContext
-from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, render_answer, render_stage
+from langchain_llava_cot.stages import STAGES
 
 __all__ = ["ServedState", "graph", "make_graph"]
 
@@ -78,25 +80,10 @@ def prepare(state: ServedState) -> dict[str, Any]:
     }
 
 
-def respond(state: ServedState) -> dict[str, Any]:
-    """Append the chosen answer to the thread as an ``AIMessage``."""
-    chosen = {Stage(name): text for name, text in (state.get("chosen") or {}).items()}
-    reasoning = STAGE_SEPARATOR.join(render_stage(s, chosen[s]) for s in STAGES[:-1] if s in chosen)
-    usage = state.get("usage") or Usage(input_tokens=0, output_tokens=0, model_calls=0)
-    message = AIMessage(
-        content=chosen.get(Stage.CONCLUSION, ""),
-        additional_kwargs={"reasoning_content": reasoning},
-        response_metadata={
-            "model_provider": "llava_cot",
-            "llava_cot": {"answer": render_answer(chosen), "steps": state.get("steps") or [], "usage": usage},
-        },
-        usage_metadata={
-            "input_tokens": usage["input_tokens"],
-            "output_tokens": usage["output_tokens"],
-            "total_tokens": usage["input_tokens"] + usage["output_tokens"],
-        },
-    )
-    return {"messages": [message]}
+def respond(state: ServedState, runtime: Runtime[SearchContext]) -> dict[str, Any]:
+    """Append the chosen answer to the thread, as the same ``AIMessage`` ChatLlavaCoT returns."""
+    model_name = runtime.context.get_backend().model_name
+    return {"messages": [message_from_state(state, model_name, runtime.context.strategy)]}
 
 
 def make_graph(**compile_options: Any) -> Any:

@@ -32,6 +32,7 @@ from langchain_core.messages import (
     HumanMessage,
     SystemMessage,
     ToolMessage,
+    message_chunk_to_message,
 )
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import tool_call_chunk
@@ -51,7 +52,7 @@ from langchain_llava_cot.search import SearchContext, Strategy
 from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, render_answer, render_stage
 from langchain_llava_cot.tools import format_tool_calls, parse_tool_calls, render_tools_prompt
 
-__all__ = ["ChatLlavaCoT", "convert_messages"]
+__all__ = ["ChatLlavaCoT", "convert_messages", "message_from_state"]
 
 _PROVIDER = "llava_cot"
 
@@ -389,6 +390,18 @@ class _ChunkConverter:
 
     def final_chunk(self) -> ChatGenerationChunk:
         return _final_chunk(self.state, self.model_name, self.strategy)
+
+
+def message_from_state(
+    state: Mapping[str, Any], model_name: str, strategy: str, *, tagged: bool = False, tools: bool = False
+) -> AIMessage:
+    """The ``AIMessage`` a finished search stands for: the same message ``invoke`` returns."""
+    chosen = state.get("chosen") or {}
+    chunks = [_stage_chunk(s, chosen[s.value], tagged, tools) for s in STAGES if s.value in chosen]
+    whole = chunks[0] if chunks else ChatGenerationChunk(message=AIMessageChunk(content=""))
+    for chunk in [*chunks[1:], _final_chunk(state, model_name, strategy)]:
+        whole += chunk
+    return message_chunk_to_message(whole.message)  # type: ignore[return-value]
 
 
 def _stage_chunk(stage: Stage, text: str, tagged: bool, tools: bool) -> ChatGenerationChunk:
