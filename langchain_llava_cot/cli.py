@@ -100,7 +100,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _ask(args: argparse.Namespace) -> int:
     from langchain_core.messages import HumanMessage
 
-    from langchain_llava_cot.chat_models import ChatLlavaCoT, _final_chunk
+    from langchain_llava_cot.chat_models import ChatLlavaCoT, message_from_state
 
     if not args.image.is_file():
         msg = f"Image file {str(args.image)!r} does not exist."
@@ -128,11 +128,11 @@ def _ask(args: argparse.Namespace) -> int:
     with console.status("loading the model...") as status:
         context = llm.search_context()
         state = _run_with_display(llm, graph_input, context, console, status)
-    record = _final_chunk(state, llm.model_name, args.strategy).message
+    answer = message_from_state(state, llm.model_name, args.strategy)
     if args.json:
-        print(json.dumps({**record.response_metadata, "usage": record.usage_metadata}, indent=2))
+        print(json.dumps({**answer.response_metadata, "usage": answer.usage_metadata}, indent=2))
     else:
-        _print_summary(console, record.response_metadata["llava_cot"], record.usage_metadata)
+        _print_summary(console, answer.response_metadata["llava_cot"], answer.usage_metadata)
     return 0
 
 

@@ -113,7 +113,11 @@ def _merge_chosen(left: dict[str, str], right: dict[str, str]) -> dict[str, str]
 
 
 def _add_usage(left: Usage, right: Usage) -> Usage:
-    return Usage(**{key: left.get(key, 0) + right.get(key, 0) for key in Usage.__annotations__})  # type: ignore[typeddict-item]
+    return Usage(
+        input_tokens=left.get("input_tokens", 0) + right.get("input_tokens", 0),
+        output_tokens=left.get("output_tokens", 0) + right.get("output_tokens", 0),
+        model_calls=left.get("model_calls", 0) + right.get("model_calls", 0),
+    )
 
 
 def _keep_last(current: Any, writes: Sequence[Any]) -> Any:
@@ -202,7 +206,7 @@ def next_stage_node(state: SearchState) -> NodeName:
     for stage in STAGES:
         if stage.value not in chosen:
             return f"expand_{stage.value}"  # type: ignore[return-value]
-    return END
+    return END  # type: ignore[return-value]
 
 
 def _chosen_stages(state: SearchState) -> dict[Stage, str]:
@@ -369,7 +373,7 @@ def _node(logic: StageLogic, stage: Stage, conversation_of: ConversationOf | Non
     async def arun(state: SearchState) -> dict[str, Any]:
         ctx = context()
         # loading a model or decoding images blocks: keep it off the event loop
-        backend = ctx.backend or await asyncio.to_thread(ctx.get_backend)
+        backend = ctx.backend if ctx.backend is not None else await asyncio.to_thread(ctx.get_backend)
         prepared = (
             search_state(state) if conversation_of is None else await asyncio.to_thread(search_state, state)
         )
@@ -379,7 +383,7 @@ def _node(logic: StageLogic, stage: Stage, conversation_of: ConversationOf | Non
 
 
 def add_search_nodes(
-    builder: StateGraph,
+    builder: StateGraph[Any, Any, Any, Any],
     *,
     after: str = END,
     conversation_of: ConversationOf | None = None,

@@ -227,8 +227,9 @@ class PairwiseJudge(Judge):
 
 def _fallback_winner(task: JudgeTask, a: int, b: int) -> int:
     scores = task.mean_logprobs
-    if len(scores) > max(a, b) and scores[a] is not None and scores[b] is not None:
-        return a if scores[a] >= scores[b] else b
+    first, second = (scores[a], scores[b]) if len(scores) > max(a, b) else (None, None)
+    if first is not None and second is not None:
+        return a if first >= second else b
     return a
 
 
