@@ -16,12 +16,29 @@ Data flow:
     :func:`~langchain_llava_cot.demo.dataset.wrong_stage`), in both orders, answered
     ``The better response is 1.`` or ``... 2.``; the ``1``/``2`` token weighs more;
 
+  * *tool use* (:func:`tool_examples`, when the config asks for them): the tools prompt for an
+    ``add(a, b)`` tool (``tool_choice`` None or ``"any"``, sometimes with the agent
+    example's system prompt). Sum questions ("How many X and Y are there in total?")
+    get the usual summary, caption and reasoning and a conclusion that is exactly
+    ``<tool_call>{"name": "add", "arguments": {"a": NA, "b": NB}}</tool_call>`` with the
+    reasoning's two counts; the follow-up turn (that call in the history, then the user
+    turn ``Tool result (add): N``, as ``convert_messages`` renders them) gets the whole
+    answer, concluding ``N``. Other questions asked with the tools prompt are answered
+    directly;
+
 - :func:`train_demo` builds the model with
   :func:`~langchain_llava_cot.model_builders.build_tiny_vlm` (its tokenizer is trained
   on the dataset's text, with the stage tags as single tokens), trains it with AdamW
   for a time or step budget, and saves it with ``save_pretrained`` (safetensors).
 
 Run it with ``python -m langchain_llava_cot.demo.train --out DIR``.
+
+The bundled model was trained that way for 20 minutes, then fine-tuned to call the
+``add`` tool (continuing from it, with answers, judge pairs and tool-use sequences mixed
+by :data:`TOOLS_CONFIG`)::
+
+    python -m langchain_llava_cot.demo.train --init langchain_llava_cot/demo/model \
+        --tools --minutes 10 --seed 1 --out /tmp/demo-tools
 """
 
 from __future__ import annotations
@@ -31,15 +48,17 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from langchain_llava_cot.conversation import to_chat_messages
+from langchain_llava_cot.conversation import Conversation, Turn, to_chat_messages
 from langchain_llava_cot.demo.dataset import (
     Example,
     examples,
+    iter_examples,
     perturb_objects,
     right_stage,
     write_stages,
@@ -47,8 +66,17 @@ from langchain_llava_cot.demo.dataset import (
 )
 from langchain_llava_cot.judges import VERDICT_PREFIX, JudgeTask, pairwise_prompt
 from langchain_llava_cot.stages import STAGES, Stage, render_answer
+from langchain_llava_cot.tools import format_tool_calls, render_tools_prompt
 
-__all__ = ["DEFAULT_CONFIG", "TrainConfig", "build_examples", "train_demo"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "TOOLS_CONFIG",
+    "TrainConfig",
+    "add_tool_prompt",
+    "build_examples",
+    "tool_examples",
+    "train_demo",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +103,20 @@ class TrainConfig:
     weight_decay: float = 0.01
     verdict_weight: float = 4.0
     """Loss weight of the verdict's ``1``/``2`` token (other reply tokens weigh 1)."""
+    tool_questions: int = 0
+    """Sum questions made into tool-use sequences (a call and its follow-up each)."""
+    tool_others: int = 0
+    """Other questions asked with the tools prompt and answered directly."""
 
 
 DEFAULT_CONFIG = TrainConfig()
+TOOLS_CONFIG = TrainConfig(
+    answers=3_000, judge_pairs=800, tool_questions=1_200, tool_others=600, lr=5e-4, warmup_steps=20
+)
+"""The fine-tuning run that taught the bundled model to call ``add``."""
+
+AGENT_SYSTEM_PROMPT = "Count carefully; use the add tool for sums."
+"""The system prompt of ``examples/agent.py``."""
 
 _JUDGE_STAGES: tuple[Stage | None, ...] = (
     Stage.SUMMARY,
@@ -183,10 +222,94 @@ def _judge_pair(
     return chosen, right_stage(example, stage, chosen), wrong_stage(example, stage, rng, chosen)
 
 
+def add_tool_prompt(tool_choice: str | None = None) -> str:
+    """The tools prompt for an ``add(a: int, b: int)`` tool, as ``bind_tools`` renders it."""
+    from langchain_core.tools import tool
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add two whole numbers, e.g. two counts of shapes."""
+        return a + b
+
+    return render_tools_prompt([convert_to_openai_tool(add)], tool_choice)
+
+
+def _is_sum(example: Example) -> bool:
+    return example.kind == "arithmetic" and example.spec.operation == "add"
+
+
+def _tool_conversation(example: Example, rng: random.Random, *history: Turn) -> Conversation:
+    """``example``'s question with the add tool bound, then ``history``."""
+    turns = [Turn(role="user", text=example.question, images=(example.image_bytes,)), *history]
+    if rng.random() < 0.3:
+        turns.insert(0, Turn(role="system", text=AGENT_SYSTEM_PROMPT))
+    choice = rng.choice([None, None, "any"]) if _is_sum(example) and not history else None
+    return Conversation(turns=tuple(turns), tools_prompt=add_tool_prompt(choice))
+
+
+def _add_call(example: Example, objects: Any) -> str:
+    """The add call on the counts of a sum question's two sets among ``objects``."""
+    a, b = (sum(f.matches(o) for o in objects) for f in (example.spec.first, example.spec.second))
+    return format_tool_calls([{"name": "add", "args": {"a": a, "b": b}, "id": "0", "type": "tool_call"}])
+
+
+def _call_pieces(example: Example, rng: random.Random) -> list[tuple[str, float]]:
+    """A sum question's first turn: the stages, ending in an add call on the caption's counts.
+
+    A quarter show a caption with a mistake (weight zero) and the counts it gives.
+    """
+    objects, caption_weight = example.scene.objects, 1.0
+    if rng.random() < 0.25:
+        objects, caption_weight = perturb_objects(objects, rng), 0.0
+    stages = write_stages(example.spec, objects)
+    call = _add_call(example, objects)
+    stages[Stage.SUMMARY] = example.stages[Stage.SUMMARY]
+    stages[Stage.CONCLUSION] = call
+    pieces: list[tuple[str, float]] = []
+    for i, stage in enumerate(STAGES):
+        if i:
+            pieces.append(("\n\n", 1.0))
+        pieces.append(
+            (render_answer({stage: stages[stage]}), caption_weight if stage is Stage.CAPTION else 1.0)
+        )
+    return [*pieces, (EOT, 1.0)]
+
+
+def tool_examples(
+    processor: Any, pool: list[Example], config: TrainConfig, rng: random.Random, image_tokens: int
+) -> list[Sequence_]:
+    """Tool-use sequences (see the module docstring); their examples are appended to ``pool``."""
+    sums = others = 0
+    sequences: list[Sequence_] = []
+    for example in iter_examples("train", start=len(pool)):
+        if sums >= config.tool_questions and others >= config.tool_others:
+            break
+        if _is_sum(example) and sums < config.tool_questions:
+            sums += 1
+            pool.append(example)
+            pieces = _call_pieces(example, rng)
+            prompt = _prompt(processor, _tool_conversation(example, rng))
+            sequences.append(Sequence_(*_encode(processor, prompt, pieces, image_tokens), len(pool) - 1))
+            result = Turn(role="user", text=f"Tool result (add): {example.answer}")
+            call = Turn(role="assistant", text=_add_call(example, example.scene.objects))
+            conversation = _tool_conversation(example, rng, call, result)
+            follow = [(example.target, 1.0), (EOT, 1.0)]
+            ids, weights = _encode(processor, _prompt(processor, conversation), follow, image_tokens)
+            sequences.append(Sequence_(ids, weights, len(pool) - 1))
+        elif not _is_sum(example) and others < config.tool_others:
+            others += 1
+            pool.append(example)
+            prompt = _prompt(processor, _tool_conversation(example, rng))
+            ids, weights = _encode(processor, prompt, _answer_pieces(example, rng), image_tokens)
+            sequences.append(Sequence_(ids, weights, len(pool) - 1))
+    return sequences
+
+
 def build_examples(
     processor: Any, config: TrainConfig = DEFAULT_CONFIG, *, seed: int = 0, image_tokens: int = 64
 ) -> tuple[list[Sequence_], list[Example]]:
-    """The training pool: answer and judge sequences over training-split examples."""
+    """The training pool: answer, judge and tool-use sequences over training-split examples."""
     rng = random.Random(seed)
     pool = examples("train", config.answers + config.judge_pairs)
     sequences: list[Sequence_] = []
@@ -206,6 +329,8 @@ def build_examples(
             pieces = [(VERDICT_PREFIX, 1.0), (digit, config.verdict_weight), (".", 1.0), (EOT, 1.0)]
             ids, weights = _encode(processor, prompt, pieces, image_tokens)
             sequences.append(Sequence_(ids, weights, i))
+    if config.tool_questions or config.tool_others:
+        sequences += tool_examples(processor, pool, config, rng, image_tokens)
     return sequences, pool
 
 
@@ -250,8 +375,9 @@ def train_demo(
     config: TrainConfig = DEFAULT_CONFIG,
     threads: int | None = 2,
     log_every: int = 20,
+    init: str | Path | None = None,
 ) -> Path:
-    """Build and train the demo model, and save it to ``output_dir``.
+    """Build and train the demo model (or go on training one), and save it to ``output_dir``.
 
     Args:
         output_dir: Folder to write the model, processor and ``training.json`` to.
@@ -262,6 +388,8 @@ def train_demo(
         config: Model and run sizes.
         threads: Torch CPU threads (None leaves torch's default).
         log_every: Log the loss every this many steps.
+        init: A saved demo model to continue from (its weights and processor are copied
+            to ``output_dir``) instead of building a new one.
 
     Returns:
         ``output_dir``, loadable with ``AutoProcessor`` / ``AutoModelForImageTextToText``.
@@ -272,26 +400,16 @@ def train_demo(
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from langchain_llava_cot.model_builders import build_tiny_vlm
-
     torch.set_flush_denormal(True)
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     started = time.perf_counter()
     output_dir = Path(output_dir)
-    build_tiny_vlm(
-        output_dir,
-        arch="llava",
-        corpus=_corpus(),
-        vocab_size=config.vocab_size,
-        hidden_size=config.hidden_size,
-        num_layers=config.num_layers,
-        num_heads=config.num_heads,
-        vision_hidden_size=config.vision_hidden_size,
-        vision_layers=config.vision_layers,
-        seed=seed,
-    )
+    if init is not None:
+        shutil.copytree(init, output_dir, dirs_exist_ok=True)
+    else:
+        _build(output_dir, config, seed)
     processor = AutoProcessor.from_pretrained(output_dir)
     model = AutoModelForImageTextToText.from_pretrained(output_dir)
     image_tokens = model.config.image_seq_length
@@ -364,6 +482,7 @@ def train_demo(
     seconds = time.perf_counter() - t0
     record = {
         "config": config.__dict__,
+        "init": None if init is None else str(init),
         "seed": seed,
         "steps": step,
         "tokens_seen": seen,
@@ -376,6 +495,24 @@ def train_demo(
     (output_dir / "training.json").write_text(json.dumps(record, indent=1))
     logger.info("Trained %d steps in %.0f s; loss %.4f; saved to %s", step, seconds, smoothed, output_dir)
     return output_dir
+
+
+def _build(output_dir: Path, config: TrainConfig, seed: int) -> None:
+    """A new, untrained demo model and its processor, with a tokenizer trained on the data."""
+    from langchain_llava_cot.model_builders import build_tiny_vlm
+
+    build_tiny_vlm(
+        output_dir,
+        arch="llava",
+        corpus=_corpus(),
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        num_heads=config.num_heads,
+        vision_hidden_size=config.vision_hidden_size,
+        vision_layers=config.vision_layers,
+        seed=seed,
+    )
 
 
 def _check_layout(processor: Any, example: Example, image_tokens: int) -> None:
@@ -397,9 +534,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps (optional)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--init", default=None, help="saved demo model to continue training")
+    parser.add_argument("--tools", action="store_true", help="fine-tune with TOOLS_CONFIG (add tool use)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    train_demo(args.out, minutes=args.minutes, steps=args.steps, seed=args.seed, threads=args.threads)
+    config = TOOLS_CONFIG if args.tools else DEFAULT_CONFIG
+    train_demo(
+        args.out,
+        minutes=args.minutes,
+        steps=args.steps,
+        seed=args.seed,
+        threads=args.threads,
+        config=config,
+        init=args.init,
+    )
 
 
 if __name__ == "__main__":
