@@ -275,7 +275,9 @@ class ChatLlavaCoT(BaseChatModel):
             messages, allow_local_images=self.allow_local_images, max_image_pixels=self.max_image_pixels
         )
         if tools and tool_choice != "none":
-            conversation = replace(conversation, tools_prompt=render_tools_prompt(tools, tool_choice))
+            conversation = replace(
+                conversation, tools_prompt=render_tools_prompt(tools, tool_choice), tools=tuple(tools)
+            )
         return SearchState(conversation=conversation)
 
     def bind_tools(

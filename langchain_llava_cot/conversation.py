@@ -9,9 +9,10 @@ conversation can be stored in graph state and checkpoints as it is.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = ["Conversation", "Turn", "to_chat_messages"]
 
@@ -34,6 +35,8 @@ class Conversation:
     turns: tuple[Turn, ...]
     tools_prompt: str | None = field(default=None)
     """Tool descriptions and calling format for the model, when tools are bound."""
+    tools: tuple[dict[str, Any], ...] = field(default=())
+    """The bound tools as OpenAI function schemas, for chat templates with a tool format."""
 
     @property
     def images(self) -> tuple[bytes, ...]:
@@ -55,6 +58,7 @@ class Conversation:
             for image in turn.images:
                 digest.update(hashlib.sha256(image).digest())
         digest.update((self.tools_prompt or "").encode())
+        digest.update(json.dumps(self.tools, sort_keys=True).encode())
         return digest.hexdigest()
 
     def with_user_turn(self, text: str) -> Conversation:
@@ -62,16 +66,17 @@ class Conversation:
         return Conversation(turns=(Turn(role="user", text=text, images=self.images),))
 
 
-def to_chat_messages(conversation: Conversation) -> list[dict]:
+def to_chat_messages(conversation: Conversation, *, tools_in_template: bool = False) -> list[dict]:
     """The conversation in the Hugging Face chat-template format.
 
     Each image becomes a ``{"type": "image"}`` item before the turn's text, which is how
     LLaVA-CoT's own inference code lays out a user turn. The image data itself is
     passed to the processor separately, in :attr:`Conversation.images` order. A tools
-    prompt opens the system turn.
+    prompt opens the system turn, unless the chat template renders the tools itself
+    (``tools_in_template``; then pass ``tools=conversation.tools`` to the template).
     """
     turns = list(conversation.turns)
-    if conversation.tools_prompt:
+    if conversation.tools_prompt and not tools_in_template:
         if turns and turns[0].role == "system":
             first = turns.pop(0)
             turns.insert(0, Turn("system", f"{conversation.tools_prompt}\n\n{first.text}", first.images))

@@ -66,7 +66,29 @@ def parse_tool_calls(conclusion: str) -> tuple[str, list[ToolCall], list[Invalid
             continue
         calls.append(ToolCall(name=name, args=args, id=call_id, type="tool_call"))
     text = _TOOL_CALL.sub("", conclusion).strip()
+    if not calls and not invalid and (call := _bare_json_call(text)):
+        return "", [call], []
     return text, calls, invalid
+
+
+def _bare_json_call(text: str) -> ToolCall | None:
+    """A call written the way Llama-3-style chat templates ask: one bare JSON object.
+
+    ``{"name": "add", "parameters": {"a": 2, "b": 3}}`` (or ``"arguments"``); anything
+    else is left as text.
+    """
+    if not (text.startswith("{") and text.endswith("}")):
+        return None
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    args = payload.get("parameters", payload.get("arguments"))
+    if not isinstance(payload.get("name"), str) or not isinstance(args, dict):
+        return None
+    return ToolCall(name=payload["name"], args=args, id=f"call_{uuid.uuid4().hex[:12]}", type="tool_call")
 
 
 def format_tool_calls(calls: Sequence[ToolCall]) -> str:

@@ -722,9 +722,19 @@ class TransformersBackend(VLMBackend):
     # -- inputs -------------------------------------------------------------------
 
     def _prompt(self, conversation: Conversation, prefix: str) -> str:
-        """The chat-templated conversation with the generation prompt, then ``prefix``."""
-        messages = to_chat_messages(conversation)
-        template = self._processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        """The chat-templated conversation with the generation prompt, then ``prefix``.
+
+        Bound tools go through the chat template when it has a tool format (it mentions
+        ``tools``), otherwise through the package's tools prompt in the system turn.
+        """
+        native_tools = bool(conversation.tools) and "tools" in (self._processor.chat_template or "")
+        messages = to_chat_messages(conversation, tools_in_template=native_tools)
+        template = self._processor.apply_chat_template(
+            messages,
+            tools=list(conversation.tools) if native_tools else None,
+            add_generation_prompt=True,
+            tokenize=False,
+        )
         return template + prefix
 
     def _encode(self, prompts: list[tuple[Conversation, str]]) -> dict[str, Any]:

@@ -218,3 +218,22 @@ def test_hub_id_not_available_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OSError, match="not a local folder"):
         TransformersBackend("nobody-xyz/no-such-vlm")
+
+
+def test_tools_go_through_the_chat_template_when_it_has_a_tool_format(tiny_llava_path: Path) -> None:
+    from langchain_llava_cot.tools import render_tools_prompt
+
+    tools = ({"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {}}},)
+    conversation = Conversation(
+        (Turn("user", "How many?", (_png("red"),)),), tools_prompt=render_tools_prompt(tools), tools=tools
+    )
+    plain = TransformersBackend(tiny_llava_path)
+    assert "You can call these tools" in plain._prompt(conversation, "<SUMMARY>")
+
+    with_tool_format = TransformersBackend(tiny_llava_path)
+    template = with_tool_format._processor.chat_template
+    with_tool_format._processor.chat_template = (
+        "{% if tools %}TOOLS {{ tools | tojson }}\n{% endif %}" + template
+    )
+    prompt = with_tool_format._prompt(conversation, "<SUMMARY>")
+    assert prompt.startswith('TOOLS [{"type": "function"') and "You can call these tools" not in prompt

@@ -233,3 +233,15 @@ def test_unsupported_message_type():
 def test_bad_options_fail_at_construction(options, error, message):
     with pytest.raises(error, match=message):
         ChatLlavaCoT(**options)
+
+
+def test_tools_prompt_opens_the_system_turn_unless_the_template_renders_tools():
+    from dataclasses import replace
+
+    from langchain_llava_cot.conversation import to_chat_messages
+
+    conversation = replace(
+        convert_messages([SystemMessage("Be brief."), HumanMessage("hi")]), tools_prompt="TOOLS"
+    )
+    assert to_chat_messages(conversation)[0]["content"][-1]["text"] == "TOOLS\n\nBe brief."
+    assert to_chat_messages(conversation, tools_in_template=True)[0]["content"][-1]["text"] == "Be brief."

@@ -128,3 +128,22 @@ def test_profile_declares_images_tools_structured_output_and_reasoning():
     profile = ChatLlavaCoT(backend=scripted("x")).profile
     assert profile["image_inputs"] and profile["tool_calling"] and profile["structured_output"]
     assert profile["reasoning_output"]
+
+
+def test_a_bare_json_call_as_llama_templates_ask_is_a_tool_call():
+    text, calls, bad = parse_tool_calls('{"name": "add", "parameters": {"a": 2, "b": 3}}')
+    assert text == "" and [(c["name"], c["args"]) for c in calls] == [("add", {"a": 2, "b": 3})] and not bad
+
+
+@pytest.mark.parametrize(
+    "text", ['{"a": 1}', '{"name": 3, "parameters": {}}', "{not json}", "The answer is {3}"]
+)
+def test_other_json_or_braces_stay_text(text):
+    assert parse_tool_calls(text) == (text, [], [])
+
+
+def test_bound_tools_travel_as_schemas_too():
+    backend = scripted("5")
+    ChatLlavaCoT(backend=backend, strategy="greedy").bind_tools([add]).invoke("?")
+    [tool] = backend.sample_calls[0][0].conversation.tools
+    assert tool["function"]["name"] == "add"
