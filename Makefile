@@ -33,6 +33,7 @@ integration: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check langchain_llava_cot tests benchmarks examples graphs
 	$(BIN)/ruff format --check langchain_llava_cot tests benchmarks examples graphs
+	$(BIN)/mypy langchain_llava_cot
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/search_cost.py

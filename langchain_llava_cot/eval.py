@@ -40,7 +40,7 @@ import json
 import random
 import statistics
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -426,7 +426,7 @@ def _ask(backend: Any, spec: StrategySpec, example: Example, options: dict[str, 
     message = llm.invoke([_message(example)], seed=seed)
     seconds = time.perf_counter() - started
     record = message.response_metadata["llava_cot"]
-    usage = message.usage_metadata or {}
+    usage: Mapping[str, Any] = message.usage_metadata or {}
     scored = score_record(example, str(message.content), record)
     scored.update(
         index=example.index,

@@ -266,7 +266,9 @@ def _llava(tokenizer: Any, text: dict, vision: dict, sizes: dict) -> tuple[Any, 
 
     image_size, patch_size = sizes["image_size"], sizes["patch_size"]
     num_patches = (image_size // patch_size) ** 2
-    config = LlavaConfig(
+    # LlavaConfig maps image_token_id to image_token_index through attribute_map, which its
+    # dataclass signature does not show.
+    config = LlavaConfig(  # type: ignore[call-arg]
         vision_config=CLIPVisionConfig(
             hidden_size=vision["hidden_size"],
             intermediate_size=4 * vision["hidden_size"],
@@ -341,7 +343,9 @@ def _idefics3(tokenizer: Any, text: dict, vision: dict, sizes: dict) -> tuple[An
     if (image_size // patch_size) % scale:
         msg = f"idefics3 needs image_size // patch_size to be even; got {image_size // patch_size}."
         raise ValueError(msg)
-    config = Idefics3Config(
+    # Idefics3Config.__post_init__ takes pad_token_id from **kwargs, which its dataclass
+    # signature does not show.
+    config = Idefics3Config(  # type: ignore[call-arg]
         vision_config=Idefics3VisionConfig(
             hidden_size=vision["hidden_size"],
             intermediate_size=4 * vision["hidden_size"],

@@ -184,6 +184,7 @@ def growing_layer() -> type:
             length, new = self.get_seq_length(), key_states.shape[-2]
             if not self._can_append(key_states, length, new):
                 self._reallocate(key_states, length + new)
+            assert self._buffers is not None  # _reallocate ran if it was None
             keys, values = self._buffers
             keys[:, :, length : length + new] = key_states
             values[:, :, length : length + new] = value_states
@@ -195,7 +196,7 @@ def growing_layer() -> type:
             if self._buffers is None or length != self._written:
                 return False
             keys = self._buffers[0]
-            same = length == 0 or self.keys.data_ptr() == keys.data_ptr()
+            same = length == 0 or (self.keys is not None and self.keys.data_ptr() == keys.data_ptr())
             return same and keys.shape[0] == key_states.shape[0] and length + new <= keys.shape[2]
 
         def _reallocate(self, key_states: Any, needed: int) -> None:
@@ -223,7 +224,8 @@ def stack_left_padded(prefixes: Sequence[tuple[Layers, int]], repeats: Sequence[
     longest = max(length for _, length in prefixes)
     stacked = []
     for layer in range(len(prefixes[0][0])):
-        keys, values = [], []
+        keys: list[Any] = []
+        values: list[Any] = []
         for (layers, length), count in zip(prefixes, repeats):
             for source, out in ((layers[layer][0], keys), (layers[layer][1], values)):
                 part = source[:, :, :length]

@@ -175,4 +175,6 @@ def _split(pooled: Any, count: int) -> list[Any]:
 def _as_output(features: list[Any]) -> Any:
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-    return BaseModelOutputWithPooling(pooler_output=features)
+    # Models that pool each picture separately put a list of tensors here; the output
+    # class annotates a single tensor.
+    return BaseModelOutputWithPooling(pooler_output=features)  # type: ignore[arg-type]

@@ -68,7 +68,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langchain_llava_cot.backends._batching import BatchQueue, Job
 from langchain_llava_cot.backends._prefix_cache import (
@@ -159,7 +159,7 @@ class TransformersBackend(VLMBackend):
         loaded = transformers.AutoModelForImageTextToText.from_pretrained(
             source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
         )
-        options = {
+        options: dict[str, Any] = {
             "batch_window": batch_window,
             "max_batch_rows": max_batch_rows,
             "max_cached_images": max_cached_images,
@@ -519,6 +519,7 @@ class TransformersBackend(VLMBackend):
     ) -> Sample:
         """Cut one generated row at EOS, its token limit or its first stop string."""
         end = next((i for i, token in enumerate(tokens) if token in eos), None)
+        reason: Literal["stop", "length"]
         if end is not None and end < request.max_new_tokens:
             kept, reason, eos_counted = tokens[:end], "stop", 1
         else:

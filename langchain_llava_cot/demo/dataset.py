@@ -36,7 +36,10 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.stages import Stage, render_answer
@@ -137,7 +140,7 @@ class Scene:
         text = ";".join(f"{o.cell}{o.size}{o.colour}{o.shape}" for o in sorted(self.objects, key=_cell))
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def render(self, size: int = IMAGE_SIZE):  # noqa: ANN201 (PIL is imported lazily)
+    def render(self, size: int = IMAGE_SIZE) -> PILImage:
         """Draw the scene as an RGB PIL image of ``size`` x ``size`` pixels."""
         from PIL import Image, ImageDraw
 
@@ -158,7 +161,7 @@ class Scene:
                 draw.rectangle([box[0] + inset, box[1] + inset, box[2] - inset, box[3] - inset], fill=fill)
             else:
                 draw.polygon([((cx) * side, box[1]), (box[0], box[3]), (box[2], box[3])], fill=fill)
-        return image.resize((size, size), Image.LANCZOS)
+        return image.resize((size, size), Image.Resampling.LANCZOS)
 
     def png(self, size: int = IMAGE_SIZE) -> bytes:
         """The rendered scene as PNG bytes."""
@@ -246,7 +249,7 @@ class Example:
         """The whole answer as the model writes it (without the end-of-turn token)."""
         return render_answer(self.stages)
 
-    def image(self, size: int = IMAGE_SIZE):  # noqa: ANN201
+    def image(self, size: int = IMAGE_SIZE) -> PILImage:
         """The scene as a PIL image."""
         return self.scene.render(size)
 
@@ -596,7 +599,8 @@ def perturb_objects(objects: Sequence[Shape], rng: random.Random) -> tuple[Shape
             i = rng.randrange(len(objs))
             pool = {"colour": list(COLOURS), "shape": list(SHAPES), "size": list(SIZES)}[mistake]
             value = rng.choice([v for v in pool if v != getattr(objs[i], mistake)])
-            objs[i] = replace(objs[i], **{mistake: value})
+            change: dict[str, Any] = {mistake: value}
+            objs[i] = replace(objs[i], **change)
             return tuple(objs)
 
 

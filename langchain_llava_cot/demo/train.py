@@ -250,7 +250,9 @@ def _tool_conversation(example: Example, rng: random.Random, *history: Turn) -> 
 
 def _add_call(example: Example, objects: Any) -> str:
     """The add call on the counts of a sum question's two sets among ``objects``."""
-    a, b = (sum(f.matches(o) for o in objects) for f in (example.spec.first, example.spec.second))
+    first, second = example.spec.first, example.spec.second
+    assert first is not None and second is not None  # a sum question has both sets
+    a, b = (sum(f.matches(o) for o in objects) for f in (first, second))
     return format_tool_calls([{"name": "add", "args": {"a": a, "b": b}, "id": "0", "type": "tool_call"}])
 
 
@@ -352,7 +354,9 @@ def _corpus(count: int = 3000) -> list[str]:
 def _batches(sequences: list[Sequence_], tokens_per_batch: int, rng: random.Random) -> list[list[int]]:
     """Indices grouped by similar length, at most ``tokens_per_batch`` padded tokens each."""
     order = sorted(range(len(sequences)), key=lambda i: (len(sequences[i].ids), rng.random()))
-    batches, current, longest = [], [], 0
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
     for i in order:
         n = len(sequences[i].ids)
         if current and max(longest, n) * (len(current) + 1) > tokens_per_batch:
