@@ -270,13 +270,7 @@ def _llava(tokenizer: Any, text: dict, vision: dict, sizes: dict) -> tuple[Any, 
     # dataclass signature does not show.
     config = LlavaConfig(  # type: ignore[call-arg]
         vision_config=CLIPVisionConfig(
-            hidden_size=vision["hidden_size"],
-            intermediate_size=4 * vision["hidden_size"],
-            num_hidden_layers=vision["layers"],
-            num_attention_heads=vision["heads"],
-            image_size=image_size,
-            patch_size=patch_size,
-            projection_dim=vision["hidden_size"],
+            **_vision_tower(vision, image_size, patch_size), projection_dim=vision["hidden_size"]
         ),
         text_config=LlamaConfig(**text),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
@@ -346,14 +340,7 @@ def _idefics3(tokenizer: Any, text: dict, vision: dict, sizes: dict) -> tuple[An
     # Idefics3Config.__post_init__ takes pad_token_id from **kwargs, which its dataclass
     # signature does not show.
     config = Idefics3Config(  # type: ignore[call-arg]
-        vision_config=Idefics3VisionConfig(
-            hidden_size=vision["hidden_size"],
-            intermediate_size=4 * vision["hidden_size"],
-            num_hidden_layers=vision["layers"],
-            num_attention_heads=vision["heads"],
-            image_size=image_size,
-            patch_size=patch_size,
-        ),
+        vision_config=Idefics3VisionConfig(**_vision_tower(vision, image_size, patch_size)),
         text_config=LlamaConfig(**text),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         scale_factor=scale,
@@ -374,3 +361,15 @@ def _idefics3(tokenizer: Any, text: dict, vision: dict, sizes: dict) -> tuple[An
 
 
 _ARCH_BUILDERS = {"llava": _llava, "mllama": _mllama, "idefics3": _idefics3}
+
+
+def _vision_tower(vision: dict[str, Any], image_size: int, patch_size: int) -> dict[str, Any]:
+    """The vision-tower sizes every architecture's vision config shares."""
+    return {
+        "hidden_size": vision["hidden_size"],
+        "intermediate_size": 4 * vision["hidden_size"],
+        "num_hidden_layers": vision["layers"],
+        "num_attention_heads": vision["heads"],
+        "image_size": image_size,
+        "patch_size": patch_size,
+    }
