@@ -203,6 +203,11 @@ class TransformersBackend(VLMBackend):
         self._model = model
         self._processor = processor
         self._tokenizer = processor.tokenizer
+        self._added_tokens: dict[str, int] = {
+            text: token_id
+            for text, token_id in self._tokenizer.get_added_vocab().items()
+            if token_id not in self._tokenizer.all_special_ids
+        }
         self._max_batch_rows = max_batch_rows
         self._share_prefill = share_prefill and _is_decoder_only(model) and _has_plain_kv_cache(model)
         self._prefixes = PrefixCache(max_entries=max_cached_prefixes)
@@ -332,7 +337,7 @@ class TransformersBackend(VLMBackend):
             if inputs is None:
                 inputs = self._encode([(r.conversation, r.prefix) for r in rows])
         prompt_length = inputs["input_ids"].shape[1]
-        stops = StoppingCriteriaList([_RowStops(prompt_length, rows, self._decode)])
+        stops = StoppingCriteriaList([_RowStops(prompt_length, rows, self._decode, self._single_token_id)])
         self.generate_calls += 1
         with torch.inference_mode(), self._seeded(first):
             out = self._model.generate(**inputs, generation_config=settings, stopping_criteria=stops)
@@ -551,6 +556,10 @@ class TransformersBackend(VLMBackend):
 
     def _decode(self, tokens: list[int]) -> str:
         return self._tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def _single_token_id(self, text: str) -> int | None:
+        """The id of the added (never split) token whose text is ``text``, if there is one."""
+        return self._added_tokens.get(text)
 
     # -- choices ------------------------------------------------------------------
 
@@ -891,18 +900,25 @@ class _RowStops:
     """A ``generate`` stopping criterion that ends each row at its own limit or stop string.
 
     Rows of one batch may come from different callers with different stop strings and
-    token limits. A row is done once it has written its ``max_new_tokens`` or once the
-    text of its last few tokens holds one of its stop strings; ``generate`` pads done
-    rows until the whole batch is done. This is only an early exit: the exact cut
-    is made afterwards on the decoded text.
+    token limits. A row is done once it has written its ``max_new_tokens`` or once it
+    shows one of its stop strings; ``generate`` pads done rows until the whole batch is
+    done. A stop string that is one token of the vocabulary (the demo model's stage
+    tags) is seen by comparing token ids; any other is looked for in the decoded text
+    of the row's last few tokens. This is only an early exit: the exact cut is made
+    afterwards on the decoded text.
     """
 
     def __init__(
-        self, prompt_length: int, rows: Sequence[SampleRequest], decode: Callable[[list[int]], str]
+        self,
+        prompt_length: int,
+        rows: Sequence[SampleRequest],
+        decode: Callable[[list[int]], str],
+        token_id: Callable[[str], int | None],
     ) -> None:
         self._prompt_length = prompt_length
         self._limits = [row.max_new_tokens for row in rows]
         self._stops = [row.stop for row in rows]
+        self._stop_ids = [_stop_token_ids(row.stop, token_id) for row in rows]
         self._tails = [max((len(stop) for stop in row.stop), default=0) + 2 for row in rows]
         self._decode = decode
         self._done = [False] * len(rows)
@@ -911,18 +927,32 @@ class _RowStops:
         import torch
 
         written = input_ids.shape[1] - self._prompt_length
+        last = input_ids[:, -1].tolist()
         for row, done in enumerate(self._done):
             if not done:
-                self._done[row] = written >= self._limits[row] or self._stopped(input_ids, row, written)
+                self._done[row] = written >= self._limits[row] or self._stopped(
+                    input_ids, row, written, last[row]
+                )
         return torch.tensor(self._done, dtype=torch.bool, device=input_ids.device)
 
-    def _stopped(self, input_ids: Any, row: int, written: int) -> bool:
+    def _stopped(self, input_ids: Any, row: int, written: int, last: int) -> bool:
         stops = self._stops[row]
         if not stops or written < 1:
             return False
+        stop_ids = self._stop_ids[row]
+        if stop_ids is not None:
+            return last in stop_ids
         tail = input_ids[row, input_ids.shape[1] - min(written, self._tails[row]) :].tolist()
         text = self._decode(tail)
         return any(stop in text for stop in stops)
+
+
+def _stop_token_ids(stops: Sequence[str], token_id: Callable[[str], int | None]) -> frozenset[int] | None:
+    """The token ids of ``stops`` when each is a single token of the vocabulary, else None."""
+    ids = [token_id(stop) for stop in stops]
+    if not ids or any(i is None for i in ids):
+        return None
+    return frozenset(i for i in ids if i is not None)
 
 
 def _is_decoder_only(model: Any) -> bool:

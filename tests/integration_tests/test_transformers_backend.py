@@ -122,6 +122,28 @@ def test_stop_string_cuts_text_and_tokens(backend: TransformersBackend) -> None:
     assert cut.token_logprobs == pytest.approx(full.token_logprobs[: cut.completion_tokens], abs=1e-4)
 
 
+def test_single_token_stops_end_rows_by_token_id(backend: TransformersBackend) -> None:
+    from langchain_llava_cot.backends.transformers import _RowStops
+
+    tokenizer = backend._tokenizer
+    tag = tokenizer.convert_tokens_to_ids("</CAPTION>")
+    text_ids = tokenizer.encode(" red circle", add_special_tokens=False)
+    rows = [
+        SampleRequest(RED_CIRCLE, "<CAPTION>", stop=("</CAPTION>",), max_new_tokens=50),
+        SampleRequest(
+            RED_CIRCLE, "<CAPTION>", stop=("circle",), max_new_tokens=50
+        ),  # several tokens: decoded
+        SampleRequest(RED_CIRCLE, "<CAPTION>", stop=("</CAPTION>",), max_new_tokens=50),
+    ]
+    stops = _RowStops(2, rows, backend._decode, backend._single_token_id)
+    step = torch.tensor([[9, 9, *text_ids[:-1], tag]] * 3)
+    assert backend._single_token_id("</CAPTION>") == tag
+    assert backend._single_token_id("circle") is None
+    step[1, 2:] = torch.tensor(text_ids)
+    step[2, -1] = text_ids[-1]
+    assert stops(step, None).tolist() == [True, True, False]
+
+
 def test_choose_matches_a_plain_forward_pass(backend: TransformersBackend, tiny_vlm_path: Path) -> None:
     prefix, options = "<SUMMARY> Count. </SUMMARY> The better response is", (" 1", " 2")
     results = backend.choose(
