@@ -28,6 +28,9 @@ What the columns mean (``N`` is the strategy's number of candidates):
 - **tokens/q**: prompt plus generated tokens per question (judge passes count their
   prompt tokens), as the backend reports them; **gen/q**: generated tokens only.
 - **s/q**: wall time per question.
+- **caption right**: the chosen caption lists exactly the scene's objects (what the
+  model saw); **follows caption**: the conclusion is the answer that the chosen caption
+  implies, right or wrong (whether the reasoning uses what the model saw).
 
 >>> report = run_eval(questions=500, strategies=["greedy", "stage_beam:pairwise:4"])  # doctest: +SKIP
 """
@@ -133,6 +136,10 @@ class StrategyResult:
     by_kind: dict[str, float] = field(default_factory=dict)
     """Accuracy per question kind."""
     agreement_by_stage: dict[str, float] = field(default_factory=dict)
+    caption_right: float = 0.0
+    """Share of chosen captions that list exactly the scene's objects."""
+    follows_caption: float = 0.0
+    """Share of conclusions that give the answer their own chosen caption implies."""
     records: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
 
@@ -161,6 +168,8 @@ class EvalReport:
             "tokens/q",
             "gen/q",
             "s/q",
+            "caption right",
+            "follows caption",
         ):
             table.add_column(column, justify="left" if column == "strategy" else "right")
         for r in self.results:
@@ -174,21 +183,24 @@ class EvalReport:
                 f"{r.tokens_per_question:,.0f}",
                 f"{r.generated_per_question:,.0f}",
                 f"{r.seconds_per_question:.2f}",
+                f"{r.caption_right:.1%}",
+                f"{r.follows_caption:.1%}",
             )
         return table
 
     def markdown(self) -> str:
         """The results as a Markdown table (for the README)."""
         lines = [
-            "| strategy | accuracy | well-formed | pass@N | judge agreement | tokens/q | gen/q | s/q |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| strategy | accuracy | well-formed | pass@N | judge agreement | tokens/q | gen/q | s/q "
+            "| caption right | follows caption |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in self.results:
             agreement = "-" if r.judge_agreement is None else f"{r.judge_agreement:.1%}"
             lines.append(
                 f"| {r.name} | {r.accuracy:.1%} | {r.well_formed:.1%} | {r.pass_at_n:.1%} | {agreement} "
                 f"| {r.tokens_per_question:,.0f} | {r.generated_per_question:,.0f} "
-                f"| {r.seconds_per_question:.2f} |"
+                f"| {r.seconds_per_question:.2f} | {r.caption_right:.1%} | {r.follows_caption:.1%} |"
             )
         return "\n".join(lines)
 
@@ -238,11 +250,16 @@ def score_record(example: Example, content: str, record: dict[str, Any]) -> dict
         finals = [c["stages"].get(Stage.CONCLUSION.value, "") for c in last["candidates"]]
     else:
         finals = [c["text"] for c in last["candidates"]]
+    caption = stage_texts.get(Stage.CAPTION.value, "")
+    implied = right_stage(example, Stage.CONCLUSION, {Stage.CAPTION: caption})
     return {
         "correct": is_correct(content, example),
         "well_formed": well_formed,
         "pass": any(is_correct(f, example) for f in finals),
         "decisions": decisions,
+        "caption_right": _stage_oracle(example, Stage.CAPTION.value, caption, {}),
+        "follows_caption": normalize_answer(stage_texts.get(Stage.CONCLUSION.value, ""))
+        == normalize_answer(implied),
     }
 
 
@@ -274,6 +291,8 @@ def _summarize(spec: StrategySpec, records: list[dict[str, Any]]) -> StrategyRes
     result.tokens_per_question = statistics.mean(r["input_tokens"] + r["output_tokens"] for r in records)
     result.generated_per_question = statistics.mean(r["output_tokens"] for r in records)
     result.seconds_per_question = statistics.mean(r["seconds"] for r in records)
+    result.caption_right = sum(r["caption_right"] for r in records) / n
+    result.follows_caption = sum(r["follows_caption"] for r in records) / n
     kinds: dict[str, list[bool]] = {}
     for r in records:
         kinds.setdefault(r["kind"], []).append(r["correct"])

@@ -51,6 +51,22 @@ def test_score_record_of_a_stage_beam_run() -> None:
     assert scored["pass"] is True  # the right conclusion was offered
     assert scored["well_formed"] is True
     assert scored["decisions"] == [("reasoning", True), ("conclusion", False)]
+    assert scored["caption_right"] is True
+    assert scored["follows_caption"] is True  # record["chosen"] concludes with the right answer
+
+
+def test_follows_caption_checks_the_answer_the_chosen_caption_implies() -> None:
+    example = next(get_example("test", i) for i in range(50) if get_example("test", i).answer.isdigit())
+    missed = example.scene.objects[1:]  # a caption that leaves out one object
+    seen = write_stages(example.spec, missed)
+    chosen = {**{s.value: t for s, t in example.stages.items()}, "caption": seen[Stage.CAPTION]}
+    follows = score_record(
+        example, "", {"steps": [], "chosen": {**chosen, "conclusion": seen[Stage.CONCLUSION]}}
+    )
+    ignores = score_record(example, "", {"steps": [], "chosen": {**chosen, "conclusion": "99"}})
+    assert follows["caption_right"] is False
+    assert follows["follows_caption"] is True
+    assert ignores["follows_caption"] is False
 
 
 def test_unclosed_winner_is_not_well_formed() -> None:
