@@ -46,6 +46,36 @@ def test_bundled_model_is_small_safetensors() -> None:
     assert demo_image_path().is_file()
 
 
+def _answer_loss(model, processor, example, image) -> float:  # noqa: ANN001
+    """Mean loss of ``example``'s four-stage answer given ``image`` (teacher forcing)."""
+    import torch
+
+    from langchain_llava_cot.conversation import to_chat_messages
+
+    prompt = processor.apply_chat_template(
+        to_chat_messages(example.conversation()), add_generation_prompt=True, tokenize=False
+    )
+    start = len(processor(text=prompt, images=[image], add_special_tokens=False)["input_ids"][0])
+    inputs = processor(
+        text=prompt + example.target, images=[image], add_special_tokens=False, return_tensors="pt"
+    )
+    with torch.inference_mode():
+        logits = model(**inputs).logits[0, start - 1 : -1]
+    return float(torch.nn.functional.cross_entropy(logits, inputs["input_ids"][0, start:]))
+
+
+def test_bundled_model_reads_the_image() -> None:
+    """Another scene's picture makes the right answers much less likely."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(DEMO_MODEL_PATH)
+    model = AutoModelForImageTextToText.from_pretrained(DEMO_MODEL_PATH).eval()
+    scenes = examples("test", 21)
+    own = [_answer_loss(model, processor, ex, ex.image()) for ex in scenes[:20]]
+    other = [_answer_loss(model, processor, ex, nxt.image()) for ex, nxt in zip(scenes, scenes[1:])]
+    assert sum(other) > 1.3 * sum(own), (sum(own) / 20, sum(other) / 20)
+
+
 def test_demo_image_matches_its_question() -> None:
     example = get_example("test", 18)
     assert example.question == DEMO_QUESTION and example.answer == DEMO_ANSWER
