@@ -16,11 +16,18 @@ reuse one:
    prefix with the new ids. Token ids are compared, not text: BPE can merge
    characters across the join of a cached prompt and its continuation differently,
    so the match simply stops at the first token that differs;
-2. :func:`dynamic_cache` builds a fresh cache from the first ``length`` positions of
-   that entry (a copy: the stored tensors are never written to);
+2. :func:`growing_cache` builds a fresh cache from the entry's first ``length``
+   positions (:meth:`KVPrefix.states`; a copy: the stored tensors are never written to);
 3. the caller runs the model over the remaining tokens only and stores the result
    with :meth:`PrefixCache.add`. An entry that a newer one extends is replaced by
    it, so a request's chain of stages holds one entry, not one per stage.
+
+What ``generate`` wrote is kept too (:meth:`PrefixCache.continue_entry`): each
+candidate row's new states, attached to the entry of the prompt it continued. The
+next stage's prompt is the winner's text after that prompt, so it is found there
+(:meth:`KVPrefix.states` joins prompt and continuation) and only the few tokens
+after the winner (the next opening tag) are read. Continuations live and die with
+their entry and do not count against the bound.
 
 :func:`stack_left_padded` turns several prefixes of different lengths into one batch
 cache: each row is left-padded with zeros to the longest (the attention mask hides the
@@ -51,7 +58,6 @@ __all__ = [
     "KVPrefix",
     "PrefixCache",
     "common_length",
-    "dynamic_cache",
     "growing_cache",
     "growing_layer",
     "kv_layers",
@@ -64,12 +70,33 @@ Layers = tuple[tuple[Any, Any], ...]
 
 @dataclass(frozen=True)
 class KVPrefix:
-    """The key/value states of one prompt, read once."""
+    """The key/value states of one prompt, read once, or of a continuation of one."""
 
     ids: tuple[int, ...]
     """The prompt's token ids, one per cached position."""
     layers: Layers
-    """Per layer, the (keys, values) tensors at batch size 1."""
+    """Per layer, the (keys, values) tensors at batch size 1: of every position, or,
+    for a continuation, of the positions after ``base_length``."""
+    base: Layers | None = None
+    """For a continuation: the states of the entry it continues."""
+    base_length: int = 0
+    """For a continuation: how many positions of ``base`` come before ``layers``."""
+
+    def states(self, length: int) -> Layers:
+        """Per layer, the (keys, values) of the first ``length`` positions."""
+        if self.base is None or length <= self.base_length:
+            source = self.layers if self.base is None else self.base
+            return tuple((keys[:, :, :length], values[:, :, :length]) for keys, values in source)
+        import torch
+
+        own = length - self.base_length
+        return tuple(
+            (
+                torch.cat([base_keys[:, :, : self.base_length], keys[:, :, :own]], dim=2),
+                torch.cat([base_values[:, :, : self.base_length], values[:, :, :own]], dim=2),
+            )
+            for (base_keys, base_values), (keys, values) in zip(self.base, self.layers)
+        )
 
 
 class PrefixCache:
@@ -85,6 +112,7 @@ class PrefixCache:
             raise ValueError(msg)
         self._max_entries = max_entries
         self._entries: OrderedDict[tuple[Hashable, tuple[int, ...]], KVPrefix] = OrderedDict()
+        self._continuations: dict[tuple[Hashable, tuple[int, ...]], tuple[KVPrefix, ...]] = {}
         self.tokens_reused = 0
         """Prompt positions taken from the cache instead of being read again."""
         self.tokens_read = 0
@@ -96,13 +124,16 @@ class PrefixCache:
     def longest(self, key: Hashable, ids: Sequence[int]) -> tuple[KVPrefix | None, int]:
         """The entry under ``key`` sharing the most leading tokens with ``ids``, and how many."""
         best: tuple[KVPrefix | None, int] = (None, 0)
-        for (entry_key, _), entry in self._entries.items():
-            if entry_key == key:
-                length = common_length(entry.ids, ids)
+        owner = None
+        for name, entry in self._entries.items():
+            if name[0] != key:
+                continue
+            for candidate in (entry, *self._continuations.get(name, ())):
+                length = common_length(candidate.ids, ids)
                 if length > best[1]:
-                    best = (entry, length)
-        if best[0] is not None:
-            self._entries.move_to_end((key, best[0].ids))
+                    best, owner = (candidate, length), name
+        if owner is not None:
+            self._entries.move_to_end(owner)
         return best
 
     def add(self, key: Hashable, ids: Sequence[int], layers: Layers) -> None:
@@ -112,15 +143,38 @@ class PrefixCache:
         ids = tuple(ids)
         for entry_key, entry_ids in list(self._entries):
             if entry_key == key and len(entry_ids) < len(ids) and ids[: len(entry_ids)] == entry_ids:
-                del self._entries[(entry_key, entry_ids)]
+                self._drop((entry_key, entry_ids))
+        self._continuations.pop((key, ids), None)
         self._entries[(key, ids)] = KVPrefix(ids, layers)
         self._entries.move_to_end((key, ids))
         while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+            self._drop(next(iter(self._entries)))
+
+    def continue_entry(
+        self, key: Hashable, prompt: Sequence[int], rows: Sequence[tuple[Sequence[int], Layers]]
+    ) -> None:
+        """Attach what was written after ``prompt`` to the entry holding it.
+
+        Each row is (token ids after ``prompt``, their states). They replace the
+        entry's earlier continuations; nothing is kept if no entry holds ``prompt``.
+        """
+        prompt = tuple(prompt)
+        entry, length = self.longest(key, prompt)
+        if entry is None or length < len(prompt) or entry.base is not None:
+            return
+        self._continuations[(key, entry.ids)] = tuple(
+            KVPrefix(prompt + tuple(ids), layers, base=entry.layers, base_length=len(prompt))
+            for ids, layers in rows
+        )
 
     def clear(self) -> None:
         """Forget every entry."""
         self._entries.clear()
+        self._continuations.clear()
+
+    def _drop(self, name: tuple[Hashable, tuple[int, ...]]) -> None:
+        del self._entries[name]
+        self._continuations.pop(name, None)
 
 
 def common_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -142,11 +196,6 @@ def kv_layers(cache: Any) -> Layers | None:
     if not layers or any(type(layer) not in plain or not layer.is_initialized for layer in layers):
         return None
     return tuple((layer.keys, layer.values) for layer in layers)
-
-
-def dynamic_cache(layers: Layers, length: int) -> Any:
-    """A new ``DynamicCache`` holding the first ``length`` positions of ``layers``."""
-    return growing_cache([(keys[:, :, :length], values[:, :, :length]) for keys, values in layers])
 
 
 def growing_cache(states: Sequence[tuple[Any, Any]] = ()) -> Any:

@@ -76,7 +76,6 @@ from langchain_llava_cot.backends._prefix_cache import (
     Layers,
     PrefixCache,
     common_length,
-    dynamic_cache,
     growing_cache,
     kv_layers,
     stack_left_padded,
@@ -333,9 +332,8 @@ class TransformersBackend(VLMBackend):
         first = requests[0]
         settings = self._generation_config(first, max(r.max_new_tokens for r in requests))
         with torch.inference_mode():
-            inputs = self._prefilled_inputs(requests) if self._share_prefill else None
-            if inputs is None:
-                inputs = self._encode([(r.conversation, r.prefix) for r in rows])
+            prefilled = self._prefilled_inputs(requests) if self._share_prefill else None
+            inputs, prompts = prefilled or (self._encode([(r.conversation, r.prefix) for r in rows]), None)
         prompt_length = inputs["input_ids"].shape[1]
         stops = StoppingCriteriaList([_RowStops(prompt_length, rows, self._decode, self._single_token_id)])
         self.generate_calls += 1
@@ -349,6 +347,9 @@ class TransformersBackend(VLMBackend):
             self._cut(row_tokens, row_logprobs, request, eos, prompt)
             for row_tokens, row_logprobs, request, prompt in zip(new_tokens, logprobs, rows, prompt_tokens)
         ]
+        if prompts is not None:
+            repeated = [prompt for prompt, request in zip(prompts, requests) for _ in range(request.n)]
+            self._keep_continuations(repeated, new_tokens, samples, out.past_key_values, prompt_length)
         grouped, start = [], 0
         for request in requests:
             grouped.append(samples[start : start + request.n])
@@ -383,7 +384,7 @@ class TransformersBackend(VLMBackend):
             entry, common = self._cached_part(prompt, length)
             if entry is not None and common == length:
                 self._prefixes.tokens_reused += length
-                found[index] = entry.layers
+                found[index] = entry.states(length)
             elif entry is None or not common or (prompt.images and prompt.images[-1] >= common):
                 found[index] = self._read_prefix(prompt, length)
             else:
@@ -395,7 +396,8 @@ class TransformersBackend(VLMBackend):
             starts = [common for _, _, common in batch]
             tails = [prompts[i].ids[common : lengths[i]] for i, _, common in batch]
             self.prefill_calls += 1
-            _, cache = self._read_tails(tails, [entry.layers for _, entry, _ in batch], starts, logits=False)
+            cached = [entry.states(common) for _, entry, common in batch]
+            _, cache = self._read_tails(tails, cached, starts, logits=False)
             states = kv_layers(cache) or ()
             longest = max(starts)
             for row, ((index, _, common), tail) in enumerate(zip(batch, tails)):
@@ -420,8 +422,8 @@ class TransformersBackend(VLMBackend):
         entry, common = self._cached_part(prompt, length)
         if common == length and entry is not None:
             self._prefixes.tokens_reused += length
-            return entry.layers
-        cache = dynamic_cache(entry.layers, common) if entry is not None and common else growing_cache()
+            return entry.states(length)
+        cache = growing_cache(entry.states(common)) if entry is not None and common else growing_cache()
         images = prompt.extras(self) if prompt.images and prompt.images[-1] >= common else {}
         device = self._model.device
         self.prefill_calls += 1
@@ -443,8 +445,8 @@ class TransformersBackend(VLMBackend):
         self._prefixes.tokens_read += length - common
         return layers
 
-    def _prefilled_inputs(self, requests: list[SampleRequest]) -> dict[str, Any] | None:
-        """``generate`` inputs whose KV cache holds every prompt but its last token.
+    def _prefilled_inputs(self, requests: list[SampleRequest]) -> tuple[dict[str, Any], list[_Prompt]] | None:
+        """``generate`` inputs whose KV cache holds every prompt but its last token, and the prompts.
 
         Each distinct prompt is read once (:meth:`_read_prefix`); the caches are
         left-padded to a common length and repeated for each request's ``n`` rows, so
@@ -465,13 +467,43 @@ class TransformersBackend(VLMBackend):
             [0] * (width - len(p.ids)) + [1] * len(p.ids) for p, n in zip(ready, repeats) for _ in range(n)
         ]
         device = self._model.device
-        return {
+        inputs = {
             "input_ids": torch.tensor(input_ids, device=device),
             "attention_mask": torch.tensor(mask, device=device),
             "past_key_values": stack_left_padded(
                 [(rows, len(p.ids) - 1) for rows, p in zip(layers, ready)], repeats
             ),
         }
+        return inputs, ready
+
+    def _keep_continuations(
+        self, prompts: list[_Prompt], tokens: list[list[int]], samples: list[Sample], cache: Any, width: int
+    ) -> None:
+        """Cache each row's written tokens after its prompt, so the next stage need not read them.
+
+        ``cache`` is ``generate``'s batch cache: row ``i`` holds ``prompts[i]`` left-
+        padded to ``width`` and then the tokens fed back, which are all written tokens
+        but the last one of the longest row. The prompt's last token and the row's
+        fed tokens up to where it was cut are cut out and attached to the prompt's
+        cache entry (:meth:`PrefixCache.continue_entry`).
+        """
+        layers = kv_layers(cache)
+        if layers is None:
+            return
+        fed = max(len(row) for row in tokens) - 1
+        grouped: dict[tuple[tuple[bytes, ...], tuple[int, ...]], list[tuple[list[int], Layers]]] = {}
+        for row, (prompt, written, sample) in enumerate(zip(prompts, tokens, samples)):
+            kept = min(sample.completion_tokens, fed)
+            span = slice(width - 1, width + kept)
+            states = tuple(
+                (keys[row : row + 1, :, span].clone(), values[row : row + 1, :, span].clone())
+                for keys, values in layers
+            )
+            grouped.setdefault((prompt.key, tuple(prompt.ids[:-1])), []).append(
+                ([prompt.ids[-1], *written[:kept]], states)
+            )
+        for (key, ids), rows in grouped.items():
+            self._prefixes.continue_entry(key, ids, rows)
 
     def _seeded(self, request: SampleRequest) -> contextlib.AbstractContextManager:
         """Seed sampling from ``request.seed`` without touching the global random state."""

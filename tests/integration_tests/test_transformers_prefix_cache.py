@@ -5,11 +5,13 @@ from pathlib import Path
 import pytest
 
 from langchain_llava_cot.backends._prefix_cache import PrefixCache
-from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest
+from langchain_llava_cot.backends.base import ChoiceRequest, Sample, SampleRequest
 from langchain_llava_cot.backends.transformers import TransformersBackend
 from langchain_llava_cot.conversation import Conversation
+from langchain_llava_cot.demo import DEMO_MODEL_PATH
+from langchain_llava_cot.demo.dataset import get_example
 from langchain_llava_cot.judges import VERDICT_PREFIX, JudgeTask, pairwise_prompt
-from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, render_answer
+from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, render_answer
 from tests.integration_tests.test_transformers_backend import BLUE_SQUARE, RED_CIRCLE, TEXT_ONLY
 
 
@@ -123,6 +125,26 @@ def test_prefix_cache_is_bounded_and_keeps_extensions_once() -> None:
     assert cache.longest("b", [9]) == (None, 0)
 
 
+def test_continuations_join_their_entry_and_go_with_it() -> None:
+    import torch
+
+    def states(length: int, value: float) -> tuple:
+        return ((torch.full((1, 1, length, 2), value), torch.full((1, 1, length, 2), value)),)
+
+    cache = PrefixCache(max_entries=1)
+    cache.add("a", (1, 2), states(2, 0.0))
+    cache.continue_entry("a", (1, 2), [((3, 4), states(2, 1.0)), ((3, 5), states(2, 2.0))])
+    assert len(cache) == 1  # continuations do not count against the bound
+    entry, length = cache.longest("a", [1, 2, 3, 5, 6])
+    assert entry is not None and (entry.ids, length) == ((1, 2, 3, 5), 4)
+    keys, _ = entry.states(3)[0]
+    assert keys[0, 0, :, 0].tolist() == [0.0, 0.0, 2.0]  # the prompt's states, then its own
+    cache.add("b", (7,), states(1, 0.0))  # evicts "a", continuations included
+    assert cache.longest("a", [1, 2, 3]) == (None, 0)
+    cache.continue_entry("a", (1, 2), [((3,), states(1, 1.0))])  # no entry holds the prompt: dropped
+    assert cache.longest("a", [1, 2, 3]) == (None, 0)
+
+
 @pytest.mark.parametrize("arch", ["llava", "idefics3"])
 def test_merged_stages_read_their_new_tokens_together(arch: str, request: pytest.FixtureRequest) -> None:
     path: Path = request.getfixturevalue(f"tiny_{arch}_path")
@@ -160,3 +182,35 @@ def test_growing_cache_appends_in_place_and_never_overwrites() -> None:
     assert torch.equal(keys[:, :, 3], torch.full((1, 2, 4), 2.0))
     assert torch.equal(held, ones)
     assert layer.keys.shape[2] == 3 and float(layer.keys[0, 0, 2, 0]) == 5.0
+
+
+def test_next_stage_continues_from_the_written_candidates() -> None:
+    """The states ``generate`` wrote for a candidate carry into the next stage: only the tag is read."""
+    conversation = get_example("test", 0).conversation()
+    summary = SampleRequest(
+        conversation,
+        prefix=Stage.SUMMARY.open_tag,
+        n=4,
+        temperature=1.0,
+        seed=0,
+        stop=(Stage.SUMMARY.close_tag,),
+    )
+
+    def caption_after(backend: TransformersBackend, winner: str) -> tuple[Sample, int]:
+        prefix = render_answer({Stage.SUMMARY: winner}) + STAGE_SEPARATOR + Stage.CAPTION.open_tag
+        caption = SampleRequest(
+            conversation, prefix=prefix, max_new_tokens=16, stop=(Stage.CAPTION.close_tag,)
+        )
+        before = backend.prompt_tokens_read
+        [[sample]] = backend.sample([caption])
+        return sample, backend.prompt_tokens_read - before
+
+    with TransformersBackend(DEMO_MODEL_PATH) as cached:
+        [candidates] = cached.sample([summary])
+        winner = min(candidates, key=lambda s: s.completion_tokens)  # not the longest row: all of it was fed
+        found, read = caption_after(cached, winner.text)
+    with TransformersBackend(DEMO_MODEL_PATH, share_prefill=False) as plain:
+        expected, _ = caption_after(plain, winner.text)
+    assert read <= 3 < winner.completion_tokens  # the separator's tokens, not the winner's text
+    assert found.text == expected.text
+    assert found.token_logprobs == pytest.approx(expected.token_logprobs, abs=1e-4)
