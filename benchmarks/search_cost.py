@@ -29,7 +29,6 @@ generation queue may merge them) for each concurrency ``c``.
 from __future__ import annotations
 
 import argparse
-import base64
 import io
 import json
 import os
@@ -65,17 +64,9 @@ def _image(seed: int) -> bytes:
 
 
 def _messages(seed: int) -> list:
-    from langchain_core.messages import HumanMessage
+    from langchain_llava_cot.images import image_message
 
-    data = base64.b64encode(_image(seed)).decode()
-    return [
-        HumanMessage(
-            content=[
-                {"type": "image", "base64": data, "mime_type": "image/png"},
-                {"type": "text", "text": "How many red squares are there?"},
-            ]
-        )
-    ]
+    return [image_message(_image(seed), "How many red squares are there?")]
 
 
 def _resolve_model(option: str | None) -> tuple[Path, str]:

@@ -8,7 +8,6 @@ candidate with the winner marked. ``--json`` prints the whole search record inst
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
 from collections.abc import Sequence
@@ -98,9 +97,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from langchain_core.messages import HumanMessage
-
     from langchain_llava_cot.chat_models import ChatLlavaCoT, message_from_state
+    from langchain_llava_cot.images import image_message
 
     if not args.image.is_file():
         msg = f"Image file {str(args.image)!r} does not exist."
@@ -116,13 +114,7 @@ def _ask(args: argparse.Namespace) -> int:
         max_stage_tokens=args.max_stage_tokens,
         device=args.device,
     )
-    image = base64.b64encode(args.image.read_bytes()).decode()
-    message = HumanMessage(
-        content=[
-            {"type": "image", "base64": image, "mime_type": _mime_type(args.image)},
-            {"type": "text", "text": args.question},
-        ]
-    )
+    message = image_message(args.image.read_bytes(), args.question, mime_type=_mime_type(args.image))
     console = Console(stderr=args.json, highlight=False)
     graph_input = llm.graph_input([message])
     with console.status("loading the model...") as status:

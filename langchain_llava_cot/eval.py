@@ -38,7 +38,6 @@ What the columns mean (``N`` is the strategy's number of candidates):
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import random
 import statistics
@@ -266,18 +265,6 @@ def score_record(example: Example, content: str, record: dict[str, Any]) -> dict
 # --- running -------------------------------------------------------------------------
 
 
-def _message(example: Example) -> Any:
-    from langchain_core.messages import HumanMessage
-
-    data = base64.b64encode(example.image_bytes).decode()
-    return HumanMessage(
-        content=[
-            {"type": "image", "base64": data, "mime_type": "image/png"},
-            {"type": "text", "text": example.question},
-        ]
-    )
-
-
 def _summarize(spec: StrategySpec, records: list[dict[str, Any]]) -> StrategyResult:
     n = len(records)
     result = StrategyResult(
@@ -442,7 +429,7 @@ def _ask(backend: Any, spec: StrategySpec, example: Example, options: dict[str, 
     seed = options["seed"] + example.index
     random.seed(seed)
     started = time.perf_counter()
-    message = llm.invoke([_message(example)], seed=seed)
+    message = llm.invoke([example.message()], seed=seed)
     seconds = time.perf_counter() - started
     record = message.response_metadata["llava_cot"]
     usage: Mapping[str, Any] = message.usage_metadata or {}

@@ -13,10 +13,21 @@ import io
 import warnings
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ImageError", "decode_image", "read_image_bytes", "validate_image"]
+if TYPE_CHECKING:
+    from langchain_core.messages import HumanMessage
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "ImageError",
+    "decode_image",
+    "image_message",
+    "read_image_bytes",
+    "validate_image",
+]
 
 DEFAULT_MAX_PIXELS = 40_000_000
 """Largest image accepted, in pixels (width x height)."""
@@ -24,6 +35,19 @@ DEFAULT_MAX_PIXELS = 40_000_000
 
 class ImageError(ValueError):
     """An image in the input cannot be used."""
+
+
+def image_message(image: bytes, question: str, *, mime_type: str = "image/png") -> HumanMessage:
+    """A user message with one image (as a base64 content block) and then ``question``."""
+    from langchain_core.messages import HumanMessage
+
+    data = base64.b64encode(image).decode()
+    return HumanMessage(
+        content=[
+            {"type": "image", "base64": data, "mime_type": mime_type},
+            {"type": "text", "text": question},
+        ]
+    )
 
 
 def validate_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:

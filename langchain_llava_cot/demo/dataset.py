@@ -39,9 +39,11 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from langchain_core.messages import HumanMessage
     from PIL.Image import Image as PILImage
 
 from langchain_llava_cot.conversation import Conversation, Turn
+from langchain_llava_cot.images import image_message
 from langchain_llava_cot.stages import Stage, render_answer
 
 __all__ = [
@@ -261,6 +263,10 @@ class Example:
     def conversation(self) -> Conversation:
         """The request the engine answers: one user turn, the image then the question."""
         return Conversation(turns=(Turn(role="user", text=self.question, images=(self.image_bytes,)),))
+
+    def message(self) -> HumanMessage:
+        """The request as a LangChain user message, the image then the question."""
+        return image_message(self.image_bytes, self.question)
 
 
 # --- answers -------------------------------------------------------------------------

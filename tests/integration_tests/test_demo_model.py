@@ -1,10 +1,8 @@
 """The bundled demo model: it loads, answers in four stages, and ``run_eval`` works end to end."""
 
-import base64
 import json
 
 import pytest
-from langchain_core.messages import HumanMessage
 
 from langchain_llava_cot import ChatLlavaCoT
 from langchain_llava_cot.demo import (
@@ -15,6 +13,7 @@ from langchain_llava_cot.demo import (
 )
 from langchain_llava_cot.demo.dataset import SPLITS, examples, get_example, is_correct
 from langchain_llava_cot.eval import run_eval
+from langchain_llava_cot.images import image_message
 from langchain_llava_cot.stages import parse_answer
 
 
@@ -24,10 +23,7 @@ def greedy() -> ChatLlavaCoT:
 
 
 def _ask(llm: ChatLlavaCoT, image: bytes, question: str):  # noqa: ANN202
-    data = base64.b64encode(image).decode()
-    return llm.invoke(
-        [HumanMessage(content=[{"type": "image", "base64": data, "mime_type": "image/png"}, question])]
-    )
+    return llm.invoke([image_message(image, question)])
 
 
 def test_dataset_is_deterministic_and_splits_are_disjoint() -> None:

@@ -1,6 +1,5 @@
 """The bundled demo model calls the ``add`` tool from its conclusion, and drives an agent loop."""
 
-import base64
 import re
 import sys
 from pathlib import Path
@@ -24,16 +23,6 @@ def _sum_questions(count: int) -> list[Example]:
     return [next(found) for _ in range(count)]
 
 
-def _message(example: Example) -> HumanMessage:
-    data = base64.b64encode(example.image_bytes).decode()
-    return HumanMessage(
-        content=[
-            {"type": "image", "base64": data, "mime_type": "image/png"},
-            {"type": "text", "text": example.question},
-        ]
-    )
-
-
 def _is_add_call(message: AIMessage) -> bool:
     return any(
         c["name"] == "add"
@@ -55,14 +44,14 @@ def test_training_data_uses_the_agent_examples_add_tool() -> None:
 def test_bound_model_calls_add_on_held_out_sum_questions(greedy: ChatLlavaCoT) -> None:
     bound = greedy.bind_tools([add])
     questions = _sum_questions(12)
-    calls = [_is_add_call(bound.invoke([_message(e)])) for e in questions]
+    calls = [_is_add_call(bound.invoke([e.message()])) for e in questions]
     assert sum(calls) >= 0.75 * len(questions), calls
 
 
 def test_agent_loop_ends_with_a_numeric_answer(greedy: ChatLlavaCoT) -> None:
     agent = build_agent(greedy)
     example = _sum_questions(1)[0]
-    state = agent.invoke({"messages": [_message(example)]})
+    state = agent.invoke({"messages": [example.message()]})
     kinds = [type(m) for m in state["messages"]]
     assert kinds[:3] == [HumanMessage, AIMessage, ToolMessage], kinds
     assert state["messages"][1].tool_calls[0]["name"] == "add"
