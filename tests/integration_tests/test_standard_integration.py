@@ -11,8 +11,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
-from langchain_llava_cot import ChatLlavaCoT
 from langchain_llava_cot.demo import demo_image_path
+from tests.standard_capabilities import ChatLlavaCoTCapabilities
 
 GENERAL_MODEL_NEEDED = pytest.mark.xfail(
     reason="needs a general model: the demo model knows drawn shapes and was not trained to call "
@@ -25,34 +25,10 @@ BOTH_OUTPUT_VERSIONS = pytest.mark.parametrize("model", [{}, {"output_version": 
 SCHEMA_TYPES = pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
 
 
-class TestChatLlavaCoTIntegration(ChatModelIntegrationTests):
-    @property
-    def chat_model_class(self) -> type[ChatLlavaCoT]:
-        return ChatLlavaCoT
-
+class TestChatLlavaCoTIntegration(ChatLlavaCoTCapabilities, ChatModelIntegrationTests):
     @property
     def chat_model_params(self) -> dict:
         return {"strategy": "stage_beam", "candidates": 2, "seed": 0}
-
-    @property
-    def has_tool_calling(self) -> bool:
-        return True
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def has_structured_output(self) -> bool:
-        return True
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return True
-
-    @property
-    def returns_usage_metadata(self) -> bool:
-        return True
 
     @property
     def supported_usage_metadata_details(self) -> dict:
