@@ -71,10 +71,12 @@ from langchain_llava_cot.tools import format_tool_calls, render_tools_prompt
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "JUDGE_STAGES",
     "TOOLS_CONFIG",
     "TrainConfig",
     "add_tool_prompt",
     "build_examples",
+    "judge_pair",
     "tool_examples",
     "train_demo",
 ]
@@ -128,7 +130,7 @@ TOOLS_CONFIG = TrainConfig(
 AGENT_SYSTEM_PROMPT = "Count carefully; use the add tool for sums."
 """The system prompt of ``examples/agent.py``."""
 
-_JUDGE_STAGES: tuple[Stage | None, ...] = (
+JUDGE_STAGES: tuple[Stage | None, ...] = (
     Stage.SUMMARY,
     Stage.CAPTION,
     Stage.CAPTION,
@@ -140,6 +142,7 @@ _JUDGE_STAGES: tuple[Stage | None, ...] = (
     Stage.CONCLUSION,
     None,
 )
+"""The stage of each judge training pair, drawn uniformly from this list (None: whole answers)."""
 
 
 @dataclass
@@ -199,7 +202,7 @@ def _answer_pieces(example: Example, rng: random.Random) -> list[tuple[str, floa
     return pieces
 
 
-def _judge_pair(
+def judge_pair(
     example: Example, stage: Stage | None, rng: random.Random
 ) -> tuple[dict[Stage, str], str, str]:
     """Earlier stages, a right and a wrong candidate for ``stage`` (None: whole answers)."""
@@ -331,8 +334,8 @@ def build_examples(
         sequences.append(Sequence_(ids, weights, i))
     for i in range(config.answers, len(pool)):
         example = pool[i]
-        stage = rng.choice(_JUDGE_STAGES)
-        chosen, right, wrong = _judge_pair(example, stage, rng)
+        stage = rng.choice(JUDGE_STAGES)
+        chosen, right, wrong = judge_pair(example, stage, rng)
         for right_first in (True, False):
             candidates = (right, wrong) if right_first else (wrong, right)
             task = JudgeTask(example.conversation(), stage, chosen, candidates)
@@ -353,8 +356,8 @@ def _corpus(count: int = 3000) -> list[str]:
     for example in examples("train", count):
         lines.append(example.question)
         lines.extend(render_answer({s: t}) for s, t in example.stages.items())
-        stage = rng.choice(_JUDGE_STAGES)
-        chosen, right, wrong = _judge_pair(example, stage, rng)
+        stage = rng.choice(JUDGE_STAGES)
+        chosen, right, wrong = judge_pair(example, stage, rng)
         task = JudgeTask(example.conversation(), stage, chosen, (right, wrong))
         lines.append(pairwise_prompt(task, 0, 1).question)
         lines.append(f"{VERDICT_PREFIX} 1. {VERDICT_PREFIX} 2.")
