@@ -538,7 +538,7 @@ class TransformersBackend(VLMBackend):
             config.do_sample = True
             config.temperature = request.temperature
             config.top_p = request.top_p if request.top_p is not None else 1.0
-            config.top_k = None
+            config.top_k = 0  # None would be filled with transformers' default, 50
         else:
             config.do_sample = False
             config.temperature = None

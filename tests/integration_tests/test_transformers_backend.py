@@ -112,6 +112,13 @@ def test_n_candidates_come_from_one_generate_call(
     assert _texts(backend.sample([unseeded])) != _texts(backend.sample([unseeded]))
 
 
+def test_sampling_draws_from_the_whole_vocabulary(backend: TransformersBackend) -> None:
+    """No top-k cut-off slips in from transformers' defaults (top_k=50) when none is asked for."""
+    request = SampleRequest(TEXT_ONLY, prefix="", n=256, temperature=5.0, seed=0, max_new_tokens=1)
+    [samples] = backend.sample([request])
+    assert len({s.text for s in samples}) > 50
+
+
 def test_stop_string_cuts_text_and_tokens(backend: TransformersBackend) -> None:
     [[full]] = backend.sample([_greedy(RED_CIRCLE, max_new_tokens=24)])
     stop = next(full.text[i : i + 2] for i in range(4, len(full.text) - 2) if full.text[i : i + 2].isascii())
