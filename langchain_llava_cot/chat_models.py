@@ -47,7 +47,7 @@ from langchain_llava_cot.backends import create_backend
 from langchain_llava_cot.backends.base import VLMBackend
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.graph import SearchState, build_graph
-from langchain_llava_cot.images import DEFAULT_MAX_PIXELS, read_image_bytes
+from langchain_llava_cot.images import DEFAULT_MAX_PIXELS, read_base64_image, read_image_bytes
 from langchain_llava_cot.search import SearchContext, Strategy
 from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, render_answer, render_stage
 from langchain_llava_cot.tools import format_tool_calls, parse_tool_calls, render_tools_prompt
@@ -533,25 +533,30 @@ def _split_content(content: Any, allow_local: bool, max_pixels: int) -> tuple[st
         elif kind in _SKIPPED_BLOCKS:
             continue  # reasoning is not re-read; tool calls come from message.tool_calls
         elif kind in ("image", "image_url"):
-            source = _image_source(block)
-            images.append(read_image_bytes(source, allow_local_paths=allow_local, max_pixels=max_pixels))
+            source, encoded = _image_source(block)
+            if encoded:  # base64 bytes, whatever they start with (JPEG's start with "/9j/")
+                images.append(read_base64_image(source, max_pixels=max_pixels))
+            else:
+                images.append(read_image_bytes(source, allow_local_paths=allow_local, max_pixels=max_pixels))
         else:
             msg = f"Unsupported content block of type {kind!r}. {_SUPPORTED_BLOCKS}"
             raise ValueError(msg)
     return "\n".join(t for t in texts if t), images
 
 
-def _image_source(block: dict[str, Any]) -> str:
-    """The base64 data, data URL or path an image block points to."""
+def _image_source(block: dict[str, Any]) -> tuple[str, bool]:
+    """The base64 data, data URL or path an image block holds, and whether it is base64 data."""
     if block["type"] == "image_url":
         url = block.get("image_url")
-        source = url.get("url") if isinstance(url, dict) else url
+        source, encoded = url.get("url") if isinstance(url, dict) else url, False
+    elif block.get("base64") or block.get("data"):
+        source, encoded = block.get("base64") or block.get("data"), True
     else:
-        source = block.get("base64") or block.get("data") or block.get("url") or block.get("path")
+        source, encoded = block.get("url") or block.get("path"), False
     if not isinstance(source, str) or not source:
         msg = f"Image block {_preview(block)} has no image data. {_SUPPORTED_BLOCKS}"
         raise ValueError(msg)
-    return source
+    return source, encoded and not source.startswith("data:")
 
 
 def _preview(block: dict[str, Any]) -> str:

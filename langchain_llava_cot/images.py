@@ -24,7 +24,10 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ImageError",
     "decode_image",
+    "image_block",
     "image_message",
+    "image_mime_type",
+    "read_base64_image",
     "read_image_bytes",
     "validate_image",
 ]
@@ -37,17 +40,25 @@ class ImageError(ValueError):
     """An image in the input cannot be used."""
 
 
-def image_message(image: bytes, question: str, *, mime_type: str = "image/png") -> HumanMessage:
-    """A user message with one image (as a base64 content block) and then ``question``."""
+def image_mime_type(data: bytes) -> str:
+    """The MIME type of image bytes (``image/png``, ``image/jpeg``...); PNG when unknown."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return Image.MIME.get(image.format or "", "image/png")
+    except (UnidentifiedImageError, OSError):
+        return "image/png"  # not an image: validation rejects it with a clear error later
+
+
+def image_block(data: bytes) -> dict[str, str]:
+    """A LangChain image content block holding ``data`` as base64."""
+    return {"type": "image", "base64": base64.b64encode(data).decode(), "mime_type": image_mime_type(data)}
+
+
+def image_message(image: bytes, question: str) -> HumanMessage:
+    """A user message with one image and then ``question``."""
     from langchain_core.messages import HumanMessage
 
-    data = base64.b64encode(image).decode()
-    return HumanMessage(
-        content=[
-            {"type": "image", "base64": data, "mime_type": mime_type},
-            {"type": "text", "text": question},
-        ]
-    )
+    return HumanMessage(content=[image_block(image), {"type": "text", "text": question}])
 
 
 def validate_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
@@ -107,7 +118,12 @@ def read_image_bytes(
             msg = f"Image file {str(path)!r} does not exist."
             raise ImageError(msg)
         return validate_image(path.read_bytes(), max_pixels=max_pixels)
-    return validate_image(_b64decode(source), max_pixels=max_pixels)
+    return read_base64_image(source, max_pixels=max_pixels)
+
+
+def read_base64_image(payload: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """Decode and check base64 image data."""
+    return validate_image(_b64decode(payload), max_pixels=max_pixels)
 
 
 @lru_cache(maxsize=64)

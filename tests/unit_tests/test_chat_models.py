@@ -8,6 +8,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from PIL import Image
 
 from langchain_llava_cot import ChatLlavaCoT, ImageError, convert_messages
+from langchain_llava_cot.images import image_message
 from langchain_llava_cot.stages import Stage
 
 SCRIPT = {
@@ -138,6 +139,31 @@ def test_langsmith_params():
 
 
 # -- message conversion ------------------------------------------------------------
+
+
+def test_image_message_labels_the_image_and_round_trips():
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "blue").save(buffer, format="JPEG")
+    jpeg = buffer.getvalue()
+    message = image_message(jpeg, "What colour?")
+    assert message.content[0]["mime_type"] == "image/jpeg"
+    conversation = convert_messages([message])
+    assert conversation.images == (jpeg,)
+    assert conversation.question == "What colour?"
+    with pytest.raises(ImageError):  # not an image: refused when read, not when the message is built
+        convert_messages([image_message(b"not an image", "What colour?")])
+
+
+def test_base64_jpeg_blocks_are_not_taken_for_paths():
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "blue").save(buffer, format="JPEG")
+    data = base64.b64encode(buffer.getvalue()).decode()
+    assert data.startswith("/")  # as every JPEG's base64 does
+    blocks = (
+        {"type": "image", "base64": data, "mime_type": "image/jpeg"},
+        {"type": "image", "source_type": "base64", "data": data, "mime_type": "image/jpeg"},
+    )
+    assert convert_messages(question(*blocks)).images == (buffer.getvalue(),) * 2
 
 
 def test_image_blocks_in_every_supported_form_are_read():
