@@ -114,7 +114,7 @@ def _ask(args: argparse.Namespace) -> int:
         max_stage_tokens=args.max_stage_tokens,
         device=args.device,
     )
-    message = image_message(args.image.read_bytes(), args.question, mime_type=_mime_type(args.image))
+    message = image_message(args.image.read_bytes(), args.question)
     console = Console(stderr=args.json, highlight=False)
     graph_input = llm.graph_input([message])
     with console.status("loading the model...") as status:
@@ -169,13 +169,6 @@ def _print_summary(console: Console, record: dict[str, Any], usage: Any) -> None
         f"{usage['input_tokens']} read, {record['usage'].get('model_calls', 0)} model calls, "
         f"{record['seconds']:.2f} s[/]"
     )
-
-
-def _mime_type(path: Path) -> str:
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return Image.MIME.get(image.format or "", "image/png")
 
 
 if __name__ == "__main__":  # pragma: no cover

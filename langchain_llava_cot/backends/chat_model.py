@@ -36,8 +36,6 @@ OpenAI-compatible backend reuses where a server ignores a partial assistant mess
 
 from __future__ import annotations
 
-import base64
-import io
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -46,10 +44,10 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from PIL import Image
 
 from langchain_llava_cot.backends.base import Sample, SampleRequest, VLMBackend
 from langchain_llava_cot.conversation import Conversation
+from langchain_llava_cot.images import image_block
 from langchain_llava_cot.stages import STAGES, Stage, parse_answer, render_answer
 
 __all__ = [
@@ -232,20 +230,10 @@ def to_langchain_messages(conversation: Conversation, last_user_text: str | None
         elif turn.role == "assistant":
             messages.append(AIMessage(text))
         else:
-            blocks: list[Any] = [_image_block(image) for image in turn.images]
+            blocks: list[Any] = [image_block(image) for image in turn.images]
             blocks.append({"type": "text", "text": text})
             messages.append(HumanMessage(content=blocks))
     return messages
-
-
-def image_mime_type(data: bytes) -> str:
-    """The MIME type of validated image bytes (``image/png``, ``image/jpeg``...)."""
-    with Image.open(io.BytesIO(data)) as image:
-        return Image.MIME.get(image.format or "", "image/png")
-
-
-def _image_block(data: bytes) -> dict[str, str]:
-    return {"type": "image", "base64": base64.b64encode(data).decode(), "mime_type": image_mime_type(data)}
 
 
 # --- the backend ----------------------------------------------------------------------

@@ -57,12 +57,12 @@ from langchain_llava_cot.backends.chat_model import (
     StageAsk,
     cut_at_stop,
     extract_stages,
-    image_mime_type,
     read_prefix,
     span_logprobs,
     stage_request_text,
 )
 from langchain_llava_cot.conversation import Conversation
+from langchain_llava_cot.images import image_mime_type
 
 try:
     import httpx
