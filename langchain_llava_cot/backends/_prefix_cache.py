@@ -25,9 +25,10 @@ reuse one:
 What ``generate`` wrote is kept too (:meth:`PrefixCache.continue_entry`): each
 candidate row's new states, attached to the entry of the prompt it continued. The
 next stage's prompt is the winner's text after that prompt, so it is found there
-(:meth:`KVPrefix.states` joins prompt and continuation) and only the few tokens
-after the winner (the next opening tag) are read. Continuations live and die with
-their entry and do not count against the bound.
+(:meth:`KVPrefix.states` joins prompt and continuation): only the tokens after the
+winner (the next opening tag) are read, or, where the re-rendered text tokenizes
+differently, those from the first token that differs. Continuations live and die
+with their entry and do not count against the bound.
 
 :func:`stack_left_padded` turns several prefixes of different lengths into one batch
 cache: each row is left-padded with zeros to the longest (the attention mask hides the
@@ -50,7 +51,7 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,9 @@ __all__ = [
 
 Layers = tuple[tuple[Any, Any], ...]
 """Per layer, the (keys, values) tensors, each ``[1, heads, length, head_dim]``."""
+
+MAX_CONTINUATIONS = 64
+"""Most continuations kept per entry (candidates of concurrent requests with one prompt)."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,11 @@ class PrefixCache:
         return len(self._entries)
 
     def longest(self, key: Hashable, ids: Sequence[int]) -> tuple[KVPrefix | None, int]:
-        """The entry under ``key`` sharing the most leading tokens with ``ids``, and how many."""
+        """The entry or continuation under ``key`` sharing the most leading tokens with ``ids``, and how many.
+
+        Read what it holds through :meth:`KVPrefix.states` (a continuation's ``layers``
+        hold only its own positions).
+        """
         best: tuple[KVPrefix | None, int] = (None, 0)
         owner = None
         for name, entry in self._entries.items():
@@ -151,21 +159,28 @@ class PrefixCache:
             self._drop(next(iter(self._entries)))
 
     def continue_entry(
-        self, key: Hashable, prompt: Sequence[int], rows: Sequence[tuple[Sequence[int], Layers]]
+        self, key: Hashable, prompt: Sequence[int], rows: Iterable[tuple[Sequence[int], Layers]]
     ) -> None:
         """Attach what was written after ``prompt`` to the entry holding it.
 
-        Each row is (token ids after ``prompt``, their states). They replace the
-        entry's earlier continuations; nothing is kept if no entry holds ``prompt``.
+        Each row is (token ids after ``prompt``, their states); ``rows`` is consumed
+        only when something holds ``prompt``. A continuation that holds it is made an
+        entry first. The newest :data:`MAX_CONTINUATIONS` rows of an entry are kept.
         """
         prompt = tuple(prompt)
         entry, length = self.longest(key, prompt)
-        if entry is None or length < len(prompt) or entry.base is not None:
+        if entry is None or length < len(prompt):
             return
-        self._continuations[(key, entry.ids)] = tuple(
-            KVPrefix(prompt + tuple(ids), layers, base=entry.layers, base_length=len(prompt))
-            for ids, layers in rows
-        )
+        if entry.base is not None:
+            self.add(key, prompt, entry.states(len(prompt)))
+            entry = self._entries[(key, prompt)]
+        name = (key, entry.ids)
+        kept = {c.ids: c for c in self._continuations.get(name, ())}
+        for ids, layers in rows:
+            continuation = KVPrefix(prompt + tuple(ids), layers, base=entry.layers, base_length=len(prompt))
+            kept.pop(continuation.ids, None)
+            kept[continuation.ids] = continuation
+        self._continuations[name] = tuple(kept.values())[-MAX_CONTINUATIONS:]
 
     def clear(self) -> None:
         """Forget every entry."""

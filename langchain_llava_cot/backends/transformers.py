@@ -115,7 +115,9 @@ class TransformersBackend(VLMBackend):
             reads whole prompts.
         max_cached_prefixes: Prompts whose KV caches are kept (LRU; 0 keeps none, so
             only the rows of one call share a prefill). Each costs
-            ``2 x layers x kv_heads x head_dim x dtype bytes`` per token.
+            ``2 x layers x kv_heads x head_dim x dtype bytes`` per token, and also
+            holds what the last ``generate`` calls from it wrote (each candidate's
+            tokens, up to 64 rows), so the next stage continues the winner.
 
     Instantiate:
         ```python
@@ -491,19 +493,20 @@ class TransformersBackend(VLMBackend):
         if layers is None:
             return
         fed = max(len(row) for row in tokens) - 1
-        grouped: dict[tuple[tuple[bytes, ...], tuple[int, ...]], list[tuple[list[int], Layers]]] = {}
-        for row, (prompt, written, sample) in enumerate(zip(prompts, tokens, samples)):
-            kept = min(sample.completion_tokens, fed)
+        grouped: dict[tuple[tuple[bytes, ...], tuple[int, ...]], list[int]] = {}
+        for row, prompt in enumerate(prompts):
+            grouped.setdefault((prompt.key, tuple(prompt.ids[:-1])), []).append(row)
+
+        def written(row: int) -> tuple[list[int], Layers]:
+            kept = min(samples[row].completion_tokens, fed)
             span = slice(width - 1, width + kept)
             states = tuple(
-                (keys[row : row + 1, :, span].clone(), values[row : row + 1, :, span].clone())
-                for keys, values in layers
+                (k[row : row + 1, :, span].clone(), v[row : row + 1, :, span].clone()) for k, v in layers
             )
-            grouped.setdefault((prompt.key, tuple(prompt.ids[:-1])), []).append(
-                ([prompt.ids[-1], *written[:kept]], states)
-            )
+            return [prompts[row].ids[-1], *tokens[row][:kept]], states
+
         for (key, ids), rows in grouped.items():
-            self._prefixes.continue_entry(key, ids, rows)
+            self._prefixes.continue_entry(key, ids, (written(row) for row in rows))
 
     def _seeded(self, request: SampleRequest) -> contextlib.AbstractContextManager:
         """Seed sampling from ``request.seed`` without touching the global random state."""

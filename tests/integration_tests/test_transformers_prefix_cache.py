@@ -139,7 +139,15 @@ def test_continuations_join_their_entry_and_go_with_it() -> None:
     assert entry is not None and (entry.ids, length) == ((1, 2, 3, 5), 4)
     keys, _ = entry.states(3)[0]
     assert keys[0, 0, :, 0].tolist() == [0.0, 0.0, 2.0]  # the prompt's states, then its own
-    cache.add("b", (7,), states(1, 0.0))  # evicts "a", continuations included
+    cache.continue_entry("a", (1, 2), [((3, 6), states(2, 3.0))])  # another caller's rows join them
+    assert cache.longest("a", [1, 2, 3, 4])[1] == 4 and cache.longest("a", [1, 2, 3, 6])[1] == 4
+    cache.continue_entry("a", (1, 2, 3, 5), [((7,), states(1, 4.0))])  # a continuation holds the prompt
+    entry, length = cache.longest("a", [1, 2, 3, 5, 7])
+    assert entry is not None and length == 5
+    assert entry.states(5)[0][0][0, 0, :, 0].tolist() == [0.0, 0.0, 2.0, 2.0, 4.0]
+    cache.add("a", (1, 2, 3, 5, 7, 8), states(6, 5.0))  # extends the entry: it goes, continuations too
+    assert len(cache) == 1 and cache.longest("a", [1, 2, 3, 4])[1] == 3
+    cache.add("b", (7,), states(1, 0.0))  # evicts "a"
     assert cache.longest("a", [1, 2, 3]) == (None, 0)
     cache.continue_entry("a", (1, 2), [((3,), states(1, 1.0))])  # no entry holds the prompt: dropped
     assert cache.longest("a", [1, 2, 3]) == (None, 0)
@@ -214,3 +222,35 @@ def test_next_stage_continues_from_the_written_candidates() -> None:
     assert read <= 3 < winner.completion_tokens  # the separator's tokens, not the winner's text
     assert found.text == expected.text
     assert found.token_logprobs == pytest.approx(expected.token_logprobs, abs=1e-4)
+
+
+def test_merged_requests_continue_every_candidate_as_if_read_whole() -> None:
+    """Prompts of different lengths in one batch (left padding), every row continued, the longest included."""
+    conversations = [get_example("test", i).conversation() for i in (0, 3)]
+    summaries = [
+        SampleRequest(c, prefix=Stage.SUMMARY.open_tag, n=3, temperature=1.0, stop=(Stage.SUMMARY.close_tag,))
+        for c in conversations
+    ]
+
+    def captions(backend: TransformersBackend, chosen: list[list[Sample]]) -> list[Sample]:
+        requests = [
+            SampleRequest(
+                conversation,
+                prefix=render_answer({Stage.SUMMARY: sample.text}) + STAGE_SEPARATOR + Stage.CAPTION.open_tag,
+                max_new_tokens=12,
+            )
+            for conversation, samples in zip(conversations, chosen)
+            for sample in samples
+        ]
+        return [samples[0] for samples in backend.sample(requests)]
+
+    with TransformersBackend(DEMO_MODEL_PATH) as cached:
+        written = cached.sample(summaries)
+        read = cached.prompt_tokens_read
+        found = captions(cached, written)
+        assert cached.prompt_tokens_read - read < 6 * 4  # the tags after each winner, not its text
+    with TransformersBackend(DEMO_MODEL_PATH, share_prefill=False) as plain:
+        expected = captions(plain, written)
+    assert [s.text for s in found] == [s.text for s in expected]
+    for got, want in zip(found, expected):
+        assert got.token_logprobs == pytest.approx(want.token_logprobs, abs=1e-4)
