@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"{label:12s} {entry['verdicts']:8d} {entry['right']:6.1%} {entry['response_1_wins']:12.1%} "
             f"{entry['same_winner_both_orders']:16.1%}"
         )
-    results = {"model": str(args.model), "questions": args.questions, "seed": args.seed, "stages": stages}
+    model = "bundled demo model" if args.model == DEMO_MODEL_PATH else str(args.model)
+    results = {"model": model, "questions": args.questions, "seed": args.seed, "stages": stages}
     if args.out:
         args.out.write_text(json.dumps(results, indent=1) + "\n")
     return results
