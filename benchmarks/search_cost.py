@@ -69,21 +69,22 @@ def _messages(seed: int) -> list:
     return [image_message(_image(seed), "How many red squares are there?")]
 
 
-def _resolve_model(option: str | None) -> tuple[Path, str]:
-    """The model folder to measure: ``--model``, else the demo model, else a tiny LLaVA."""
+def _resolve_model(option: str | None, random_arch: str | None) -> tuple[Path, str]:
+    """The model folder to measure: ``--model``, ``--random ARCH``, else the demo model."""
     from langchain_llava_cot.demo import DEMO_MODEL_PATH
 
     if option:
         return Path(option), "given by --model"
-    if (DEMO_MODEL_PATH / "config.json").is_file():
+    if random_arch is None and (DEMO_MODEL_PATH / "config.json").is_file():
         return DEMO_MODEL_PATH, "bundled demo model"
     from langchain_llava_cot.model_builders import build_tiny_vlm
 
-    folder = Path(tempfile.mkdtemp(prefix="search-cost-")) / "tiny-llava"
+    arch = random_arch or "llava"
+    folder = Path(tempfile.mkdtemp(prefix="search-cost-")) / f"tiny-{arch}"
     build_tiny_vlm(
-        folder, arch="llava", hidden_size=192, num_layers=4, num_heads=4, vision_hidden_size=64, seed=0
+        folder, arch=arch, hidden_size=192, num_layers=4, num_heads=4, vision_hidden_size=64, seed=0
     )
-    return folder, "random-weight LLaVA of the demo model's size (demo model not built yet)"
+    return folder, f"random-weight {arch} of about the demo model's size"
 
 
 # -- the reference procedure ------------------------------------------------------
@@ -271,9 +272,14 @@ def _peak_rss_mib() -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     """Run every measurement, print a report, write JSON to ``--out``."""
+    from langchain_llava_cot.model_builders import ARCHITECTURES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="model folder (default: the bundled demo model)")
     parser.add_argument(
-        "--model", help="model folder (default: the bundled demo model, else a tiny random LLaVA)"
+        "--random",
+        choices=ARCHITECTURES,
+        help="measure a random-weight model of this architecture, built on the spot, instead",
     )
     parser.add_argument("--candidates", type=int, default=4, help="N, candidates per stage")
     parser.add_argument("--stage-tokens", type=int, default=32, help="token limit of every stage")
@@ -297,7 +303,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     from langchain_llava_cot.backends.transformers import TransformersBackend
 
-    path, source = _resolve_model(args.model)
+    path, source = _resolve_model(args.model, args.random)
     rss_before_load = _peak_rss_mib()
     backend = TransformersBackend(path)
     reference_backend = TransformersBackend.from_loaded(
