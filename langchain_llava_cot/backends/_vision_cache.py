@@ -20,8 +20,15 @@ It applies where that is cheap and safe: the model's ``forward`` takes
 ``mm_encoder_outputs``, it has ``get_image_features``, the processor gives a 4-D
 ``pixel_values`` with one entry per picture and no other image inputs, and the
 encoder returns one feature tensor per picture (LLaVA and LLaVA-like models).
-Everything else (Mllama's cross-attention, Idefics3's tiled 5-D pixels) passes
-through unchanged.
+
+Mllama (LLaVA-CoT's own architecture) reads its pictures through cross-attention
+layers instead, which keep the keys and values of the picture in the KV cache. For
+it the cache holds, per picture, those keys and values of every cross-attention
+layer, computed by the model itself in one short forward pass (the picture and one
+``<|image|>`` token) the first time the picture is seen. Later calls get a KV cache
+whose cross-attention layers already hold them, row by row, and no pixels: the
+vision tower does not run again. Rows with one picture each only; anything else
+(and Idefics3's tiled 5-D pixels) passes through unchanged.
 
 A forward hook on the vision tower counts its calls in :attr:`encoder_calls`, and
 :attr:`images_encoded` counts pictures encoded, for tests and benchmarks.
@@ -80,7 +87,8 @@ class ImageFeatureCache:
         """Forward calls of the vision tower since this cache was made."""
         self.images_encoded = 0
         """Pictures this cache encoded (cache misses)."""
-        self.supported = max_images > 0 and _supports_encoder_outputs(model)
+        self._cross_layers = _cross_attention_layers(model)
+        self.supported = max_images > 0 and (bool(self._cross_layers) or _supports_encoder_outputs(model))
         """Whether this model's features can be cached; if not, inputs pass through."""
         tower = find_vision_tower(model)
         self._hook = tower.register_forward_hook(self._count) if tower is not None else None
@@ -111,17 +119,86 @@ class ImageFeatureCache:
         """
         kwargs = dict(inputs)
         pixels = kwargs.get("pixel_values")
-        if not self.supported or pixels is None or not self._fits(kwargs, pixels, images):
+        if not self.supported or pixels is None:
+            return kwargs
+        if self._cross_layers:
+            return self._apply_cross_attention(kwargs, pixels, images)
+        if not self._fits(kwargs, pixels, images):
             return kwargs
         keys = [hashlib.sha256(data).hexdigest() for data in images]
         self._encode_missing(keys, pixels)
         features = [self._features[key] for key in keys]
-        for key in keys:
-            self._features.move_to_end(key)
-        self._evict()
+        self._touch(keys)
         del kwargs["pixel_values"]
         kwargs["mm_encoder_outputs"] = {"image": _as_output(features)}
         return kwargs
+
+    def _apply_cross_attention(
+        self, kwargs: dict[str, Any], pixels: Any, images: Sequence[bytes]
+    ) -> dict[str, Any]:
+        """Mllama: the pixels replaced by a KV cache whose cross-attention layers hold each row's picture."""
+        one_each = pixels.dim() == 6 and pixels.shape[1] == 1 and pixels.shape[0] == len(images)
+        if not one_each or kwargs.get("cross_attention_mask") is None:
+            return kwargs
+        keys = [hashlib.sha256(data).hexdigest() for data in images]
+        self._encode_missing_cross_attention(keys, kwargs)
+        kwargs["past_key_values"] = self._cross_attention_cache(keys)
+        self._touch(keys)
+        for name in ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask"):
+            kwargs.pop(name, None)
+        return kwargs
+
+    def _encode_missing_cross_attention(self, keys: list[str], kwargs: dict[str, Any]) -> None:
+        """Run the model once over each new picture and one image token; keep its cross-attention KV."""
+        missing: dict[str, int] = {}
+        for index, key in enumerate(keys):
+            if key not in self._features and key not in missing:
+                missing[key] = index
+        if not missing:
+            return
+        import torch
+        from transformers import DynamicCache
+
+        rows = list(missing.values())
+        cache = DynamicCache(config=self._model.config)
+        image_token = self._model.config.image_token_index
+        with torch.inference_mode():
+            self._model(
+                input_ids=torch.full((len(rows), 1), image_token, device=self._model.device),
+                pixel_values=kwargs["pixel_values"][rows],
+                aspect_ratio_ids=kwargs["aspect_ratio_ids"][rows],
+                aspect_ratio_mask=kwargs["aspect_ratio_mask"][rows],
+                cross_attention_mask=torch.ones_like(kwargs["cross_attention_mask"][rows, :1]),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        layers: Any = cache.layers
+        for row, key in enumerate(missing):
+            self._features[key] = tuple(
+                (layers[layer].keys[row : row + 1].clone(), layers[layer].values[row : row + 1].clone())
+                for layer in self._cross_layers
+            )
+        self.images_encoded += len(missing)
+
+    def _cross_attention_cache(self, keys: list[str]) -> Any:
+        """A ``DynamicCache`` whose cross-attention layers hold row ``i``'s picture for each key ``i``."""
+        import torch
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self._model.config)
+        for position, layer in enumerate(self._cross_layers):
+            # One contiguous copy per row, as the model's own pass would write: attention
+            # kernels read them at every decoding step.
+            states = [torch.cat([self._features[key][position][part] for key in keys]) for part in (0, 1)]
+            cache.update(states[0], states[1], layer)
+        return cache
+
+    def _touch(self, keys: list[str]) -> None:
+        """Mark ``keys`` as just used and evict the oldest beyond the bound."""
+        for key in keys:
+            self._features.move_to_end(key)
+        self._evict()
 
     def _fits(self, kwargs: dict[str, Any], pixels: Any, images: Sequence[bytes]) -> bool:
         """Whether ``pixels`` holds exactly one entry per picture and nothing else is needed."""
@@ -150,6 +227,13 @@ class ImageFeatureCache:
     def _evict(self) -> None:
         while len(self._features) > self._max_images:
             self._features.popitem(last=False)
+
+
+def _cross_attention_layers(model: Any) -> tuple[int, ...]:
+    """The indices of the text model's cross-attention layers (Mllama); empty for other models."""
+    config: Any = getattr(model, "config", None)
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    return tuple(getattr(text, "cross_attention_layers", None) or ())
 
 
 def _supports_encoder_outputs(model: Any) -> bool:

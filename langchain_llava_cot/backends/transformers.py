@@ -107,7 +107,10 @@ class TransformersBackend(VLMBackend):
             before it runs a batch (0 runs at once; work arriving during a batch
             always joins the next one).
         max_batch_rows: Most rows (candidates) in one ``generate`` call.
-        max_cached_images: Distinct images whose features are kept (0: no cache).
+        max_cached_images: Distinct images whose features are kept (0: no cache). For
+            Mllama these are the keys and values of every cross-attention layer:
+            ``2 x cross layers x kv_heads x head_dim x vision tokens x dtype bytes``
+            each, about 210 MB for the 11B model in bfloat16 with four tiles.
         share_prefill: Read each prompt once: keep prompts' KV caches (see
             ``max_cached_prefixes``), read only the tokens a cached prompt lacks, and
             copy the cache to the ``n`` candidate rows; judge pairs read their shared

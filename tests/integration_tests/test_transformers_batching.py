@@ -20,8 +20,10 @@ def _greedy(conversation: Conversation, tokens: int = 8, prefix: str = "<SUMMARY
     return SampleRequest(conversation, prefix=prefix, max_new_tokens=tokens, stop=("</SUMMARY>",))
 
 
-def test_each_image_is_encoded_once(tiny_llava_path: Path) -> None:
-    with TransformersBackend(tiny_llava_path) as backend:
+@pytest.mark.parametrize("arch", ["llava", "mllama"])
+def test_each_image_is_encoded_once(arch: str, request: pytest.FixtureRequest) -> None:
+    """LLaVA: cached encoder outputs; Mllama: cached cross-attention keys and values."""
+    with TransformersBackend(request.getfixturevalue(f"tiny_{arch}_path")) as backend:
         backend.sample(
             [SampleRequest(RED_CIRCLE, prefix="<SUMMARY>", n=4, temperature=1.0, max_new_tokens=6)]
         )
@@ -33,15 +35,22 @@ def test_each_image_is_encoded_once(tiny_llava_path: Path) -> None:
         assert backend.images_encoded == 2
 
 
-def test_cached_features_give_the_same_answers(tiny_llava_path: Path) -> None:
-    requests = [_greedy(RED_CIRCLE, 12), _greedy(BLUE_SQUARE, 12)]
-    choice = [ChoiceRequest(RED_CIRCLE, "The better response is", (" 1", " 2"))]
-    with TransformersBackend(tiny_llava_path, max_cached_images=0) as plain:
+@pytest.mark.parametrize("arch", ["llava", "mllama"])
+def test_cached_features_give_the_same_answers(arch: str, request: pytest.FixtureRequest) -> None:
+    path: Path = request.getfixturevalue(f"tiny_{arch}_path")
+    sampled = SampleRequest(BLUE_SQUARE, prefix="<SUMMARY>", n=3, temperature=1.0, seed=3, max_new_tokens=10)
+    requests = [_greedy(RED_CIRCLE, 12), _greedy(BLUE_SQUARE, 12), sampled]
+    choice = [ChoiceRequest(c, "The better response is", (" 1", " 2")) for c in (RED_CIRCLE, BLUE_SQUARE)]
+    with TransformersBackend(path, max_cached_images=0) as plain:
         expected, expected_choice = plain.sample(requests), plain.choose(choice)
         assert plain.images_encoded == 0
-    with TransformersBackend(tiny_llava_path) as cached:
-        assert _texts(cached.sample(requests)) == _texts(expected)
-        assert cached.choose(choice)[0].logprobs == pytest.approx(expected_choice[0].logprobs, abs=1e-5)
+    with TransformersBackend(path) as cached:
+        found = cached.sample(requests)
+        assert _texts(found) == _texts(expected)
+        for got, want in zip(found[2], expected[2]):
+            assert got.token_logprobs == pytest.approx(want.token_logprobs, abs=1e-5)
+        for got, want in zip(cached.choose(choice), expected_choice):
+            assert got.logprobs == pytest.approx(want.logprobs, abs=1e-5)
 
 
 def test_cache_is_bounded(tiny_llava_path: Path) -> None:
