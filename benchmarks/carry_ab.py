@@ -6,12 +6,13 @@ after the winner. This runs stage_beam requests with that on and off in turn (th
 order swapped every request, each picture asked once per mode) and prints the
 median wall time and the prompt tokens read of each::
 
-    python benchmarks/carry_ab.py --requests 30
+    python benchmarks/carry_ab.py --requests 30 --out benchmarks/carry-ab.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=30, help="requests per mode")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--out", type=Path, help="write the figures here as JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     backend = TransformersBackend(DEMO_MODEL_PATH)
@@ -57,6 +59,10 @@ def main(argv: list[str] | None = None) -> dict:
     for mode, entry in results.items():
         median, tokens = entry["median_seconds"], entry["prompt_tokens_read"]
         print(f"{mode:9s} median {median:.3f} s   prompt tokens read {tokens:,}")
+    if args.out:
+        args.out.write_text(
+            json.dumps({"requests": args.requests, "threads": args.threads, **results}, indent=1) + "\n"
+        )
     return results
 
 
