@@ -138,7 +138,8 @@ class ImageFeatureCache:
     ) -> dict[str, Any]:
         """Mllama: the pixels replaced by a KV cache whose cross-attention layers hold each row's picture."""
         one_each = pixels.dim() == 6 and pixels.shape[1] == 1 and pixels.shape[0] == len(images)
-        if not one_each or kwargs.get("cross_attention_mask") is None:
+        needed = ("aspect_ratio_ids", "aspect_ratio_mask", "cross_attention_mask")
+        if not one_each or any(kwargs.get(name) is None for name in needed):
             return kwargs
         keys = [hashlib.sha256(data).hexdigest() for data in images]
         self._encode_missing_cross_attention(keys, kwargs)
