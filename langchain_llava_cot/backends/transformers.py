@@ -115,7 +115,8 @@ class TransformersBackend(VLMBackend):
             ``max_cached_prefixes``), read only the tokens a cached prompt lacks, and
             copy the cache to the ``n`` candidate rows; judge pairs read their shared
             part once. Decoder-only models with full attention; Mllama (cross-attention)
-            reads whole prompts.
+            keeps no prompts between calls, but reads each prompt once for all its
+            candidate rows.
         max_cached_prefixes: Prompts whose KV caches are kept (LRU; 0 keeps none, so
             only the rows of one call share a prefill). Each costs
             ``2 x layers x kv_heads x head_dim x dtype bytes`` per token, and also
@@ -214,6 +215,7 @@ class TransformersBackend(VLMBackend):
         }
         self._max_batch_rows = max_batch_rows
         self._share_prefill = share_prefill and _is_decoder_only(model) and _has_plain_kv_cache(model)
+        self._read_rows_once = share_prefill and not self._share_prefill and _has_plain_kv_cache(model)
         self._prefixes = PrefixCache(max_entries=max_cached_prefixes)
         self._image_token_id = _image_token_id(model)
         self._pad_token_id = (
@@ -337,8 +339,7 @@ class TransformersBackend(VLMBackend):
         first = requests[0]
         settings = self._generation_config(first, max(r.max_new_tokens for r in requests))
         with torch.inference_mode():
-            prefilled = self._prefilled_inputs(requests) if self._share_prefill else None
-            inputs, prompts = prefilled or (self._encode([(r.conversation, r.prefix) for r in rows]), None)
+            inputs, prompts = self._sample_inputs(requests, rows)
         prompt_length = inputs["input_ids"].shape[1]
         stops = StoppingCriteriaList([_RowStops(prompt_length, rows, self._decode, self._single_token_id)])
         self.generate_calls += 1
@@ -480,6 +481,51 @@ class TransformersBackend(VLMBackend):
             ),
         }
         return inputs, ready
+
+    def _sample_inputs(
+        self, requests: list[SampleRequest], rows: list[SampleRequest]
+    ) -> tuple[dict[str, Any], list[_Prompt] | None]:
+        """``generate`` inputs for ``rows``, and their prompts when read through the prefix cache."""
+        prefilled = self._prefilled_inputs(requests) if self._share_prefill else None
+        if prefilled is not None:
+            return prefilled
+        if self._read_rows_once and any(request.n > 1 for request in requests):
+            return self._read_once_inputs(requests), None
+        return self._encode([(row.conversation, row.prefix) for row in rows]), None
+
+    def _read_once_inputs(self, requests: list[SampleRequest]) -> dict[str, Any]:
+        """``generate`` inputs where each request's prompt was read once for all its ``n`` rows.
+
+        For models the prefix cache cannot serve (Mllama's cross-attention): the
+        requests' prompts, left-padded together, are read but for their last token in
+        one forward pass, and the resulting cache (with the pictures' cross-attention
+        states) is repeated for each request's rows. Positions follow the attention
+        mask, as ``generate`` computes them.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        inputs = self._encode([(r.conversation, r.prefix) for r in requests])
+        cache = inputs.pop("past_key_values", None) or DynamicCache(config=self._model.config)
+        mask = inputs["attention_mask"]
+        positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        per_token = {"input_ids", "attention_mask", "cross_attention_mask"}
+        self.prefill_calls += 1
+        self._model(
+            **{k: v[:, :-1] if k in per_token else v for k, v in inputs.items()},
+            position_ids=positions[:, :-1],
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        repeats = torch.tensor([r.n for r in requests], device=mask.device)
+        layers: Any = cache.layers
+        for layer in layers:
+            if layer.is_initialized:  # a text-only batch leaves the cross-attention layers empty
+                layer.keys = layer.keys.repeat_interleave(repeats, dim=0)
+                layer.values = layer.values.repeat_interleave(repeats, dim=0)
+        kept = {k: v.repeat_interleave(repeats, dim=0) for k, v in inputs.items() if k in per_token}
+        return {**kept, "past_key_values": cache}
 
     def _keep_continuations(
         self, prompts: list[_Prompt], tokens: list[list[int]], samples: list[Sample], cache: Any, width: int

@@ -42,11 +42,29 @@ def test_stage_to_stage_cache_gives_the_same_greedy_answers(
     assert found == expected
 
 
-def test_mllama_reads_whole_prompts(tiny_mllama_path: Path) -> None:
+def test_mllama_keeps_no_prefixes_but_reads_each_prompt_once_per_stage(tiny_mllama_path: Path) -> None:
     with TransformersBackend(tiny_mllama_path) as backend:
         _stage_chain(backend, RED_CIRCLE, n=2)
         assert backend.prompt_tokens_reused == 0
-        assert backend.prefill_calls == 0
+        assert backend.prefill_calls == 4  # one pass per stage for both candidate rows
+
+
+@pytest.mark.parametrize("options", [{}, {"max_cached_images": 0}], ids=["image-cache", "pixels"])
+def test_mllama_candidates_share_one_read_of_their_prompt(tiny_mllama_path: Path, options: dict) -> None:
+    requests = [
+        SampleRequest(RED_CIRCLE, prefix="<SUMMARY>", n=3, temperature=1.0, seed=3, max_new_tokens=10),
+        SampleRequest(BLUE_SQUARE, prefix="<SUMMARY> Count. </SUMMARY>", n=2, temperature=1.0, seed=3),
+    ]
+    with TransformersBackend(tiny_mllama_path, share_prefill=False) as plain:
+        expected = plain.sample(requests)
+    with TransformersBackend(tiny_mllama_path, **options) as once:
+        found = once.sample(requests)
+        assert once.prefill_calls == 1  # both prompts in one pass, then repeated for their 5 rows
+    for got_samples, want_samples in zip(found, expected):
+        assert [s.text for s in got_samples] == [s.text for s in want_samples]
+        for got, want in zip(got_samples, want_samples):
+            assert got.prompt_tokens == want.prompt_tokens
+            assert got.token_logprobs == pytest.approx(want.token_logprobs, abs=1e-4)
 
 
 def test_logprobs_match_reading_whole_prompts(tiny_llava_path: Path) -> None:
