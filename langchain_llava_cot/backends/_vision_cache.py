@@ -43,7 +43,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["ImageFeatureCache", "find_vision_tower"]
+__all__ = ["ImageFeatureCache", "cross_attention_layers", "find_vision_tower"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class ImageFeatureCache:
         """Forward calls of the vision tower since this cache was made."""
         self.images_encoded = 0
         """Pictures this cache encoded (cache misses)."""
-        self._cross_layers = _cross_attention_layers(model)
+        self._cross_layers = cross_attention_layers(model)
         self.supported = max_images > 0 and (bool(self._cross_layers) or _supports_encoder_outputs(model))
         """Whether this model's features can be cached; if not, inputs pass through."""
         tower = find_vision_tower(model)
@@ -230,7 +230,7 @@ class ImageFeatureCache:
             self._features.popitem(last=False)
 
 
-def _cross_attention_layers(model: Any) -> tuple[int, ...]:
+def cross_attention_layers(model: Any) -> tuple[int, ...]:
     """The indices of the text model's cross-attention layers (Mllama); empty for other models."""
     config: Any = getattr(model, "config", None)
     text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config

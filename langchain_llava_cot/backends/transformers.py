@@ -80,7 +80,7 @@ from langchain_llava_cot.backends._prefix_cache import (
     kv_layers,
     stack_left_padded,
 )
-from langchain_llava_cot.backends._vision_cache import ImageFeatureCache
+from langchain_llava_cot.backends._vision_cache import ImageFeatureCache, cross_attention_layers
 from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
 from langchain_llava_cot.conversation import Conversation, to_chat_messages
 from langchain_llava_cot.images import decode_image
@@ -215,7 +215,13 @@ class TransformersBackend(VLMBackend):
         }
         self._max_batch_rows = max_batch_rows
         self._share_prefill = share_prefill and _is_decoder_only(model) and _has_plain_kv_cache(model)
-        self._read_rows_once = share_prefill and not self._share_prefill and _has_plain_kv_cache(model)
+        self._read_rows_once = (  # Mllama: no prefix cache, but each prompt read once for its rows
+            share_prefill
+            and not self._share_prefill
+            and not _is_encoder_decoder(model)
+            and bool(cross_attention_layers(model))
+            and _has_plain_kv_cache(model)
+        )
         self._prefixes = PrefixCache(max_entries=max_cached_prefixes)
         self._image_token_id = _image_token_id(model)
         self._pad_token_id = (
@@ -1041,11 +1047,11 @@ def _stop_token_ids(stops: Sequence[str], token_id: Callable[[str], int | None])
 
 def _is_decoder_only(model: Any) -> bool:
     """Whether a prompt's KV cache is all the model needs to continue it (no cross-attention)."""
-    config = getattr(model, "config", None)
-    text = getattr(config, "text_config", config)
-    return not getattr(config, "is_encoder_decoder", False) and not getattr(
-        text, "cross_attention_layers", None
-    )
+    return not _is_encoder_decoder(model) and not cross_attention_layers(model)
+
+
+def _is_encoder_decoder(model: Any) -> bool:
+    return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
 
 
 def _weak_runner(backend: TransformersBackend) -> Callable[[Sequence[Job]], list[Any]]:
