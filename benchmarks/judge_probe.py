@@ -28,11 +28,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 def probe(model: Path, questions: int, seed: int) -> dict:
     """Per stage: pairs asked, right-candidate rate, "Response 1" rate, order-consistency rate."""
-    from langchain_llava_cot.backends.base import ChoiceRequest
     from langchain_llava_cot.backends.transformers import TransformersBackend
     from langchain_llava_cot.demo.dataset import examples
     from langchain_llava_cot.demo.train import JUDGE_STAGES, judge_pair
-    from langchain_llava_cot.judges import VERDICT_PREFIX, JudgeTask, pairwise_prompt
+    from langchain_llava_cot.judges import JudgeTask, verdict_choice
 
     rng = random.Random(seed)
     requests, labels = [], []
@@ -40,9 +39,8 @@ def probe(model: Path, questions: int, seed: int) -> dict:
         stage = rng.choice(JUDGE_STAGES)
         chosen, right, wrong = judge_pair(example, stage, rng)
         task = JudgeTask(example.conversation(), stage, chosen, (right, wrong))
-        for first, second in ((0, 1), (1, 0)):  # the right candidate as response 1, then as response 2
-            prompt = pairwise_prompt(task, first, second)
-            requests.append(ChoiceRequest(prompt, prefix=VERDICT_PREFIX, options=(" 1", " 2")))
+        # the right candidate as response 1, then as response 2
+        requests += [verdict_choice(task, 0, 1), verdict_choice(task, 1, 0)]
         labels.append("answer" if stage is None else stage.value)
     with TransformersBackend(model) as backend:
         results = [r for i in range(0, len(requests), 16) for r in backend.choose(requests[i : i + 16])]

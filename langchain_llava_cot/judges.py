@@ -53,6 +53,7 @@ __all__ = [
     "Verdict",
     "human_judge_request",
     "pairwise_prompt",
+    "verdict_choice",
     "parse_verdict",
     "resolve_judge",
 ]
@@ -131,6 +132,11 @@ def pairwise_prompt(task: JudgeTask, first: int, second: int) -> Conversation:
     return task.conversation.with_user_turn(text)
 
 
+def verdict_choice(task: JudgeTask, first: int, second: int) -> ChoiceRequest:
+    """Ask which of two candidates is better, read as the log-probabilities of " 1" and " 2"."""
+    return ChoiceRequest(pairwise_prompt(task, first, second), prefix=VERDICT_PREFIX, options=(" 1", " 2"))
+
+
 def parse_verdict(text: str) -> Literal[1, 2] | None:
     """Read ``1`` or ``2`` from a generated verdict; None when it names neither."""
     matches = _VERDICT_PATTERN.findall(text)
@@ -192,10 +198,7 @@ class PairwiseJudge(Judge):
     def _compare_by_logits(
         self, task: JudgeTask, pairs: Sequence[tuple[int, int]]
     ) -> Step[tuple[list[Comparison], int]]:
-        requests = tuple(
-            ChoiceRequest(pairwise_prompt(task, a, b), prefix=VERDICT_PREFIX, options=(" 1", " 2"))
-            for a, b in pairs
-        )
+        requests = tuple(verdict_choice(task, a, b) for a, b in pairs)
         results = yield ChoiceCall(requests)
         decided = []
         for (a, b), result in zip(pairs, results):

@@ -125,7 +125,7 @@ class ImageFeatureCache:
             return self._apply_cross_attention(kwargs, pixels, images)
         if not self._fits(kwargs, pixels, images):
             return kwargs
-        keys = [hashlib.sha256(data).hexdigest() for data in images]
+        keys = _content_keys(images)
         self._encode_missing(keys, pixels)
         features = [self._features[key] for key in keys]
         self._touch(keys)
@@ -141,7 +141,7 @@ class ImageFeatureCache:
         needed = ("aspect_ratio_ids", "aspect_ratio_mask", "cross_attention_mask")
         if not one_each or any(kwargs.get(name) is None for name in needed):
             return kwargs
-        keys = [hashlib.sha256(data).hexdigest() for data in images]
+        keys = _content_keys(images)
         self._encode_missing_cross_attention(keys, kwargs)
         kwargs["past_key_values"] = self._cross_attention_cache(keys)
         self._touch(keys)
@@ -151,10 +151,7 @@ class ImageFeatureCache:
 
     def _encode_missing_cross_attention(self, keys: list[str], kwargs: dict[str, Any]) -> None:
         """Run the model once over each new picture and one image token; keep its cross-attention KV."""
-        missing: dict[str, int] = {}
-        for index, key in enumerate(keys):
-            if key not in self._features and key not in missing:
-                missing[key] = index
+        missing = self._missing(keys)
         if not missing:
             return
         import torch
@@ -195,6 +192,14 @@ class ImageFeatureCache:
             cache.update(states[0], states[1], layer)
         return cache
 
+    def _missing(self, keys: list[str]) -> dict[str, int]:
+        """Each key not cached yet, with the batch row of its first picture."""
+        missing: dict[str, int] = {}
+        for index, key in enumerate(keys):
+            if key not in self._features and key not in missing:
+                missing[key] = index
+        return missing
+
     def _touch(self, keys: list[str]) -> None:
         """Mark ``keys`` as just used and evict the oldest beyond the bound."""
         for key in keys:
@@ -208,10 +213,7 @@ class ImageFeatureCache:
 
     def _encode_missing(self, keys: list[str], pixels: Any) -> None:
         """Encode, in one call, each picture whose key is not cached yet."""
-        missing: dict[str, int] = {}
-        for index, key in enumerate(keys):
-            if key not in self._features and key not in missing:
-                missing[key] = index
+        missing = self._missing(keys)
         if not missing:
             return
         import torch
@@ -228,6 +230,11 @@ class ImageFeatureCache:
     def _evict(self) -> None:
         while len(self._features) > self._max_images:
             self._features.popitem(last=False)
+
+
+def _content_keys(images: Sequence[bytes]) -> list[str]:
+    """Each picture's cache key: the SHA-256 of its encoded bytes."""
+    return [hashlib.sha256(data).hexdigest() for data in images]
 
 
 def cross_attention_layers(model: Any) -> tuple[int, ...]:
