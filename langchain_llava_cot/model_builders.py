@@ -195,6 +195,7 @@ def build_tiny_vlm(
 
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config)
+    _open_gates(model)
     model.eval()
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.convert_tokens_to_ids(BOS),
@@ -204,6 +205,20 @@ def build_tiny_vlm(
     model.save_pretrained(path, safe_serialization=True)
     processor.save_pretrained(path)
     return path
+
+
+def _open_gates(model: Any) -> None:
+    """Open Mllama's cross-attention gates, which start at zero (tanh(0): the picture adds nothing).
+
+    Trained models have learned them; a random model with closed gates would be blind
+    to its pictures, and tests of how pictures are read could not fail.
+    """
+    import torch
+
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate")):
+                parameter.fill_(1.0)
 
 
 def _build_tokenizer(arch: str, corpus: Iterable[str] | None, vocab_size: int) -> Any:
@@ -294,6 +309,18 @@ def _llava(tokenizer: Any, text: dict, vision: dict, sizes: dict) -> tuple[Any, 
     return config, processor
 
 
+def _cross_attention_layer(layers: int) -> list[int]:
+    """Where the one cross-attention layer goes.
+
+    Between self-attention layers when there are three or more, as in Llama 3.2 Vision,
+    so what it writes reaches later layers; else last. Never first: transformers' cache
+    measures the prompt's length on layer 0.
+    """
+    if not layers:
+        return []
+    return [layers // 2] if layers >= 3 else [layers - 1]
+
+
 def _mllama(tokenizer: Any, text: dict, vision: dict, sizes: dict) -> tuple[Any, Any]:
     from transformers import MllamaConfig, MllamaProcessor, MllamaTextConfig, MllamaVisionConfig
     from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil
@@ -315,9 +342,7 @@ def _mllama(tokenizer: Any, text: dict, vision: dict, sizes: dict) -> tuple[Any,
             supported_aspect_ratios=[[1, 1]],
             intermediate_layers_indices=intermediate,
         ),
-        text_config=MllamaTextConfig(
-            **text, cross_attention_layers=list(range(layers - 1, layers)) if layers else []
-        ),
+        text_config=MllamaTextConfig(**text, cross_attention_layers=_cross_attention_layer(layers)),
         image_token_index=tokenizer.convert_tokens_to_ids("<|image|>"),
     )
     image_processor = MllamaImageProcessorPil(

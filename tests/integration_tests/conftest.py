@@ -25,7 +25,9 @@ def tiny_llava_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_mllama_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(tmp_path_factory, "mllama")
+    # Three layers put its cross-attention layer in the middle, as in Llama 3.2 Vision,
+    # so what that layer makes of each position reaches the next layer's keys and values.
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny-mllama"), arch="mllama", num_layers=3, seed=0)
 
 
 @pytest.fixture(scope="session")
