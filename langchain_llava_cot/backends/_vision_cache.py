@@ -27,7 +27,8 @@ it the cache holds, per picture, those keys and values of every cross-attention
 layer, computed by the model itself in one short forward pass (the picture and one
 ``<|image|>`` token) the first time the picture is seen. Later calls get a KV cache
 whose cross-attention layers already hold them, row by row, and no pixels: the
-vision tower does not run again. Rows with one picture each only; anything else
+vision tower does not run again. Rows with at most one picture each (rows without
+one, beside rows with one, get zeros that their mask makes add nothing); anything else
 (and Idefics3's tiled 5-D pixels) passes through unchanged.
 
 A forward hook on the vision tower counts its calls in :attr:`encoder_calls`, and
@@ -43,7 +44,13 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["ImageFeatureCache", "cross_attention_layers", "find_vision_tower"]
+__all__ = [
+    "ImageFeatureCache",
+    "content_key",
+    "cross_attention_layers",
+    "find_vision_tower",
+    "image_token_id",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +95,7 @@ class ImageFeatureCache:
         self.images_encoded = 0
         """Pictures this cache encoded (cache misses)."""
         self._cross_layers = cross_attention_layers(model)
+        self._image_token = image_token_id(model) or 0
         self.supported = max_images > 0 and (bool(self._cross_layers) or _supports_encoder_outputs(model))
         """Whether this model's features can be cached; if not, inputs pass through."""
         tower = find_vision_tower(model)
@@ -125,7 +133,7 @@ class ImageFeatureCache:
             return self._apply_cross_attention(kwargs, pixels, images)
         if not self._fits(kwargs, pixels, images):
             return kwargs
-        keys = _content_keys(images)
+        keys = [content_key(image) for image in images]
         self._encode_missing(keys, pixels)
         features = [self._features[key] for key in keys]
         self._touch(keys)
@@ -136,20 +144,28 @@ class ImageFeatureCache:
     def _apply_cross_attention(
         self, kwargs: dict[str, Any], pixels: Any, images: Sequence[bytes]
     ) -> dict[str, Any]:
-        """Mllama: the pixels replaced by a KV cache whose cross-attention layers hold each row's picture."""
-        one_each = pixels.dim() == 6 and pixels.shape[1] == 1 and pixels.shape[0] == len(images)
+        """Mllama: the pixels replaced by a KV cache whose cross-attention layers hold each row's picture.
+
+        Rows without a picture (text beside pictures in one batch: the processor gives
+        them blank pixels) get zeros, which their all-zero mask makes add nothing, so
+        a text row reads as it would alone.
+        """
         needed = ("aspect_ratio_ids", "aspect_ratio_mask", "cross_attention_mask")
-        if not one_each or any(kwargs.get(name) is None for name in needed):
+        if pixels.dim() != 6 or pixels.shape[1] != 1 or any(kwargs.get(name) is None for name in needed):
             return kwargs
-        keys = _content_keys(images)
+        pictured = kwargs["cross_attention_mask"].flatten(1).any(dim=1).tolist()
+        if len(pictured) != pixels.shape[0] or sum(pictured) != len(images):
+            return kwargs
+        found = iter(content_key(image) for image in images)
+        keys = [next(found) if seen else None for seen in pictured]
         self._encode_missing_cross_attention(keys, kwargs)
         kwargs["past_key_values"] = self._cross_attention_cache(keys)
-        self._touch(keys)
+        self._touch([key for key in keys if key is not None])
         for name in ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask"):
             kwargs.pop(name, None)
         return kwargs
 
-    def _encode_missing_cross_attention(self, keys: list[str], kwargs: dict[str, Any]) -> None:
+    def _encode_missing_cross_attention(self, keys: list[str | None], kwargs: dict[str, Any]) -> None:
         """Run the model once over each new picture and one image token; keep its cross-attention KV."""
         missing = self._missing(keys)
         if not missing:
@@ -159,10 +175,9 @@ class ImageFeatureCache:
 
         rows = list(missing.values())
         cache = DynamicCache(config=self._model.config)
-        image_token = self._model.config.image_token_index
         with torch.inference_mode():
             self._model(
-                input_ids=torch.full((len(rows), 1), image_token, device=self._model.device),
+                input_ids=torch.full((len(rows), 1), self._image_token, device=self._model.device),
                 pixel_values=kwargs["pixel_values"][rows],
                 aspect_ratio_ids=kwargs["aspect_ratio_ids"][rows],
                 aspect_ratio_mask=kwargs["aspect_ratio_mask"][rows],
@@ -179,24 +194,53 @@ class ImageFeatureCache:
             )
         self.images_encoded += len(missing)
 
-    def _cross_attention_cache(self, keys: list[str]) -> Any:
-        """A ``DynamicCache`` whose cross-attention layers hold row ``i``'s picture for each key ``i``."""
+    def holds(self, key: str) -> bool:
+        """Whether the picture with content key ``key`` is cached."""
+        return key in self._features
+
+    def cross_attention_states(self, keys: Sequence[str | None]) -> list[tuple[Any, Any]]:
+        """Mllama: per cross-attention layer, the (keys, values) of row ``i``'s picture ``keys[i]``.
+
+        A row without a picture (None) gets zeros: with its cross-attention mask all
+        zeros, the layer then adds nothing to it, as if skipped. Every named picture
+        must be cached (:meth:`holds`).
+        """
         import torch
+
+        template = next(self._features[key] for key in keys if key is not None)
+        layers = []
+        for position in range(len(self._cross_layers)):
+            # One contiguous copy per row, as the model's own pass would write: attention
+            # kernels read them at every decoding step.
+            layers.append(
+                tuple(
+                    torch.cat(
+                        [
+                            self._features[key][position][part]
+                            if key is not None
+                            else torch.zeros_like(template[position][part])
+                            for key in keys
+                        ]
+                    )
+                    for part in (0, 1)
+                )
+            )
+        return layers  # type: ignore[return-value]
+
+    def _cross_attention_cache(self, keys: list[str | None]) -> Any:
+        """A ``DynamicCache`` whose cross-attention layers hold each row's picture (None: zeros)."""
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self._model.config)
-        for position, layer in enumerate(self._cross_layers):
-            # One contiguous copy per row, as the model's own pass would write: attention
-            # kernels read them at every decoding step.
-            states = [torch.cat([self._features[key][position][part] for key in keys]) for part in (0, 1)]
-            cache.update(states[0], states[1], layer)
+        for layer, (keys_states, values) in zip(self._cross_layers, self.cross_attention_states(keys)):
+            cache.update(keys_states, values, layer)
         return cache
 
-    def _missing(self, keys: list[str]) -> dict[str, int]:
-        """Each key not cached yet, with the batch row of its first picture."""
+    def _missing(self, keys: Sequence[str | None]) -> dict[str, int]:
+        """Each key not cached yet, with the batch row of its first picture (None: no picture)."""
         missing: dict[str, int] = {}
         for index, key in enumerate(keys):
-            if key not in self._features and key not in missing:
+            if key is not None and key not in self._features and key not in missing:
                 missing[key] = index
         return missing
 
@@ -232,9 +276,19 @@ class ImageFeatureCache:
             self._features.popitem(last=False)
 
 
-def _content_keys(images: Sequence[bytes]) -> list[str]:
-    """Each picture's cache key: the SHA-256 of its encoded bytes."""
-    return [hashlib.sha256(data).hexdigest() for data in images]
+def content_key(image: bytes) -> str:
+    """A picture's cache key: the SHA-256 of its encoded bytes."""
+    return hashlib.sha256(image).hexdigest()
+
+
+def image_token_id(model: Any) -> int | None:
+    """The id of the token that stands for a picture in the model's prompts, if it has one."""
+    config = model.config
+    for name in ("image_token_id", "image_token_index"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
 
 
 def cross_attention_layers(model: Any) -> tuple[int, ...]:

@@ -53,6 +53,22 @@ def test_cached_features_give_the_same_answers(arch: str, request: pytest.Fixtur
             assert got.logprobs == pytest.approx(want.logprobs, abs=1e-5)
 
 
+@pytest.mark.parametrize("share_prefill", [True, False], ids=["prefix-cache", "whole-prompts"])
+@pytest.mark.parametrize("arch", ["llava", "mllama"])
+def test_a_text_row_reads_as_alone_beside_pictures(
+    arch: str, share_prefill: bool, request: pytest.FixtureRequest
+) -> None:
+    """Mllama gives a batch's text rows blank pixels; they must not see them."""
+    path: Path = request.getfixturevalue(f"tiny_{arch}_path")
+    text, pictured = (
+        ChoiceRequest(c, "The better response is", (" 1", " 2")) for c in (TEXT_ONLY, RED_CIRCLE)
+    )
+    with TransformersBackend(path, share_prefill=share_prefill) as backend:
+        [alone] = backend.choose([text])
+        beside, _ = backend.choose([text, pictured])
+    assert beside.logprobs == pytest.approx(alone.logprobs, abs=1e-5)
+
+
 def test_cache_is_bounded(tiny_llava_path: Path) -> None:
     with TransformersBackend(tiny_llava_path, max_cached_images=1) as backend:
         for conversation in (RED_CIRCLE, BLUE_SQUARE, RED_CIRCLE):
