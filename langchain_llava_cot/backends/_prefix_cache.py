@@ -30,15 +30,18 @@ winner (the next opening tag) are read, or, where the re-rendered text tokenizes
 differently, those from the first token that differs. Continuations live and die
 with their entry and do not count against the bound.
 
-:func:`stack_left_padded` turns several prefixes of different lengths into one batch
-cache: each row is left-padded with zeros to the longest (the attention mask hides the
+:func:`stack_left_padded` turns several prefixes of different lengths into one batch:
+each row is left-padded with zeros to the longest (the attention mask hides the
 padding) and repeated for its candidate rows. Its positions stay 0..length-1, which is
 what ``generate`` computes from a left-padded attention mask.
 
 The caches built here grow into spare room instead of concatenating at every step
-(:func:`growing_layer`). Only caches made of plain ``DynamicLayer`` layers (full attention) are handled;
-:func:`kv_layers` returns ``None`` for others (sliding windows, linear attention),
-and the backend then reads whole prompts as before.
+(:func:`growing_layer`). Only plain ``DynamicLayer`` layers (full attention) are
+stored; :func:`kv_layers` returns ``None`` for others (sliding windows, linear
+attention), and the backend then reads whole prompts as before. Layers that do not
+follow the prompt's positions (Mllama's cross-attention layers, which hold its
+pictures) are left out of the entries, and given back as ``fixed`` layers of
+:func:`growing_cache` when a batch cache is built.
 
 >>> cache = PrefixCache(max_entries=2)
 >>> cache.add("img", (1, 2, 3), layers=())
@@ -51,7 +54,7 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,25 +205,48 @@ def common_length(a: Sequence[int], b: Sequence[int]) -> int:
     return length
 
 
-def kv_layers(cache: Any) -> Layers | None:
-    """The (keys, values) of every layer of a ``DynamicCache``; None if not all full-attention."""
+def kv_layers(cache: Any, skip: Collection[int] = ()) -> Layers | None:
+    """The (keys, values) of a ``DynamicCache``'s layers but ``skip``; None if not all full-attention.
+
+    ``skip`` names layers that do not follow the prompt's positions (Mllama's
+    cross-attention layers, which hold its pictures): they are left out.
+    """
     from transformers.cache_utils import DynamicLayer
 
     plain = (DynamicLayer, growing_layer())
-    layers = getattr(cache, "layers", None)
+    layers = [layer for index, layer in enumerate(getattr(cache, "layers", None) or ()) if index not in skip]
     if not layers or any(type(layer) not in plain or not layer.is_initialized for layer in layers):
         return None
     return tuple((layer.keys, layer.values) for layer in layers)
 
 
-def growing_cache(states: Sequence[tuple[Any, Any]] = ()) -> Any:
-    """A ``DynamicCache`` of layers that grow into spare room (:func:`growing_layer`), holding ``states``."""
+def growing_cache(
+    states: Sequence[tuple[Any, Any] | None] = (), fixed: Mapping[int, tuple[Any, Any]] | None = None
+) -> Any:
+    """A ``DynamicCache`` of layers that grow into spare room (:func:`growing_layer`), holding ``states``.
+
+    ``states[i]`` fills layer ``i`` (None leaves it empty). ``fixed`` maps layer indices
+    to states held as given and never grown (Mllama's pictures in its cross-attention
+    layers).
+    """
     from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
 
     cache = DynamicCache()
     cache.layer_class_to_replicate = growing_layer()
-    for index, (keys, values) in enumerate(states):
-        cache.update(keys, values, index)
+    fixed = fixed or {}
+    for index in range(max(len(states), max(fixed, default=-1) + 1)):
+        while len(cache.layers) < index:
+            cache.layers.append(growing_layer()())
+        if index in fixed:
+            layer = DynamicLayer()
+            keys, values = fixed[index]
+            layer.lazy_initialization(keys, values)
+            layer.keys, layer.values = keys, values
+            cache.layers.append(layer)
+        elif index < len(states) and states[index] is not None:
+            keys, values = states[index]  # type: ignore[misc]
+            cache.update(keys, values, index)
     return cache
 
 
@@ -277,8 +303,10 @@ def growing_layer() -> type:
     return GrowingLayer
 
 
-def stack_left_padded(prefixes: Sequence[tuple[Layers, int]], repeats: Sequence[int]) -> Any:
-    """One batch ``DynamicCache``: each (layers, length) left-padded to the longest, repeated.
+def stack_left_padded(
+    prefixes: Sequence[tuple[Layers, int]], repeats: Sequence[int]
+) -> list[tuple[Any, Any]]:
+    """Per layer, the batch (keys, values): each (layers, length) left-padded to the longest, repeated.
 
     Row ``i`` of the inputs becomes ``repeats[i]`` consecutive rows of the batch. The
     padded positions hold zeros; the caller's attention mask must mark them as padding.
@@ -299,4 +327,4 @@ def stack_left_padded(prefixes: Sequence[tuple[Layers, int]], repeats: Sequence[
                     part = torch.cat([zeros, part], dim=2)
                 out.append(part.expand(count, -1, -1, -1))
         stacked.append((torch.cat(keys, dim=0), torch.cat(values, dim=0)))
-    return growing_cache(stacked)
+    return stacked

@@ -31,8 +31,7 @@ one non-special token, and real LLaVA-CoT writes them as ordinary text. Decoding
 uses ``skip_special_tokens=True``, so tags stay in the text and chat tokens
 (``<|eot_id|>``, padding) do not: stop strings must be plain text, not special tokens.
 
-Each prompt is read once (decoder-only models with full attention; Mllama's
-cross-attention reads whole prompts): a
+Each prompt is read once (models whose self-attention layers are all full attention): a
 :class:`~langchain_llava_cot.backends._prefix_cache.PrefixCache` keeps the KV states of
 prompts already read, keyed by their images and token ids. A new prompt (the next
 stage's prefix: image + question + chosen stages + opening tag) reuses the longest
@@ -43,6 +42,13 @@ left-padded to one length and repeated for each request's ``n`` rows
 ``choose`` does the same for a judge round: the pair prompts with the same images
 share a token prefix (image, question, earlier stages), read once; one forward pass
 then reads each pair's own remaining tokens (:meth:`_choose_from_prefixes`).
+
+Mllama (LLaVA-CoT's architecture) reads its picture through cross-attention layers,
+whose states do not follow the prompt's positions. The prefix cache keeps only its
+self-attention layers; every batch cache built from it gets each row's picture in its
+cross-attention layers from the image cache (:meth:`_batch_cache`), and every read a
+``cross_attention_mask`` made as the processor makes it (:meth:`_cross_attention_inputs`).
+This needs the image cache and one picture per prompt; other prompts are read whole.
 
 Images are encoded once: :class:`~langchain_llava_cot.backends._vision_cache.ImageFeatureCache`
 keeps each distinct picture's features (LRU, keyed by content) and hands them to
@@ -62,7 +68,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import hashlib
 import logging
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -80,7 +85,12 @@ from langchain_llava_cot.backends._prefix_cache import (
     kv_layers,
     stack_left_padded,
 )
-from langchain_llava_cot.backends._vision_cache import ImageFeatureCache, cross_attention_layers
+from langchain_llava_cot.backends._vision_cache import (
+    ImageFeatureCache,
+    content_key,
+    cross_attention_layers,
+    image_token_id,
+)
 from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
 from langchain_llava_cot.conversation import Conversation, to_chat_messages
 from langchain_llava_cot.images import decode_image
@@ -114,9 +124,8 @@ class TransformersBackend(VLMBackend):
         share_prefill: Read each prompt once: keep prompts' KV caches (see
             ``max_cached_prefixes``), read only the tokens a cached prompt lacks, and
             copy the cache to the ``n`` candidate rows; judge pairs read their shared
-            part once. Decoder-only models with full attention; Mllama (cross-attention)
-            keeps no prompts between calls, but reads each prompt once for all its
-            candidate rows.
+            part once. Models with full self-attention, Mllama included (with the
+            image cache on, one picture per prompt).
         max_cached_prefixes: Prompts whose KV caches are kept (LRU; 0 keeps none, so
             only the rows of one call share a prefill). Each costs
             ``2 x layers x kv_heads x head_dim x dtype bytes`` per token, and also
@@ -214,16 +223,11 @@ class TransformersBackend(VLMBackend):
             if token_id not in self._tokenizer.all_special_ids
         }
         self._max_batch_rows = max_batch_rows
-        self._share_prefill = share_prefill and _is_decoder_only(model) and _has_plain_kv_cache(model)
-        self._read_rows_once = (  # Mllama: no prefix cache, but each prompt read once for its rows
-            share_prefill
-            and not self._share_prefill
-            and not _is_encoder_decoder(model)
-            and bool(cross_attention_layers(model))
-            and _has_plain_kv_cache(model)
-        )
+        self._share_prefill = share_prefill and not _is_encoder_decoder(model) and _has_plain_kv_cache(model)
         self._prefixes = PrefixCache(max_entries=max_cached_prefixes)
-        self._image_token_id = _image_token_id(model)
+        self._cross_layers = cross_attention_layers(model)
+        self._layer_count = model.config.get_text_config(decoder=True).num_hidden_layers
+        self._image_token_id = image_token_id(model)
         self._pad_token_id = (
             self._tokenizer.pad_token_id
             if self._tokenizer.pad_token_id is not None
@@ -409,8 +413,9 @@ class TransformersBackend(VLMBackend):
             tails = [prompts[i].ids[common : lengths[i]] for i, _, common in batch]
             self.prefill_calls += 1
             cached = [entry.states(common) for _, entry, common in batch]
-            _, cache = self._read_tails(tails, cached, starts, logits=False)
-            states = kv_layers(cache) or ()
+            rows = [prompts[i] for i, _, _ in batch]
+            _, cache = self._read_tails(rows, tails, cached, starts, logits=False)
+            states = kv_layers(cache, skip=self._cross_layers) or ()
             longest = max(starts)
             for row, ((index, _, common), tail) in enumerate(zip(batch, tails)):
                 cut = slice(longest - common, longest + len(tail))
@@ -435,8 +440,12 @@ class TransformersBackend(VLMBackend):
         if common == length and entry is not None:
             self._prefixes.tokens_reused += length
             return entry.states(length)
-        cache = growing_cache(entry.states(common)) if entry is not None and common else growing_cache()
-        images = prompt.extras(self) if prompt.images and prompt.images[-1] >= common else {}
+        cached = entry.states(common) if entry is not None and common else None
+        cache = self._batch_cache(cached, [prompt], [1])
+        if self._cross_layers:
+            images = self._cross_attention_inputs([prompt], [common], length - common)
+        else:
+            images = prompt.extras(self) if prompt.images and prompt.images[-1] >= common else {}
         device = self._model.device
         self.prefill_calls += 1
         self._model(
@@ -447,7 +456,7 @@ class TransformersBackend(VLMBackend):
             logits_to_keep=1,
             **images,
         )
-        layers = kv_layers(cache)
+        layers = kv_layers(cache, skip=self._cross_layers)
         if layers is None:
             name = type(self._model).__name__
             msg = f"{name} made a KV cache that cannot be reused; pass share_prefill=False."
@@ -468,7 +477,7 @@ class TransformersBackend(VLMBackend):
         import torch
 
         ready = self._rows_of([(r.conversation, r.prefix) for r in requests])
-        if any(prompt.conversation.images and not prompt.images for prompt in ready):
+        if not self._can_share(ready):
             return None
         layers = self._read_prefixes(ready, [len(prompt.ids) - 1 for prompt in ready])
         repeats = [request.n for request in requests]
@@ -479,12 +488,13 @@ class TransformersBackend(VLMBackend):
             [0] * (width - len(p.ids)) + [1] * len(p.ids) for p, n in zip(ready, repeats) for _ in range(n)
         ]
         device = self._model.device
+        stacked = stack_left_padded([(rows, len(p.ids) - 1) for rows, p in zip(layers, ready)], repeats)
+        rows = [p for p, n in zip(ready, repeats) for _ in range(n)]
         inputs = {
             "input_ids": torch.tensor(input_ids, device=device),
             "attention_mask": torch.tensor(mask, device=device),
-            "past_key_values": stack_left_padded(
-                [(rows, len(p.ids) - 1) for rows, p in zip(layers, ready)], repeats
-            ),
+            "past_key_values": self._batch_cache(stacked, ready, repeats),
+            **self._cross_attention_inputs(rows, [len(p.ids) - width for p in rows], width),
         }
         return inputs, ready
 
@@ -495,43 +505,7 @@ class TransformersBackend(VLMBackend):
         prefilled = self._prefilled_inputs(requests) if self._share_prefill else None
         if prefilled is not None:
             return prefilled
-        if self._read_rows_once and any(request.n > 1 for request in requests):
-            return self._read_once_inputs(requests), None
         return self._encode([(row.conversation, row.prefix) for row in rows]), None
-
-    def _read_once_inputs(self, requests: list[SampleRequest]) -> dict[str, Any]:
-        """``generate`` inputs where each request's prompt was read once for all its ``n`` rows.
-
-        For models the prefix cache cannot serve (Mllama's cross-attention): the
-        requests' prompts, left-padded together, are read but for their last token in
-        one forward pass, and the resulting cache (with the pictures' cross-attention
-        states) is repeated for each request's rows. Positions follow the attention
-        mask, as ``generate`` computes them.
-        """
-        import torch
-        from transformers import DynamicCache
-
-        inputs = self._encode([(r.conversation, r.prefix) for r in requests])
-        cache = inputs.pop("past_key_values", None) or DynamicCache(config=self._model.config)
-        mask = inputs["attention_mask"]
-        positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
-        per_token = {"input_ids", "attention_mask", "cross_attention_mask"}
-        self.prefill_calls += 1
-        self._model(
-            **{k: v[:, :-1] if k in per_token else v for k, v in inputs.items()},
-            position_ids=positions[:, :-1],
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        repeats = torch.tensor([r.n for r in requests], device=mask.device)
-        layers: Any = cache.layers
-        for layer in layers:
-            if layer.is_initialized:  # a text-only batch leaves the cross-attention layers empty
-                layer.keys = layer.keys.repeat_interleave(repeats, dim=0)
-                layer.values = layer.values.repeat_interleave(repeats, dim=0)
-        kept = {k: v.repeat_interleave(repeats, dim=0) for k, v in inputs.items() if k in per_token}
-        return {**kept, "past_key_values": cache}
 
     def _keep_continuations(
         self, prompts: list[_Prompt], tokens: list[list[int]], samples: list[Sample], cache: Any, width: int
@@ -544,11 +518,11 @@ class TransformersBackend(VLMBackend):
         fed tokens up to where it was cut are cut out and attached to the prompt's
         cache entry (:meth:`PrefixCache.continue_entry`).
         """
-        layers = kv_layers(cache)
+        layers = kv_layers(cache, skip=self._cross_layers)
         if layers is None:
             return
         fed = max(len(row) for row in tokens) - 1
-        grouped: dict[tuple[tuple[bytes, ...], tuple[int, ...]], list[int]] = {}
+        grouped: dict[tuple[tuple[str, ...], tuple[int, ...]], list[int]] = {}
         for row, prompt in enumerate(prompts):
             grouped.setdefault((prompt.key, tuple(prompt.ids[:-1])), []).append(row)
 
@@ -690,7 +664,7 @@ class TransformersBackend(VLMBackend):
             needs = [len(tokens) + 1 for options in splits for tokens in options]
         rows = self._rows_of(texts)
         shared = _shared_lengths(rows, needs)
-        if shared is None:
+        if shared is None or not self._can_share(rows):
             return None
         lengths = {
             key: self._worth_reading(rows[first], length, size)
@@ -701,7 +675,7 @@ class TransformersBackend(VLMBackend):
         layers = dict(zip(keys, read))
         starts = [lengths[row.key] for row in rows]
         tails = [row.ids[start:] for row, start in zip(rows, starts)]
-        output, _ = self._read_tails(tails, [layers[row.key] for row in rows], starts, logits=True)
+        output, _ = self._read_tails(rows, tails, [layers[row.key] for row in rows], starts, logits=True)
         logits = output.logits
         return _choice_results(splits, rows, logits, starts, single=single)
 
@@ -725,17 +699,88 @@ class TransformersBackend(VLMBackend):
         Image inputs are made again for one prompt alone if it is read (``_Prompt.extras``).
         """
         inputs = self._encode(texts)
+        tiles = inputs.get("cross_attention_mask")
         rows = []
-        for (conversation, text), ids, mask in zip(
-            texts, inputs["input_ids"].tolist(), inputs["attention_mask"].tolist()
+        for row, ((conversation, text), ids, mask) in enumerate(
+            zip(texts, inputs["input_ids"].tolist(), inputs["attention_mask"].tolist())
         ):
             kept = [token for token, keep in zip(ids, mask) if keep]
             images = tuple(i for i, token in enumerate(kept) if token == self._image_token_id)
-            rows.append(_Prompt(conversation, text, kept, _image_key(conversation), images))
+            prompt = _Prompt(conversation, text, kept, _image_key(conversation), images)
+            if tiles is not None and len(images) == 1:
+                prompt.tiles = tiles[row, -1, :1]  # its picture's tiles, as its last token sees them
+            rows.append(prompt)
         return rows
 
+    # -- Mllama: pictures in cross-attention layers --------------------------------
+
+    def _can_share(self, prompts: Sequence[_Prompt]) -> bool:
+        """Whether the prefix cache can serve ``prompts``.
+
+        Their image tokens must be found, and for Mllama each may have one picture at
+        most, held by the image cache.
+        """
+        for prompt in prompts:
+            if not prompt.conversation.images:
+                continue
+            if not prompt.images:
+                return False
+            if self._cross_layers and (prompt.tiles is None or not self._images.holds(prompt.key[0])):
+                return False
+        return True
+
+    def _batch_cache(
+        self, states: Sequence[tuple[Any, Any]] | None, prompts: Sequence[_Prompt], repeats: Sequence[int]
+    ) -> Any:
+        """A batch cache holding ``states`` (per self-attention layer; None: empty).
+
+        For Mllama its cross-attention layers hold the rows' pictures: ``prompts[i]``'s
+        for ``repeats[i]`` rows.
+        """
+        if not self._cross_layers:
+            return growing_cache(states or ())
+        own = iter(states or ())
+        per_layer = [None if i in self._cross_layers else next(own, None) for i in range(self._layer_count)]
+        pictures: dict[int, tuple[Any, Any]] = {}
+        if any(prompt.images for prompt in prompts):
+            rows = [prompt for prompt, n in zip(prompts, repeats) for _ in range(n)]
+            keys = [prompt.key[0] if prompt.images else None for prompt in rows]
+            pictures = dict(zip(self._cross_layers, self._images.cross_attention_states(keys)))
+        return growing_cache(per_layer, fixed=pictures)
+
+    def _cross_attention_inputs(
+        self, prompts: Sequence[_Prompt], starts: Sequence[int], width: int
+    ) -> dict[str, Any]:
+        """Mllama's ``cross_attention_mask`` for ``width`` positions of each prompt from ``starts[i]``.
+
+        A position sees its prompt's picture (the tiles the processor marked) from the
+        image token on, as the processor's own mask does; positions before it, left
+        padding (negative positions) and prompts without a picture see none. Empty for
+        other models and for prompts without pictures.
+        """
+        import torch
+
+        tiles = next((prompt.tiles for prompt in prompts if prompt.tiles is not None), None)
+        if not self._cross_layers or tiles is None:
+            return {}
+        rows = []
+        for prompt, start in zip(prompts, starts):
+            if prompt.tiles is None:
+                rows.append(torch.zeros(width, *tiles.shape, dtype=tiles.dtype, device=tiles.device))
+                continue
+            positions = torch.arange(start, start + width, device=tiles.device)
+            seen = (positions >= prompt.images[0]).to(tiles.dtype)
+            rows.append(seen[:, None, None] * prompt.tiles)
+        return {"cross_attention_mask": torch.stack(rows)}
+
     def _read_tails(
-        self, tails: list[list[int]], layers: list[Layers], starts: list[int], *, logits: bool
+        self,
+        prompts: list[_Prompt],
+        tails: list[list[int]],
+        layers: list[Layers],
+        starts: list[int],
+        *,
+        logits: bool,
     ) -> Any:
         """One forward pass over each row's ``tails[row]``, continuing its cached ``starts[row]`` tokens.
 
@@ -754,7 +799,8 @@ class TransformersBackend(VLMBackend):
             for t, start in zip(tails, starts)
         ]
         positions = [list(range(start, start + width)) for start in starts]
-        cache = stack_left_padded(list(zip(layers, starts)), [1] * len(tails))
+        ones = [1] * len(tails)
+        cache = self._batch_cache(stack_left_padded(list(zip(layers, starts)), ones), prompts, ones)
         output = self._model(
             input_ids=torch.tensor(input_ids, device=device),
             attention_mask=torch.tensor(mask, device=device),
@@ -762,6 +808,7 @@ class TransformersBackend(VLMBackend):
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=0 if logits else 1,
+            **self._cross_attention_inputs(prompts, starts, width),
         )
         return output, cache
 
@@ -1045,11 +1092,6 @@ def _stop_token_ids(stops: Sequence[str], token_id: Callable[[str], int | None])
     return frozenset(i for i in ids if i is not None)
 
 
-def _is_decoder_only(model: Any) -> bool:
-    """Whether a prompt's KV cache is all the model needs to continue it (no cross-attention)."""
-    return not _is_encoder_decoder(model) and not cross_attention_layers(model)
-
-
 def _is_encoder_decoder(model: Any) -> bool:
     return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
 
@@ -1081,12 +1123,14 @@ class _Prompt:
     conversation: Conversation
     text: str
     ids: list[int]
-    key: tuple[bytes, ...]
-    """Digests of the prompt's images: the prefix cache's namespace."""
+    key: tuple[str, ...]
+    """Content keys of the prompt's images: the prefix cache's namespace."""
     images: tuple[int, ...]
     """Positions of the image tokens in ``ids``."""
     inputs: dict[str, Any] | None = None
     """The processor's image inputs (features or pixels) for this prompt alone."""
+    tiles: Any = None
+    """Mllama, one picture: its ``[1, tiles]`` cross-attention mask row (None otherwise)."""
 
     def extras(self, backend: TransformersBackend) -> dict[str, Any]:
         """The image inputs, made on first use."""
@@ -1148,17 +1192,8 @@ def _shared_lengths(rows: list[_Prompt], needs: list[int]) -> dict[tuple, tuple[
     return shared
 
 
-def _image_key(conversation: Conversation) -> tuple[bytes, ...]:
-    return tuple(hashlib.sha256(image).digest() for image in conversation.images)
-
-
-def _image_token_id(model: Any) -> int | None:
-    config = model.config
-    for name in ("image_token_id", "image_token_index"):
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    return None
+def _image_key(conversation: Conversation) -> tuple[str, ...]:
+    return tuple(content_key(image) for image in conversation.images)
 
 
 def _has_plain_kv_cache(model: Any) -> bool:

@@ -29,7 +29,7 @@ def _stage_chain(backend: TransformersBackend, conversation: Conversation, n: in
     return texts
 
 
-@pytest.mark.parametrize("arch", ["llava", "idefics3"])
+@pytest.mark.parametrize("arch", ["llava", "mllama", "idefics3"])
 def test_stage_to_stage_cache_gives_the_same_greedy_answers(
     arch: str, request: pytest.FixtureRequest
 ) -> None:
@@ -42,29 +42,34 @@ def test_stage_to_stage_cache_gives_the_same_greedy_answers(
     assert found == expected
 
 
-def test_mllama_keeps_no_prefixes_but_reads_each_prompt_once_per_stage(tiny_mllama_path: Path) -> None:
-    with TransformersBackend(tiny_mllama_path) as backend:
-        _stage_chain(backend, RED_CIRCLE, n=2)
-        assert backend.prompt_tokens_reused == 0
-        assert backend.prefill_calls == 4  # one pass per stage for both candidate rows
-
-
-@pytest.mark.parametrize("options", [{}, {"max_cached_images": 0}], ids=["image-cache", "pixels"])
-def test_mllama_candidates_share_one_read_of_their_prompt(tiny_mllama_path: Path, options: dict) -> None:
+@pytest.mark.parametrize("arch", ["llava", "mllama"])
+def test_candidates_share_one_read_of_their_prompt(arch: str, request: pytest.FixtureRequest) -> None:
+    path: Path = request.getfixturevalue(f"tiny_{arch}_path")
     requests = [
         SampleRequest(RED_CIRCLE, prefix="<SUMMARY>", n=3, temperature=1.0, seed=3, max_new_tokens=10),
         SampleRequest(BLUE_SQUARE, prefix="<SUMMARY> Count. </SUMMARY>", n=2, temperature=1.0, seed=3),
     ]
-    with TransformersBackend(tiny_mllama_path, share_prefill=False) as plain:
+    with TransformersBackend(path, share_prefill=False) as plain:
         expected = plain.sample(requests)
-    with TransformersBackend(tiny_mllama_path, **options) as once:
+    with TransformersBackend(path) as once:
         found = once.sample(requests)
-        assert once.prefill_calls == 1  # both prompts in one pass, then repeated for their 5 rows
+        assert once.prefill_calls == 2  # each prompt read once, then copied to its rows
+        assert once.prompt_tokens_read == sum(len(s) and s[0].prompt_tokens - 1 for s in found)
     for got_samples, want_samples in zip(found, expected):
         assert [s.text for s in got_samples] == [s.text for s in want_samples]
         for got, want in zip(got_samples, want_samples):
             assert got.prompt_tokens == want.prompt_tokens
             assert got.token_logprobs == pytest.approx(want.token_logprobs, abs=1e-4)
+
+
+def test_mllama_without_the_image_cache_reads_whole_prompts(tiny_mllama_path: Path) -> None:
+    """Its pictures' cross-attention states come from the image cache; without it, nothing is shared."""
+    request = SampleRequest(RED_CIRCLE, prefix="<SUMMARY>", n=2, temperature=1.0, seed=3, max_new_tokens=10)
+    with TransformersBackend(tiny_mllama_path, share_prefill=False) as plain:
+        expected = plain.sample([request])
+    with TransformersBackend(tiny_mllama_path, max_cached_images=0) as backend:
+        assert backend.sample([request]) == expected
+        assert backend.prefill_calls == 0
 
 
 def test_logprobs_match_reading_whole_prompts(tiny_llava_path: Path) -> None:
@@ -121,9 +126,9 @@ def test_judge_pairs_share_their_prompt(arch: str, options: tuple, request: pyte
         expected = plain.choose(rounds)
     with TransformersBackend(path) as cached:
         found = cached.choose(rounds)
-        assert cached.prefill_calls == (0 if arch == "mllama" else 3)  # one shared part per picture
+        assert cached.prefill_calls == 3  # one shared part per picture
         again = cached.choose(rounds[:2]) + cached.choose(rounds[3:4])  # a pair, then a lone row
-        assert (cached.prompt_tokens_reused > 0) == (arch != "mllama")
+        assert cached.prompt_tokens_reused > 0
     for got, want in zip(found + again, expected + expected[:2] + expected[3:4]):
         assert got.prompt_tokens == want.prompt_tokens
         assert got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
@@ -171,7 +176,7 @@ def test_continuations_join_their_entry_and_go_with_it() -> None:
     assert cache.longest("a", [1, 2, 3]) == (None, 0)
 
 
-@pytest.mark.parametrize("arch", ["llava", "idefics3"])
+@pytest.mark.parametrize("arch", ["llava", "mllama", "idefics3"])
 def test_merged_stages_read_their_new_tokens_together(arch: str, request: pytest.FixtureRequest) -> None:
     path: Path = request.getfixturevalue(f"tiny_{arch}_path")
     conversations = (RED_CIRCLE, BLUE_SQUARE)
