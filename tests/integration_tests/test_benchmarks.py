@@ -30,6 +30,7 @@ def test_search_cost_builds_a_random_mllama(tmp_path: Path) -> None:
     results = _run("search_cost.py", "--random", "mllama", *small, out=tmp_path / "cost.json")
     assert results["model"]["source"].startswith("random-weight mllama")
     assert results["side_by_side"]["vision_encoder_calls_per_request"]["stage_beam"] == 1.0
+    assert results["prefix_cache"]["prompt_tokens_reused"] > results["prefix_cache"]["prompt_tokens_read"]
 
 
 def test_judge_probe_asks_each_pair_both_ways(tmp_path: Path) -> None:
@@ -40,6 +41,13 @@ def test_judge_probe_asks_each_pair_both_ways(tmp_path: Path) -> None:
         assert 0 <= entry["right"] <= 1 and 0 <= entry["response_1_wins"] <= 1
 
 
-def test_carry_ab_reads_fewer_prompt_tokens_with_the_carry(tmp_path: Path) -> None:
-    results = _run("carry_ab.py", "--requests", "2", out=tmp_path / "carry.json")
+def test_cache_ab_reads_fewer_prompt_tokens_with_the_carry(tmp_path: Path) -> None:
+    results = _run("cache_ab.py", "--cache", "carry", "--requests", "2", out=tmp_path / "carry.json")
     assert results["carry"]["prompt_tokens_read"] < results["no carry"]["prompt_tokens_read"]
+
+
+def test_cache_ab_switches_the_prefix_cache_of_a_random_mllama(tmp_path: Path) -> None:
+    small = ("--cache", "prefix", "--requests", "1", "--stage-tokens", "4")
+    results = _run("cache_ab.py", "--random", "mllama", *small, out=tmp_path / "prefix.json")
+    assert results["prefix cache"]["prompt_tokens_reused"] > 0
+    assert results["whole prompts"]["prompt_tokens_reused"] == 0
