@@ -41,6 +41,14 @@ def test_judge_probe_asks_each_pair_both_ways(tmp_path: Path) -> None:
         assert 0 <= entry["right"] <= 1 and 0 <= entry["response_1_wins"] <= 1
 
 
+def test_caption_choice_rates_every_selector(tmp_path: Path) -> None:
+    results = _run("caption_choice.py", "--questions", "4", out=tmp_path / "captions.json")
+    rates = results["rates"]
+    sampled = ("first sample", "likelihood", "pairwise", "picture PMI (blank)", "picture PMI (other scene)")
+    assert set(rates) == {"greedy", "any of N", *sampled}
+    assert all(0 <= rates[name] <= rates["any of N"] for name in sampled)
+
+
 def test_cache_ab_reads_fewer_prompt_tokens_with_the_carry(tmp_path: Path) -> None:
     results = _run("cache_ab.py", "--cache", "carry", "--requests", "2", out=tmp_path / "carry.json")
     assert results["carry"]["prompt_tokens_read"] < results["no carry"]["prompt_tokens_read"]
