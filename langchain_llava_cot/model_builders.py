@@ -175,6 +175,12 @@ def build_tiny_vlm(
     if image_size % patch_size:
         msg = f"image_size ({image_size}) must be a multiple of patch_size ({patch_size})."
         raise ValueError(msg)
+    if arch == "mllama" and num_layers < 2:
+        msg = (
+            f"arch='mllama' needs num_layers >= 2 (a self-attention layer before its "
+            f"cross-attention layer), got {num_layers}."
+        )
+        raise ValueError(msg)
     import torch
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
@@ -313,11 +319,9 @@ def _cross_attention_layer(layers: int) -> list[int]:
     """Where the one cross-attention layer goes.
 
     Between self-attention layers when there are three or more, as in Llama 3.2 Vision,
-    so what it writes reaches later layers; else last. Never first: transformers' cache
-    measures the prompt's length on layer 0.
+    so what it writes reaches later layers; else last (``build_tiny_vlm`` asks for two at
+    least). Never first: transformers' cache measures the prompt's length on layer 0.
     """
-    if not layers:
-        return []
     return [layers // 2] if layers >= 3 else [layers - 1]
 
 

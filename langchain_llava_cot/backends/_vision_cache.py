@@ -141,23 +141,26 @@ class ImageFeatureCache:
         kwargs["mm_encoder_outputs"] = {"image": _as_output(features)}
         return kwargs
 
+    def store(self, inputs: Any, images: Sequence[bytes]) -> None:
+        """Mllama: encode the pictures of ``inputs`` not cached yet, without building model inputs.
+
+        For callers that read a batch's token ids and masks now and build their own
+        caches from :meth:`cross_attention_states` later. Other models: nothing to do.
+        """
+        pixels = inputs.get("pixel_values")
+        if self.supported and self._cross_layers and pixels is not None:
+            keys = self._row_keys(inputs, pixels, images)
+            if keys is not None:
+                self._encode_missing_cross_attention(keys, inputs)
+                self._touch([key for key in keys if key is not None])
+
     def _apply_cross_attention(
         self, kwargs: dict[str, Any], pixels: Any, images: Sequence[bytes]
     ) -> dict[str, Any]:
-        """Mllama: the pixels replaced by a KV cache whose cross-attention layers hold each row's picture.
-
-        Rows without a picture (text beside pictures in one batch: the processor gives
-        them blank pixels) get zeros, which their all-zero mask makes add nothing, so
-        a text row reads as it would alone.
-        """
-        needed = ("aspect_ratio_ids", "aspect_ratio_mask", "cross_attention_mask")
-        if pixels.dim() != 6 or pixels.shape[1] != 1 or any(kwargs.get(name) is None for name in needed):
+        """Mllama: the pixels replaced by a KV cache whose cross-attention layers hold each row's picture."""
+        keys = self._row_keys(kwargs, pixels, images)
+        if keys is None:
             return kwargs
-        pictured = kwargs["cross_attention_mask"].flatten(1).any(dim=1).tolist()
-        if len(pictured) != pixels.shape[0] or sum(pictured) != len(images):
-            return kwargs
-        found = iter(content_key(image) for image in images)
-        keys = [next(found) if seen else None for seen in pictured]
         self._encode_missing_cross_attention(keys, kwargs)
         kwargs["past_key_values"] = self._cross_attention_cache(keys)
         self._touch([key for key in keys if key is not None])
@@ -165,7 +168,23 @@ class ImageFeatureCache:
             kwargs.pop(name, None)
         return kwargs
 
-    def _encode_missing_cross_attention(self, keys: list[str | None], kwargs: dict[str, Any]) -> None:
+    def _row_keys(self, inputs: Any, pixels: Any, images: Sequence[bytes]) -> list[str | None] | None:
+        """Mllama: each batch row's picture key, None for a row without one; None if not one each at most.
+
+        Rows without a picture (text beside pictures in one batch: the processor gives
+        them blank pixels) get zeros later, which their all-zero mask makes add
+        nothing, so a text row reads as it would alone.
+        """
+        needed = ("aspect_ratio_ids", "aspect_ratio_mask", "cross_attention_mask")
+        if pixels.dim() != 6 or pixels.shape[1] != 1 or any(inputs.get(name) is None for name in needed):
+            return None
+        pictured = inputs["cross_attention_mask"].flatten(1).any(dim=1).tolist()
+        if len(pictured) != pixels.shape[0] or sum(pictured) != len(images):
+            return None
+        found = iter(content_key(image) for image in images)
+        return [next(found) if seen else None for seen in pictured]
+
+    def _encode_missing_cross_attention(self, keys: list[str | None], kwargs: Any) -> None:
         """Run the model once over each new picture and one image token; keep its cross-attention KV."""
         missing = self._missing(keys)
         if not missing:
@@ -207,7 +226,10 @@ class ImageFeatureCache:
         """
         import torch
 
-        template = next(self._features[key] for key in keys if key is not None)
+        template = next((self._features[key] for key in keys if key is not None), None)
+        if template is None:
+            msg = "cross_attention_states needs at least one row with a picture."
+            raise ValueError(msg)
         layers = []
         for position in range(len(self._cross_layers)):
             # One contiguous copy per row, as the model's own pass would write: attention

@@ -125,10 +125,11 @@ class TransformersBackend(VLMBackend):
             ``max_cached_prefixes``), read only the tokens a cached prompt lacks, and
             copy the cache to the ``n`` candidate rows; judge pairs read their shared
             part once. Models with full self-attention, Mllama included (with the
-            image cache on, one picture per prompt).
+            image cache on and one picture per prompt; otherwise every candidate row
+            reads its whole prompt).
         max_cached_prefixes: Prompts whose KV caches are kept (LRU; 0 keeps none, so
             only the rows of one call share a prefill). Each costs
-            ``2 x layers x kv_heads x head_dim x dtype bytes`` per token, and also
+            ``2 x self-attention layers x kv_heads x head_dim x dtype bytes`` per token, and also
             holds what the last ``generate`` calls from it wrote (each candidate's
             tokens, up to 64 rows), so the next stage continues the winner.
 
@@ -223,9 +224,14 @@ class TransformersBackend(VLMBackend):
             if token_id not in self._tokenizer.all_special_ids
         }
         self._max_batch_rows = max_batch_rows
-        self._share_prefill = share_prefill and not _is_encoder_decoder(model) and _has_plain_kv_cache(model)
-        self._prefixes = PrefixCache(max_entries=max_cached_prefixes)
         self._cross_layers = cross_attention_layers(model)
+        self._share_prefill = (
+            share_prefill
+            and not _is_encoder_decoder(model)
+            and _has_plain_kv_cache(model)
+            and 0 not in self._cross_layers  # transformers measures a cache's length on layer 0
+        )
+        self._prefixes = PrefixCache(max_entries=max_cached_prefixes)
         self._layer_count = model.config.get_text_config(decoder=True).num_hidden_layers
         self._image_token_id = image_token_id(model)
         self._pad_token_id = (
@@ -271,7 +277,11 @@ class TransformersBackend(VLMBackend):
 
     @property
     def prompt_tokens_read(self) -> int:
-        """Prompt tokens read into the prefix KV cache (the rest were reused)."""
+        """Prompt tokens the model read through the prefix KV cache (the rest were reused).
+
+        Every candidate row's last prompt token and every judge pair's own tokens count;
+        with ``share_prefill=False`` nothing is counted.
+        """
         return self._prefixes.tokens_read
 
     def close(self) -> None:
@@ -481,6 +491,7 @@ class TransformersBackend(VLMBackend):
             return None
         layers = self._read_prefixes(ready, [len(prompt.ids) - 1 for prompt in ready])
         repeats = [request.n for request in requests]
+        self._prefixes.tokens_read += sum(repeats)  # each row reads its prompt's last token
         width = max(len(prompt.ids) for prompt in ready)
         pad = self._pad_token_id
         input_ids = [[pad] * (width - len(p.ids)) + p.ids for p, n in zip(ready, repeats) for _ in range(n)]
@@ -676,6 +687,7 @@ class TransformersBackend(VLMBackend):
         starts = [lengths[row.key] for row in rows]
         tails = [row.ids[start:] for row, start in zip(rows, starts)]
         output, _ = self._read_tails(rows, tails, [layers[row.key] for row in rows], starts, logits=True)
+        self._prefixes.tokens_read += sum(len(tail) for tail in tails)
         logits = output.logits
         return _choice_results(splits, rows, logits, starts, single=single)
 
@@ -696,9 +708,11 @@ class TransformersBackend(VLMBackend):
     def _rows_of(self, texts: list[tuple[Conversation, str]]) -> list[_Prompt]:
         """Each (conversation, text) tokenized in one processor call, padding removed.
 
-        Image inputs are made again for one prompt alone if it is read (``_Prompt.extras``).
+        Mllama's new pictures are encoded into the image cache here. Other models' image
+        inputs are made again for one prompt alone if it is read (``_Prompt.extras``).
         """
-        inputs = self._encode(texts)
+        inputs = self._process(texts)
+        self._images.store(inputs, _pictures_of(texts))
         tiles = inputs.get("cross_attention_mask")
         rows = []
         for row, ((conversation, text), ids, mask) in enumerate(
@@ -890,16 +904,22 @@ class TransformersBackend(VLMBackend):
         Images already seen come as cached features (``mm_encoder_outputs``) instead
         of pixels where the model allows it.
         """
+        return self._images.apply(self._process(prompts), _pictures_of(prompts))
+
+    def _process(self, prompts: list[tuple[Conversation, str]]) -> Any:
+        """The processor's left-padded batch for (conversation, prefix) pairs, on the model's device."""
         texts = [self._prompt(conversation, prefix) for conversation, prefix in prompts]
         images = [[decode_image(image) for image in conversation.images] for conversation, _ in prompts]
         kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
         if any(images):
             kwargs["images"] = images
         inputs = self._processor(**kwargs, add_special_tokens=False, padding_side="left")
-        inputs = inputs.to(self._model.device, dtype=self._model.dtype)
-        return self._images.apply(
-            inputs, [image for conversation, _ in prompts for image in conversation.images]
-        )
+        return inputs.to(self._model.device, dtype=self._model.dtype)
+
+
+def _pictures_of(prompts: list[tuple[Conversation, str]]) -> list[bytes]:
+    """Every picture of the prompts, row by row, in the order the processor sees them."""
+    return [image for conversation, _ in prompts for image in conversation.images]
 
 
 def _import_transformers() -> Any:

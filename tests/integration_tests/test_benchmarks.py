@@ -30,7 +30,7 @@ def test_search_cost_builds_a_random_mllama(tmp_path: Path) -> None:
     results = _run("search_cost.py", "--random", "mllama", *small, out=tmp_path / "cost.json")
     assert results["model"]["source"].startswith("random-weight mllama")
     assert results["side_by_side"]["vision_encoder_calls_per_request"]["stage_beam"] == 1.0
-    assert results["prefix_cache"]["prompt_tokens_reused"] > results["prefix_cache"]["prompt_tokens_read"]
+    assert results["prefix_cache"]["prompt_tokens_reused"] > 0
 
 
 def test_judge_probe_asks_each_pair_both_ways(tmp_path: Path) -> None:
@@ -57,5 +57,10 @@ def test_cache_ab_reads_fewer_prompt_tokens_with_the_carry(tmp_path: Path) -> No
 def test_cache_ab_switches_the_prefix_cache_of_a_random_mllama(tmp_path: Path) -> None:
     small = ("--cache", "prefix", "--requests", "1", "--stage-tokens", "4")
     results = _run("cache_ab.py", "--random", "mllama", *small, out=tmp_path / "prefix.json")
-    assert results["prefix cache"]["prompt_tokens_reused"] > 0
-    assert results["whole prompts"]["prompt_tokens_reused"] == 0
+    on = results["prefix cache"]
+    assert (
+        0
+        < on["prompt_tokens_read"]
+        < on["prompt_tokens_asked_for"]
+        == results["whole prompts"]["prompt_tokens_asked_for"]
+    )

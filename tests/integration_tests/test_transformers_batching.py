@@ -70,7 +70,8 @@ def test_a_text_row_reads_as_alone_beside_pictures(
 
 
 def test_cache_is_bounded(tiny_llava_path: Path) -> None:
-    with TransformersBackend(tiny_llava_path, max_cached_images=1) as backend:
+    # Whole prompts: with the prefix cache, the third prompt would need no picture at all.
+    with TransformersBackend(tiny_llava_path, max_cached_images=1, share_prefill=False) as backend:
         for conversation in (RED_CIRCLE, BLUE_SQUARE, RED_CIRCLE):
             backend.sample([_greedy(conversation, 2)])
         assert len(backend._images) == 1

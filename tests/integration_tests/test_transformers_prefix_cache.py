@@ -54,7 +54,10 @@ def test_candidates_share_one_read_of_their_prompt(arch: str, request: pytest.Fi
     with TransformersBackend(path) as once:
         found = once.sample(requests)
         assert once.prefill_calls == 2  # each prompt read once, then copied to its rows
-        assert once.prompt_tokens_read == sum(len(s) and s[0].prompt_tokens - 1 for s in found)
+        # all but the last token once per prompt; the last token once per row, in generate
+        assert once.prompt_tokens_read == sum(
+            samples[0].prompt_tokens - 1 + len(samples) for samples in found
+        )
     for got_samples, want_samples in zip(found, expected):
         assert [s.text for s in got_samples] == [s.text for s in want_samples]
         for got, want in zip(got_samples, want_samples):
@@ -68,8 +71,11 @@ def test_mllama_without_the_image_cache_reads_whole_prompts(tiny_mllama_path: Pa
     with TransformersBackend(tiny_mllama_path, share_prefill=False) as plain:
         expected = plain.sample([request])
     with TransformersBackend(tiny_mllama_path, max_cached_images=0) as backend:
-        assert backend.sample([request]) == expected
+        [found] = backend.sample([request])
         assert backend.prefill_calls == 0
+    assert [s.text for s in found] == [s.text for s in expected[0]]
+    for got, want in zip(found, expected[0]):
+        assert got.token_logprobs == pytest.approx(want.token_logprobs, abs=1e-4)
 
 
 def test_logprobs_match_reading_whole_prompts(tiny_llava_path: Path) -> None:
@@ -213,6 +219,26 @@ def test_growing_cache_appends_in_place_and_never_overwrites() -> None:
     assert torch.equal(keys[:, :, 3], torch.full((1, 2, 4), 2.0))
     assert torch.equal(held, ones)
     assert layer.keys.shape[2] == 3 and float(layer.keys[0, 0, 2, 0]) == 5.0
+
+
+def test_growing_cache_places_fixed_layers_and_leaves_gaps_empty() -> None:
+    """Mllama: self-attention states where given, pictures in fixed layers, other layers empty."""
+    import torch
+
+    from langchain_llava_cot.backends._prefix_cache import growing_cache, kv_layers
+
+    own, picture = torch.ones(1, 2, 3, 4), torch.full((1, 2, 5, 4), 7.0)
+    cache = growing_cache(
+        [(own, own), None, (own, own)], fixed={1: (picture, picture), 4: (picture, picture)}
+    )
+    assert len(cache.layers) == 5
+    assert [layer.is_initialized for layer in cache.layers] == [True, True, True, False, True]
+    assert cache.layers[1].keys is picture  # held as given, not copied into a growing buffer
+    assert cache.get_seq_length() == 3
+    assert kv_layers(cache, skip=(1, 4)) is None  # layer 3 is empty
+    cache.update(own, own, 3)
+    kept = kv_layers(cache, skip=(1, 4))
+    assert kept is not None and len(kept) == 3 and all(keys.shape[2] == 3 for keys, _ in kept)
 
 
 def test_next_stage_continues_from_the_written_candidates() -> None:

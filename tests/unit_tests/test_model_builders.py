@@ -35,7 +35,11 @@ def test_default_corpus_is_deterministic() -> None:
 
 @pytest.mark.parametrize(
     ("arch", "kwargs", "match"),
-    [("qwen2_vl", {}, "Unknown arch"), ("llava", {"image_size": 60}, "multiple of patch_size")],
+    [
+        ("qwen2_vl", {}, "Unknown arch"),
+        ("llava", {"image_size": 60}, "multiple of patch_size"),
+        ("mllama", {"num_layers": 1}, "num_layers >= 2"),
+    ],
 )
 def test_bad_arguments_fail_before_any_work(tmp_path, arch, kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
