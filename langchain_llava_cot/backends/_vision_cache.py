@@ -142,17 +142,24 @@ class ImageFeatureCache:
         return kwargs
 
     def store(self, inputs: Any, images: Sequence[bytes]) -> None:
-        """Mllama: encode the pictures of ``inputs`` not cached yet, without building model inputs.
+        """Encode the pictures of ``inputs`` not cached yet, in one call, without building model inputs.
 
-        For callers that read a batch's token ids and masks now and build their own
-        caches from :meth:`cross_attention_states` later. Other models: nothing to do.
+        For callers that read a batch's token ids and masks now and ask for the
+        features later (:meth:`apply` for one prompt, or Mllama's
+        :meth:`cross_attention_states`).
         """
         pixels = inputs.get("pixel_values")
-        if self.supported and self._cross_layers and pixels is not None:
-            keys = self._row_keys(inputs, pixels, images)
-            if keys is not None:
-                self._encode_missing_cross_attention(keys, inputs)
-                self._touch([key for key in keys if key is not None])
+        if not self.supported or pixels is None:
+            return
+        if self._cross_layers:
+            row_keys = self._row_keys(inputs, pixels, images)
+            if row_keys is not None:
+                self._encode_missing_cross_attention(row_keys, inputs)
+                self._touch([key for key in row_keys if key is not None])
+        elif self._fits(inputs, pixels, images):
+            keys = [content_key(image) for image in images]
+            self._encode_missing(keys, pixels)
+            self._touch(keys)
 
     def _apply_cross_attention(
         self, kwargs: dict[str, Any], pixels: Any, images: Sequence[bytes]

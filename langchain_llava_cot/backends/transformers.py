@@ -708,8 +708,8 @@ class TransformersBackend(VLMBackend):
     def _rows_of(self, texts: list[tuple[Conversation, str]]) -> list[_Prompt]:
         """Each (conversation, text) tokenized in one processor call, padding removed.
 
-        Mllama's new pictures are encoded into the image cache here. Other models' image
-        inputs are made again for one prompt alone if it is read (``_Prompt.extras``).
+        New pictures are encoded into the image cache here, in one call; a prompt's own
+        image inputs are made again if it is read alone (``_Prompt.extras``).
         """
         inputs = self._process(texts)
         self._images.store(inputs, _pictures_of(texts))
