@@ -20,8 +20,8 @@ Architectures:
 
 - ``"llava"``: CLIP vision tower + Llama text model; ``<image>`` expands to one token
   per patch (``(image_size // patch_size) ** 2``).
-- ``"mllama"``: Llama-3.2-Vision, the architecture of LLaVA-CoT itself: one tile,
-  cross-attention layers, a single ``<|image|>`` token per image.
+- ``"mllama"``: Llama-3.2-Vision, the architecture of LLaVA-CoT itself: one tile
+  (``image_tiles`` for more), cross-attention layers, a single ``<|image|>`` token per image.
 - ``"idefics3"``: SigLIP-like vision tower + Llama text model; ``<image>`` expands to
   ``(image_size // patch_size) ** 2 / 4`` tokens between ``<fake_token_around_image>``
   and ``<global-img>`` markers (no image splitting).
@@ -145,6 +145,7 @@ def build_tiny_vlm(
     vision_hidden_size: int = 32,
     vision_layers: int = 2,
     max_position_embeddings: int = 1024,
+    image_tiles: int = 1,
     seed: int = 0,
 ) -> Path:
     """Build a tiny random VLM of ``arch`` and save it, loadable with the Auto classes.
@@ -163,6 +164,9 @@ def build_tiny_vlm(
         vision_hidden_size: Width of the vision tower.
         vision_layers: Number of vision encoder layers.
         max_position_embeddings: Longest sequence the text model accepts.
+        image_tiles: Mllama only: most tiles of ``image_size`` a picture is cut into.
+            Wide or tall pictures take several; every picture is padded to this many,
+            as Llama 3.2 Vision pads to 4.
         seed: Seed of the random weights.
 
     Returns:
@@ -174,6 +178,9 @@ def build_tiny_vlm(
         raise ValueError(msg)
     if image_size % patch_size:
         msg = f"image_size ({image_size}) must be a multiple of patch_size ({patch_size})."
+        raise ValueError(msg)
+    if image_tiles < 1 or (image_tiles > 1 and arch != "mllama"):
+        msg = f"image_tiles must be 1, or more for arch='mllama' only; got {image_tiles} for {arch!r}."
         raise ValueError(msg)
     if arch == "mllama" and num_layers < 2:
         msg = (
@@ -195,7 +202,7 @@ def build_tiny_vlm(
         intermediate_size=intermediate_size or 4 * hidden_size,
         max_position_embeddings=max_position_embeddings,
     )
-    sizes = {"image_size": image_size, "patch_size": patch_size}
+    sizes = {"image_size": image_size, "patch_size": patch_size, "tiles": image_tiles}
     vision = {"hidden_size": vision_hidden_size, "layers": vision_layers, "heads": num_heads}
     config, processor = _ARCH_BUILDERS[arch](tokenizer, text, vision, sizes)
 
@@ -329,7 +336,7 @@ def _mllama(tokenizer: Any, text: dict, vision: dict, sizes: dict) -> tuple[Any,
     from transformers import MllamaConfig, MllamaProcessor, MllamaTextConfig, MllamaVisionConfig
     from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil
 
-    image_size = sizes["image_size"]
+    image_size, tiles = sizes["image_size"], sizes["tiles"]
     layers = text["num_hidden_layers"]
     intermediate = [max(0, vision["layers"] - 2)]
     config = MllamaConfig(
@@ -342,15 +349,17 @@ def _mllama(tokenizer: Any, text: dict, vision: dict, sizes: dict) -> tuple[Any,
             vision_output_dim=vision["hidden_size"] * (len(intermediate) + 1),
             image_size=image_size,
             patch_size=sizes["patch_size"],
-            max_num_tiles=1,
-            supported_aspect_ratios=[[1, 1]],
+            max_num_tiles=tiles,
+            supported_aspect_ratios=[
+                [w, h] for w in range(1, tiles + 1) for h in range(1, tiles + 1) if w * h <= tiles
+            ],
             intermediate_layers_indices=intermediate,
         ),
         text_config=MllamaTextConfig(**text, cross_attention_layers=_cross_attention_layer(layers)),
         image_token_index=tokenizer.convert_tokens_to_ids("<|image|>"),
     )
     image_processor = MllamaImageProcessorPil(
-        size={"height": image_size, "width": image_size}, max_image_tiles=1
+        size={"height": image_size, "width": image_size}, max_image_tiles=tiles
     )
     processor = MllamaProcessor(
         image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template

@@ -7,12 +7,13 @@ import pytest
 from langchain_llava_cot.backends._prefix_cache import PrefixCache
 from langchain_llava_cot.backends.base import ChoiceRequest, Sample, SampleRequest
 from langchain_llava_cot.backends.transformers import TransformersBackend
-from langchain_llava_cot.conversation import Conversation
+from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.demo import DEMO_MODEL_PATH
 from langchain_llava_cot.demo.dataset import get_example
 from langchain_llava_cot.judges import VERDICT_PREFIX, JudgeTask, pairwise_prompt
+from langchain_llava_cot.model_builders import build_tiny_vlm
 from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, render_answer
-from tests.integration_tests.test_transformers_backend import BLUE_SQUARE, RED_CIRCLE, TEXT_ONLY
+from tests.integration_tests.test_transformers_backend import BLUE_SQUARE, RED_CIRCLE, TEXT_ONLY, _png
 
 
 def _stage_chain(backend: TransformersBackend, conversation: Conversation, n: int = 1) -> list[list[str]]:
@@ -76,6 +77,26 @@ def test_mllama_without_the_image_cache_reads_whole_prompts(tiny_mllama_path: Pa
     assert [s.text for s in found] == [s.text for s in expected[0]]
     for got, want in zip(found, expected[0]):
         assert got.token_logprobs == pytest.approx(want.token_logprobs, abs=1e-4)
+
+
+def test_mllama_pictures_padded_to_several_tiles_read_as_without_caches(tmp_path: Path) -> None:
+    """Llama 3.2 Vision pads every picture to its tile count; a square picture's padded tile stays unseen."""
+    path = build_tiny_vlm(tmp_path / "tiles", arch="mllama", num_layers=3, image_tiles=2, seed=0)
+    square = Conversation((Turn("user", "How many circles?", (_png("red", size=(60, 60)),)),))
+    wide = Conversation((Turn("user", "What is on the left?", (_png("blue", "square", (160, 60)),)),))
+
+    def answers(backend: TransformersBackend) -> tuple:
+        chains = [_stage_chain(backend, conversation, n) for conversation, n in ((square, 1), (wide, 2))]
+        return chains, backend.choose(_judge_round(square, (" 1", " 2")) + _judge_round(wide, (" 1", " 2")))
+
+    with TransformersBackend(path, share_prefill=False, max_cached_images=0) as plain:
+        expected_chains, expected_choices = answers(plain)
+    with TransformersBackend(path) as cached:
+        chains, choices = answers(cached)
+        assert cached.prompt_tokens_reused > 0 and cached.images_encoded == 2
+    assert chains == expected_chains
+    for got, want in zip(choices, expected_choices):
+        assert got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
 
 
 def test_logprobs_match_reading_whole_prompts(tiny_llava_path: Path) -> None:

@@ -39,6 +39,7 @@ def test_default_corpus_is_deterministic() -> None:
         ("qwen2_vl", {}, "Unknown arch"),
         ("llava", {"image_size": 60}, "multiple of patch_size"),
         ("mllama", {"num_layers": 1}, "num_layers >= 2"),
+        ("llava", {"image_tiles": 2}, "image_tiles"),
     ],
 )
 def test_bad_arguments_fail_before_any_work(tmp_path, arch, kwargs, match) -> None:
