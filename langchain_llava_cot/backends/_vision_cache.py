@@ -126,19 +126,18 @@ class ImageFeatureCache:
             Keyword arguments for ``forward`` or ``generate``.
         """
         kwargs = dict(inputs)
-        pixels = kwargs.get("pixel_values")
-        if not self.supported or pixels is None:
+        keys = self._encoded_keys(kwargs, images)
+        if keys is None:
             return kwargs
         if self._cross_layers:
-            return self._apply_cross_attention(kwargs, pixels, images)
-        if not self._fits(kwargs, pixels, images):
-            return kwargs
-        keys = [content_key(image) for image in images]
-        self._encode_missing(keys, pixels)
-        features = [self._features[key] for key in keys]
-        self._touch(keys)
-        del kwargs["pixel_values"]
-        kwargs["mm_encoder_outputs"] = {"image": _as_output(features)}
+            kwargs["past_key_values"] = self._cross_attention_cache(keys)
+            for name in ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask"):
+                kwargs.pop(name, None)
+        else:
+            features = [self._features[key] for key in keys if key is not None]
+            del kwargs["pixel_values"]
+            kwargs["mm_encoder_outputs"] = {"image": _as_output(features)}
+        self._touch([key for key in keys if key is not None])
         return kwargs
 
     def store(self, inputs: Any, images: Sequence[bytes]) -> None:
@@ -148,32 +147,30 @@ class ImageFeatureCache:
         features later (:meth:`apply` for one prompt, or Mllama's
         :meth:`cross_attention_states`).
         """
+        keys = self._encoded_keys(inputs, images)
+        if keys is not None:
+            self._touch([key for key in keys if key is not None])
+
+    def _encoded_keys(self, inputs: Any, images: Sequence[bytes]) -> list[str | None] | None:
+        """The batch's picture keys, new pictures encoded; None where the cache does not apply.
+
+        Mllama: one key per batch row (None for a row without a picture); other models:
+        one per picture. Callers touch the keys only after reading the features, so a batch with more
+        pictures than the bound cannot evict its own before they are read.
+        """
         pixels = inputs.get("pixel_values")
         if not self.supported or pixels is None:
-            return
+            return None
         if self._cross_layers:
             row_keys = self._row_keys(inputs, pixels, images)
             if row_keys is not None:
                 self._encode_missing_cross_attention(row_keys, inputs)
-                self._touch([key for key in row_keys if key is not None])
-        elif self._fits(inputs, pixels, images):
-            keys = [content_key(image) for image in images]
-            self._encode_missing(keys, pixels)
-            self._touch(keys)
-
-    def _apply_cross_attention(
-        self, kwargs: dict[str, Any], pixels: Any, images: Sequence[bytes]
-    ) -> dict[str, Any]:
-        """Mllama: the pixels replaced by a KV cache whose cross-attention layers hold each row's picture."""
-        keys = self._row_keys(kwargs, pixels, images)
-        if keys is None:
-            return kwargs
-        self._encode_missing_cross_attention(keys, kwargs)
-        kwargs["past_key_values"] = self._cross_attention_cache(keys)
-        self._touch([key for key in keys if key is not None])
-        for name in ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask"):
-            kwargs.pop(name, None)
-        return kwargs
+            return row_keys
+        if not self._fits(inputs, pixels, images):
+            return None
+        keys: list[str | None] = [content_key(image) for image in images]
+        self._encode_missing(keys, pixels)
+        return keys
 
     def _row_keys(self, inputs: Any, pixels: Any, images: Sequence[bytes]) -> list[str | None] | None:
         """Mllama: each batch row's picture key, None for a row without one; None if not one each at most.
@@ -284,7 +281,7 @@ class ImageFeatureCache:
         others = [name for name in _IMAGE_INPUTS if name != "pixel_values" and kwargs.get(name) is not None]
         return not others and pixels.dim() == 4 and pixels.shape[0] == len(images)
 
-    def _encode_missing(self, keys: list[str], pixels: Any) -> None:
+    def _encode_missing(self, keys: Sequence[str | None], pixels: Any) -> None:
         """Encode, in one call, each picture whose key is not cached yet."""
         missing = self._missing(keys)
         if not missing:
