@@ -25,28 +25,30 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class SampleCall:
-    """Call :meth:`VLMBackend.sample`."""
+    """Call :meth:`VLMBackend.sample` (of ``backend`` when given, else the search's own)."""
 
     requests: tuple[SampleRequest, ...]
+    backend: VLMBackend | None = None
 
     def run(self, backend: VLMBackend) -> Any:
-        return backend.sample(self.requests)
+        return (self.backend or backend).sample(self.requests)
 
     async def arun(self, backend: VLMBackend) -> Any:
-        return await backend.asample(self.requests)
+        return await (self.backend or backend).asample(self.requests)
 
 
 @dataclass(frozen=True)
 class ChoiceCall:
-    """Call :meth:`VLMBackend.choose`."""
+    """Call :meth:`VLMBackend.choose` (of ``backend`` when given, else the search's own)."""
 
     requests: tuple[ChoiceRequest, ...]
+    backend: VLMBackend | None = None
 
     def run(self, backend: VLMBackend) -> Any:
-        return backend.choose(self.requests)
+        return (self.backend or backend).choose(self.requests)
 
     async def arun(self, backend: VLMBackend) -> Any:
-        return await backend.achoose(self.requests)
+        return await (self.backend or backend).achoose(self.requests)
 
 
 @dataclass(frozen=True)

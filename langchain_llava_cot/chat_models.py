@@ -48,7 +48,7 @@ from langchain_llava_cot.backends.base import VLMBackend
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.graph import SearchState, build_graph
 from langchain_llava_cot.images import DEFAULT_MAX_PIXELS, read_base64_image, read_image_bytes
-from langchain_llava_cot.search import SearchContext, Strategy
+from langchain_llava_cot.search import DEFAULT_JUDGE, SearchContext, Strategy
 from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, render_answer, render_stage
 from langchain_llava_cot.tools import format_tool_calls, parse_tool_calls, render_tools_prompt
 
@@ -87,7 +87,7 @@ class ChatLlavaCoT(BaseChatModel):
             bundled demo model.
         strategy: ``"greedy"``, ``"best_of_n"`` or ``"stage_beam"``.
         candidates: candidates per step (N).
-        judge: ``"pairwise"``, ``"likelihood"``, a Judge or a function.
+        judge: ``"verifier"``, ``"pairwise"``, ``"likelihood"``, a Judge or a function.
         backend: a ready :class:`VLMBackend` or a LangChain chat model to drive instead.
         base_url: an OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama).
 
@@ -132,8 +132,9 @@ class ChatLlavaCoT(BaseChatModel):
     """How to search: ``greedy``, ``best_of_n`` or ``stage_beam``."""
     candidates: int = 4
     """Candidates per step (N)."""
-    judge: Any = "pairwise"
-    """``"pairwise"``, ``"likelihood"``, a Judge, or a function ``(JudgeTask) -> int``."""
+    judge: Any = DEFAULT_JUDGE
+    """``"verifier"``, ``"pairwise"``, ``"likelihood"``, a Judge, or a function ``(JudgeTask) -> int``;
+    the default is the judge that ranks best on the demo model."""
     temperature: float = 0.6
     """Sampling temperature of the candidates (greedy always uses 0)."""
     top_p: float | None = 0.9

@@ -72,11 +72,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_search_options(parser: argparse.ArgumentParser) -> None:
+    from langchain_llava_cot.search import DEFAULT_JUDGE
+
     parser.add_argument("--model", help="model folder or hub id (default: the bundled demo model)")
     parser.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     parser.add_argument("--strategy", choices=["greedy", "best_of_n", "stage_beam"], default="stage_beam")
     parser.add_argument("--candidates", type=int, default=4, help="candidates per step (default 4)")
-    parser.add_argument("--judge", choices=["pairwise", "likelihood"], default="pairwise")
+    parser.add_argument("--judge", choices=["verifier", "pairwise", "likelihood"], default=DEFAULT_JUDGE)
     parser.add_argument("--temperature", type=float, default=0.6)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--max-stage-tokens", type=int, default=None, help="token limit of each stage")

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import time
@@ -58,12 +59,17 @@ from langchain_llava_cot.demo.dataset import (
 from langchain_llava_cot.stages import STAGES, Stage
 
 __all__ = [
-    "DEFAULT_STRATEGIES",
+    "GRID_STRATEGIES",
+    "JUDGES",
     "EvalReport",
     "StrategyResult",
     "StrategySpec",
+    "default_strategies",
+    "paired_difference",
     "parse_strategy",
     "run_eval",
+    "stage_oracle",
+    "wilson_interval",
 ]
 
 
@@ -83,35 +89,80 @@ class StrategySpec:
         return f"{self.strategy}:{self.judge}:{self.candidates}"
 
 
+SEARCHES: tuple[str, ...] = ("best_of_n", "stage_beam")
+JUDGES: tuple[str, ...] = ("verifier", "pairwise", "likelihood")
+"""The judges an eval can name (the human judge needs a person)."""
+
+
 def parse_strategy(text: str) -> StrategySpec:
-    """Read ``greedy`` or ``STRATEGY:JUDGE:N`` (e.g. ``stage_beam:pairwise:4``)."""
+    """Read ``greedy`` or ``STRATEGY:JUDGE:N`` (e.g. ``stage_beam:verifier:4``)."""
     if text == "greedy":
         return StrategySpec("greedy")
     parts = text.split(":")
-    if (
-        len(parts) != 3
-        or parts[0] not in ("best_of_n", "stage_beam")
-        or parts[1] not in ("pairwise", "likelihood")
-    ):
+    if len(parts) != 3 or parts[0] not in SEARCHES or parts[1] not in JUDGES:
         msg = (
             f"Unknown strategy {text!r}. Write 'greedy' or STRATEGY:JUDGE:N with STRATEGY "
-            "best_of_n or stage_beam and JUDGE pairwise or likelihood, e.g. stage_beam:pairwise:4."
+            f"{' or '.join(SEARCHES)} and JUDGE {', '.join(JUDGES)}, e.g. stage_beam:verifier:4."
         )
         raise ValueError(msg)
     try:
         n = int(parts[2])
-    except ValueError as e:
-        msg = f"N in {text!r} must be a whole number, e.g. stage_beam:pairwise:4."
-        raise ValueError(msg) from e
+    except ValueError:
+        n = 0
+    if n < 1:
+        msg = f"N in {text!r} must be a whole number of at least 1, e.g. stage_beam:verifier:4."
+        raise ValueError(msg)
     return StrategySpec(parts[0], n, parts[1])
 
 
-DEFAULT_STRATEGIES: tuple[str, ...] = (
+def default_strategies(judge: str | None = None) -> tuple[str, ...]:
+    """The quick set: greedy, and both searches at N=4 with ``judge`` (None: ChatLlavaCoT's default)."""
+    if judge is None:
+        from langchain_llava_cot.search import DEFAULT_JUDGE
+
+        judge = DEFAULT_JUDGE
+    return ("greedy", f"best_of_n:{judge}:4", f"stage_beam:{judge}:4")
+
+
+GRID_STRATEGIES: tuple[str, ...] = (
     "greedy",
-    *(f"best_of_n:{judge}:{n}" for n in (2, 4, 8) for judge in ("pairwise", "likelihood")),
-    *(f"stage_beam:{judge}:{n}" for n in (2, 4, 8) for judge in ("pairwise", "likelihood")),
+    *(f"{search}:{judge}:{n}" for search in SEARCHES for judge in JUDGES for n in (2, 4, 8)),
 )
-"""Everything the issue asks for: greedy, and both searches with both judges at N = 2, 4, 8."""
+"""The full grid (``--grid``): greedy, and both searches with every judge at N = 2, 4, 8."""
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95% by default).
+
+    >>> tuple(round(x, 3) for x in wilson_interval(80, 100))
+    (0.711, 0.867)
+    """
+    if n <= 0:
+        return (0.0, 1.0)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def paired_difference(a: Sequence[bool], b: Sequence[bool], z: float = 1.96) -> tuple[float, float, float]:
+    """Accuracy of ``a`` minus that of ``b`` on the same questions, with a 95% interval.
+
+    The interval is the normal one of the mean per-question difference (each -1, 0 or 1),
+    which pairs the questions: far tighter than two separate intervals.
+
+    >>> diff, low, high = paired_difference([True] * 60 + [False] * 40, [True] * 50 + [False] * 50)
+    >>> round(diff, 2), low > 0
+    (0.1, True)
+    """
+    if len(a) != len(b) or not a:
+        msg = "Compare two strategies on the same, non-empty list of questions."
+        raise ValueError(msg)
+    diffs = [int(x) - int(y) for x, y in zip(a, b)]
+    mean = sum(diffs) / len(diffs)
+    spread = statistics.pstdev(diffs) if len(diffs) > 1 else 0.0
+    half = z * spread / math.sqrt(len(diffs))
+    return mean, mean - half, mean + half
 
 
 @dataclass
@@ -124,6 +175,10 @@ class StrategyResult:
     judge: str | None
     questions: int = 0
     accuracy: float = 0.0
+    accuracy_interval: tuple[float, float] = (0.0, 1.0)
+    """95% Wilson interval of the accuracy."""
+    vs_greedy: tuple[float, float, float] | None = None
+    """Accuracy minus greedy's on the same questions, with its paired 95% interval."""
     well_formed: float = 0.0
     pass_at_n: float = 0.0
     judge_agreement: float | None = None
@@ -157,10 +212,11 @@ class EvalReport:
         """The results as a rich table."""
         from rich.table import Table
 
-        table = Table(title=f"{self.questions} {self.split} questions, model {Path(self.model).name}")
+        table = Table(title=f"{self.questions} {self.split} questions, model {self.model}")
         for column in (
             "strategy",
-            "accuracy",
+            "accuracy (95% CI)",
+            "vs greedy (95% CI)",
             "well-formed",
             "pass@N",
             "judge agreement",
@@ -175,7 +231,8 @@ class EvalReport:
             agreement = "-" if r.judge_agreement is None else f"{r.judge_agreement:.1%} ({r.judge_decisions})"
             table.add_row(
                 r.name,
-                f"{r.accuracy:.1%}",
+                _accuracy_cell(r),
+                _versus_cell(r),
                 f"{r.well_formed:.1%}",
                 f"{r.pass_at_n:.1%}",
                 agreement,
@@ -190,24 +247,37 @@ class EvalReport:
     def markdown(self) -> str:
         """The results as a Markdown table (for the README)."""
         lines = [
-            "| strategy | accuracy | well-formed | pass@N | judge agreement | tokens/q | gen/q | s/q "
-            "| caption right | follows caption |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| strategy | accuracy (95% CI) | vs greedy (95% CI) | well-formed | pass@N | judge agreement "
+            "| tokens/q | gen/q | s/q | caption right | follows caption |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in self.results:
             agreement = "-" if r.judge_agreement is None else f"{r.judge_agreement:.1%}"
             lines.append(
-                f"| {r.name} | {r.accuracy:.1%} | {r.well_formed:.1%} | {r.pass_at_n:.1%} | {agreement} "
+                f"| {r.name} | {_accuracy_cell(r)} | {_versus_cell(r)} | {r.well_formed:.1%} "
+                f"| {r.pass_at_n:.1%} | {agreement} "
                 f"| {r.tokens_per_question:,.0f} | {r.generated_per_question:,.0f} "
                 f"| {r.seconds_per_question:.2f} | {r.caption_right:.1%} | {r.follows_caption:.1%} |"
             )
         return "\n".join(lines)
 
 
+def _accuracy_cell(r: StrategyResult) -> str:
+    low, high = r.accuracy_interval
+    return f"{r.accuracy:.1%} ({100 * low:.1f}-{100 * high:.1f})"
+
+
+def _versus_cell(r: StrategyResult) -> str:
+    if r.vs_greedy is None:
+        return "-"
+    diff, low, high = r.vs_greedy
+    return f"{100 * diff:+.1f} ({100 * low:+.1f} to {100 * high:+.1f})"
+
+
 # --- scoring one answer --------------------------------------------------------------
 
 
-def _stage_oracle(example: Example, stage: str, text: str, chosen: dict[Stage, str]) -> bool:
+def stage_oracle(example: Example, stage: str, text: str, chosen: dict[Stage, str]) -> bool:
     """Whether a candidate of ``stage`` is right by the stage's criterion."""
     if stage == Stage.SUMMARY.value:
         return text.strip() == example.stages[Stage.SUMMARY]
@@ -235,7 +305,7 @@ def score_record(example: Example, content: str, record: dict[str, Any]) -> dict
             stage_name = "answer"
         else:
             stage_name = step["stage"]
-            labels = [_stage_oracle(example, stage_name, c["text"], chosen) for c in candidates]
+            labels = [stage_oracle(example, stage_name, c["text"], chosen) for c in candidates]
         if any(labels) and not all(labels):
             decisions.append((stage_name, labels[step["winner"]]))
         for name, text in winner["stages"].items():
@@ -256,7 +326,7 @@ def score_record(example: Example, content: str, record: dict[str, Any]) -> dict
         "well_formed": well_formed,
         "pass": any(is_correct(f, example) for f in finals),
         "decisions": decisions,
-        "caption_right": _stage_oracle(example, Stage.CAPTION.value, caption, {}),
+        "caption_right": stage_oracle(example, Stage.CAPTION.value, caption, {}),
         "follows_caption": normalize_answer(stage_texts.get(Stage.CONCLUSION.value, ""))
         == normalize_answer(implied),
     }
@@ -273,6 +343,7 @@ def _summarize(spec: StrategySpec, records: list[dict[str, Any]]) -> StrategyRes
     if not n:
         return result
     result.accuracy = sum(r["correct"] for r in records) / n
+    result.accuracy_interval = wilson_interval(sum(r["correct"] for r in records), n)
     result.well_formed = sum(r["well_formed"] for r in records) / n
     result.pass_at_n = sum(r["pass"] for r in records) / n
     result.tokens_per_question = statistics.mean(r["input_tokens"] + r["output_tokens"] for r in records)
@@ -298,7 +369,7 @@ def _summarize(spec: StrategySpec, records: list[dict[str, Any]]) -> StrategyRes
 def run_eval(
     model: str | Path | None = None,
     *,
-    strategies: Iterable[str | StrategySpec] = DEFAULT_STRATEGIES,
+    strategies: Iterable[str | StrategySpec] | None = None,
     questions: int = 500,
     split: str = "test",
     start: int = 0,
@@ -316,7 +387,8 @@ def run_eval(
 
     Args:
         model: Model folder; None uses the bundled demo model.
-        strategies: ``greedy`` or ``STRATEGY:JUDGE:N`` strings, or :class:`StrategySpec`.
+        strategies: ``greedy`` or ``STRATEGY:JUDGE:N`` strings, or :class:`StrategySpec`;
+            None runs the quick set (:func:`default_strategies`).
         questions: How many questions of ``split`` to ask, from index ``start``.
         split: ``test`` (default) or ``validation``.
         start: Index of the first question.
@@ -335,6 +407,8 @@ def run_eval(
     Returns:
         The report; ``report.table()`` renders the table.
     """
+    if strategies is None:
+        strategies = default_strategies()
     specs = [s if isinstance(s, StrategySpec) else parse_strategy(s) for s in strategies]
     if not specs:
         msg = "No strategies to run; pass e.g. strategies=['greedy', 'stage_beam:pairwise:4']."
@@ -389,12 +463,24 @@ def run_eval(
         bar.close()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    _compare_with_greedy(results)
     report = EvalReport(results, split, len(items), str(model))
     if output_dir is not None:
         out = Path(output_dir)
         report.json_path = _write_json(out, results, split, len(items), str(model), keep_records)
         report.plot_path = plot(report, out / "eval.png")
     return report
+
+
+def _compare_with_greedy(results: Sequence[StrategyResult]) -> None:
+    """Set each search's paired accuracy difference from greedy, when greedy ran too."""
+    greedy = next((r for r in results if r.strategy == "greedy"), None)
+    if greedy is None:
+        return
+    base = [r["correct"] for r in greedy.records]
+    for result in results:
+        if result is not greedy and len(result.records) == len(base):
+            result.vs_greedy = paired_difference([r["correct"] for r in result.records], base)
 
 
 _WORKER: dict[str, Any] = {}
@@ -481,6 +567,8 @@ def plot(report: EvalReport, path: str | Path) -> Path:
         ("greedy", None): ("black", "o"),
         ("best_of_n", "pairwise"): ("tab:orange", "s"),
         ("best_of_n", "likelihood"): ("tab:brown", "v"),
+        ("best_of_n", "verifier"): ("tab:red", "P"),
+        ("stage_beam", "verifier"): ("tab:purple", "*"),
         ("stage_beam", "pairwise"): ("tab:blue", "D"),
         ("stage_beam", "likelihood"): ("tab:green", "^"),
     }
@@ -491,12 +579,17 @@ def plot(report: EvalReport, path: str | Path) -> Path:
         rows.sort(key=lambda r: r.tokens_per_question)
         colour, marker = styles.get(key, ("gray", "x"))
         label = key[0] if key[1] is None else f"{key[0]} ({key[1]})"
-        ax.plot(
+        ax.errorbar(
             [r.tokens_per_question for r in rows],
             [100 * r.accuracy for r in rows],
+            yerr=[
+                [100 * (r.accuracy - r.accuracy_interval[0]) for r in rows],
+                [100 * (r.accuracy_interval[1] - r.accuracy) for r in rows],
+            ],
             marker=marker,
             color=colour,
             label=label,
+            capsize=3,
         )
         for r in rows:
             if r.strategy != "greedy":
@@ -510,7 +603,7 @@ def plot(report: EvalReport, path: str | Path) -> Path:
                 )
     ax.set_xscale("log")
     ax.set_xlabel("tokens per question (prompt + generated, log scale)")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel("accuracy (%), 95% intervals")
     ax.set_title(f"Demo model, {report.questions} held-out questions")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -526,24 +619,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m langchain_llava_cot.eval``: run, print the table, write JSON and PNG."""
     parser = argparse.ArgumentParser(description="Measure search strategies on held-out demo questions.")
     parser.add_argument("--model", help="model folder (default: the bundled demo model)")
-    parser.add_argument("--questions", type=int, default=500)
-    parser.add_argument("--start", type=int, default=0)
-    parser.add_argument("--split", default="test", choices=["test", "validation"])
-    parser.add_argument(
+    parser.add_argument("--questions", type=int, default=100, help="held-out questions to ask (default 100)")
+    parser.add_argument("--start", type=int, default=0, help="index of the first question (default 0)")
+    parser.add_argument("--split", default="test", choices=["test", "validation"], help="(default test)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
         "--strategies",
-        default=",".join(DEFAULT_STRATEGIES),
-        help="comma-separated: greedy, best_of_n:pairwise:4, stage_beam:likelihood:8, ...",
+        default=None,
+        help="comma-separated: greedy, best_of_n:verifier:4, stage_beam:likelihood:8, ... "
+        f"(default: {','.join(default_strategies())})",
     )
-    parser.add_argument("--temperature", type=float, default=0.6)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="eval-results", help="folder for eval.json and eval.png")
-    parser.add_argument("--workers", type=int, default=1, help="parallel processes (one torch thread each)")
-    parser.add_argument("--max-stage-tokens", type=int, default=None)
+    which.add_argument(
+        "--grid", action="store_true", help=f"the full grid: {len(GRID_STRATEGIES)} strategies (slow)"
+    )
+    parser.add_argument("--temperature", type=float, default=0.6, help="(default 0.6)")
+    parser.add_argument("--seed", type=int, default=0, help="(default 0)")
+    parser.add_argument(
+        "--out", default="eval-results", help="folder for eval.json and eval.png (default eval-results)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="parallel processes, one torch thread each (default 1)"
+    )
+    parser.add_argument(
+        "--max-stage-tokens", type=int, default=None, help="(default: the engine's per-stage limits)"
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     report = run_eval(
         args.model,
-        strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
+        strategies=GRID_STRATEGIES
+        if args.grid
+        else None
+        if args.strategies is None
+        else [s.strip() for s in args.strategies.split(",") if s.strip()],
         questions=args.questions,
         start=args.start,
         split=args.split,

@@ -89,6 +89,8 @@ class StepRecord(TypedDict):
     winner: int
     judge: str | None
     comparisons: list[dict[str, Any]]
+    scores: list[float | None] | None
+    """Each candidate's score, when the judge scores (verifier, likelihood); else None."""
     sample_seconds: float
     judge_seconds: float
 
@@ -326,6 +328,7 @@ def _judge(stage: Stage, state: SearchState, context: SearchContext) -> Step[dic
         winner=verdict.winner,
         judge=judge.name if judge else None,
         comparisons=[vars(c) for c in verdict.comparisons],
+        scores=list(verdict.scores) if verdict.scores else None,
         sample_seconds=pending["sample_seconds"],
         judge_seconds=seconds,
     )

@@ -32,7 +32,7 @@ import random
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Union
 
 from langchain_llava_cot._calls import ChoiceCall, FunctionCall, SampleCall, Step, finished
@@ -42,6 +42,8 @@ from langchain_llava_cot.stages import ANSWER_CRITERION, Stage, render_answer
 
 __all__ = [
     "VERDICT_PREFIX",
+    "VERIFY_OPTIONS",
+    "VERIFY_PREFIX",
     "Comparison",
     "FunctionJudge",
     "HumanJudge",
@@ -50,10 +52,13 @@ __all__ = [
     "JudgeTask",
     "LikelihoodJudge",
     "PairwiseJudge",
+    "VerifierJudge",
     "Verdict",
     "human_judge_request",
     "pairwise_prompt",
     "verdict_choice",
+    "verifier_prompt",
+    "parse_check",
     "parse_verdict",
     "resolve_judge",
 ]
@@ -62,6 +67,12 @@ logger = logging.getLogger(__name__)
 
 VERDICT_PREFIX = "The better response is"
 """How a pairwise verdict begins; the next token is ``1`` or ``2``."""
+
+VERIFY_PREFIX = "The candidate is"
+"""How a verifier's verdict begins; the next word is ``right`` or ``wrong``."""
+
+VERIFY_OPTIONS = (" right", " wrong")
+"""The verifier's two verdicts, as they follow :data:`VERIFY_PREFIX`."""
 
 _VERDICT_PATTERN = re.compile(r"better response is\s*(?:response\s*)?([12])\b", re.IGNORECASE)
 
@@ -86,7 +97,7 @@ class Comparison:
     first: int
     second: int
     winner: int
-    method: Literal["logits", "generated", "unparseable", "identical"]
+    method: Literal["logits", "generated", "unparseable", "identical", "precheck"]
     detail: str = ""
 
 
@@ -99,6 +110,8 @@ class Verdict:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     calls: int = 0
+    scores: tuple[float | None, ...] = ()
+    """Each candidate's score, for judges that score (higher is better)."""
 
 
 class Judge(ABC):
@@ -116,10 +129,7 @@ def pairwise_prompt(task: JudgeTask, first: int, second: int) -> Conversation:
 
     The demo model is trained on exactly this format (see ``langchain_llava_cot.demo``).
     """
-    if task.stage is None:
-        label, criterion = "whole answer", ANSWER_CRITERION
-    else:
-        label, criterion = f"{task.stage.value} stage", task.stage.criterion
+    label, criterion = _label_and_criterion(task.stage)
     earlier = render_answer(task.chosen) if task.chosen else "none"
     text = (
         f"Question: {task.conversation.question}\n"
@@ -130,6 +140,29 @@ def pairwise_prompt(task: JudgeTask, first: int, second: int) -> Conversation:
         f'Which is better? Answer "{VERDICT_PREFIX} 1." or "{VERDICT_PREFIX} 2."'
     )
     return task.conversation.with_user_turn(text)
+
+
+def verifier_prompt(task: JudgeTask, index: int) -> Conversation:
+    """The conversation that asks the model whether one candidate is right.
+
+    The demo model is trained on exactly this format (see ``langchain_llava_cot.demo``).
+    """
+    label, criterion = _label_and_criterion(task.stage)
+    earlier = render_answer(task.chosen) if task.chosen else "none"
+    text = (
+        f"Question: {task.conversation.question}\n"
+        f"Earlier stages: {earlier}\n"
+        f"Check one candidate for the {label}. {criterion}\n"
+        f"Candidate: {task.candidates[index]}\n"
+        f'Is it right? Answer "{VERIFY_PREFIX} right." or "{VERIFY_PREFIX} wrong."'
+    )
+    return task.conversation.with_user_turn(text)
+
+
+def _label_and_criterion(stage: Stage | None) -> tuple[str, str]:
+    if stage is None:
+        return "whole answer", ANSWER_CRITERION
+    return f"{stage.value} stage", stage.criterion
 
 
 def verdict_choice(task: JudgeTask, first: int, second: int) -> ChoiceRequest:
@@ -155,18 +188,33 @@ class PairwiseJudge(Judge):
     """Read verdicts from one forward pass; None does so whenever the backend can."""
     max_verdict_tokens: int = 32
     """Token limit of a generated verdict."""
+    precheck: bool = True
+    """The paper's reasoning pre-check: first verify each reasoning candidate alone
+    (:class:`VerifierJudge`); one found wrong loses without a comparison, unless all are."""
     name: str = field(default="pairwise", init=False)
 
     def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
-        """Run the knockout, one batched backend call per round."""
+        """Run the pre-check (reasoning), then the knockout, one batched backend call per round."""
         if backend is None:
             msg = "The pairwise judge needs a backend to ask."
             raise ValueError(msg)
         rng = random.Random(self.seed)
         alive = list(range(len(task.candidates)))
-        rng.shuffle(alive)
         comparisons: list[Comparison] = []
         prompt_tokens = completion_tokens = calls = 0
+        if self.precheck and task.stage is Stage.REASONING:
+            checked = yield from VerifierJudge(
+                read_logits=self.read_logits, max_verdict_tokens=self.max_verdict_tokens
+            ).score(task, backend)
+            if checked.scores:  # empty when every candidate is the same text
+                passed = [i for i in alive if (checked.scores[i] or 0.0) >= 0.0]
+                alive = passed or alive
+            for check in checked.comparisons:
+                outcome = "passed" if check.first in passed else "failed"
+                comparisons.append(replace(check, method="precheck", detail=f"{check.detail} {outcome}"))
+            prompt_tokens, completion_tokens = checked.prompt_tokens, checked.completion_tokens
+            calls = checked.calls
+        rng.shuffle(alive)
         while len(alive) > 1:
             pairs = [(alive[i], alive[i + 1]) for i in range(0, len(alive) - 1, 2)]
             bye = [alive[-1]] if len(alive) % 2 else []
@@ -188,12 +236,7 @@ class PairwiseJudge(Judge):
         return Verdict(alive[0], tuple(comparisons), prompt_tokens, completion_tokens, calls)
 
     def _reads_logits(self, backend: VLMBackend) -> bool:
-        if self.read_logits is None:
-            return backend.supports_choice
-        if self.read_logits and not backend.supports_choice:
-            msg = f"{type(backend).__name__} cannot score choices; set read_logits=None or False."
-            raise ValueError(msg)
-        return self.read_logits
+        return _reads_logits(backend, self.read_logits)
 
     def _compare_by_logits(
         self, task: JudgeTask, pairs: Sequence[tuple[int, int]]
@@ -252,7 +295,123 @@ class LikelihoodJudge(Judge):
             )
             raise ValueError(msg)
         best = max(range(len(scores)), key=lambda i: scores[i])  # type: ignore[arg-type,return-value]
-        return finished(Verdict(best))
+        return finished(Verdict(best, scores=tuple(scores)))
+
+
+@dataclass
+class VerifierJudge(Judge):
+    """Score each candidate on its own, as a reward model does, and keep the best.
+
+    Each candidate is shown alone after the picture, the question and the chosen stages,
+    with the stage's criterion, and the model is asked whether it is right
+    (:func:`verifier_prompt`). The score is ``log p(right) - log p(wrong)`` read from one
+    forward pass, all candidates in one batched call; where the backend cannot score
+    choices the verdict is generated and parsed (``right`` +1, ``wrong`` -1, anything
+    else 0). Identical candidates are scored once. Ties go to the higher mean token
+    log-probability, then to the earlier candidate; when all candidates are the same
+    text, nothing is asked.
+
+    ``backend`` scores with another model than the one that samples: a bigger VLM, or a
+    served generative reward model.
+    """
+
+    backend: VLMBackend | None = None
+    """The model that verifies; None uses the search's own backend."""
+    read_logits: bool | None = None
+    """Read verdicts from one forward pass; None does so whenever the backend can."""
+    max_verdict_tokens: int = 16
+    """Token limit of a generated verdict."""
+    name: str = field(default="verifier", init=False)
+
+    def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
+        """Score every distinct candidate in one batched call; keep the highest score."""
+        scorer = self.backend or backend
+        if scorer is None:
+            msg = "The verifier judge needs a backend to ask: VerifierJudge(backend=...) or the search's own."
+            raise ValueError(msg)
+        scored = yield from self.score(task, scorer)
+        if not scored.scores:
+            return scored
+        return replace(scored, winner=_best(scored.scores, task.mean_logprobs))
+
+    def score(self, task: JudgeTask, scorer: VLMBackend) -> Step[Verdict]:
+        """Each candidate's score, in a :class:`Verdict` whose winner is not chosen yet (0).
+
+        The scores are empty when every candidate is the same text (no call is made).
+        """
+        distinct = list(dict.fromkeys(task.candidates))
+        if len(distinct) == 1:
+            return Verdict(0)  # all the same: nothing to tell apart, no call
+        first = {text: task.candidates.index(text) for text in distinct}
+        call_backend = self.backend  # None: the call runs on the search's own backend
+        if _reads_logits(scorer, self.read_logits):
+            requests = tuple(
+                ChoiceRequest(verifier_prompt(task, first[t]), prefix=VERIFY_PREFIX, options=VERIFY_OPTIONS)
+                for t in distinct
+            )
+            results = yield ChoiceCall(requests, call_backend)
+            by_text = {t: r.logprobs[0] - r.logprobs[1] for t, r in zip(distinct, results)}
+            details = [f"logprob right-wrong={by_text[t]:.3f}" for t in distinct]
+            method: Literal["logits", "generated"] = "logits"
+            prompt, written = sum(r.prompt_tokens for r in results), 0
+        else:
+            asks = tuple(
+                SampleRequest(
+                    verifier_prompt(task, first[t]), prefix="", max_new_tokens=self.max_verdict_tokens
+                )
+                for t in distinct
+            )
+            replies = yield SampleCall(asks, call_backend)
+            by_text = {t: parse_check(sample.text) for t, [sample] in zip(distinct, replies)}
+            details = [sample.text for [sample] in replies]
+            method = "generated"
+            prompt = sum(s.prompt_tokens for [s] in replies)
+            written = sum(s.completion_tokens for [s] in replies)
+        checks = tuple(
+            Comparison(first[t], first[t], first[t], method, detail) for t, detail in zip(distinct, details)
+        )
+        scores = tuple(by_text[text] for text in task.candidates)
+        return Verdict(0, checks, prompt, written, calls=1, scores=scores)
+
+
+_CHECK_PATTERN = re.compile(
+    r"candidate is\s*(right|wrong)\b|\b(right|wrong|correct|incorrect)\b", re.IGNORECASE
+)
+
+
+def parse_check(text: str) -> float:
+    """A generated verifier verdict as a score: +1 right, -1 wrong, 0 when it says neither."""
+    match = _CHECK_PATTERN.search(text)
+    if match is None:
+        logger.warning("Unparseable verifier verdict %r; scoring it 0.", text)
+        return 0.0
+    word = (match.group(1) or match.group(2)).lower()
+    return 1.0 if word in ("right", "correct") else -1.0
+
+
+def _best(scores: Sequence[float | None], mean_logprobs: Sequence[float | None]) -> int:
+    """The index of the highest score; ties go to the higher mean log-probability, then the first."""
+
+    def key(i: int) -> tuple[float, float, int]:
+        likelihood = mean_logprobs[i] if i < len(mean_logprobs) else None
+        score = scores[i]
+        return (
+            float("-inf") if score is None else score,
+            float("-inf") if likelihood is None else likelihood,
+            -i,
+        )
+
+    return max(range(len(scores)), key=key)
+
+
+def _reads_logits(backend: VLMBackend, read_logits: bool | None) -> bool:
+    """Whether to read verdicts from one forward pass (None: whenever the backend can)."""
+    if read_logits is None:
+        return backend.supports_choice
+    if read_logits and not backend.supports_choice:
+        msg = f"{type(backend).__name__} cannot score choices; set read_logits=None or False."
+        raise ValueError(msg)
+    return read_logits
 
 
 @dataclass
@@ -330,7 +489,7 @@ def _choice_error(answer: object, count: int) -> str | None:
     return None
 
 
-JudgeSpec = Union[Literal["pairwise", "likelihood", "human"], Judge, Callable[[JudgeTask], int]]  # noqa: UP007
+JudgeSpec = Union[Literal["pairwise", "likelihood", "verifier", "human"], Judge, Callable[[JudgeTask], int]]  # noqa: UP007
 """What ``judge=`` accepts: a built-in name, a :class:`Judge`, or a function."""
 
 
@@ -342,12 +501,14 @@ def resolve_judge(spec: JudgeSpec, *, seed: int | None = None) -> Judge:
         return PairwiseJudge(seed=seed)
     if spec == "likelihood":
         return LikelihoodJudge()
+    if spec == "verifier":
+        return VerifierJudge()
     if spec == "human":
         return HumanJudge()
     if callable(spec):
         return FunctionJudge(spec)
     msg = (
-        f"Unknown judge {spec!r}: use 'pairwise', 'likelihood', 'human', a Judge, "
+        f"Unknown judge {spec!r}: use 'pairwise', 'likelihood', 'verifier', 'human', a Judge, "
         "or a function (JudgeTask) -> int."
     )
     raise ValueError(msg)

@@ -28,7 +28,7 @@ from langchain_llava_cot.backends.base import VLMBackend
 from langchain_llava_cot.judges import Judge, JudgeSpec, resolve_judge
 from langchain_llava_cot.stages import STAGES, Stage
 
-__all__ = ["DEFAULT_STAGE_TOKENS", "SearchContext", "Strategy", "cached_backend"]
+__all__ = ["DEFAULT_JUDGE", "DEFAULT_STAGE_TOKENS", "SearchContext", "Strategy", "cached_backend"]
 
 Strategy = Literal["greedy", "best_of_n", "stage_beam"]
 
@@ -42,6 +42,10 @@ DEFAULT_STAGE_TOKENS: Mapping[Stage, int] = {
 
 _STRATEGIES = ("greedy", "best_of_n", "stage_beam")
 
+DEFAULT_JUDGE: Literal["pairwise", "likelihood", "verifier"] = "pairwise"
+"""The judge used unless one is named: the one that ranks best on the demo model
+(``benchmarks/judge_rank.py``)."""
+
 
 @dataclass
 class SearchContext:
@@ -52,7 +56,7 @@ class SearchContext:
     strategy: Strategy = "stage_beam"
     candidates: int = 4
     """Candidates per step (N). Ignored by ``greedy``."""
-    judge: JudgeSpec = "pairwise"
+    judge: JudgeSpec = DEFAULT_JUDGE
     temperature: float = 0.6
     """Sampling temperature of candidates; ``greedy`` always uses 0."""
     top_p: float | None = 0.9

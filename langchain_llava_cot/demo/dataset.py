@@ -48,6 +48,7 @@ from langchain_llava_cot.stages import Stage, render_answer
 
 __all__ = [
     "COLOURS",
+    "SMALL_TALK",
     "IMAGE_SIZE",
     "KINDS",
     "POSITIONS",
@@ -63,6 +64,8 @@ __all__ = [
     "is_correct",
     "iter_examples",
     "normalize_answer",
+    "off_domain_image",
+    "off_domain_stages",
     "perturb_objects",
     "split_of",
     "write_stages",
@@ -272,10 +275,24 @@ class Example:
 # --- answers -------------------------------------------------------------------------
 
 
-def _listing(objects: Sequence[Shape], where: bool = False) -> str:
-    if not objects:
-        return "none"
-    return ", ".join(f"{o.name} at {o.position}" if where else o.name for o in objects)
+def _tally(objects: Sequence[Shape], f: Filter, off: int = 0) -> tuple[str, int]:
+    """Walk the objects in caption order, keeping a running count of those ``f`` names.
+
+    ``The red squares: large red square at top left yes 1; small blue circle at center no.
+    That is 1.`` Each step copies the next object of the caption and decides one match,
+    and the count only ever goes up by one: a tiny model learns that far more easily
+    than picking the matching objects out of the caption in one go. ``off`` is added to
+    the final count (a miscount, for wrong reasoning).
+    """
+    count, steps = 0, []
+    for o in sorted(objects, key=_cell):
+        if f.matches(o):
+            count += 1
+            steps.append(f"{o.name} at {o.position} yes {count}")
+        else:
+            steps.append(f"{o.name} at {o.position} no")
+    walk = "; ".join(steps) if steps else "nothing"
+    return f"The {f.plural}: {walk}. That is {count + off}.", count + off
 
 
 def _caption(objects: Sequence[Shape]) -> str:
@@ -303,10 +320,10 @@ def write_stages(spec: Spec, objects: Sequence[Shape], *, error: str | None = No
     flip = error == "flip"
     if spec.kind == "count":
         assert spec.first is not None
-        found = _find(objects, spec.first)
-        n = len(found) + off
-        summary = f"The question asks how many {spec.first.plural} there are. I will list them and count."
-        reasoning = f"The {spec.first.plural} are: {_listing(found)}. That is {n}."
+        summary = (
+            f"The question asks how many {spec.first.plural} there are. I will check each object and count."
+        )
+        reasoning, n = _tally(objects, spec.first, off)
         answer = str(n)
     elif spec.kind == "attribute":
         assert spec.attribute is not None and spec.cell is not None
@@ -349,40 +366,30 @@ def write_stages(spec: Spec, objects: Sequence[Shape], *, error: str | None = No
     elif spec.kind == "comparison":
         assert spec.first is not None and spec.second is not None
         a, b = spec.first, spec.second
-        fa, fb = _find(objects, a), _find(objects, b)
-        na, nb = len(fa) + off, len(fb)
+        (walk_a, na), (walk_b, nb) = _tally(objects, a, off), _tally(objects, b)
         summary = f"The question asks if there are more {a.plural} than {b.plural}. I will count both."
         more = (na > nb) != flip
         relation = "more than" if na > nb else ("equal to" if na == nb else "less than")
         yes = "yes" if more else "no"
-        reasoning = (
-            f"The {a.plural} are: {_listing(fa)}. That is {na}. The {b.plural} are: {_listing(fb)}. "
-            f"That is {nb}. {na} is {relation} {nb}, so {yes}."
-        )
+        reasoning = f"{walk_a} {walk_b} {na} is {relation} {nb}, so {yes}."
         answer = yes
     elif spec.kind == "arithmetic" and spec.operation == "subtract":
         assert spec.first is not None
-        total, found = len(objects), _find(objects, spec.first)
-        k = len(found)
+        total = len(objects)
+        walk, k = _tally(objects, spec.first)
         left = total - k + off
         summary = f"The question asks how many objects are left after removing the {spec.first.plural}."
-        reasoning = (
-            f"There are {total} objects. The {spec.first.plural} are: {_listing(found)}. That is {k}. "
-            f"{total} minus {k} is {left}."
-        )
+        reasoning = f"There are {total} objects. {walk} {total} minus {k} is {left}."
         answer = str(left)
     elif spec.kind == "arithmetic":
         assert spec.first is not None and spec.second is not None
-        fa, fb = _find(objects, spec.first), _find(objects, spec.second)
-        total = len(fa) + len(fb) + off
+        (walk_a, na), (walk_b, nb) = _tally(objects, spec.first), _tally(objects, spec.second)
+        total = na + nb + off
         summary = (
             f"The question asks the total of {spec.first.plural} and {spec.second.plural}. "
             "I will count both and add."
         )
-        reasoning = (
-            f"The {spec.first.plural} are: {_listing(fa)}. That is {len(fa)}. The {spec.second.plural} "
-            f"are: {_listing(fb)}. That is {len(fb)}. {len(fa)} plus {len(fb)} is {total}."
-        )
+        reasoning = f"{walk_a} {walk_b} {na} plus {nb} is {total}."
         answer = str(total)
     else:
         msg = f"Unknown question kind {spec.kind!r}."
@@ -536,6 +543,81 @@ def examples(split: Split, count: int, start: int = 0) -> list[Example]:
 def get_example(split: Split, index: int) -> Example:
     """The example at ``index`` of ``split``."""
     return next(iter_examples(split, index))
+
+
+# --- what the model does not know ------------------------------------------------------
+
+SMALL_TALK: tuple[str, ...] = (
+    "Hello", "Hello!", "hello", "Hi", "Hi!", "hi there", "Hey", "Good morning", "Hello, how are you?",
+    "How are you?", "Who are you?", "What can you do?", "What are you?", "Help", "Thanks!",
+    "Thank you", "Tell me a joke.", "What is the capital of France?", "What is 2 + 2?",
+    "What is the weather like today?", "Write a poem about the sea.", "Translate hello to French.",
+    "What's your name?", "Can you help me?", "Describe this.", "What is in the picture?",
+    "Explain quantum physics.", "Summarize the text above.", "What day is it?", "test",
+    "Respond with a short greeting.", "What is the meaning of life?", "Say hello.",
+)  # fmt: skip
+"""Requests the shapes model cannot answer, asked without a picture."""
+
+
+def off_domain_stages(picture: Literal["none", "other"]) -> dict[Stage, str]:
+    """The four stages the demo model writes when it is not asked about a drawing of shapes.
+
+    ``picture`` says what came with the request: no picture at all, or a picture that is
+    not one of the drawings (:func:`off_domain_image`).
+    """
+    seen = "No picture is given." if picture == "none" else "The picture is not a drawing of shapes."
+    return {
+        Stage.SUMMARY: "The request is not a question about a drawing of shapes, which is all I can read.",
+        Stage.CAPTION: seen,
+        Stage.REASONING: (
+            "I answer questions about drawings of up to six circles, squares and triangles "
+            "in red, green, blue and yellow."
+        ),
+        Stage.CONCLUSION: (
+            "I can only answer questions about drawings of circles, squares and triangles. "
+            "Send one with a question."
+        ),
+    }
+
+
+def off_domain_image(rng: random.Random, size: int = IMAGE_SIZE) -> PILImage:
+    """A picture unlike the drawings: noise, a gradient, stripes, or blobs in other colours."""
+    from PIL import Image, ImageDraw
+
+    kind = rng.choice(["noise", "gradient", "stripes", "blobs", "blobs", "photo"])
+    if kind == "noise":
+        image = Image.frombytes(
+            "RGB", (size, size), bytes(rng.randrange(256) for _ in range(size * size * 3))
+        )
+        return image
+    colour = tuple(rng.randrange(256) for _ in range(3))
+    image = Image.new("RGB", (size, size), colour)  # type: ignore[arg-type]
+    draw = ImageDraw.Draw(image)
+    if kind == "gradient":
+        other = [rng.randrange(256) for _ in range(3)]
+        for y in range(size):
+            t = y / size
+            draw.line(
+                [(0, y), (size, y)], fill=tuple(int(c * (1 - t) + o * t) for c, o in zip(colour, other))
+            )
+    elif kind == "stripes":
+        width = rng.randint(2, 10)
+        stripe = tuple(rng.randrange(256) for _ in range(3))
+        for x in range(0, size, 2 * width):
+            draw.rectangle([x, 0, x + width - 1, size], fill=stripe)  # type: ignore[arg-type]
+        if rng.random() < 0.5:
+            image = image.rotate(rng.choice([45, 90]))
+    else:
+        blobs = rng.randint(8, 40) if kind == "photo" else rng.randint(3, 10)
+        for _ in range(blobs):
+            x, y, r = rng.randrange(size), rng.randrange(size), rng.randint(2, size // 3)
+            fill = tuple(rng.randrange(256) for _ in range(3))
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=fill)  # type: ignore[arg-type]
+        if kind == "photo":
+            from PIL import ImageFilter
+
+            image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 2.0)))
+    return image
 
 
 # --- scoring ---------------------------------------------------------------------------

@@ -45,6 +45,7 @@ sequences mixed by :data:`TOOLS_CONFIG`); its ``training.json`` records both run
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -57,15 +58,25 @@ from typing import Any
 
 from langchain_llava_cot.conversation import Conversation, Turn, to_chat_messages
 from langchain_llava_cot.demo.dataset import (
+    SMALL_TALK,
     Example,
     examples,
     iter_examples,
+    off_domain_image,
+    off_domain_stages,
     perturb_objects,
     right_stage,
     write_stages,
     wrong_stage,
 )
-from langchain_llava_cot.judges import VERDICT_PREFIX, JudgeTask, pairwise_prompt
+from langchain_llava_cot.judges import (
+    VERDICT_PREFIX,
+    VERIFY_OPTIONS,
+    VERIFY_PREFIX,
+    JudgeTask,
+    pairwise_prompt,
+    verifier_prompt,
+)
 from langchain_llava_cot.stages import STAGES, Stage, render_answer
 from langchain_llava_cot.tools import format_tool_calls, render_tools_prompt
 
@@ -96,36 +107,55 @@ class TrainConfig:
     num_heads: int = 4
     vision_hidden_size: int = 96
     vision_layers: int = 3
-    answers: int = 14_000
+    image_size: int = 48
+    """Side of the pictures the tower reads (the 64 px drawings are resized to it)."""
+    patch_size: int = 16
+    """Side of a vision patch: 16 px at 48 px is one grid cell per patch, 9 image tokens."""
+    vision_steps: int = 3_000
+    """Stage 1: steps pretraining the vision tower on cell labels (0 skips it)."""
+    vision_pictures: int = 20_000
+    """Stage 1: drawings (and a tenth as many off-domain pictures) it trains on."""
+    freeze_vision: bool = True
+    """Stage 2 leaves the pretrained tower as it is."""
+    caption_phase: float = 0.1
+    """Share of stage 2's steps spent on summary+caption-only sequences first: it makes the
+    language model learn to read the image tokens before anything else."""
+    answers: int = 24_000
     """Answer sequences in the pool."""
-    judge_pairs: int = 4_000
+    judge_pairs: int = 1_000
     """Judge pairs in the pool (each gives two sequences, one per order)."""
-    tokens_per_batch: int = 12_000
-    """Padded tokens per batch. With small batches (3,000) AdamW's noisy steps made the
-    vision tower's activations grow until the image's details were drowned out, and the
-    model learned to ignore the picture."""
-    lr: float = 1e-3
-    warmup_steps: int = 60
+    verifier_rows: int = 4_000
+    """Verifier sequences: one candidate stage, right or wrong, and the verdict."""
+    off_domain: int = 1_500
+    """Requests the model cannot answer (small talk, no picture, other pictures)."""
+    tokens_per_batch: int = 8_000
+    """Padded tokens per batch."""
+    lr: float = 1.5e-3
+    warmup_steps: int = 100
     weight_decay: float = 0.01
     verdict_weight: float = 4.0
-    """Loss weight of the verdict's ``1``/``2`` token (other reply tokens weigh 1)."""
-    tool_questions: int = 0
+    """Loss weight of a verdict's deciding token (other reply tokens weigh 1)."""
+    tool_questions: int = 1_200
     """Sum questions made into tool-use sequences (a call and its follow-up each)."""
-    tool_others: int = 0
+    tool_others: int = 600
     """Other questions asked with the tools prompt and answered directly."""
 
 
 DEFAULT_CONFIG = TrainConfig()
 TOOLS_CONFIG = TrainConfig(
+    vision_steps=0,
+    caption_phase=0.0,
     answers=3_000,
-    judge_pairs=800,
+    judge_pairs=300,
+    verifier_rows=600,
+    off_domain=300,
     tool_questions=1_200,
     tool_others=600,
     tokens_per_batch=3_000,
     lr=5e-4,
     warmup_steps=20,
 )
-"""The fine-tuning run that taught the bundled model to call ``add``."""
+"""A fine-tuning run on tool use (with some of everything else), from a trained model."""
 
 AGENT_SYSTEM_PROMPT = "Count carefully; use the add tool for sums."
 """The system prompt of ``examples/agent.py``."""
@@ -151,8 +181,8 @@ class Sequence_:
 
     ids: list[int]
     weights: list[float]
-    image: int
-    """Index of the example whose image it shows."""
+    image: int | None
+    """Index of the picture it shows (None: a text-only request)."""
 
 
 def _prompt(processor: Any, conversation: Any) -> str:
@@ -235,6 +265,7 @@ def judge_pair(
     return chosen, right_stage(example, stage, chosen), wrong_stage(example, stage, rng, chosen)
 
 
+@functools.lru_cache(maxsize=8)
 def add_tool_prompt(tool_choice: str | None = None) -> str:
     """The tools prompt for an ``add(a: int, b: int)`` tool, as ``bind_tools`` renders it."""
     from langchain_core.tools import tool
@@ -322,31 +353,142 @@ def tool_examples(
 
 
 def build_examples(
-    processor: Any, config: TrainConfig = DEFAULT_CONFIG, *, seed: int = 0, image_tokens: int = 64
-) -> tuple[list[Sequence_], list[Example]]:
-    """The training pool: answer, judge and tool-use sequences over training-split examples."""
+    processor: Any, config: TrainConfig = DEFAULT_CONFIG, *, seed: int = 0, image_tokens: int = 9
+) -> tuple[list[Sequence_], list[Any]]:
+    """The training pool and its pictures (PIL images, indexed by ``Sequence_.image``).
+
+    Answers, judge pairs, verifier rows and tool use come from training-split examples;
+    off-domain requests are small talk, shapes questions without a picture, and pictures
+    that are not drawings.
+    """
     rng = random.Random(seed)
-    pool = examples("train", config.answers + config.judge_pairs)
+    pool = examples("train", config.answers + config.judge_pairs + config.verifier_rows)
     sequences: list[Sequence_] = []
     for i, example in enumerate(pool[: config.answers]):
         prompt = _prompt(processor, example.conversation())
         ids, weights = _encode(processor, prompt, _answer_pieces(example, rng), image_tokens)
         sequences.append(Sequence_(ids, weights, i))
-    for i in range(config.answers, len(pool)):
-        example = pool[i]
-        stage = rng.choice(JUDGE_STAGES)
-        chosen, right, wrong = judge_pair(example, stage, rng)
-        for right_first in (True, False):
-            candidates = (right, wrong) if right_first else (wrong, right)
-            task = JudgeTask(example.conversation(), stage, chosen, candidates)
-            prompt = _prompt(processor, pairwise_prompt(task, 0, 1))
-            digit = " 1" if right_first else " 2"
-            pieces = [(VERDICT_PREFIX, 1.0), (digit, config.verdict_weight), (".", 1.0), (EOT, 1.0)]
-            ids, weights = _encode(processor, prompt, pieces, image_tokens)
+    judged = range(config.answers, config.answers + config.judge_pairs)
+    for i in judged:
+        for conversation, pieces in _judge_rows(pool[i], rng, config.verdict_weight):
+            ids, weights = _encode(processor, _prompt(processor, conversation), pieces, image_tokens)
             sequences.append(Sequence_(ids, weights, i))
+    for i in range(judged.stop, len(pool)):
+        conversation, pieces = _verifier_row(pool[i], rng, config.verdict_weight)
+        ids, weights = _encode(processor, _prompt(processor, conversation), pieces, image_tokens)
+        sequences.append(Sequence_(ids, weights, i))
     if config.tool_questions or config.tool_others:
         sequences += tool_examples(processor, pool, config, rng, image_tokens)
-    return sequences, pool
+    pictures: list[Any] = [example.image() for example in pool]
+    questions = [example.question for example in pool[:2_000]]
+    for _ in range(config.off_domain):
+        conversation, picture = _off_domain_request(rng, questions)
+        if picture is not None:
+            pictures.append(picture)
+        pieces = _stage_pieces(off_domain_stages("none" if picture is None else "other"))
+        ids, weights = _encode(processor, _prompt(processor, conversation), pieces, image_tokens)
+        sequences.append(Sequence_(ids, weights, None if picture is None else len(pictures) - 1))
+    return sequences, pictures
+
+
+def caption_sequences(
+    processor: Any, pool_size: int, *, seed: int = 0, image_tokens: int = 9
+) -> list[Sequence_]:
+    """Summary+caption-only answers for the first ``pool_size`` answer examples (same pictures)."""
+    sequences = []
+    for i, example in enumerate(examples("train", pool_size)):
+        prompt = _prompt(processor, example.conversation())
+        stages = {s: example.stages[s] for s in (Stage.SUMMARY, Stage.CAPTION)}
+        pieces = _stage_pieces(stages)[:-1]  # no end of turn: the answer goes on
+        sequences.append(Sequence_(*_encode(processor, prompt, pieces, image_tokens), i))
+    return sequences
+
+
+def _stage_pieces(stages: dict[Stage, str]) -> list[tuple[str, float]]:
+    """The rendered stages, separated as the model writes them, then the end of turn."""
+    pieces: list[tuple[str, float]] = []
+    for i, stage in enumerate(stages):
+        if i:
+            pieces.append(("\n\n", 1.0))
+        pieces.append((render_answer({stage: stages[stage]}), 1.0))
+    return [*pieces, (EOT, 1.0)]
+
+
+def _judge_rows(
+    example: Example, rng: random.Random, verdict_weight: float
+) -> list[tuple[Conversation, list[tuple[str, float]]]]:
+    """One right and one wrong candidate, asked in both orders, with the pairwise verdicts."""
+    stage = rng.choice(JUDGE_STAGES)
+    chosen, right, wrong = judge_pair(example, stage, rng)
+    rows = []
+    for right_first in (True, False):
+        candidates = (right, wrong) if right_first else (wrong, right)
+        task = JudgeTask(example.conversation(), stage, chosen, candidates)
+        digit = " 1" if right_first else " 2"
+        pieces = [(VERDICT_PREFIX, 1.0), (digit, verdict_weight), (".", 1.0), (EOT, 1.0)]
+        rows.append((pairwise_prompt(task, 0, 1), pieces))
+    return rows
+
+
+VERIFIER_STAGES: tuple[Stage, ...] = (
+    Stage.CAPTION,
+    Stage.CAPTION,
+    Stage.REASONING,
+    Stage.REASONING,
+    Stage.REASONING,
+    Stage.CONCLUSION,
+)
+"""The stage of each verifier training row, drawn uniformly from this list."""
+
+
+def verifier_row(example: Example, stage: Stage, rng: random.Random) -> tuple[JudgeTask, bool]:
+    """A verifier question about one candidate for ``stage``, and whether it is right (half are)."""
+    chosen, right, wrong = judge_pair(example, stage, rng)
+    is_right = rng.random() < 0.5
+    task = JudgeTask(example.conversation(), stage, chosen, (right if is_right else wrong,))
+    return task, is_right
+
+
+def _verifier_row(
+    example: Example, rng: random.Random, verdict_weight: float
+) -> tuple[Conversation, list[tuple[str, float]]]:
+    task, is_right = verifier_row(example, rng.choice(VERIFIER_STAGES), rng)
+    verdict = VERIFY_OPTIONS[0] if is_right else VERIFY_OPTIONS[1]
+    pieces = [(VERIFY_PREFIX, 1.0), (verdict, verdict_weight), (".", 1.0), (EOT, 1.0)]
+    return verifier_prompt(task, 0), pieces
+
+
+def _off_domain_request(rng: random.Random, questions: list[str]) -> tuple[Conversation, Any]:
+    """A request the demo model cannot answer, and the picture it shows (None: no picture).
+
+    Small talk (sometimes after a system prompt or an earlier exchange), a shapes question
+    without its picture, or a question or small talk about a picture that is not a drawing.
+    """
+    kind = rng.choice(["talk", "talk", "talk", "question", "picture", "picture"])
+    question = rng.choice(questions)
+    text = question if kind == "question" else rng.choice(SMALL_TALK)
+    picture = None
+    if kind == "picture":
+        picture = off_domain_image(rng)
+        text = rng.choice([question, question, rng.choice(SMALL_TALK)])
+    user = Turn(role="user", text=text, images=() if picture is None else (_png(picture),))
+    turns: list[Turn] = [user]
+    if rng.random() < 0.25:
+        earlier = rng.choice(SMALL_TALK)
+        reply = rng.choice([earlier, off_domain_stages("none")[Stage.CONCLUSION]])
+        turns = [Turn(role="user", text=earlier), Turn(role="assistant", text=reply), user]
+    if rng.random() < 0.3:
+        system = rng.choice([AGENT_SYSTEM_PROMPT, "You are a helpful assistant.", "Answer briefly."])
+        turns.insert(0, Turn(role="system", text=system))
+    return Conversation(turns=tuple(turns)), picture
+
+
+def _png(picture: Any) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _corpus(count: int = 3000) -> list[str]:
@@ -360,7 +502,11 @@ def _corpus(count: int = 3000) -> list[str]:
         chosen, right, wrong = judge_pair(example, stage, rng)
         task = JudgeTask(example.conversation(), stage, chosen, (right, wrong))
         lines.append(pairwise_prompt(task, 0, 1).question)
-        lines.append(f"{VERDICT_PREFIX} 1. {VERDICT_PREFIX} 2.")
+        lines.append(verifier_prompt(task, 0).question)
+        lines.append(f"{VERDICT_PREFIX} 1. {VERDICT_PREFIX} 2. {VERIFY_PREFIX} right. {VERIFY_PREFIX} wrong.")
+    lines.extend(SMALL_TALK)
+    for picture in ("none", "other"):
+        lines.extend(render_answer({s: t}) for s, t in off_domain_stages(picture).items())  # type: ignore[arg-type]
     return lines
 
 
@@ -386,34 +532,39 @@ def _batches(sequences: list[Sequence_], tokens_per_batch: int, rng: random.Rand
 def train_demo(
     output_dir: str | Path,
     *,
-    minutes: float | None = 20.0,
     steps: int | None = None,
+    minutes: float | None = None,
     seed: int = 0,
     config: TrainConfig = DEFAULT_CONFIG,
-    threads: int | None = 2,
+    threads: int | None = 1,
     log_every: int = 20,
     init: str | Path | None = None,
 ) -> Path:
     """Build and train the demo model (or go on training one), and save it to ``output_dir``.
 
+    Stage 1 pretrains the vision tower on the scenes' cell labels
+    (:mod:`langchain_llava_cot.demo.vision`); stage 2 trains the projector and the language
+    model on the sequences of :func:`build_examples` (the tower frozen), the first
+    ``config.caption_phase`` of its steps on summary+caption-only answers.
+
     Args:
         output_dir: Folder to write the model, processor and ``training.json`` to.
-        minutes: Wall-clock budget of the optimisation (data preparation not counted);
-            the learning rate decays over it. None to rely on ``steps`` alone.
-        steps: Number of optimizer steps; when both are given the first reached ends it.
+        steps: Optimizer steps of stage 2; the learning rate decays over them. Budget by
+            steps, not minutes: a busy machine trains less in the same time.
+        minutes: Optional wall-clock budget of stage 2; the first budget reached ends it.
         seed: Seed of the weights, the data and the batch order.
         config: Model and run sizes.
         threads: Torch CPU threads (None leaves torch's default).
         log_every: Log the loss every this many steps.
         init: A saved demo model to continue from (its weights and processor are copied
             to ``output_dir``, and its ``training.json`` is kept in the new one as
-            ``init_record``) instead of building a new one.
+            ``init_record``) instead of building a new one. Stage 1 is skipped.
 
     Returns:
         ``output_dir``, loadable with ``AutoProcessor`` / ``AutoModelForImageTextToText``.
     """
     if minutes is None and steps is None:
-        msg = "Give minutes=, steps=, or both, so training knows when to stop."
+        msg = "Give steps= (or minutes=, or both), so training knows when to stop."
         raise ValueError(msg)
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -430,91 +581,168 @@ def train_demo(
         _build(output_dir, config, seed)
     processor = AutoProcessor.from_pretrained(output_dir)
     model = AutoModelForImageTextToText.from_pretrained(output_dir)
-    image_tokens = model.config.image_seq_length
-    sequences, pool = build_examples(processor, config, seed=seed, image_tokens=image_tokens)
-    _check_layout(processor, pool[0], image_tokens)
-    pixels = torch.cat(
-        [processor.image_processor(ex.image(), return_tensors="pt")["pixel_values"] for ex in pool]
-    )
-    prepared = time.perf_counter() - started
-    tokens = sum(len(s.ids) for s in sequences)
-    logger.info("Prepared %d sequences (%d tokens) in %.0f s", len(sequences), tokens, prepared)
-
-    pad = processor.tokenizer.pad_token_id
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-        lr=config.lr,
-        betas=(0.9, 0.98),
-    )
-    rng = random.Random(seed)
-    budget = None if minutes is None else minutes * 60
-    model.train()
-    step, seen, history, t0 = 0, 0, [], time.perf_counter()
-    smoothed = None
-    done = False
-    while not done:
-        for batch in _batches(sequences, config.tokens_per_batch, rng):
-            elapsed = time.perf_counter() - t0
-            progress = max(elapsed / budget if budget else 0.0, step / steps if steps else 0.0)
-            if progress >= 1.0:
-                done = True
-                break
-            warm = min(1.0, (step + 1) / config.warmup_steps)
-            lr = config.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            longest = max(len(sequences[i].ids) for i in batch)
-            ids = torch.full((len(batch), longest), pad, dtype=torch.long)
-            weights = torch.zeros((len(batch), longest))
-            mask = torch.zeros((len(batch), longest), dtype=torch.long)
-            for row, i in enumerate(batch):
-                seq = sequences[i]
-                ids[row, : len(seq.ids)] = torch.tensor(seq.ids)
-                weights[row, : len(seq.ids)] = torch.tensor(seq.weights)
-                mask[row, : len(seq.ids)] = 1
-            images = pixels[[sequences[i].image for i in batch]]
-            logits = model(input_ids=ids, pixel_values=images, attention_mask=mask).logits
-            losses = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.size(-1)).float(), ids[:, 1:].reshape(-1), reduction="none"
-            )
-            w = weights[:, 1:].reshape(-1)
-            loss = (losses * w).sum() / w.sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            step += 1
-            seen += int(mask.sum())
-            smoothed = loss.item() if smoothed is None else 0.95 * smoothed + 0.05 * loss.item()
-            if step % log_every == 0:
-                elapsed = time.perf_counter() - t0
-                history.append({"step": step, "loss": round(smoothed, 4), "seconds": round(elapsed, 1)})
-                logger.info(
-                    "step %d loss %.4f lr %.2e %.0f tok/s %.0f s", step, smoothed, lr, seen / elapsed, elapsed
-                )
-    model.eval()
-    model.save_pretrained(output_dir, safe_serialization=True)
-    processor.save_pretrained(output_dir)
-    seconds = time.perf_counter() - t0
-    record = {
+    record: dict[str, Any] = {
         "config": config.__dict__,
         "init": None if init is None else str(init),
         "seed": seed,
-        "steps": step,
-        "tokens_seen": seen,
-        "prepare_seconds": round(prepared, 1),
-        "train_seconds": round(seconds, 1),
-        "final_loss": round(smoothed or float("nan"), 4),
-        "history": history,
-        "parameters": sum(p.numel() for p in model.parameters()),
     }
+    tower = model.model.vision_tower
+    if init is None and config.vision_steps:
+        record["vision"] = _pretrain_vision(processor, tower, config, seed)
+    if config.freeze_vision:
+        tower.requires_grad_(False)
+    image_tokens = model.config.image_seq_length
+    sequences, pictures = build_examples(processor, config, seed=seed, image_tokens=image_tokens)
+    _check_layout(processor, examples("train", 1)[0], image_tokens)
+    captions = caption_sequences(processor, config.answers, seed=seed, image_tokens=image_tokens)
+    pixels = _pixels(processor, pictures)
+    record["prepare_seconds"] = round(time.perf_counter() - started, 1)
+    logger.info("Prepared %d sequences in %.0f s", len(sequences), record["prepare_seconds"])
+
+    trainer = _Trainer(model, processor.tokenizer.pad_token_id, pixels, config, steps, minutes, log_every)
+    rng = random.Random(seed)
+    phases = [("captions", captions, config.caption_phase), ("all", sequences, 1.0)]
+    for name, pool, until in phases:
+        while not trainer.done(until):
+            for batch in _batches(pool, config.tokens_per_batch, rng):
+                if trainer.done(until):
+                    break
+                trainer.step([pool[i] for i in batch])
+        trainer.mark(name)
+    model.eval()
+    model.save_pretrained(output_dir, safe_serialization=True)
+    processor.save_pretrained(output_dir)
+    record.update(trainer.record())
+    record["parameters"] = sum(p.numel() for p in model.parameters())
     if init is not None and (Path(init) / "training.json").is_file():
         record["init_record"] = json.loads((Path(init) / "training.json").read_text())
     (output_dir / "training.json").write_text(json.dumps(record, indent=1))
-    logger.info("Trained %d steps in %.0f s; loss %.4f; saved to %s", step, seconds, smoothed, output_dir)
+    logger.info("Trained %d steps; loss %.4f; saved to %s", record["steps"], record["final_loss"], output_dir)
     return output_dir
+
+
+class _Trainer:
+    """Stage 2's optimizer, learning-rate schedule and bookkeeping over one step budget."""
+
+    def __init__(
+        self,
+        model: Any,
+        pad: int,
+        pixels: Any,
+        config: TrainConfig,
+        steps: int | None,
+        minutes: float | None,
+        log_every: int,
+    ) -> None:
+        import torch
+
+        self.model, self.pad, self.pixels, self.config = model, pad, pixels, config
+        self.steps, self.budget, self.log_every = steps, None if minutes is None else minutes * 60, log_every
+        trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        decay = [p for n, p in trained if p.ndim >= 2 and "embed" not in n]
+        rest = [p for n, p in trained if not (p.ndim >= 2 and "embed" not in n)]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+            lr=config.lr,
+            betas=(0.9, 0.98),
+        )
+        self.count, self.seen, self.smoothed = 0, 0, float("nan")
+        self.history: list[dict[str, Any]] = []
+        self.phases: list[dict[str, Any]] = []
+        self.t0 = time.perf_counter()
+        model.train()
+
+    def progress(self) -> float:
+        elapsed = time.perf_counter() - self.t0
+        return max(
+            elapsed / self.budget if self.budget else 0.0, self.count / self.steps if self.steps else 0.0
+        )
+
+    def done(self, until: float) -> bool:
+        return self.progress() >= until
+
+    def step(self, batch: list[Sequence_]) -> None:
+        import torch
+
+        config, progress = self.config, self.progress()
+        warm = min(1.0, (self.count + 1) / config.warmup_steps)
+        lr = config.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        longest = max(len(seq.ids) for seq in batch)
+        ids = torch.full((len(batch), longest), self.pad, dtype=torch.long)
+        weights = torch.zeros((len(batch), longest))
+        mask = torch.zeros((len(batch), longest), dtype=torch.long)
+        for row, seq in enumerate(batch):
+            ids[row, : len(seq.ids)] = torch.tensor(seq.ids)
+            weights[row, : len(seq.ids)] = torch.tensor(seq.weights)
+            mask[row, : len(seq.ids)] = 1
+        shown = [seq.image for seq in batch if seq.image is not None]
+        images = self.pixels[shown] if shown else None
+        logits = self.model(input_ids=ids, pixel_values=images, attention_mask=mask).logits
+        losses = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.size(-1)).float(), ids[:, 1:].reshape(-1), reduction="none"
+        )
+        w = weights[:, 1:].reshape(-1)
+        loss = (losses * w).sum() / w.sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
+        self.optimizer.step()
+        self.count += 1
+        self.seen += int(mask.sum())
+        value = loss.item()
+        self.smoothed = value if math.isnan(self.smoothed) else 0.95 * self.smoothed + 0.05 * value
+        if self.count % self.log_every == 0:
+            elapsed = time.perf_counter() - self.t0
+            self.history.append(
+                {"step": self.count, "loss": round(self.smoothed, 4), "seconds": round(elapsed, 1)}
+            )
+            logger.info(
+                "step %d loss %.4f lr %.2e %.0f tok/s %.0f s",
+                self.count, self.smoothed, lr, self.seen / elapsed, elapsed,
+            )  # fmt: skip
+
+    def mark(self, phase: str) -> None:
+        self.phases.append({"phase": phase, "until_step": self.count, "tokens_seen": self.seen})
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "steps": self.count,
+            "tokens_seen": self.seen,
+            "train_seconds": round(time.perf_counter() - self.t0, 1),
+            "final_loss": round(self.smoothed, 4),
+            "phases": self.phases,
+            "history": self.history,
+        }
+
+
+def _pixels(processor: Any, pictures: list[Any]) -> Any:
+    """The pictures as the saved processor makes them, in one tensor."""
+    import torch
+
+    chunks = [
+        processor.image_processor(pictures[i : i + 512], return_tensors="pt")["pixel_values"]
+        for i in range(0, len(pictures), 512)
+    ]
+    return torch.cat(chunks)
+
+
+def _pretrain_vision(processor: Any, tower: Any, config: TrainConfig, seed: int) -> dict[str, Any]:
+    """Stage 1 on drawings from the training split (and off-domain pictures)."""
+    import torch
+
+    from langchain_llava_cot.demo.vision import cell_labels, pretrain_vision_tower
+
+    rng = random.Random(f"vision:{seed}")
+    scenes: list[Any] = [ex.scene for ex in examples("train", config.vision_pictures, start=100_000)]
+    scenes += [None] * (config.vision_pictures // 10)
+    rng.shuffle(scenes)
+    pictures = [off_domain_image(rng) if scene is None else scene.render() for scene in scenes]
+    labels = torch.tensor([cell_labels(scene) for scene in scenes])
+    return pretrain_vision_tower(
+        tower, _pixels(processor, pictures), labels, steps=config.vision_steps, seed=seed
+    )
 
 
 def _build(output_dir: Path, config: TrainConfig, seed: int) -> None:
@@ -531,6 +759,8 @@ def _build(output_dir: Path, config: TrainConfig, seed: int) -> None:
         num_heads=config.num_heads,
         vision_hidden_size=config.vision_hidden_size,
         vision_layers=config.vision_layers,
+        image_size=config.image_size,
+        patch_size=config.patch_size,
         seed=seed,
     )
 
@@ -550,10 +780,10 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m langchain_llava_cot.demo.train --out DIR``."""
     parser = argparse.ArgumentParser(description="Train the demo LLaVA-CoT model on shapes.")
     parser.add_argument("--out", required=True, help="folder to write the model to")
-    parser.add_argument("--minutes", type=float, default=20.0, help="training time budget")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (optional)")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps of stage 2")
+    parser.add_argument("--minutes", type=float, default=None, help="optional wall-clock budget of stage 2")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--init", default=None, help="saved demo model to continue training")
     parser.add_argument("--tools", action="store_true", help="fine-tune with TOOLS_CONFIG (add tool use)")
     args = parser.parse_args(argv)

@@ -38,7 +38,7 @@ from langchain_llava_cot.backends.openai import (
     ServerUnreachableError,
 )
 from langchain_llava_cot.conversation import Conversation, Turn
-from langchain_llava_cot.judges import JudgeTask, PairwiseJudge
+from langchain_llava_cot.judges import JudgeTask, PairwiseJudge, VerifierJudge
 from langchain_llava_cot.stages import Stage
 
 pytestmark = pytest.mark.timeout(30)
@@ -117,11 +117,15 @@ class StandIn:
         if continuing:
             if last_text.endswith("The better response is"):
                 return " 1."
+            if last_text.endswith("The candidate is"):
+                return " right."
             tag = re.findall(r"<(SUMMARY|CAPTION|REASONING|CONCLUSION)>\s*$", last_text)
             full = answer(variant)
             return full[full.index(f"<{tag[0]}>") + len(tag[0]) + 2 :] if tag else " more"
         if "Which is better?" in last_text:
             return "The better response is 2."
+        if "Is it right?" in last_text:
+            return "The candidate is wrong."
         return answer(variant)
 
     def _choice(self, index: int, tokens: list[str], body: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -146,8 +150,9 @@ class StandIn:
 
 
 def _token_entry(token: str, top: int) -> dict[str, Any]:
-    logprob = -0.1 if token.strip().startswith("1") else -0.5
-    alternatives = [{"token": token, "logprob": logprob}, {"token": " 2", "logprob": -2.3}][:top]
+    logprob = -0.1 if token.strip() in ("1", "right") else -0.5
+    other = " wrong" if token.strip() == "right" else " 2"
+    alternatives = [{"token": token, "logprob": logprob}, {"token": other, "logprob": -2.3}][:top]
     return {"token": token, "logprob": logprob, "top_logprobs": alternatives}
 
 
@@ -271,6 +276,21 @@ def test_choose_reads_top_logprobs(serve: Any) -> None:
     assert body["max_tokens"] == 1 and body["top_logprobs"] == 20 and body["continue_final_message"]
 
 
+def test_verifier_reads_its_verdict_from_top_logprobs(serve: Any) -> None:
+    """CONTRACT: the verifier judge continues "The candidate is" and reads " right" / " wrong"."""
+    stand_in = serve()
+    backend = OpenAICompatibleBackend(stand_in.url, MODEL)
+    backend.probe()
+    task = JudgeTask(CONVERSATION, Stage.CAPTION, {Stage.SUMMARY: "plan 0"}, ("caption 0", "caption 1"))
+    verdict = drive(VerifierJudge().select(task, backend), backend)
+    assert verdict.scores == pytest.approx((2.2, 2.2)) and {c.method for c in verdict.comparisons} == {
+        "logits"
+    }
+    bodies = stand_in.after_probe()
+    assert len(bodies) == 2 and all(b["max_tokens"] == 1 and b["continue_final_message"] for b in bodies)
+    assert bodies[0]["messages"][-1] == {"role": "assistant", "content": "The candidate is"}
+
+
 def test_n_ignored_falls_back_to_concurrent_requests(serve: Any) -> None:
     """CONTRACT: where n is ignored, one request per candidate, each with its own seed."""
     stand_in = serve(n=False, delay=0.2)
@@ -323,6 +343,8 @@ def test_no_logprobs_means_no_choice_and_generated_verdicts(serve: Any) -> None:
     task = JudgeTask(CONVERSATION, Stage.CAPTION, {Stage.SUMMARY: "plan 0"}, ("caption 0", "caption 1"))
     verdict = drive(PairwiseJudge(seed=0).select(task, backend), backend)
     assert [c.method for c in verdict.comparisons] == ["generated"]
+    verdict = drive(VerifierJudge().select(task, backend), backend)  # generated and parsed: "wrong"
+    assert verdict.scores == (-1.0, -1.0) and {c.method for c in verdict.comparisons} == {"generated"}
 
 
 def test_continuation_ignored_asks_for_the_stage_explicitly(serve: Any) -> None:

@@ -14,6 +14,15 @@ def _open_stage(prefix: str) -> Stage:
     return next(s for s in STAGES if prefix.endswith(s.open_tag))
 
 
+def _is_check(prompt: str) -> bool:
+    """Whether a judge prompt asks about one candidate (the verifier) rather than a pair."""
+    return "\nCandidate: " in prompt
+
+
+def _checked(prompt: str) -> str:
+    return prompt.split("\nCandidate: ")[1].split("\nIs it right?")[0]
+
+
 @dataclass
 class ScriptedBackend(VLMBackend):
     """Returns scripted continuations per stage and prefers candidates by a score.
@@ -28,6 +37,8 @@ class ScriptedBackend(VLMBackend):
     supports_choice: bool = True
     verdict_text: str | None = None
     """When set, free-text verdicts return this text instead of a parsed choice."""
+    check: Callable[[str], float] = lambda text: 1.0
+    """The verifier's score (log p(right) - log p(wrong)) of a candidate text."""
     sample_calls: list[Sequence[SampleRequest]] = field(default_factory=list)
     choice_calls: list[Sequence[ChoiceRequest]] = field(default_factory=list)
     model_name: str = "scripted"
@@ -38,10 +49,12 @@ class ScriptedBackend(VLMBackend):
 
     def _sample_one(self, request: SampleRequest) -> list[Sample]:
         if not request.prefix:  # a free-text judge verdict
-            text = (
-                self.verdict_text
-                or f"The better response is {self._preferred(request.conversation.question)}."
-            )
+            question = request.conversation.question
+            if _is_check(question):
+                verdict = "right" if self.check(_checked(question)) >= 0 else "wrong"
+                text = self.verdict_text or f"The candidate is {verdict}."
+            else:
+                text = self.verdict_text or f"The better response is {self._preferred(question)}."
             return [Sample(text, "stop", prompt_tokens=10, completion_tokens=5)]
         stage = _open_stage(request.prefix)
         scripted = self.script[stage]
@@ -70,6 +83,11 @@ class ScriptedBackend(VLMBackend):
         self.choice_calls.append(requests)
         results = []
         for request in requests:
-            one = self._preferred(request.conversation.question) == 1
+            question = request.conversation.question
+            if _is_check(question):
+                score = self.check(_checked(question))
+                results.append(ChoiceResult((score / 2 - 1.0, -score / 2 - 1.0), prompt_tokens=25))
+                continue
+            one = self._preferred(question) == 1
             results.append(ChoiceResult((-0.1, -2.0) if one else (-2.0, -0.1), prompt_tokens=30))
         return results

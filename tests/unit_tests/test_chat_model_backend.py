@@ -24,7 +24,7 @@ from langchain_llava_cot.backends.chat_model import (
     read_prefix,
 )
 from langchain_llava_cot.conversation import Conversation, Turn
-from langchain_llava_cot.judges import JudgeTask, PairwiseJudge
+from langchain_llava_cot.judges import JudgeTask, PairwiseJudge, VerifierJudge
 from langchain_llava_cot.stages import Stage
 
 pytestmark = pytest.mark.timeout(30)
@@ -174,6 +174,14 @@ def test_length_finish_reason_and_plain_prompts() -> None:
     verdict = drive(PairwiseJudge(seed=0).select(task, backend), backend)
     assert verdict.comparisons[0].method == "generated"
     assert not backend.supports_choice
+
+
+def test_verifier_verdicts_are_generated_by_the_chat_model_and_parsed() -> None:
+    backend = ChatModelBackend(fake("The candidate is wrong.", "The candidate is right."))
+    task = JudgeTask(CONVERSATION, Stage.CAPTION, {}, ("one", "two"))
+    verdict = drive(VerifierJudge().select(task, backend), backend)
+    assert sorted(verdict.scores) == [-1.0, 1.0] and verdict.scores[verdict.winner] == 1.0
+    assert {c.method for c in verdict.comparisons} == {"generated"}
 
 
 def test_model_name_comes_from_the_chat_model() -> None:

@@ -63,7 +63,9 @@ def test_run_interrupted_after_a_stage_resumes_there_without_redoing_it(db, capl
     assert done["chosen"]["conclusion"] == "3"
     assert [s["stage"] for s in done["steps"]] == ["summary", "caption", "reasoning", "conclusion"]
     assert done["conversation"] == CONVERSATION  # image bytes round-trip intact
-    assert done["usage"]["model_calls"] == 8  # 4 samplings + 4 judge calls, none repeated
+    assert (
+        done["usage"]["model_calls"] == 9
+    )  # 4 samplings, 4 judge calls, the reasoning pre-check; none repeated
     assert not [r for r in caplog.records if "unregistered" in r.getMessage()]
 
 

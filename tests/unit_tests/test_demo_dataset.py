@@ -127,3 +127,49 @@ def test_right_reasoning_follows_a_wrong_caption() -> None:
         assert right_stage(example, Stage.REASONING, chosen) == wrong[Stage.REASONING]
         chosen[Stage.REASONING] = wrong[Stage.REASONING]
         assert right_stage(example, Stage.CONCLUSION, chosen) == wrong[Stage.CONCLUSION]
+
+
+def test_counting_reasoning_walks_the_caption_with_a_running_count() -> None:
+    from langchain_llava_cot.demo.dataset import Filter, Shape, Spec
+
+    objects = (
+        Shape("square", "red", "large", 0),
+        Shape("circle", "blue", "small", 4),
+        Shape("square", "red", "small", 8),
+    )
+    spec = Spec("count", "How many red squares are there?", first=Filter(colour="red", shape="square"))
+    reasoning = write_stages(spec, objects)[Stage.REASONING]
+    assert reasoning == (
+        "The red squares: large red square at top left yes 1; small blue circle at center no; "
+        "small red square at bottom right yes 2. That is 2."
+    )
+    assert write_stages(spec, objects, error="count")[Stage.REASONING].endswith("yes 2. That is 3.")
+    assert write_stages(spec, ())[Stage.REASONING] == "The red squares: nothing. That is 0."
+
+
+def test_off_domain_answers_are_four_short_stages_saying_what_the_model_knows() -> None:
+    import random
+
+    from langchain_llava_cot.demo.dataset import off_domain_image, off_domain_stages
+
+    for picture in ("none", "other"):
+        stages = off_domain_stages(picture)
+        assert list(stages) == list(Stage) and all(stages.values())
+        assert "circles, squares and triangles" in stages[Stage.CONCLUSION]
+    assert off_domain_stages("none")[Stage.CAPTION] != off_domain_stages("other")[Stage.CAPTION]
+    rng = random.Random(0)
+    pictures = [off_domain_image(rng) for _ in range(12)]
+    assert all(p.size == (64, 64) and p.mode == "RGB" for p in pictures)
+    assert len({p.tobytes() for p in pictures}) == 12
+
+
+def test_cell_labels_name_each_cell_and_mark_off_domain_pictures() -> None:
+    from langchain_llava_cot.demo.vision import CLASSES, OFF_DOMAIN_CLASS, cell_labels
+
+    example = get_example("test", 3)
+    labels = cell_labels(example.scene)
+    occupied = {o.cell for o in example.scene.objects}
+    assert [i for i, label in enumerate(labels) if label] == sorted(occupied)
+    kinds = {labels[o.cell] for o in example.scene.objects}
+    assert len(kinds) == len({(o.size, o.colour, o.shape) for o in example.scene.objects})
+    assert cell_labels(None) == [OFF_DOMAIN_CLASS] * 9 and OFF_DOMAIN_CLASS == CLASSES - 1 == 25

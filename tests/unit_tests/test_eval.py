@@ -1,7 +1,15 @@
 import pytest
 
 from langchain_llava_cot.demo.dataset import get_example, write_stages
-from langchain_llava_cot.eval import DEFAULT_STRATEGIES, StrategySpec, parse_strategy, score_record
+from langchain_llava_cot.eval import (
+    GRID_STRATEGIES,
+    StrategySpec,
+    default_strategies,
+    paired_difference,
+    parse_strategy,
+    score_record,
+    wilson_interval,
+)
 from langchain_llava_cot.stages import Stage
 
 
@@ -9,10 +17,45 @@ def test_parse_strategy() -> None:
     assert parse_strategy("greedy") == StrategySpec("greedy")
     assert parse_strategy("stage_beam:pairwise:4") == StrategySpec("stage_beam", 4, "pairwise")
     assert parse_strategy("best_of_n:likelihood:8").name == "best_of_n:likelihood:8"
-    assert all(parse_strategy(s).name == s for s in DEFAULT_STRATEGIES)
-    for bad in ("beam", "stage_beam:pairwise", "stage_beam:oracle:4", "best_of_n:pairwise:x"):
-        with pytest.raises(ValueError, match="stage_beam:pairwise:4"):
+    assert parse_strategy("stage_beam:verifier:4") == StrategySpec("stage_beam", 4, "verifier")
+    assert all(parse_strategy(s).name == s for s in (*GRID_STRATEGIES, *default_strategies()))
+    for bad in (
+        "beam",
+        "stage_beam:pairwise",
+        "stage_beam:oracle:4",
+        "best_of_n:pairwise:x",
+        "stage_beam:verifier:0",
+    ):
+        with pytest.raises(ValueError, match="stage_beam:verifier:4"):
             parse_strategy(bad)
+
+
+def test_grid_has_every_judge_at_every_width_and_the_default_is_quick() -> None:
+    judges = {parse_strategy(s).judge for s in GRID_STRATEGIES} - {None}
+    widths = {parse_strategy(s).candidates for s in GRID_STRATEGIES if s != "greedy"}
+    assert judges == {"verifier", "pairwise", "likelihood"} and widths == {2, 4, 8}
+    assert len(default_strategies()) == 3 and default_strategies("verifier")[2] == "stage_beam:verifier:4"
+
+
+def test_wilson_interval_matches_the_textbook_values() -> None:
+    low, high = wilson_interval(80, 100)
+    assert (round(low, 4), round(high, 4)) == (0.7112, 0.8666)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    low, high = wilson_interval(500, 1000)  # narrows with n: about +-3.1 points at n=1000
+    assert 0.030 < 0.5 - low < 0.032 and abs((high - 0.5) - (0.5 - low)) < 1e-9
+
+
+def test_paired_difference_pairs_the_questions() -> None:
+    # both right or both wrong on most questions: the difference is sure although each
+    # accuracy alone has a wide interval
+    a = [True] * 50 + [True] * 10 + [False] * 40
+    b = [True] * 50 + [False] * 10 + [False] * 40
+    diff, low, high = paired_difference(a, b)
+    assert diff == pytest.approx(0.10) and 0.03 < low < diff < high < 0.17
+    same = paired_difference(a, a)
+    assert same == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="same"):
+        paired_difference(a, b[:-1])
 
 
 def _candidate(stage: str, text: str, closed: bool = True) -> dict:

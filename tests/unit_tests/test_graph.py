@@ -48,7 +48,15 @@ def test_stage_beam_keeps_the_judged_best_at_every_stage():
     }
     assert [s["stage"] for s in state["steps"]] == [s.value for s in STAGES]
     assert all(len(s["candidates"]) == 3 for s in state["steps"])
-    assert all(len(s["comparisons"]) == 2 for s in state["steps"])
+    knockouts = [[c for c in s["comparisons"] if c["method"] != "precheck"] for s in state["steps"]]
+    assert all(len(k) == 2 for k in knockouts)
+    prechecks = [[c for c in s["comparisons"] if c["method"] == "precheck"] for s in state["steps"]]
+    assert [len(p) for p in prechecks] == [
+        0,
+        0,
+        2,
+        0,
+    ]  # the reasoning stage's 2 distinct candidates, checked alone
     # each stage continues the chosen prefix and stops at its own closing tag
     conclusion_request = backend.sample_calls[3][0]
     assert conclusion_request.prefix.endswith(
@@ -167,6 +175,27 @@ def test_custom_stream_reports_candidates_then_choice_for_each_stage():
         for e in build_graph().stream({"conversation": CONVERSATION}, context=context, stream_mode="custom")
     ]
     assert events == ["candidates", "chosen"] * 4
+
+
+def test_verifier_scores_are_in_the_record_and_the_stream():
+    backend = ScriptedBackend(SCRIPT, check=lambda text: 2.0 * prefers_three(text) - 1.0)
+    context = SearchContext(backend=backend, candidates=3, judge="verifier", seed=0)
+    chosen = [
+        e["step"]
+        for e in build_graph().stream({"conversation": CONVERSATION}, context=context, stream_mode="custom")
+        if e["event"] == "chosen"
+    ]
+    assert [c["judge"] for c in chosen] == ["verifier"] * 4
+    caption = chosen[1]
+    assert caption["scores"] == [-1.0, 1.0, -1.0] and caption["winner"] == 1
+    assert [c["stages"]["conclusion"] for c in chosen[3]["candidates"]] == ["3", "2", "3"]
+    assert chosen[3]["scores"] == [1.0, -1.0, 1.0] and chosen[3]["winner"] == 0
+    # one batched verifier call per judged stage, each over the stage's distinct candidates;
+    # none where all candidates are the same (the summary)
+    assert chosen[0]["scores"] is None and chosen[0]["winner"] == 0
+    assert [len(call) for call in backend.choice_calls] == [3, 2, 2]
+    greedy = run(SearchContext(backend=ScriptedBackend(SCRIPT), strategy="greedy"))
+    assert all(step["scores"] is None for step in greedy["steps"])
 
 
 def test_missing_context_is_a_clear_error():

@@ -8,11 +8,15 @@ from langchain_llava_cot._calls import adrive, drive
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.judges import (
     VERDICT_PREFIX,
+    VERIFY_OPTIONS,
+    VERIFY_PREFIX,
     FunctionJudge,
     JudgeTask,
     LikelihoodJudge,
     PairwiseJudge,
+    VerifierJudge,
     pairwise_prompt,
+    parse_check,
     parse_verdict,
     resolve_judge,
 )
@@ -126,3 +130,111 @@ def test_function_judge_returning_garbage_is_rejected(garbage):
 def test_unknown_judge_name():
     with pytest.raises(ValueError, match="Unknown judge"):
         resolve_judge("oracle")
+
+
+# --- the verifier judge -------------------------------------------------------------
+
+
+def test_verifier_scores_every_candidate_in_one_batched_call():
+    backend = ScriptedBackend(script={}, check=score_by_number)
+    candidates = ["candidate 3", "candidate -2", "candidate 7", "candidate 1"]
+    verdict = drive(VerifierJudge().select(task(candidates), backend), backend)
+    assert verdict.winner == 2
+    assert verdict.scores == pytest.approx((3.0, -2.0, 7.0, 1.0))
+    assert verdict.calls == 1 and len(backend.choice_calls) == 1 and len(backend.choice_calls[0]) == 4
+    [request] = backend.choice_calls[0][:1]
+    assert request.prefix == VERIFY_PREFIX and request.options == VERIFY_OPTIONS
+    assert "Candidate: candidate 3" in request.conversation.question
+    assert request.conversation.turns[0].images == (b"png",)  # the picture stays in the prompt
+    assert verdict.prompt_tokens == 4 * 25 and not backend.sample_calls
+
+
+def test_verifier_scores_identical_candidates_once():
+    backend = ScriptedBackend(script={}, check=score_by_number)
+    verdict = drive(VerifierJudge().select(task(["a 1", "b 5", "a 1", "b 5"]), backend), backend)
+    assert len(backend.choice_calls[0]) == 2
+    assert verdict.scores == pytest.approx((1.0, 5.0, 1.0, 5.0)) and verdict.winner == 1
+
+
+def test_verifier_asks_nothing_when_all_candidates_are_the_same():
+    backend = ScriptedBackend(script={}, check=score_by_number)
+    verdict = drive(VerifierJudge().select(task(["same 1"] * 3), backend), backend)
+    assert verdict.winner == 0 and verdict.calls == 0 and not backend.choice_calls
+
+
+def test_verifier_ties_go_to_likelihood_then_to_the_first():
+    backend = ScriptedBackend(script={}, check=lambda text: 1.0)
+    tied = task(["x", "y", "z"], logprobs=(-2.0, -0.5, -0.5))
+    assert drive(VerifierJudge().select(tied, backend), backend).winner == 1
+    unknown = task(["x", "y", "z"])
+    assert drive(VerifierJudge().select(unknown, backend), backend).winner == 0
+
+
+def test_verifier_generates_and_parses_verdicts_without_choice_scoring(caplog):
+    backend = ScriptedBackend(script={}, check=score_by_number, supports_choice=False)
+    verdict = drive(VerifierJudge().select(task(["c -1", "c 2", "c -4"]), backend), backend)
+    assert verdict.scores == (-1.0, 1.0, -1.0) and verdict.winner == 1
+    assert {c.method for c in verdict.comparisons} == {"generated"}
+    assert len(backend.sample_calls) == 1 and not backend.choice_calls
+
+    garbled = ScriptedBackend(script={}, supports_choice=False, verdict_text="hmm, maybe")
+    verdict = drive(VerifierJudge().select(task(["p", "q"], logprobs=(-3.0, -1.0)), garbled), garbled)
+    assert verdict.scores == (0.0, 0.0) and verdict.winner == 1  # unparseable: 0, then likelihood
+    assert "Unparseable verifier verdict" in caplog.text
+
+
+def test_parse_check_reads_the_verdict_word():
+    assert parse_check("The candidate is right.") == 1.0
+    assert parse_check("The candidate is wrong.") == -1.0
+    assert parse_check("It is incorrect") == -1.0
+    assert parse_check("no idea") == 0.0
+
+
+def test_verifier_with_its_own_backend_never_asks_the_sampler():
+    sampler = ScriptedBackend(script={})
+    verifier = ScriptedBackend(script={}, check=score_by_number, model_name="bigger")
+    judge = VerifierJudge(backend=verifier)
+    verdict = drive(judge.select(task(["c 1", "c 9"]), sampler), sampler)
+    assert verdict.winner == 1 and len(verifier.choice_calls) == 1 and not sampler.choice_calls
+    verdict = asyncio.run(adrive(judge.select(task(["c 8", "c 2"]), sampler), sampler))
+    assert verdict.winner == 0 and len(verifier.choice_calls) == 2 and not sampler.choice_calls
+
+
+def test_verifier_is_a_named_judge():
+    assert isinstance(resolve_judge("verifier"), VerifierJudge)
+
+
+# --- the paper's reasoning pre-check ------------------------------------------------------
+
+
+def reasoning_task(candidates):
+    return JudgeTask(CONVERSATION, Stage.REASONING, {Stage.CAPTION: "3 red"}, tuple(candidates))
+
+
+def test_precheck_drops_reasoning_found_wrong_before_any_comparison():
+    # the pairwise judge would prefer "r 9", but the check finds it wrong
+    backend = ScriptedBackend(script={}, prefer=score_by_number, check=lambda t: -1.0 if t == "r 9" else 1.0)
+    verdict = drive(PairwiseJudge(seed=0).select(reasoning_task(["r 1", "r 9", "r 4"]), backend), backend)
+    assert verdict.winner == 2
+    checks = [c for c in verdict.comparisons if c.method == "precheck"]
+    assert [c.detail.endswith("failed") for c in checks] == [False, True, False]
+    knockout = [c for c in verdict.comparisons if c.method != "precheck"]
+    assert len(knockout) == 1 and {knockout[0].first, knockout[0].second} == {0, 2}
+    assert verdict.calls == 2  # one check call for all candidates, one knockout round
+
+
+def test_precheck_keeps_everyone_when_all_fail_and_can_be_turned_off():
+    all_wrong = ScriptedBackend(script={}, prefer=score_by_number, check=lambda t: -1.0)
+    verdict = drive(PairwiseJudge(seed=0).select(reasoning_task(["r 1", "r 9"]), all_wrong), all_wrong)
+    assert verdict.winner == 1
+    backend = ScriptedBackend(script={}, prefer=score_by_number, check=lambda t: -1.0 if t == "r 9" else 1.0)
+    off = drive(
+        PairwiseJudge(seed=0, precheck=False).select(reasoning_task(["r 1", "r 9"]), backend), backend
+    )
+    assert off.winner == 1 and all(c.method == "logits" for c in off.comparisons)
+
+
+def test_precheck_is_for_the_reasoning_stage_only():
+    backend = ScriptedBackend(script={}, prefer=score_by_number, check=lambda t: -1.0)
+    verdict = drive(PairwiseJudge(seed=0).select(task(["c 1", "c 9"]), backend), backend)
+    assert verdict.winner == 1 and len(backend.choice_calls) == 1
