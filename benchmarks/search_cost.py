@@ -29,7 +29,7 @@ generation queue may merge them) for each concurrency ``c``.
 from __future__ import annotations
 
 import argparse
-import io
+import functools
 import json
 import os
 import platform
@@ -47,26 +47,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-def _image(seed: int) -> bytes:
-    """A 64x64 picture of a few coloured shapes, different for each seed."""
-    from PIL import Image, ImageDraw
-
-    rng = random.Random(seed)
-    image = Image.new("RGB", (64, 64), "white")
-    draw = ImageDraw.Draw(image)
-    for _ in range(rng.randint(1, 5)):
-        x, y = rng.randrange(0, 48), rng.randrange(0, 48)
-        colour = rng.choice(["red", "green", "blue", "orange"])
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x, y, x + 14, y + 14), fill=colour)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _messages(seed: int) -> list:
-    from langchain_llava_cot.images import image_message
+    """Held-out question ``seed`` (0-1999) of the demo dataset, each with its own picture."""
+    return [_questions()[seed].message()]
 
-    return [image_message(_image(seed), "How many red squares are there?")]
+
+@functools.cache
+def _questions() -> list:
+    from langchain_llava_cot.demo.dataset import examples
+
+    return examples("test", 2_000)
 
 
 def _resolve_model(option: str | None, random_arch: str | None) -> tuple[Path, str]:
@@ -159,8 +149,8 @@ def side_by_side(args: argparse.Namespace, backend: Any, reference_backend: Any)
         max_stage_tokens=args.stage_tokens,
         seed=0,
     )
-    greedy.invoke(_messages(10_000))  # warm-up: first-call allocations, lazy imports
-    beam.invoke(_messages(10_001))
+    greedy.invoke(_messages(1_998))  # warm-up: first-call allocations, lazy imports
+    beam.invoke(_messages(1_999))
     walls: dict[str, list[float]] = {"greedy": [], "stage_beam": [], "reference": []}
     details: dict[str, Any] = {}
     vision_calls = {"greedy": 0, "stage_beam": 0, "reference": 0}
@@ -236,7 +226,7 @@ def _run_threads(llm: Any, concurrency: int, requests: int) -> None:
             if index is None:
                 return
             try:
-                llm.invoke(_messages(50_000 + index))
+                llm.invoke(_messages(1_000 + index))
             except BaseException as error:  # noqa: BLE001 - re-raised below
                 errors.append(error)
                 return

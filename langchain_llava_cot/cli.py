@@ -149,13 +149,26 @@ def _run_with_display(llm: Any, graph_input: Any, context: Any, console: Console
 def _print_step(console: Console, step: dict[str, Any]) -> None:
     stage = step["stage"].upper()
     n = len(step["candidates"])
-    how = f"{n} candidates, {len(step['comparisons'])} comparisons" if n > 1 else "1 candidate"
+    scores = step.get("scores")
+    if n == 1:
+        how = "1 candidate"
+    elif scores:
+        how = f"{n} candidates, scored by the {step['judge']} judge"
+    else:
+        compared = [c for c in step["comparisons"] if c["method"] != "precheck"]
+        failed = [
+            c for c in step["comparisons"] if c["method"] == "precheck" and c["detail"].endswith("failed")
+        ]
+        how = f"{n} candidates, {len(compared)} comparisons"
+        how += f", {len(failed)} failed the pre-check" if failed else ""
     seconds = step["sample_seconds"] + step["judge_seconds"]
     console.print(f"[bold cyan]{stage}[/] [dim]({how}, {seconds:.2f} s)[/]")
     for index, candidate in enumerate(step["candidates"]):
         mark = "[green]>[/]" if index == step["winner"] else " "
         style = "" if index == step["winner"] else "dim"
         text = " ".join(candidate["text"].split()) or "(empty)"
+        if scores and scores[index] is not None:
+            text = f"[{scores[index]:+.2f}] {text}"
         flags = f" [yellow]({'; '.join(candidate['problems'])})[/]" if candidate["problems"] else ""
         console.print(
             f" {mark} [{style}]{escape(text)}[/]{flags}" if style else f" {mark} {escape(text)}{flags}"

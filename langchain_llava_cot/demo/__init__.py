@@ -2,8 +2,9 @@
 
 It is a demo of the library on a laptop CPU, not a general vision-language model: it
 knows 64x64 pictures of up to six circles, squares and triangles in four colours
-(see :mod:`langchain_llava_cot.demo.dataset`) and questions about them, and it was
-trained to judge pairs of its own stages in the pairwise judge's format.
+(see :mod:`langchain_llava_cot.demo.dataset`) and questions about them, says so in four
+stages when asked anything else, and was trained on the verifier's and the pairwise
+judge's prompt formats, so both judges run for real on it.
 ``ChatLlavaCoT()`` with no ``model`` uses it; ``python -m langchain_llava_cot.demo.train``
 rebuilds it.
 

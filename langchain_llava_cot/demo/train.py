@@ -1,8 +1,18 @@
 """Train the bundled demo model: a tiny LLaVA that answers shapes questions in four stages.
 
-Data flow:
+LLaVA's own recipe, in two stages:
 
-- :mod:`langchain_llava_cot.demo.dataset` gives scenes, questions and four-stage answers;
+1. **Vision.** The CLIP vision tower is pretrained alone on the scenes' own labels
+   (:mod:`langchain_llava_cot.demo.vision`): 48 px pictures in 16 px patches, one patch
+   per grid cell, a throwaway linear head naming each cell's object.
+2. **Language.** The projector and the language model learn four-stage answers with the
+   tower frozen; the first ``caption_phase`` of the steps see summary+caption-only
+   answers, which makes the model learn to read its 9 image tokens first.
+
+Data flow of stage 2:
+
+- :mod:`langchain_llava_cot.demo.dataset` gives scenes, questions and four-stage answers
+  (counting reasoning walks the caption object by object with a running count);
 - :func:`build_examples` turns them into training sequences laid out exactly as the
   engine prompts the model (``apply_chat_template(to_chat_messages(conv),
   add_generation_prompt=True, tokenize=False) + target + <|eot_id|>``), each with a
@@ -11,15 +21,19 @@ Data flow:
   * *answers*: the whole four-stage answer. A quarter of them show a caption with one
     mistake (weight zero on it) followed by the reasoning and conclusion that follow
     *that* caption, which teaches the reasoning to follow the caption;
+  * *verifier*: :func:`~langchain_llava_cot.judges.verifier_prompt` for one caption,
+    reasoning or conclusion candidate, right or wrong (see
+    :func:`~langchain_llava_cot.demo.dataset.wrong_stage`), answered
+    ``The candidate is right.`` or ``... wrong.``; the verdict word weighs more;
   * *pairwise judge*: :func:`~langchain_llava_cot.judges.pairwise_prompt` for one stage
-    (or whole answers), one right and one wrong candidate (see
-    :func:`~langchain_llava_cot.demo.dataset.wrong_stage`), in both orders, answered
-    ``The better response is 1.`` or ``... 2.``; the ``1``/``2`` token weighs more;
-
-  * *tool use* (:func:`tool_examples`, when the config asks for them): the tools prompt for an
-    ``add(a, b)`` tool (``tool_choice`` None or ``"any"``, sometimes with the agent
-    example's system prompt). Sum questions ("How many X and Y are there in total?")
-    get the usual summary, caption and reasoning and a conclusion that is exactly
+    (or whole answers), one right and one wrong candidate, in both orders, answered
+    ``The better response is 1.`` or ``... 2.``;
+  * *off-domain*: small talk, a shapes question without its picture, or a picture that
+    is not a drawing, answered by :func:`~langchain_llava_cot.demo.dataset.off_domain_stages`;
+  * *tool use* (:func:`tool_examples`): the tools prompt for an ``add(a, b)`` tool
+    (``tool_choice`` None or ``"any"``, sometimes with the agent example's system prompt).
+    Sum questions ("How many X and Y are there in total?") get the usual summary, caption
+    and reasoning and a conclusion that is exactly
     ``<tool_call>{"name": "add", "arguments": {"a": NA, "b": NB}}</tool_call>`` with the
     reasoning's two counts; the follow-up turn (that call in the history, then the user
     turn ``Tool result (add): N``, as ``convert_messages`` renders them) gets the whole
@@ -28,18 +42,15 @@ Data flow:
 
 - :func:`train_demo` builds the model with
   :func:`~langchain_llava_cot.model_builders.build_tiny_vlm` (its tokenizer is trained
-  on the dataset's text, with the stage tags as single tokens), trains it with AdamW
-  for a time or step budget, and saves it with ``save_pretrained`` (safetensors).
+  on the dataset's text, with the stage tags as single tokens), runs both stages with
+  AdamW for a step budget, and saves it with ``save_pretrained`` (safetensors) and a
+  ``training.json`` that records each stage (steps, tokens, seconds, phases).
 
-Run it with ``python -m langchain_llava_cot.demo.train --out DIR``.
+The bundled model is exactly this, on one torch thread (about 70 minutes)::
 
-The bundled model was trained that way for 18 minutes, then fine-tuned for 9 minutes to
-call the ``add`` tool (continuing from it, with answers, judge pairs and tool-use
-sequences mixed by :data:`TOOLS_CONFIG`); its ``training.json`` records both runs::
+    python -m langchain_llava_cot.demo.train --steps 3000 --out DIR
 
-    python -m langchain_llava_cot.demo.train --minutes 18 --out /tmp/demo-base
-    python -m langchain_llava_cot.demo.train --init /tmp/demo-base \
-        --tools --minutes 9 --seed 1 --out /tmp/demo-tools
+``--init DIR`` goes on training a saved model (stage 1 is skipped).
 """
 
 from __future__ import annotations

@@ -33,20 +33,29 @@ def test_search_cost_builds_a_random_mllama(tmp_path: Path) -> None:
     assert results["prefix_cache"]["prompt_tokens_reused"] > 0
 
 
-def test_judge_probe_asks_each_pair_both_ways(tmp_path: Path) -> None:
-    results = _run("judge_probe.py", "--questions", "6", out=tmp_path / "probe.json")
-    stages = results["stages"]
-    assert sum(entry["verdicts"] for entry in stages.values()) == 12
-    for entry in stages.values():
-        assert 0 <= entry["right"] <= 1 and 0 <= entry["response_1_wins"] <= 1
+def test_judge_rank_scores_every_judge_on_the_same_mixed_sets(tmp_path: Path) -> None:
+    results = _run("judge_rank.py", "--questions", "12", "--candidates", "4", out=tmp_path / "rank.json")
+    rows = results["results"]
+    assert rows, "no mixed candidate set in 12 questions"
+    by_stage: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        by_stage.setdefault(row["stage"], {})[row["judge"]] = row
+    for judges in by_stage.values():
+        assert set(judges) == {"likelihood", "verifier", "pairwise"}
+        assert len({j["mixed_sets"] for j in judges.values()}) == 1  # the same sets for every judge
+        assert all(0 < j["random"] < 1 for j in judges.values())  # mixed: some right, some wrong
+        assert judges["pairwise"]["within_question_auc"] is None  # pairwise gives no scores
+        assert judges["verifier"]["within_question_auc"] is not None
 
 
-def test_caption_choice_rates_every_selector(tmp_path: Path) -> None:
-    results = _run("caption_choice.py", "--questions", "4", out=tmp_path / "captions.json")
-    rates = results["rates"]
-    sampled = ("first sample", "likelihood", "pairwise", "picture PMI (blank)", "picture PMI (other scene)")
-    assert set(rates) == {"greedy", "any of N", *sampled}
-    assert all(0 <= rates[name] <= rates["any of N"] for name in sampled)
+def test_within_question_auc_counts_ordered_pairs() -> None:
+    sys.path.insert(0, str(BENCHMARKS))
+    from judge_rank import within_question_auc
+
+    assert within_question_auc([3.0, 1.0, 2.0], [True, False, False]) == 1.0
+    assert within_question_auc([1.0, 3.0, 2.0], [True, False, False]) == 0.0
+    assert within_question_auc([2.0, 2.0, 1.0], [True, False, True]) == 0.25  # a tie counts half
+    assert within_question_auc([1.0, 2.0], [True, True]) is None
 
 
 def test_cache_ab_reads_fewer_prompt_tokens_with_the_carry(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def test_invoke_ainvoke_and_stream(tiny_vlm_path, backends, strategy):
     assert msg.content == record["chosen"]["conclusion"]
     if strategy == "stage_beam":
         methods = {c["method"] for s in record["steps"] for c in s["comparisons"]}
-        assert methods <= {"logits", "identical"} and methods
+        assert methods <= {"logits", "identical", "precheck"} and methods
 
     again = asyncio.run(llm.ainvoke(QUESTION))
     assert again.response_metadata["llava_cot"]["chosen"] == record["chosen"]  # seeded: reproducible

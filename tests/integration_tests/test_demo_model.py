@@ -70,6 +70,35 @@ def test_bundled_model_reads_the_image() -> None:
     assert sum(other) > 1.3 * sum(own), (sum(own) / 20, sum(other) / 20)
 
 
+def _png(picture) -> bytes:  # noqa: ANN001
+    import io
+
+    buffer = io.BytesIO()
+    picture.convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_bundled_model_says_what_it_knows_when_asked_anything_else(greedy: ChatLlavaCoT) -> None:
+    """Small talk, a question without its picture, and pictures unlike the drawings (a fractal and
+    a radial gradient, neither of them in training) get four short stages and a conclusion that
+    says what the model can do."""
+    from langchain_core.messages import HumanMessage, SystemMessage
+    from PIL import Image
+
+    requests = [
+        [HumanMessage("Hello")],
+        [SystemMessage("You are a helpful assistant."), HumanMessage("What is the capital of France?")],
+        [HumanMessage(DEMO_QUESTION)],
+        [image_message(_png(Image.effect_mandelbrot((64, 64), (-2.0, -1.5, 1.0, 1.5), 100)), DEMO_QUESTION)],
+        [image_message(_png(Image.radial_gradient("L").resize((64, 64))), "What is this?")],
+    ]
+    for messages in requests:
+        content = str(greedy.invoke(messages).content)
+        parsed = parse_answer(content)
+        assert parsed.well_formed, (messages, content)
+        assert "circles, squares and triangles" in parsed.conclusion, (messages, content)
+
+
 def test_demo_image_matches_its_question() -> None:
     example = get_example("test", 18)
     assert example.question == DEMO_QUESTION and example.answer == DEMO_ANSWER

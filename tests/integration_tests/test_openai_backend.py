@@ -125,7 +125,7 @@ def test_chat_llava_cot_through_the_server(served: tuple[str, str], strategy: st
     assert msg.response_metadata["model_name"] == model
     if strategy == "stage_beam":
         methods = {c["method"] for s in record["steps"] for c in s["comparisons"]}
-        assert methods and methods <= {"generated", "unparseable", "identical"}
+        assert methods and methods <= {"generated", "unparseable", "identical", "precheck"}
 
 
 def test_wrong_model_name_is_a_clear_error(served: tuple[str, str]) -> None:
