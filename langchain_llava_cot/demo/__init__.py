@@ -17,12 +17,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["DEMO_ANSWER", "DEMO_MODEL_PATH", "DEMO_QUESTION", "demo_image_path"]
+__all__ = ["DEMO_ANSWER", "DEMO_MODEL_PATH", "DEMO_QUESTION", "EXAMPLE_IMAGE", "demo_image_path"]
 
 _HERE = Path(__file__).resolve().parent
 
 DEMO_MODEL_PATH: Path = _HERE / "model"
 """Folder of the bundled model (safetensors, tokenizer, processor, chat template)."""
+
+EXAMPLE_IMAGE: Path = _HERE / "example.png"
+"""The bundled example picture (a held-out test scene, 64x64 PNG); :data:`DEMO_QUESTION` asks about it."""
 
 DEMO_QUESTION = "How many red squares are there?"
 """The question that goes with :func:`demo_image_path` (test example 18)."""
@@ -32,5 +35,5 @@ DEMO_ANSWER = "2"
 
 
 def demo_image_path() -> Path:
-    """The bundled example picture (a held-out test scene, 64x64 PNG)."""
-    return _HERE / "example.png"
+    """The bundled example picture (:data:`EXAMPLE_IMAGE`)."""
+    return EXAMPLE_IMAGE
