@@ -41,9 +41,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(e))}")
-        return 2
+    except Exception as e:
+        if args.debug:
+            raise
+        bad_input = isinstance(e, (ValueError, TypeError, FileNotFoundError, ImportError))
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(one_line(e))}")
+        return 2 if bad_input else 1
+
+
+def one_line(error: BaseException) -> str:
+    """An error as one line: the message a person needs, without validation boilerplate.
+
+    >>> one_line(RuntimeError("Cannot reach the server.\nStart it."))
+    'Cannot reach the server. Start it.'
+    """
+    errors = getattr(error, "errors", None)
+    if callable(errors) and type(error).__name__ == "ValidationError":  # pydantic
+        first = errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        message = str(first.get("msg", error)).removeprefix("Value error, ")
+        text = f"{where}: {message}" if where and not first.get("type") == "value_error" else message
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,7 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    ask = commands.add_parser("ask", help="answer a question about an image, stage by stage")
+    defaults = argparse.ArgumentDefaultsHelpFormatter
+    ask = commands.add_parser(
+        "ask", help="answer a question about an image, stage by stage", formatter_class=defaults
+    )
     ask.add_argument("image", type=Path, help="image file (PNG, JPEG...)")
     ask.add_argument("question")
     _add_search_options(ask)
@@ -60,7 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     ask.set_defaults(run=_ask)
 
     demo = commands.add_parser(
-        "demo", help="the bundled demo model answers a question about the bundled image"
+        "demo",
+        help="the bundled demo model answers a question about the bundled image",
+        formatter_class=defaults,
     )
     _add_search_options(demo)
     demo.add_argument("--json", action="store_true", help="print the whole search record as JSON")
@@ -74,15 +99,25 @@ def _parser() -> argparse.ArgumentParser:
 def _add_search_options(parser: argparse.ArgumentParser) -> None:
     from langchain_llava_cot.search import DEFAULT_JUDGE
 
-    parser.add_argument("--model", help="model folder or hub id (default: the bundled demo model)")
+    parser.add_argument("--model", help="model folder or hub id; None: the bundled demo model")
     parser.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    parser.add_argument("--strategy", choices=["greedy", "best_of_n", "stage_beam"], default="stage_beam")
-    parser.add_argument("--candidates", type=int, default=4, help="candidates per step (default 4)")
-    parser.add_argument("--judge", choices=["verifier", "pairwise", "likelihood"], default=DEFAULT_JUDGE)
-    parser.add_argument("--temperature", type=float, default=0.6)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--max-stage-tokens", type=int, default=None, help="token limit of each stage")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--strategy",
+        choices=["greedy", "best_of_n", "stage_beam"],
+        default="stage_beam",
+        help="how to search",
+    )
+    parser.add_argument("--candidates", type=int, default=4, help="candidates per step")
+    parser.add_argument(
+        "--judge", choices=["verifier", "pairwise", "likelihood"], default=DEFAULT_JUDGE, help="who picks"
+    )
+    parser.add_argument("--temperature", type=float, default=0.6, help="sampling temperature of candidates")
+    parser.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
+    parser.add_argument(
+        "--max-stage-tokens", type=int, default=None, help="token limit of each stage; None: per-stage limits"
+    )
+    parser.add_argument("--device", default="cpu", help="device of an in-process model")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from PIL import Image
 
 from langchain_llava_cot.cli import main
@@ -63,3 +64,34 @@ def test_ask_json_is_the_whole_search_record(tiny_llava_path, tmp_path, capsys):
 def test_missing_image_is_a_clear_error(tmp_path, capsys):
     assert main(["ask", str(tmp_path / "nope.png"), "?", "--model", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def _error_line(capsys) -> str:  # noqa: ANN001
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    return err
+
+
+def test_a_wrong_model_path_is_one_line_and_exit_2(tmp_path, capsys):
+    image = tmp_path / "red.png"
+    Image.new("RGB", (64, 64), "red").save(image)
+    assert main(["ask", str(image), "?", "--model", str(tmp_path / "no-such-model")]) == 2
+    assert "does not exist" in _error_line(capsys)
+
+
+def test_a_dead_server_is_one_line_and_exit_1(tmp_path, capsys):
+    image = tmp_path / "red.png"
+    Image.new("RGB", (64, 64), "red").save(image)
+    dead = ["ask", str(image), "?", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"]
+    assert main(dead) == 1
+    assert "Cannot reach" in _error_line(capsys)
+    with pytest.raises(Exception, match="Cannot reach"):
+        main([*dead, "--debug"])  # --debug shows the whole error
+
+
+def test_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["ask", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: stage_beam)", "(default: 4)", "(default: 0.6)", "(default: cpu)"):
+        assert default in out
