@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def one_line(error: BaseException) -> str:
     """An error as one line: the message a person needs, without validation boilerplate.
 
-    >>> one_line(RuntimeError("Cannot reach the server.\nStart it."))
+    >>> one_line(RuntimeError("Cannot reach the server.   Start it."))
     'Cannot reach the server. Start it.'
     """
     errors = getattr(error, "errors", None)
