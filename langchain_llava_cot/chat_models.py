@@ -40,15 +40,23 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from typing_extensions import Self
 
 from langchain_llava_cot.backends import create_backend
 from langchain_llava_cot.backends.base import VLMBackend
-from langchain_llava_cot.conversation import Conversation, Turn
+from langchain_llava_cot.conversation import Conversation, Turn, check_request
 from langchain_llava_cot.graph import SearchState, build_graph
 from langchain_llava_cot.images import DEFAULT_MAX_PIXELS, read_base64_image, read_image_bytes
-from langchain_llava_cot.search import DEFAULT_JUDGE, SearchContext, Strategy
+from langchain_llava_cot.search import DEFAULT_JUDGE, MAX_CANDIDATES, SearchContext, Strategy
 from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, render_answer, render_stage
 from langchain_llava_cot.tools import format_tool_calls, parse_tool_calls, render_tools_prompt
 
@@ -132,6 +140,8 @@ class ChatLlavaCoT(BaseChatModel):
     """How to search: ``greedy``, ``best_of_n`` or ``stage_beam``."""
     candidates: int = 4
     """Candidates per step (N)."""
+    max_candidates: int = MAX_CANDIDATES
+    """The cap on ``candidates`` (a typo like 1000 fails fast); raise it if you mean more."""
     judge: Any = DEFAULT_JUDGE
     """``"verifier"``, ``"pairwise"``, ``"likelihood"``, a Judge, or a function ``(JudgeTask) -> int``;
     the default is the judge that ranks best on the demo model."""
@@ -174,6 +184,17 @@ class ChatLlavaCoT(BaseChatModel):
     _backend: VLMBackend | None = PrivateAttr(default=None)
     _backend_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _graph: Any = PrivateAttr(default=None)
+
+    @field_validator(
+        "candidates", "max_candidates", "max_tokens", "seed", "temperature", "top_p", "max_stage_tokens",
+        mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _no_bools(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool):
+            msg = f"{info.field_name} must be a number, not {value!r}."
+            raise ValueError(msg)
+        return value
 
     @model_validator(mode="after")
     def _check_options(self) -> Self:
@@ -249,6 +270,7 @@ class ChatLlavaCoT(BaseChatModel):
         options: dict[str, Any] = {
             "strategy": self.strategy,
             "candidates": self.candidates,
+            "max_candidates": self.max_candidates,
             "judge": self.judge,
             "temperature": self.temperature,
             "top_p": self.top_p,
@@ -256,6 +278,13 @@ class ChatLlavaCoT(BaseChatModel):
             "max_tokens": self.max_tokens,
             "seed": self.seed,
         }
+        fixed = sorted(_MODEL_OPTIONS & set(overrides))
+        if fixed:
+            msg = (
+                f"{', '.join(fixed)} cannot change per call: the model is loaded once. Make another "
+                f"ChatLlavaCoT({fixed[0]}=...) for another model."
+            )
+            raise TypeError(msg)
         options.update({k: v for k, v in overrides.items() if k != "backend"})
         unknown = set(options) - set(SearchContext.__dataclass_fields__)
         if unknown:
@@ -272,8 +301,10 @@ class ChatLlavaCoT(BaseChatModel):
         tool_choice: str | None = None,
     ) -> SearchState:
         """The graph input for ``messages`` (images are read and checked here)."""
-        conversation = convert_messages(
-            messages, allow_local_images=self.allow_local_images, max_image_pixels=self.max_image_pixels
+        conversation = check_request(
+            convert_messages(
+                messages, allow_local_images=self.allow_local_images, max_image_pixels=self.max_image_pixels
+            )
         )
         if tools and tool_choice != "none":
             conversation = replace(
@@ -576,6 +607,10 @@ def _normalise_tool_choice(choice: str | bool | dict[str, Any] | None, names: li
         return choice  # type: ignore[return-value]
     msg = f"tool_choice {choice!r} is not 'auto', 'any', 'none', True, or one of the bound tools {names}."
     raise ValueError(msg)
+
+
+_MODEL_OPTIONS = frozenset({"model", "base_url", "device"})
+"""Options that name the model: set on the chat model, never per call."""
 
 
 def _looks_like_local_path(model: str) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
-__all__ = ["Conversation", "Turn", "to_chat_messages"]
+__all__ = ["Conversation", "Turn", "check_request", "to_chat_messages"]
 
 Role = Literal["system", "user", "assistant"]
 
@@ -64,6 +64,34 @@ class Conversation:
     def with_user_turn(self, text: str) -> Conversation:
         """A one-turn conversation asking ``text`` about all of this one's images (no tools)."""
         return Conversation(turns=(Turn(role="user", text=text, images=self.images),))
+
+
+def check_request(conversation: Conversation) -> Conversation:
+    """Reject a request no model can answer, before any model work; return it unchanged.
+
+    >>> check_request(Conversation((Turn("system", "Be brief."),)))
+    Traceback (most recent call last):
+    ...
+    ValueError: The conversation has no user message: add a HumanMessage with the question.
+    """
+    users = [turn for turn in conversation.turns if turn.role == "user"]
+    if not users:
+        msg = "The conversation has no user message: add a HumanMessage with the question."
+        raise ValueError(msg)
+    last = users[-1]
+    if not last.text.strip() and not last.images:
+        msg = "The last user message is empty: give a question (and a picture), e.g. 'How many red squares?'."
+        raise ValueError(msg)
+    for index, turn in enumerate(conversation.turns):
+        try:
+            turn.text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            msg = (
+                f"Message {index} ({turn.role}) has text that cannot be encoded as UTF-8 "
+                f"({e.reason} at character {e.start}), such as a lone surrogate; clean the text first."
+            )
+            raise ValueError(msg) from e
+    return conversation
 
 
 def to_chat_messages(conversation: Conversation, *, tools_in_template: bool = False) -> list[dict]:

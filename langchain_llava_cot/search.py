@@ -28,7 +28,14 @@ from langchain_llava_cot.backends.base import VLMBackend
 from langchain_llava_cot.judges import Judge, JudgeSpec, resolve_judge
 from langchain_llava_cot.stages import STAGES, Stage
 
-__all__ = ["DEFAULT_JUDGE", "DEFAULT_STAGE_TOKENS", "SearchContext", "Strategy", "cached_backend"]
+__all__ = [
+    "DEFAULT_JUDGE",
+    "DEFAULT_STAGE_TOKENS",
+    "MAX_CANDIDATES",
+    "SearchContext",
+    "Strategy",
+    "cached_backend",
+]
 
 Strategy = Literal["greedy", "best_of_n", "stage_beam"]
 
@@ -41,6 +48,9 @@ DEFAULT_STAGE_TOKENS: Mapping[Stage, int] = {
 """Token limit of each stage unless ``max_stage_tokens`` says otherwise."""
 
 _STRATEGIES = ("greedy", "best_of_n", "stage_beam")
+
+MAX_CANDIDATES = 64
+"""Default cap on ``candidates``: each candidate is a row of every batch, so a typo costs a lot."""
 
 DEFAULT_JUDGE: Literal["pairwise", "likelihood", "verifier"] = "pairwise"
 """The judge used unless one is named: the one that ranks best on the demo model
@@ -56,6 +66,8 @@ class SearchContext:
     strategy: Strategy = "stage_beam"
     candidates: int = 4
     """Candidates per step (N). Ignored by ``greedy``."""
+    max_candidates: int = MAX_CANDIDATES
+    """The cap on ``candidates``; raise it if you mean more."""
     judge: JudgeSpec = DEFAULT_JUDGE
     temperature: float = 0.6
     """Sampling temperature of candidates; ``greedy`` always uses 0."""
@@ -81,12 +93,24 @@ class SearchContext:
         if self.strategy not in _STRATEGIES:
             msg = f"Unknown strategy {self.strategy!r}: use one of {', '.join(_STRATEGIES)}."
             raise ValueError(msg)
-        if not isinstance(self.candidates, int) or self.candidates < 1:
-            msg = f"candidates must be a whole number of at least 1, got {self.candidates!r}."
+        _check_whole("max_candidates", self.max_candidates, low=1)
+        _check_whole("candidates", self.candidates, low=1)
+        if self.candidates > self.max_candidates:
+            msg = (
+                f"candidates={self.candidates} is above the cap of {self.max_candidates} (each candidate "
+                "is a row of every batch); raise max_candidates if you mean it."
+            )
             raise ValueError(msg)
-        if self.max_tokens is not None and self.max_tokens < 1:
-            msg = f"max_tokens must be at least 1, got {self.max_tokens}."
-            raise ValueError(msg)
+        _check_number("temperature", self.temperature, low=0.0)
+        if self.top_p is not None:
+            _check_number("top_p", self.top_p, low=0.0, high=1.0)
+            if self.top_p == 0:
+                msg = "top_p must be above 0 (it keeps the most likely tokens up to that mass), or None."
+                raise ValueError(msg)
+        if self.max_tokens is not None:
+            _check_whole("max_tokens", self.max_tokens, low=1)
+        if self.seed is not None:
+            _check_whole("seed", self.seed, low=0)
         if self.base_url and not self.model:
             msg = "With base_url, name the served model too: SearchContext(base_url=..., model='<name>')."
             raise ValueError(msg)
@@ -125,10 +149,8 @@ def _stage_token_limits(option: int | Mapping[Stage | str, int] | None) -> dict[
     limits = dict(DEFAULT_STAGE_TOKENS)
     if option is None:
         return limits
-    if isinstance(option, int):
-        if option < 1:
-            msg = f"max_stage_tokens must be at least 1, got {option}."
-            raise ValueError(msg)
+    if not isinstance(option, Mapping):
+        _check_whole("max_stage_tokens", option, low=1)
         return dict.fromkeys(STAGES, option)
     for key, value in option.items():
         try:
@@ -136,8 +158,27 @@ def _stage_token_limits(option: int | Mapping[Stage | str, int] | None) -> dict[
         except ValueError as e:
             msg = f"max_stage_tokens has unknown stage {key!r}: use {[s.value for s in STAGES]}."
             raise ValueError(msg) from e
+        _check_whole(f"max_stage_tokens[{stage.value!r}]", value, low=1)
         limits[stage] = value
     return limits
+
+
+def _check_whole(name: str, value: object, *, low: int) -> None:
+    """``value`` must be an int (not a bool) of at least ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        msg = f"{name} must be a whole number of at least {low}, got {value!r}."
+        raise ValueError(msg)
+
+
+def _check_number(name: str, value: object, *, low: float, high: float | None = None) -> None:
+    """``value`` must be a real number (not a bool) in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        msg = f"{name} must be a number, got {value!r}."
+        raise ValueError(msg)
+    if value < low or (high is not None and value > high):
+        bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+        msg = f"{name} must be {bounds}, got {value!r}."
+        raise ValueError(msg)
 
 
 _BACKENDS: dict[tuple[str | None, str | None, str], VLMBackend] = {}

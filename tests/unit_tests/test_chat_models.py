@@ -254,11 +254,48 @@ def test_unsupported_message_type():
         ({"model": "/no/such/model"}, ValueError, "does not exist"),
         ({"beam": 3}, ValueError, "Extra inputs are not permitted"),
         ({"judge": "oracle"}, ValueError, "Unknown judge"),
+        ({"candidates": 1000}, ValueError, "above the cap of 64"),
+        ({"candidates": True}, ValueError, "candidates must be a number, not True"),
+        ({"temperature": -1}, ValueError, "temperature must be at least 0"),
+        ({"top_p": 2}, ValueError, "top_p must be from"),
+        ({"max_stage_tokens": {"caption": -5}}, ValueError, "must be a whole number of at least 1"),
     ],
 )
 def test_bad_options_fail_at_construction(options, error, message):
     with pytest.raises(error, match=message):
         ChatLlavaCoT(**options)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"temperature": -1}, "temperature must be at least 0"),
+        ({"candidates": 1000}, "above the cap"),
+        ({"model": "other"}, "model cannot change per call"),
+        ({"base_url": "http://127.0.0.1:1/v1", "model": "m"}, "base_url, model cannot change per call"),
+    ],
+)
+def test_bad_per_call_options_fail_before_any_model_work(options, message):
+    backend = ScriptedBackend(SCRIPT)
+    llm = ChatLlavaCoT(backend=backend)
+    with pytest.raises((ValueError, TypeError), match=message):
+        llm.invoke([HumanMessage("How many?")], **options)
+    assert not backend.sample_calls
+
+
+@pytest.mark.parametrize(
+    ("messages", "message"),
+    [
+        ([SystemMessage("Be brief.")], "no user message"),
+        ([HumanMessage("   ")], "last user message is empty"),
+        ([HumanMessage("How many \ud800 squares?")], "cannot be encoded as UTF-8"),
+    ],
+)
+def test_requests_no_model_can_answer_fail_before_any_model_work(messages, message):
+    backend = ScriptedBackend(SCRIPT)
+    with pytest.raises(ValueError, match=message):
+        ChatLlavaCoT(backend=backend).invoke(messages)
+    assert not backend.sample_calls
 
 
 def test_tools_prompt_opens_the_system_turn_unless_the_template_renders_tools():

@@ -198,6 +198,10 @@ def test_verifier_scores_are_in_the_record_and_the_stream():
     assert all(step["scores"] is None for step in greedy["steps"])
 
 
+def test_the_candidate_cap_can_be_raised():
+    assert SearchContext(backend=ScriptedBackend(SCRIPT), candidates=100, max_candidates=128).width == 100
+
+
 def test_missing_context_is_a_clear_error():
     with pytest.raises(ValueError, match="context=SearchContext"):
         build_graph().invoke({"conversation": CONVERSATION})
@@ -209,7 +213,16 @@ def test_missing_context_is_a_clear_error():
         ({"candidates": 0}, "candidates must be a whole number of at least 1"),
         ({"strategy": "mcts"}, "Unknown strategy"),
         ({"max_stage_tokens": {"epilogue": 3}}, "unknown stage"),
-        ({"max_tokens": 0}, "max_tokens must be at least 1"),
+        ({"max_tokens": 0}, "max_tokens must be a whole number of at least 1"),
+        ({"candidates": True}, "candidates must be a whole number"),
+        ({"candidates": 1000}, "above the cap of 64"),
+        ({"temperature": -1}, "temperature must be at least 0"),
+        ({"temperature": "hot"}, "temperature must be a number"),
+        ({"top_p": 1.5}, "top_p must be from 0.0 to 1.0"),
+        ({"top_p": 0}, "top_p must be above 0"),
+        ({"max_stage_tokens": {"reasoning": 0}}, r"max_stage_tokens\['reasoning'\] must be a whole number"),
+        ({"max_stage_tokens": True}, "max_stage_tokens must be a whole number"),
+        ({"seed": 1.5}, "seed must be a whole number"),
     ],
 )
 def test_bad_search_options(options, message):
