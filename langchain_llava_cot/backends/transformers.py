@@ -73,7 +73,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from langchain_llava_cot.backends._batching import BatchQueue, Job
 from langchain_llava_cot.backends._prefix_cache import (
@@ -296,23 +296,47 @@ class TransformersBackend(VLMBackend):
 
     def sample(self, requests: Sequence[SampleRequest]) -> list[list[Sample]]:
         """Sample each request's ``n`` continuations, batched with concurrent callers' work."""
-        requests = _checked_samples(requests)
+        requests = self._fitting(_checked_samples(requests))
         return self._queue.submit("sample", requests).result() if requests else []
 
     async def asample(self, requests: Sequence[SampleRequest]) -> list[list[Sample]]:
         """Async :meth:`sample`: waits on the queue without holding a thread."""
-        requests = _checked_samples(requests)
+        requests = self._fitting(_checked_samples(requests))
         return await asyncio.wrap_future(self._queue.submit("sample", requests)) if requests else []
 
     def choose(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
         """Log-probability of each option right after each request's prefix."""
-        requests = _checked_choices(requests)
+        requests = self._fitting(_checked_choices(requests))
         return self._queue.submit("choose", requests).result() if requests else []
 
     async def achoose(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
         """Async :meth:`choose`: waits on the queue without holding a thread."""
-        requests = _checked_choices(requests)
+        requests = self._fitting(_checked_choices(requests))
         return await asyncio.wrap_future(self._queue.submit("choose", requests)) if requests else []
+
+    @property
+    def context_length(self) -> int | None:
+        """The most tokens the model reads (its position limit), when its config says."""
+        config = getattr(self._model.config, "text_config", None) or self._model.config
+        return getattr(config, "max_position_embeddings", None)
+
+    def _fitting(self, requests: list[_Request]) -> list[_Request]:
+        """``requests``, once each prompt is known to fit the context (checked in the caller's thread)."""
+        limit = self.context_length
+        if limit is None:
+            return requests
+        per_image = max(int(getattr(self._model.config, "image_seq_length", 1) or 1) - 1, 0)
+        for request in requests:
+            prompt = self._prompt(request.conversation, request.prefix)
+            length = len(self._processor.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+            length += per_image * len(request.conversation.images)
+            if length >= limit:
+                msg = (
+                    f"The prompt is about {length:,} tokens, but the model reads at most {limit:,}: "
+                    "shorten the question or the conversation."
+                )
+                raise ValueError(msg)
+        return requests
 
     # -- the worker thread --------------------------------------------------------
 
@@ -1001,6 +1025,9 @@ def _check_sample_request(request: SampleRequest) -> None:
     if any(not stop for stop in request.stop):
         msg = "SampleRequest.stop holds an empty string; remove it."
         raise ValueError(msg)
+
+
+_Request = TypeVar("_Request", SampleRequest, ChoiceRequest)
 
 
 def _checked_samples(requests: Sequence[SampleRequest]) -> list[SampleRequest]:

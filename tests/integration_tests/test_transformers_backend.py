@@ -266,3 +266,19 @@ def test_tools_go_through_the_chat_template_when_it_has_a_tool_format(tiny_llava
     )
     prompt = with_tool_format._prompt(conversation, "<SUMMARY>")
     assert prompt.startswith('TOOLS [{"type": "function"') and "You can call these tools" not in prompt
+
+
+def test_a_prompt_longer_than_the_context_fails_before_any_model_work(
+    backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_generate(*args, **kwargs):
+        raise AssertionError("the model ran")
+
+    monkeypatch.setattr(backend._model, "generate", no_generate)
+    limit = backend.context_length
+    assert limit is not None and limit > 0
+    long = Conversation((Turn("user", "How many circles? " * limit, (_png("red"),)),))
+    with pytest.raises(ValueError, match=rf"about [\d,]+ tokens, but the model reads at most {limit:,}"):
+        backend.sample([_greedy(long)])
+    with pytest.raises(ValueError, match="shorten"):
+        backend.choose([ChoiceRequest(long, prefix="The better response is")])
