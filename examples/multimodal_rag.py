@@ -1,6 +1,6 @@
 """Multimodal RAG: retrieve images and notes from a local store, answer with ChatLlavaCoT.
 
-    question -> KeywordRetriever (BM25 over each document's text) -> top documents
+    question -> KeywordRetriever (rank_bm25's BM25 over each document's text) -> top documents
              -> one HumanMessage: every retrieved image, the numbered notes, the question
              -> ChatLlavaCoT -> {"answer", "sources", "message"}
 
@@ -16,9 +16,7 @@ Run it with the demo model (once trained) or any local VLM folder::
 from __future__ import annotations
 
 import argparse
-import math
 import re
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,35 +35,28 @@ def tokenize(text: str) -> list[str]:
 
 
 class KeywordRetriever(BaseRetriever):
-    """BM25 keyword retrieval over documents held in memory (no embeddings, no network)."""
+    """BM25 keyword retrieval over documents held in memory (``rank_bm25``; no embeddings, no network).
+
+    Documents sharing no word with the question are never returned.
+    """
 
     documents: list[Document]
     k: int = 3
     """How many documents to return."""
-    k1: float = 1.5
-    b: float = 0.75
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
     ) -> list[Document]:
-        scored = [(self.score(query, doc), i) for i, doc in enumerate(self.documents)]
-        best = sorted((s for s in scored if s[0] > 0), key=lambda s: (-s[0], s[1]))[: self.k]
-        return [self.documents[i] for _, i in best]
+        from rank_bm25 import BM25Okapi
 
-    def score(self, query: str, document: Document) -> float:
-        """BM25 score of ``document`` for ``query``."""
         corpus = [tokenize(d.page_content) for d in self.documents]
-        words = tokenize(document.page_content)
-        counts, average = Counter(words), sum(map(len, corpus)) / max(len(corpus), 1)
-        total = 0.0
-        for term in set(tokenize(query)):
-            having = sum(term in doc for doc in corpus)
-            if not having or not counts[term]:
-                continue
-            idf = math.log(1 + (len(corpus) - having + 0.5) / (having + 0.5))
-            tf = counts[term]
-            total += idf * tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * len(words) / average))
-        return total
+        if not corpus:
+            return []
+        words = tokenize(query)
+        scores = BM25Okapi(corpus).get_scores(words)
+        matching = [i for i, doc in enumerate(corpus) if set(words) & set(doc)]
+        best = sorted(matching, key=lambda i: (-scores[i], i))[: self.k]
+        return [self.documents[i] for i in best]
 
 
 def build_prompt(inputs: dict[str, Any]) -> list[HumanMessage]:
