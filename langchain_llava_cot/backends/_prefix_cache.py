@@ -61,10 +61,12 @@ from typing import Any
 __all__ = [
     "KVPrefix",
     "PrefixCache",
+    "cache_argument",
     "common_length",
     "growing_cache",
     "growing_layer",
     "kv_layers",
+    "output_cache",
     "stack_left_padded",
 ]
 
@@ -193,6 +195,23 @@ class PrefixCache:
     def _drop(self, name: tuple[Hashable, tuple[int, ...]]) -> None:
         del self._entries[name]
         self._continuations.pop(name, None)
+
+
+def cache_argument(model: Any) -> str:
+    """The keyword a model's ``forward``/``generate`` takes its KV cache by.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns, and
+    goes in 5.40); older 5.x releases know only ``past_key_values``.
+    """
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def output_cache(output: Any) -> Any:
+    """The KV cache a forward pass or ``generate`` returned, under either name."""
+    found = output.get("cache") if hasattr(output, "get") else None
+    return found if found is not None else output.past_key_values
 
 
 def common_length(a: Sequence[int], b: Sequence[int]) -> int:

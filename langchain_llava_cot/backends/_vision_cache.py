@@ -44,6 +44,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+from langchain_llava_cot.backends._prefix_cache import cache_argument
+
 __all__ = [
     "ImageFeatureCache",
     "content_key",
@@ -130,7 +132,7 @@ class ImageFeatureCache:
         if keys is None:
             return kwargs
         if self._cross_layers:
-            kwargs["past_key_values"] = self._cross_attention_cache(keys)
+            kwargs[cache_argument(self._model)] = self._cross_attention_cache(keys)
             for name in ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask"):
                 kwargs.pop(name, None)
         else:
@@ -205,7 +207,7 @@ class ImageFeatureCache:
                 aspect_ratio_ids=kwargs["aspect_ratio_ids"][rows],
                 aspect_ratio_mask=kwargs["aspect_ratio_mask"][rows],
                 cross_attention_mask=torch.ones_like(kwargs["cross_attention_mask"][rows, :1]),
-                past_key_values=cache,
+                **{cache_argument(self._model): cache},
                 use_cache=True,
                 logits_to_keep=1,
             )

@@ -80,9 +80,11 @@ from langchain_llava_cot.backends._prefix_cache import (
     KVPrefix,
     Layers,
     PrefixCache,
+    cache_argument,
     common_length,
     growing_cache,
     kv_layers,
+    output_cache,
     stack_left_padded,
 )
 from langchain_llava_cot.backends._vision_cache import (
@@ -216,6 +218,7 @@ class TransformersBackend(VLMBackend):
             raise ValueError(msg)
         model.eval()
         self._model = model
+        self._cache_argument = cache_argument(model)
         self._processor = processor
         self._tokenizer = processor.tokenizer
         self._added_tokens: dict[str, int] = {
@@ -399,7 +402,7 @@ class TransformersBackend(VLMBackend):
         ]
         if prompts is not None:
             repeated = [prompt for prompt, request in zip(prompts, requests) for _ in range(request.n)]
-            self._keep_continuations(repeated, new_tokens, samples, out.past_key_values, prompt_length)
+            self._keep_continuations(repeated, new_tokens, samples, output_cache(out), prompt_length)
         grouped, start = [], 0
         for request in requests:
             grouped.append(samples[start : start + request.n])
@@ -485,7 +488,7 @@ class TransformersBackend(VLMBackend):
         self._model(
             input_ids=torch.tensor([prompt.ids[common:length]], device=device),
             attention_mask=torch.ones(1, length, dtype=torch.long, device=device),
-            past_key_values=cache,
+            **{self._cache_argument: cache},
             use_cache=True,
             logits_to_keep=1,
             **images,
@@ -528,7 +531,7 @@ class TransformersBackend(VLMBackend):
         inputs = {
             "input_ids": torch.tensor(input_ids, device=device),
             "attention_mask": torch.tensor(mask, device=device),
-            "past_key_values": self._batch_cache(stacked, ready, repeats),
+            self._cache_argument: self._batch_cache(stacked, ready, repeats),
             **self._cross_attention_inputs(rows, [len(p.ids) - width for p in rows], width),
         }
         return inputs, ready
@@ -843,7 +846,7 @@ class TransformersBackend(VLMBackend):
             input_ids=torch.tensor(input_ids, device=device),
             attention_mask=torch.tensor(mask, device=device),
             position_ids=torch.tensor(positions, device=device),
-            past_key_values=cache,
+            **{self._cache_argument: cache},
             use_cache=True,
             logits_to_keep=0 if logits else 1,
             **self._cross_attention_inputs(prompts, starts, width),
