@@ -308,9 +308,49 @@ class ChatLlavaCoT(BaseChatModel):
         )
         if tools and tool_choice != "none":
             conversation = replace(
-                conversation, tools_prompt=render_tools_prompt(tools, tool_choice), tools=tuple(tools)
+                conversation,
+                tools_prompt=render_tools_prompt(tools, tool_choice),
+                tools=tuple(tools),
+                tool_choice=tool_choice,
             )
         return SearchState(conversation=conversation)
+
+    def with_structured_output(
+        self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any
+    ) -> Runnable[Any, Any]:
+        """The model forced to answer with ``schema`` (a tool call decoded under its JSON schema).
+
+        Never returns None silently: an answer that does not parse raises
+        ``OutputParserException``, or, with ``include_raw=True``, comes back as
+        ``{"raw": message, "parsed": None, "parsing_error": error}``.
+        """
+        from operator import itemgetter
+
+        from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
+        from langchain_core.runnables import RunnableLambda, RunnablePassthrough
+        from langchain_core.utils.pydantic import is_basemodel_subclass
+
+        kwargs.pop("method", None), kwargs.pop("strict", None)
+        if kwargs:
+            msg = f"with_structured_output got unsupported arguments {sorted(kwargs)}."
+            raise TypeError(msg)
+        name = convert_to_openai_tool(schema)["function"]["name"]
+        llm = self.bind_tools(
+            [schema],
+            tool_choice=name,
+            ls_structured_output_format={"kwargs": {"method": "function_calling"}, "schema": schema},
+        )
+        parser: Runnable[Any, Any]
+        if isinstance(schema, type) and is_basemodel_subclass(schema):
+            parser = PydanticToolsParser(tools=[schema], first_tool_only=True)
+        else:
+            parser = JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+        parser = parser | RunnableLambda(_parsed_or_raise)
+        if not include_raw:
+            return llm | parser
+        parsed = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
+        failed = RunnablePassthrough.assign(parsed=lambda _: None)
+        return {"raw": llm} | parsed.with_fallbacks([failed], exception_key="parsing_error")
 
     def bind_tools(
         self,
@@ -607,6 +647,18 @@ def _normalise_tool_choice(choice: str | bool | dict[str, Any] | None, names: li
         return choice  # type: ignore[return-value]
     msg = f"tool_choice {choice!r} is not 'auto', 'any', 'none', True, or one of the bound tools {names}."
     raise ValueError(msg)
+
+
+def _parsed_or_raise(parsed: Any) -> Any:
+    if parsed is None:
+        from langchain_core.exceptions import OutputParserException
+
+        msg = (
+            "The answer holds no call in the requested schema. Forced calls are decoded under the "
+            "schema by the transformers backend; other backends rely on the model following the prompt."
+        )
+        raise OutputParserException(msg)
+    return parsed
 
 
 _MODEL_OPTIONS = frozenset({"model", "base_url", "device"})

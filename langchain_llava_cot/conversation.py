@@ -37,6 +37,17 @@ class Conversation:
     """Tool descriptions and calling format for the model, when tools are bound."""
     tools: tuple[dict[str, Any], ...] = field(default=())
     """The bound tools as OpenAI function schemas, for chat templates with a tool format."""
+    tool_choice: str | None = field(default=None)
+    """``any`` or a tool's name when a tool call is required; None or ``auto`` when optional."""
+
+    @property
+    def forced_tools(self) -> tuple[dict[str, Any], ...]:
+        """The tools one of which the answer must call (empty when no call is required)."""
+        if not self.tools or self.tool_choice in (None, "auto", "none"):
+            return ()
+        if self.tool_choice in ("any", "required"):
+            return self.tools
+        return tuple(t for t in self.tools if t.get("function", t).get("name") == self.tool_choice)
 
     @property
     def images(self) -> tuple[bytes, ...]:
@@ -59,6 +70,7 @@ class Conversation:
                 digest.update(hashlib.sha256(image).digest())
         digest.update((self.tools_prompt or "").encode())
         digest.update(json.dumps(self.tools, sort_keys=True).encode())
+        digest.update((self.tool_choice or "").encode())
         return digest.hexdigest()
 
     def with_user_turn(self, text: str) -> Conversation:

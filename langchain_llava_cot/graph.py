@@ -45,7 +45,7 @@ from langgraph.types import Overwrite
 from typing_extensions import NotRequired, TypedDict
 
 from langchain_llava_cot._calls import SampleCall, Step, adrive, drive, finished
-from langchain_llava_cot.backends.base import Sample, SampleRequest
+from langchain_llava_cot.backends.base import Sample, SampleRequest, ToolCallConstraint
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.judges import JudgeTask, Verdict
 from langchain_llava_cot.search import SearchContext
@@ -169,7 +169,10 @@ def _restore_conversation(current: Any, writes: Sequence[Any]) -> Conversation:
         if all(isinstance(t.images, tuple) for t in value.turns):
             return value
     turns = tuple(Turn(t.role, t.text, tuple(t.images)) for t in value.turns)
-    return Conversation(turns=turns, tools_prompt=value.tools_prompt)
+    tools = tuple(value.tools or ())
+    return Conversation(
+        turns=turns, tools_prompt=value.tools_prompt, tools=tools, tool_choice=value.tool_choice
+    )
 
 
 class SearchState(TypedDict):
@@ -273,6 +276,7 @@ def _expand(stage: Stage, state: SearchState, context: SearchContext) -> Step[di
     if left is not None:
         limit = min(limit, max(left, 1))
     stop = (span[-1].close_tag, *(context.stop if span[-1] is Stage.CONCLUSION else ()))
+    forced = state["conversation"].forced_tools if span[-1] is Stage.CONCLUSION else ()
     request = SampleRequest(
         conversation=state["conversation"],
         prefix=_prefix(_chosen_stages(state), stage),
@@ -282,6 +286,7 @@ def _expand(stage: Stage, state: SearchState, context: SearchContext) -> Step[di
         temperature=context.sampling_temperature,
         top_p=context.top_p if context.sampling_temperature > 0 else None,
         seed=None if context.seed is None else context.seed + len(state.get("steps") or []),
+        tool_call=ToolCallConstraint(forced) if forced else None,
     )
     started = time.perf_counter()
     [samples] = yield SampleCall((request,))

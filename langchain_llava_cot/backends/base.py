@@ -17,14 +17,50 @@ method in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from functools import cached_property
+from typing import Any, Literal
 
 from langchain_llava_cot.conversation import Conversation
 
-__all__ = ["ChoiceRequest", "ChoiceResult", "Sample", "SampleRequest", "VLMBackend"]
+__all__ = ["ChoiceRequest", "ChoiceResult", "Sample", "SampleRequest", "ToolCallConstraint", "VLMBackend"]
+
+
+@dataclass(frozen=True)
+class ToolCallConstraint:
+    """The continuation's conclusion must be one call of one of ``tools``, valid by construction.
+
+    Backends that decode under a grammar (the transformers backend, with xgrammar) make
+    the conclusion exactly ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``
+    with arguments that match the tool's JSON schema; others rely on the tools prompt.
+    """
+
+    tools: tuple[dict[str, Any], ...]
+    """The tools the call may name, as OpenAI function schemas."""
+
+    @cached_property
+    def key(self) -> str:
+        """A stable text of the tools: equal constraints have equal keys."""
+        return json.dumps(self.tools, sort_keys=True)
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON schema of one call: ``{"name": <a tool's name>, "arguments": <its parameters>}``."""
+        calls = []
+        for tool in self.tools:
+            function = tool.get("function", tool)
+            parameters = function.get("parameters") or {"type": "object", "properties": {}}
+            calls.append(
+                {
+                    "type": "object",
+                    "properties": {"name": {"const": function["name"]}, "arguments": parameters},
+                    "required": ["name", "arguments"],
+                    "additionalProperties": False,
+                }
+            )
+        return calls[0] if len(calls) == 1 else {"anyOf": calls}
 
 
 @dataclass(frozen=True)
@@ -41,6 +77,8 @@ class SampleRequest:
     """0 means greedy decoding."""
     top_p: float | None = None
     seed: int | None = None
+    tool_call: ToolCallConstraint | None = None
+    """When set, the conclusion this continuation writes must be one call of these tools."""
 
 
 @dataclass(frozen=True)

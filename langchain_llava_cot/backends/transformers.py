@@ -76,6 +76,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from langchain_llava_cot.backends._batching import BatchQueue, Job
+from langchain_llava_cot.backends._grammar import ToolCallGrammars, stages_to_write
 from langchain_llava_cot.backends._prefix_cache import (
     KVPrefix,
     Layers,
@@ -219,6 +220,8 @@ class TransformersBackend(VLMBackend):
         model.eval()
         self._model = model
         self._cache_argument = cache_argument(model)
+        vocab = getattr(getattr(model.config, "text_config", None) or model.config, "vocab_size", None)
+        self._grammars = ToolCallGrammars(processor.tokenizer, vocab or len(processor.tokenizer))
         self._processor = processor
         self._tokenizer = processor.tokenizer
         self._added_tokens: dict[str, int] = {
@@ -381,7 +384,7 @@ class TransformersBackend(VLMBackend):
         import torch
 
         rows = [request for request in requests for _ in range(request.n)]
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         first = requests[0]
         settings = self._generation_config(first, max(r.max_new_tokens for r in requests))
@@ -389,9 +392,15 @@ class TransformersBackend(VLMBackend):
             inputs, prompts = self._sample_inputs(requests, rows)
         prompt_length = inputs["input_ids"].shape[1]
         stops = StoppingCriteriaList([_RowStops(prompt_length, rows, self._decode, self._single_token_id)])
+        constrained = {}
+        if first.tool_call is not None:  # the group shares its constraint (see _group_key)
+            processor = self._grammars.processor(first.tool_call, first.prefix)
+            constrained["logits_processor"] = LogitsProcessorList([processor])
         self.generate_calls += 1
         with torch.inference_mode(), self._seeded(first):
-            out = self._model.generate(**inputs, generation_config=settings, stopping_criteria=stops)
+            out = self._model.generate(
+                **inputs, generation_config=settings, stopping_criteria=stops, **constrained
+            )
         new_tokens = out.sequences[:, prompt_length:].tolist()
         logprobs = _chosen_logprobs(out.logits, out.sequences[:, prompt_length:])
         prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
@@ -1060,13 +1069,15 @@ def _group_key(request: SampleRequest, caller: int) -> tuple:
     """Requests with equal keys can share one ``generate`` call.
 
     Seeded sampling keeps its caller in the key: a seeded call must give the same
-    samples whoever else is asking at the same time.
+    samples whoever else is asking at the same time. A forced tool call puts its grammar
+    in the key: one ``generate`` call decodes under one grammar.
     """
     has_images = bool(request.conversation.images)
+    grammar = None if request.tool_call is None else (request.tool_call.key, stages_to_write(request.prefix))
     if request.temperature == 0:
-        return (0.0, None, None, has_images)
+        return (0.0, None, None, has_images, grammar)
     owner = caller if request.seed is not None else None
-    return (request.temperature, request.top_p, request.seed, owner, has_images)
+    return (request.temperature, request.top_p, request.seed, owner, has_images, grammar)
 
 
 def _chunks(members: list, sizes: list[int], limit: int) -> Iterator[list]:

@@ -109,7 +109,9 @@ def test_structured_output_through_a_tool_call(schema):
         assert (result.count, result.colour) == (2, "red")
     else:
         assert result == {"colour": "red", "count": 2}
-    assert backend.sample_calls[0][0].conversation.tools_prompt.endswith("You must call at least one tool.")
+    assert backend.sample_calls[0][0].conversation.tools_prompt.endswith("You must call the tool Count.")
+    [conclusion] = backend.sample_calls[3]
+    assert [t["function"]["name"] for t in conclusion.tool_call.tools] == ["Count"]  # decoded under it
 
 
 def test_parse_tool_calls_keeps_text_around_calls():
@@ -147,3 +149,59 @@ def test_bound_tools_travel_as_schemas_too():
     ChatLlavaCoT(backend=backend, strategy="greedy").bind_tools([add]).invoke("?")
     [tool] = backend.sample_calls[0][0].conversation.tools
     assert tool["function"]["name"] == "add"
+
+
+# --- forced calls: the request says so, the answer never silently lacks one -----------------
+
+
+def test_a_forced_call_constrains_the_conclusion_request_only():
+    from langchain_llava_cot.backends.base import ToolCallConstraint
+
+    backend = scripted('<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>')
+    llm = ChatLlavaCoT(backend=backend, strategy="greedy")
+    llm.bind_tools([add, Count], tool_choice="any").invoke("red plus blue?")
+    constraints = [call[0].tool_call for call in backend.sample_calls]
+    assert constraints[:3] == [None, None, None] and isinstance(constraints[3], ToolCallConstraint)
+    assert [t["function"]["name"] for t in constraints[3].tools] == ["add", "Count"]
+
+    backend.sample_calls.clear()
+    llm.bind_tools([add, Count], tool_choice="Count").invoke("?")
+    assert [t["function"]["name"] for t in backend.sample_calls[3][0].tool_call.tools] == ["Count"]
+    backend.sample_calls.clear()
+    llm.bind_tools([add]).invoke("?")  # auto: the model may answer in words
+    assert all(call[0].tool_call is None for call in backend.sample_calls)
+
+
+def test_best_of_n_constrains_its_whole_answer_steps():
+    backend = scripted('<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>')
+    llm = ChatLlavaCoT(backend=backend, strategy="best_of_n", candidates=2, judge="likelihood")
+    llm.bind_tools([add], tool_choice="any").invoke("?")
+    request = backend.sample_calls[0][0]  # the whole answer, conclusion included
+    assert request.prefix == "<SUMMARY>" and request.tool_call is not None
+
+
+def test_the_constraint_schema_names_a_tool_and_its_arguments():
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    from langchain_llava_cot.backends.base import ToolCallConstraint
+
+    one = ToolCallConstraint((convert_to_openai_tool(add),)).json_schema()
+    assert one["properties"]["name"] == {"const": "add"}
+    assert one["properties"]["arguments"]["required"] == ["a", "b"] and one["required"] == [
+        "name",
+        "arguments",
+    ]
+    both = ToolCallConstraint((convert_to_openai_tool(add), convert_to_openai_tool(Count))).json_schema()
+    assert [option["properties"]["name"]["const"] for option in both["anyOf"]] == ["add", "Count"]
+
+
+def test_structured_output_never_returns_none_silently():
+    from langchain_core.exceptions import OutputParserException
+
+    backend = scripted("five")  # a backend that cannot constrain, and a model that ignored the prompt
+    llm = ChatLlavaCoT(backend=backend, strategy="greedy")
+    with pytest.raises(OutputParserException, match="no call in the requested schema"):
+        llm.with_structured_output(Count).invoke("How many red?")
+    raw = llm.with_structured_output(Count, include_raw=True).invoke("How many red?")
+    assert raw["parsed"] is None and isinstance(raw["parsing_error"], OutputParserException)
+    assert raw["raw"].content == "five"
