@@ -8,7 +8,7 @@ the tools' schemas (written as ``json.dumps`` writes it, the format the tools pr
 shows). The grammar starts after the request's prefix, which ends with the opening tag of
 the first stage to write.
 
->>> stages_to_write("<SUMMARY> count </SUMMARY>\\n\\n<CAPTION>")
+>>> stages_to_write("<SUMMARY> count </SUMMARY> <CAPTION>")
 ('caption', 'reasoning', 'conclusion')
 """
 
