@@ -120,6 +120,21 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
 
+DEMO_MODEL_NOTE = (
+    "The bundled demo model knows only drawings of up to six circles, squares and triangles "
+    "in four colours; pass --model for a real VLM."
+)
+
+
+def _quiet_loading() -> None:
+    """Keep transformers' weight-loading progress bars out of the command's output."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
+
+
 def _demo(args: argparse.Namespace) -> int:
     from langchain_llava_cot.demo import DEMO_QUESTION, demo_image_path
 
@@ -127,8 +142,7 @@ def _demo(args: argparse.Namespace) -> int:
     console = Console(stderr=args.json, highlight=False)
     console.print(f"[bold]Question:[/] {DEMO_QUESTION}  [dim](image: {args.image})[/]")
     console.print(
-        f"[dim]The bundled demo model knows only drawn shapes; search: {args.strategy}, "
-        f"{args.candidates} candidates, {args.judge} judge[/]\n"
+        f"[dim]{DEMO_MODEL_NOTE} Search: {args.strategy}, {args.candidates} candidates, {args.judge} judge.[/]\n"
     )
     return _ask(args)
 
@@ -140,6 +154,7 @@ def _ask(args: argparse.Namespace) -> int:
     if not args.image.is_file():
         msg = f"Image file {str(args.image)!r} does not exist."
         raise FileNotFoundError(msg)
+    _quiet_loading()
     llm = ChatLlavaCoT(
         model=args.model,
         base_url=args.base_url,
@@ -153,6 +168,8 @@ def _ask(args: argparse.Namespace) -> int:
     )
     message = image_message(args.image.read_bytes(), args.question)
     console = Console(stderr=args.json, highlight=False)
+    if args.model is None and args.base_url is None and args.run is _ask:
+        console.print(f"[dim]{DEMO_MODEL_NOTE}[/]")
     graph_input = llm.graph_input([message])
     with console.status("loading the model...") as status:
         context = llm.search_context()

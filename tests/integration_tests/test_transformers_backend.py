@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from langchain_core.messages import HumanMessage
 from PIL import Image, ImageDraw
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -282,3 +283,16 @@ def test_a_prompt_longer_than_the_context_fails_before_any_model_work(
         backend.sample([_greedy(long)])
     with pytest.raises(ValueError, match="shorten"):
         backend.choose([ChoiceRequest(long, prefix="The better response is")])
+
+
+def test_our_calls_raise_no_future_warning_from_transformers(tiny_vlm_path: Path) -> None:
+    """KV caches go to transformers under the name it takes (``cache`` from 5.24)."""
+    import warnings
+
+    from langchain_llava_cot import ChatLlavaCoT
+
+    llm = ChatLlavaCoT(model=str(tiny_vlm_path), candidates=2, seed=0, max_stage_tokens=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        message = llm.invoke([HumanMessage(content="How many circles?")])
+    assert message.response_metadata["llava_cot"]["steps"]
