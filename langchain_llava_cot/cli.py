@@ -141,9 +141,8 @@ def _demo(args: argparse.Namespace) -> int:
     args.image, args.question = demo_image_path(), DEMO_QUESTION
     console = Console(stderr=args.json, highlight=False)
     console.print(f"[bold]Question:[/] {DEMO_QUESTION}  [dim](image: {args.image})[/]")
-    console.print(
-        f"[dim]{DEMO_MODEL_NOTE} Search: {args.strategy}, {args.candidates} candidates, {args.judge} judge.[/]\n"
-    )
+    search = f"Search: {args.strategy}, {args.candidates} candidates, {args.judge} judge."
+    console.print(f"[dim]{DEMO_MODEL_NOTE} {search}[/]\n")
     return _ask(args)
 
 
