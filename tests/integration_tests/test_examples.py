@@ -58,6 +58,17 @@ def test_keyword_retriever_ranks_by_the_question_words():
     assert retriever.invoke("zebra") == []
 
 
+def test_keyword_retriever_ranks_with_rank_bm25(monkeypatch):
+    import rank_bm25
+
+    def reversed_scores(self, query):  # noqa: ANN001, ANN202
+        return [float(i) for i in range(len(self.doc_len))]  # later documents score higher
+
+    monkeypatch.setattr(rank_bm25.BM25Okapi, "get_scores", reversed_scores)
+    found = KeywordRetriever(documents=STORE, k=2).invoke("did the part with the red circle fail inspection?")
+    assert [d.id for d in found] == ["note-1", "img-blue"]  # still only documents sharing a word
+
+
 def test_rag_chain_answers_from_retrieved_images_and_notes_and_cites_them():
     backend = ScriptedBackend(SCRIPT)
     llm = ChatLlavaCoT(backend=backend, strategy="greedy")
