@@ -350,7 +350,7 @@ class VerifierJudge(Judge):
                 for t in distinct
             )
             results = yield ChoiceCall(requests, call_backend)
-            by_text = {t: r.logprobs[0] - r.logprobs[1] for t, r in zip(distinct, results)}
+            by_text = {t: _margin(*r.logprobs[:2]) for t, r in zip(distinct, results)}
             details = [f"logprob right-wrong={by_text[t]:.3f}" for t in distinct]
             method: Literal["logits", "generated"] = "logits"
             prompt, written = sum(r.prompt_tokens for r in results), 0
@@ -377,6 +377,11 @@ class VerifierJudge(Judge):
 _CHECK_PATTERN = re.compile(
     r"candidate is\s*(right|wrong)\b|\b(right|wrong|correct|incorrect)\b", re.IGNORECASE
 )
+
+
+def _margin(right: float, wrong: float) -> float:
+    """``right - wrong``; 0 when neither verdict was among a server's top tokens (both -inf)."""
+    return 0.0 if right == wrong else right - wrong
 
 
 def parse_check(text: str) -> float:

@@ -5,6 +5,7 @@ import pytest
 from fakes import ScriptedBackend
 
 from langchain_llava_cot._calls import adrive, drive
+from langchain_llava_cot.backends.base import ChoiceResult
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.judges import (
     VERDICT_PREFIX,
@@ -238,3 +239,14 @@ def test_precheck_is_for_the_reasoning_stage_only():
     backend = ScriptedBackend(script={}, prefer=score_by_number, check=lambda t: -1.0)
     verdict = drive(PairwiseJudge(seed=0).select(task(["c 1", "c 9"]), backend), backend)
     assert verdict.winner == 1 and len(backend.choice_calls) == 1
+
+
+def test_verifier_scores_zero_when_neither_verdict_was_among_the_top_tokens():
+    class Blind(ScriptedBackend):
+        def choose(self, requests):
+            self.choice_calls.append(requests)
+            return [ChoiceResult((float("-inf"), float("-inf"))) for _ in requests]
+
+    backend = Blind(script={})
+    verdict = drive(VerifierJudge().select(task(["a", "b"], logprobs=(-2.0, -1.0)), backend), backend)
+    assert verdict.scores == (0.0, 0.0) and verdict.winner == 1
