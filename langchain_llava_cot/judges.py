@@ -38,7 +38,7 @@ from typing import Literal, Union
 from langchain_llava_cot._calls import ChoiceCall, FunctionCall, SampleCall, Step, finished
 from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest, VLMBackend
 from langchain_llava_cot.conversation import Conversation
-from langchain_llava_cot.stages import ANSWER_CRITERION, Stage, render_answer
+from langchain_llava_cot.stages import ANSWER_CRITERION, STAGES, Stage, parse_answer, render_answer
 
 __all__ = [
     "VERDICT_PREFIX",
@@ -307,9 +307,10 @@ class VerifierJudge(Judge):
     (:func:`verifier_prompt`). The score is ``log p(right) - log p(wrong)`` read from one
     forward pass, all candidates in one batched call; where the backend cannot score
     choices the verdict is generated and parsed (``right`` +1, ``wrong`` -1, anything
-    else 0). Identical candidates are scored once. Ties go to the higher mean token
-    log-probability, then to the earlier candidate; when all candidates are the same
-    text, nothing is asked.
+    else 0). Whole answers (best-of-N) are scored stage by stage, and an answer scores
+    its weakest stage. Identical candidates are scored once. Ties go to the higher mean
+    token log-probability, then to the earlier candidate; when all candidates are the
+    same text, nothing is asked.
 
     ``backend`` scores with another model than the one that samples: a bigger VLM, or a
     served generative reward model.
@@ -321,6 +322,8 @@ class VerifierJudge(Judge):
     """Read verdicts from one forward pass; None does so whenever the backend can."""
     max_verdict_tokens: int = 16
     """Token limit of a generated verdict."""
+    answer_stages: tuple[Stage, ...] = (Stage.CAPTION, Stage.REASONING, Stage.CONCLUSION)
+    """The stages verified when whole answers are judged (best-of-N)."""
     name: str = field(default="verifier", init=False)
 
     def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
@@ -337,41 +340,62 @@ class VerifierJudge(Judge):
     def score(self, task: JudgeTask, scorer: VLMBackend) -> Step[Verdict]:
         """Each candidate's score, in a :class:`Verdict` whose winner is not chosen yet (0).
 
-        The scores are empty when every candidate is the same text (no call is made).
+        Whole answers (``task.stage`` None, best-of-N) are scored stage by stage, as a process
+        reward model scores steps: each of ``answer_stages`` is verified after the answer's own
+        earlier stages, and the answer's score is the lowest (its weakest stage). The scores
+        are empty when every candidate is the same text (no call is made).
         """
         distinct = list(dict.fromkeys(task.candidates))
         if len(distinct) == 1:
             return Verdict(0)  # all the same: nothing to tell apart, no call
         first = {text: task.candidates.index(text) for text in distinct}
+        checks = [(text, check) for text in distinct for check in self._checks(task, first[text])]
         call_backend = self.backend  # None: the call runs on the search's own backend
+        margins: list[float]
         if _reads_logits(scorer, self.read_logits):
             requests = tuple(
-                ChoiceRequest(verifier_prompt(task, first[t]), prefix=VERIFY_PREFIX, options=VERIFY_OPTIONS)
-                for t in distinct
+                ChoiceRequest(verifier_prompt(check, 0), prefix=VERIFY_PREFIX, options=VERIFY_OPTIONS)
+                for _, check in checks
             )
             results = yield ChoiceCall(requests, call_backend)
-            by_text = {t: _margin(*r.logprobs[:2]) for t, r in zip(distinct, results)}
-            details = [f"logprob right-wrong={by_text[t]:.3f}" for t in distinct]
+            margins = [_margin(*r.logprobs[:2]) for r in results]
+            details = [f"logprob right-wrong={m:.3f}" for m in margins]
             method: Literal["logits", "generated"] = "logits"
             prompt, written = sum(r.prompt_tokens for r in results), 0
         else:
             asks = tuple(
-                SampleRequest(
-                    verifier_prompt(task, first[t]), prefix="", max_new_tokens=self.max_verdict_tokens
-                )
-                for t in distinct
+                SampleRequest(verifier_prompt(check, 0), prefix="", max_new_tokens=self.max_verdict_tokens)
+                for _, check in checks
             )
             replies = yield SampleCall(asks, call_backend)
-            by_text = {t: parse_check(sample.text) for t, [sample] in zip(distinct, replies)}
+            margins = [parse_check(sample.text) for [sample] in replies]
             details = [sample.text for [sample] in replies]
             method = "generated"
             prompt = sum(s.prompt_tokens for [s] in replies)
             written = sum(s.completion_tokens for [s] in replies)
-        checks = tuple(
-            Comparison(first[t], first[t], first[t], method, detail) for t, detail in zip(distinct, details)
+        by_text: dict[str, list[float]] = {}
+        for (text, _), margin in zip(checks, margins):
+            by_text.setdefault(text, []).append(margin)
+        comparisons = tuple(
+            Comparison(first[text], first[text], first[text], method, detail)
+            for (text, _), detail in zip(checks, details)
         )
-        scores = tuple(by_text[text] for text in task.candidates)
-        return Verdict(0, checks, prompt, written, calls=1, scores=scores)
+        scores = tuple(min(by_text[text]) if text in by_text else None for text in task.candidates)
+        return Verdict(0, comparisons, prompt, written, calls=1, scores=scores)
+
+    def _checks(self, task: JudgeTask, index: int) -> list[JudgeTask]:
+        """The one-candidate questions that score candidate ``index``."""
+        if task.stage is not None:
+            return [replace(task, candidates=(task.candidates[index],), mean_logprobs=())]
+        stages = parse_answer(task.candidates[index]).stages
+        checks = []
+        for stage in self.answer_stages:
+            if stage in stages:
+                earlier = {s: stages[s] for s in STAGES[: STAGES.index(stage)] if s in stages}
+                checks.append(
+                    JudgeTask(task.conversation, stage, {**task.chosen, **earlier}, (stages[stage],))
+                )
+        return checks
 
 
 _CHECK_PATTERN = re.compile(

@@ -250,3 +250,33 @@ def test_verifier_scores_zero_when_neither_verdict_was_among_the_top_tokens():
     backend = Blind(script={})
     verdict = drive(VerifierJudge().select(task(["a", "b"], logprobs=(-2.0, -1.0)), backend), backend)
     assert verdict.scores == (0.0, 0.0) and verdict.winner == 1
+
+
+def test_verifier_scores_whole_answers_by_their_weakest_stage():
+    from langchain_llava_cot.stages import render_answer
+
+    def answer(caption, reasoning, conclusion):
+        return render_answer(
+            {
+                Stage.SUMMARY: "count",
+                Stage.CAPTION: caption,
+                Stage.REASONING: reasoning,
+                Stage.CONCLUSION: conclusion,
+            }
+        )
+
+    verdicts = {"cap ok": 2.0, "cap bad": -3.0, "why ok": 1.0, "why bad": -1.0, "3": 0.5, "4": 0.25}
+    backend = ScriptedBackend(script={}, check=lambda text: verdicts[text])
+    candidates = (
+        answer("cap bad", "why ok", "3"),
+        answer("cap ok", "why bad", "4"),
+        answer("cap ok", "why ok", "3"),
+    )
+    whole = JudgeTask(CONVERSATION, None, {}, candidates)
+    verdict = drive(VerifierJudge().select(whole, backend), backend)
+    assert verdict.scores == pytest.approx((-3.0, -1.0, 0.5)) and verdict.winner == 2
+    [call] = backend.choice_calls  # every stage of every answer in one batched call
+    assert len(call) == 9
+    asked = [request.conversation.question for request in call[:3]]
+    assert "Check one candidate for the caption stage" in asked[0]
+    assert "Earlier stages: <SUMMARY> count </SUMMARY>\n\n<CAPTION> cap bad </CAPTION>" in asked[1]
