@@ -320,7 +320,9 @@ class ChatLlavaCoT(BaseChatModel):
     ) -> Runnable[Any, Any]:
         """The model forced to answer with ``schema`` (a tool call decoded under its JSON schema).
 
-        Never returns None silently: an answer that does not parse raises
+        Every ``method`` (``function_calling``, ``json_schema``, ``json_mode``) is served the
+        same way, by a forced call whose JSON the transformers backend decodes under the
+        schema. Never returns None silently: an answer that does not parse raises
         ``OutputParserException``, or, with ``include_raw=True``, comes back as
         ``{"raw": message, "parsed": None, "parsing_error": error}``.
         """
@@ -330,7 +332,8 @@ class ChatLlavaCoT(BaseChatModel):
         from langchain_core.runnables import RunnableLambda, RunnablePassthrough
         from langchain_core.utils.pydantic import is_basemodel_subclass
 
-        kwargs.pop("method", None), kwargs.pop("strict", None)
+        kwargs.pop("method", None)  # every method is one: a call decoded under the schema
+        kwargs.pop("strict", None)
         if kwargs:
             msg = f"with_structured_output got unsupported arguments {sorted(kwargs)}."
             raise TypeError(msg)
@@ -396,6 +399,8 @@ class ChatLlavaCoT(BaseChatModel):
         options = dict(options)
         options.pop("ls_structured_output_format", None)
         tools, tool_choice = options.pop("tools", None), options.pop("tool_choice", None)
+        if tools and tool_choice is not None:  # per call, as bind_tools would have written it
+            tool_choice = _normalise_tool_choice(tool_choice, [t["function"]["name"] for t in tools])
         return self.graph_input(messages, tools, tool_choice), self.search_context(stop, **options)
 
     def _stream(

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
 
-__all__ = ["main"]
+__all__ = ["DEMO_MODEL_NOTE", "main", "one_line"]
 
 
 _DELEGATED = {

@@ -61,6 +61,7 @@ from langchain_llava_cot.stages import STAGES, Stage
 __all__ = [
     "GRID_STRATEGIES",
     "JUDGES",
+    "SEARCHES",
     "EvalReport",
     "StrategyResult",
     "StrategySpec",
@@ -160,7 +161,7 @@ def paired_difference(a: Sequence[bool], b: Sequence[bool], z: float = 1.96) -> 
         raise ValueError(msg)
     diffs = [int(x) - int(y) for x, y in zip(a, b)]
     mean = sum(diffs) / len(diffs)
-    spread = statistics.pstdev(diffs) if len(diffs) > 1 else 0.0
+    spread = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
     half = z * spread / math.sqrt(len(diffs))
     return mean, mean - half, mean + half
 
@@ -175,10 +176,6 @@ class StrategyResult:
     judge: str | None
     questions: int = 0
     accuracy: float = 0.0
-    accuracy_interval: tuple[float, float] = (0.0, 1.0)
-    """95% Wilson interval of the accuracy."""
-    vs_greedy: tuple[float, float, float] | None = None
-    """Accuracy minus greedy's on the same questions, with its paired 95% interval."""
     well_formed: float = 0.0
     pass_at_n: float = 0.0
     judge_agreement: float | None = None
@@ -194,6 +191,10 @@ class StrategyResult:
     """Share of chosen captions that list exactly the scene's objects."""
     follows_caption: float = 0.0
     """Share of conclusions that give the answer their own chosen caption implies."""
+    accuracy_interval: tuple[float, float] = (0.0, 1.0)
+    """95% Wilson interval of the accuracy."""
+    vs_greedy: tuple[float, float, float] | None = None
+    """Accuracy minus greedy's on the same questions, with its paired 95% interval."""
     records: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
 
@@ -370,7 +371,7 @@ def run_eval(
     model: str | Path | None = None,
     *,
     strategies: Iterable[str | StrategySpec] | None = None,
-    questions: int = 500,
+    questions: int = 100,
     split: str = "test",
     start: int = 0,
     temperature: float = 0.6,
@@ -478,6 +479,8 @@ def _compare_with_greedy(results: Sequence[StrategyResult]) -> None:
     if greedy is None:
         return
     base = [r["correct"] for r in greedy.records]
+    if not base:
+        return
     for result in results:
         if result is not greedy and len(result.records) == len(base):
             result.vs_greedy = paired_difference([r["correct"] for r in result.records], base)

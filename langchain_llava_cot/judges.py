@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 from abc import ABC, abstractmethod
@@ -52,15 +53,15 @@ __all__ = [
     "JudgeTask",
     "LikelihoodJudge",
     "PairwiseJudge",
-    "VerifierJudge",
     "Verdict",
+    "VerifierJudge",
     "human_judge_request",
     "pairwise_prompt",
-    "verdict_choice",
-    "verifier_prompt",
     "parse_check",
     "parse_verdict",
     "resolve_judge",
+    "verdict_choice",
+    "verifier_prompt",
 ]
 
 logger = logging.getLogger(__name__)
@@ -326,6 +327,11 @@ class VerifierJudge(Judge):
     """The stages verified when whole answers are judged (best-of-N)."""
     name: str = field(default="verifier", init=False)
 
+    def __post_init__(self) -> None:
+        if not self.answer_stages:
+            msg = "answer_stages must name at least one stage, e.g. (Stage.REASONING, Stage.CONCLUSION)."
+            raise ValueError(msg)
+
     def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
         """Score every distinct candidate in one batched call; keep the highest score."""
         scorer = self.backend or backend
@@ -350,14 +356,15 @@ class VerifierJudge(Judge):
             return Verdict(0)  # all the same: nothing to tell apart, no call
         first = {text: task.candidates.index(text) for text in distinct}
         checks = [(text, check) for text in distinct for check in self._checks(task, first[text])]
-        call_backend = self.backend  # None: the call runs on the search's own backend
+        if not checks:  # whole answers without any stage to verify
+            return Verdict(0, scores=(None,) * len(task.candidates))
         margins: list[float]
         if _reads_logits(scorer, self.read_logits):
             requests = tuple(
                 ChoiceRequest(verifier_prompt(check, 0), prefix=VERIFY_PREFIX, options=VERIFY_OPTIONS)
                 for _, check in checks
             )
-            results = yield ChoiceCall(requests, call_backend)
+            results = yield ChoiceCall(requests, scorer)
             margins = [_margin(*r.logprobs[:2]) for r in results]
             details = [f"logprob right-wrong={m:.3f}" for m in margins]
             method: Literal["logits", "generated"] = "logits"
@@ -367,7 +374,7 @@ class VerifierJudge(Judge):
                 SampleRequest(verifier_prompt(check, 0), prefix="", max_new_tokens=self.max_verdict_tokens)
                 for _, check in checks
             )
-            replies = yield SampleCall(asks, call_backend)
+            replies = yield SampleCall(asks, scorer)
             margins = [parse_check(sample.text) for [sample] in replies]
             details = [sample.text for [sample] in replies]
             method = "generated"
@@ -398,24 +405,29 @@ class VerifierJudge(Judge):
         return checks
 
 
-_CHECK_PATTERN = re.compile(
-    r"candidate is\s*(right|wrong)\b|\b(right|wrong|correct|incorrect)\b", re.IGNORECASE
-)
+_VERDICT_WORDS = re.compile(r"candidate is\s*(not\s+)?(right|wrong|correct|incorrect)\b", re.IGNORECASE)
+_BARE_WORDS = re.compile(r"\b(not\s+)?(right|wrong|correct|incorrect)\b", re.IGNORECASE)
+
+
+_MARGIN_LIMIT = 100.0
 
 
 def _margin(right: float, wrong: float) -> float:
-    """``right - wrong``; 0 when neither verdict was among a server's top tokens (both -inf)."""
-    return 0.0 if right == wrong else right - wrong
+    """``right - wrong``, kept finite (a verdict missing from a server's top tokens is -inf)."""
+    if right == wrong or math.isnan(right) or math.isnan(wrong):
+        return 0.0
+    return max(-_MARGIN_LIMIT, min(_MARGIN_LIMIT, right - wrong))
 
 
 def parse_check(text: str) -> float:
     """A generated verifier verdict as a score: +1 right, -1 wrong, 0 when it says neither."""
-    match = _CHECK_PATTERN.search(text)
-    if match is None:
+    matches = _VERDICT_WORDS.findall(text) or _BARE_WORDS.findall(text)
+    if not matches:
         logger.warning("Unparseable verifier verdict %r; scoring it 0.", text)
         return 0.0
-    word = (match.group(1) or match.group(2)).lower()
-    return 1.0 if word in ("right", "correct") else -1.0
+    negated, word = matches[-1]  # the verdict comes last, as in "The candidate is wrong."
+    right = word.lower() in ("right", "correct")
+    return 1.0 if right != bool(negated) else -1.0
 
 
 def _best(scores: Sequence[float | None], mean_logprobs: Sequence[float | None]) -> int:

@@ -18,6 +18,7 @@ backend is then created on first use and shared by every run in the process.
 
 from __future__ import annotations
 
+import numbers
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -66,8 +67,6 @@ class SearchContext:
     strategy: Strategy = "stage_beam"
     candidates: int = 4
     """Candidates per step (N). Ignored by ``greedy``."""
-    max_candidates: int = MAX_CANDIDATES
-    """The cap on ``candidates``; raise it if you mean more."""
     judge: JudgeSpec = DEFAULT_JUDGE
     temperature: float = 0.6
     """Sampling temperature of candidates; ``greedy`` always uses 0."""
@@ -87,6 +86,8 @@ class SearchContext:
     """Without ``backend``: an OpenAI-compatible server, e.g. ``http://127.0.0.1:8000/v1``."""
     device: str = "cpu"
     """Without ``backend``: device of an in-process model."""
+    max_candidates: int = MAX_CANDIDATES
+    """The cap on ``candidates``; raise it if you mean more."""
     resolved_judge: Judge = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -110,7 +111,7 @@ class SearchContext:
         if self.max_tokens is not None:
             _check_whole("max_tokens", self.max_tokens, low=1)
         if self.seed is not None:
-            _check_whole("seed", self.seed, low=0)
+            _check_whole("seed", self.seed, low=None)
         if self.base_url and not self.model:
             msg = "With base_url, name the served model too: SearchContext(base_url=..., model='<name>')."
             raise ValueError(msg)
@@ -163,19 +164,22 @@ def _stage_token_limits(option: int | Mapping[Stage | str, int] | None) -> dict[
     return limits
 
 
-def _check_whole(name: str, value: object, *, low: int) -> None:
-    """``value`` must be an int (not a bool) of at least ``low``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        msg = f"{name} must be a whole number of at least {low}, got {value!r}."
+def _check_whole(name: str, value: object, *, low: int | None) -> None:
+    """``value`` must be a whole number (not a bool), of at least ``low`` when given."""
+    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not whole or (low is not None and int(value) < low):  # type: ignore[call-overload]
+        bound = f" of at least {low}" if low is not None else ""
+        msg = f"{name} must be a whole number{bound}, got {value!r}."
         raise ValueError(msg)
 
 
 def _check_number(name: str, value: object, *, low: float, high: float | None = None) -> None:
     """``value`` must be a real number (not a bool) in ``[low, high]``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value:
         msg = f"{name} must be a number, got {value!r}."
         raise ValueError(msg)
-    if value < low or (high is not None and value > high):
+    number = float(value)  # type: ignore[arg-type]
+    if number < low or (high is not None and number > high):
         bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
         msg = f"{name} must be {bounds}, got {value!r}."
         raise ValueError(msg)

@@ -55,6 +55,7 @@ class ToolCallGrammars:
     def __init__(self, tokenizer: Any, vocab_size: int) -> None:
         self._tokenizer = tokenizer
         self._vocab_size = vocab_size
+        self._cache: dict[tuple[str, tuple[str, ...]], Any] = {}
 
     @functools.cached_property
     def _compiler(self) -> Any:
@@ -69,8 +70,14 @@ class ToolCallGrammars:
         info = xgr.TokenizerInfo.from_huggingface(self._tokenizer, vocab_size=self._vocab_size)
         return xgr.GrammarCompiler(info)
 
-    @functools.lru_cache(maxsize=64)  # noqa: B019 - one cache per backend, which lives as long
     def _compiled(self, tools_key: str, stages: tuple[str, ...]) -> Any:
+        if (tools_key, stages) not in self._cache:
+            if len(self._cache) >= 64:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[tools_key, stages] = self._compile(tools_key, stages)
+        return self._cache[tools_key, stages]
+
+    def _compile(self, tools_key: str, stages: tuple[str, ...]) -> Any:
         import xgrammar as xgr
 
         schema = ToolCallConstraint(tuple(json.loads(tools_key))).json_schema()

@@ -35,7 +35,9 @@ class ToolCallConstraint:
 
     Backends that decode under a grammar (the transformers backend, with xgrammar) make
     the conclusion exactly ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``
-    with arguments that match the tool's JSON schema; others rely on the tools prompt.
+    with arguments that match the tool's JSON schema, unless a token limit cuts it short;
+    earlier stages written in the same continuation (best-of-N) may not contain ``<``.
+    Other backends rely on the tools prompt.
     """
 
     tools: tuple[dict[str, Any], ...]

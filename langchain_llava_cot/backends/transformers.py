@@ -220,6 +220,7 @@ class TransformersBackend(VLMBackend):
         model.eval()
         self._model = model
         self._cache_argument = cache_argument(model)
+        self._counting_tokenizer = copy.deepcopy(processor.tokenizer)  # the worker pads with the other
         vocab = getattr(getattr(model.config, "text_config", None) or model.config, "vocab_size", None)
         self._grammars = ToolCallGrammars(processor.tokenizer, vocab or len(processor.tokenizer))
         self._processor = processor
@@ -334,7 +335,7 @@ class TransformersBackend(VLMBackend):
         per_image = max(int(getattr(self._model.config, "image_seq_length", 1) or 1) - 1, 0)
         for request in requests:
             prompt = self._prompt(request.conversation, request.prefix)
-            length = len(self._processor.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+            length = len(self._counting_tokenizer(prompt, add_special_tokens=False)["input_ids"])
             length += per_image * len(request.conversation.images)
             if length >= limit:
                 msg = (
@@ -1047,6 +1048,8 @@ def _checked_samples(requests: Sequence[SampleRequest]) -> list[SampleRequest]:
     for request in requests:
         _check_sample_request(request)
         _check_images(request.conversation)
+        if request.tool_call is not None:
+            stages_to_write(request.prefix)  # a constrained continuation starts after a stage's tag
     return list(requests)
 
 

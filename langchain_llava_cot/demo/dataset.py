@@ -48,12 +48,12 @@ from langchain_llava_cot.stages import Stage, render_answer
 
 __all__ = [
     "COLOURS",
-    "SMALL_TALK",
     "IMAGE_SIZE",
     "KINDS",
     "POSITIONS",
     "SHAPES",
     "SIZES",
+    "SMALL_TALK",
     "SPLITS",
     "Example",
     "Scene",

@@ -97,10 +97,13 @@ __all__ = [
     "TOOLS_CONFIG",
     "TrainConfig",
     "add_tool_prompt",
+    "VERIFIER_STAGES",
     "build_examples",
+    "caption_sequences",
     "judge_pair",
     "tool_examples",
     "train_demo",
+    "verifier_row",
 ]
 
 logger = logging.getLogger(__name__)
@@ -402,9 +405,7 @@ def build_examples(
     return sequences, pictures
 
 
-def caption_sequences(
-    processor: Any, pool_size: int, *, seed: int = 0, image_tokens: int = 9
-) -> list[Sequence_]:
+def caption_sequences(processor: Any, pool_size: int, *, image_tokens: int = 9) -> list[Sequence_]:
     """Summary+caption-only answers for the first ``pool_size`` answer examples (same pictures)."""
     sequences = []
     for i, example in enumerate(examples("train", pool_size)):
@@ -605,7 +606,7 @@ def train_demo(
     image_tokens = model.config.image_seq_length
     sequences, pictures = build_examples(processor, config, seed=seed, image_tokens=image_tokens)
     _check_layout(processor, examples("train", 1)[0], image_tokens)
-    captions = caption_sequences(processor, config.answers, seed=seed, image_tokens=image_tokens)
+    captions = caption_sequences(processor, config.answers, image_tokens=image_tokens)
     pixels = _pixels(processor, pictures)
     record["prepare_seconds"] = round(time.perf_counter() - started, 1)
     logger.info("Prepared %d sequences in %.0f s", len(sequences), record["prepare_seconds"])
@@ -614,7 +615,7 @@ def train_demo(
     rng = random.Random(seed)
     phases = [("captions", captions, config.caption_phase), ("all", sequences, 1.0)]
     for name, pool, until in phases:
-        while not trainer.done(until):
+        while pool and not trainer.done(until):
             for batch in _batches(pool, config.tokens_per_batch, rng):
                 if trainer.done(until):
                     break

@@ -83,6 +83,9 @@ def pretrain_vision_tower(
     """
     import torch
 
+    if not 0 < held_out < len(pixels):
+        msg = f"held_out ({held_out}) must leave pictures to train on and be at least 1 (got {len(pixels)})."
+        raise ValueError(msg)
     generator = torch.Generator().manual_seed(seed)
     hidden = tower.config.hidden_size
     head = torch.nn.Linear(hidden, CLASSES)

@@ -189,6 +189,10 @@ def test_parse_check_reads_the_verdict_word():
     assert parse_check("The candidate is wrong.") == -1.0
     assert parse_check("It is incorrect") == -1.0
     assert parse_check("no idea") == 0.0
+    assert parse_check("The candidate is not right.") == -1.0
+    assert parse_check("All right, the candidate is wrong.") == -1.0
+    assert parse_check("Not correct.") == -1.0
+    assert parse_check("Hmm, wrong at first, but the candidate is right.") == 1.0
 
 
 def test_verifier_with_its_own_backend_never_asks_the_sampler():
@@ -239,6 +243,21 @@ def test_precheck_is_for_the_reasoning_stage_only():
     backend = ScriptedBackend(script={}, prefer=score_by_number, check=lambda t: -1.0)
     verdict = drive(PairwiseJudge(seed=0).select(task(["c 1", "c 9"]), backend), backend)
     assert verdict.winner == 1 and len(backend.choice_calls) == 1
+
+
+def test_verifier_scores_stay_finite_when_one_verdict_is_missing_from_the_top_tokens():
+    class HalfBlind(ScriptedBackend):
+        def choose(self, requests):
+            return [
+                ChoiceResult((-0.5, float("-inf")))
+                if "good" in r.conversation.question
+                else ChoiceResult((float("-inf"), -0.5))
+                for r in requests
+            ]
+
+    backend = HalfBlind(script={})
+    verdict = drive(VerifierJudge().select(task(["bad", "good"]), backend), backend)
+    assert verdict.scores == (-100.0, 100.0) and verdict.winner == 1
 
 
 def test_verifier_scores_zero_when_neither_verdict_was_among_the_top_tokens():
