@@ -53,7 +53,7 @@ _STRATEGIES = ("greedy", "best_of_n", "stage_beam")
 MAX_CANDIDATES = 64
 """Default cap on ``candidates``: each candidate is a row of every batch, so a typo costs a lot."""
 
-DEFAULT_JUDGE: Literal["pairwise", "likelihood", "verifier"] = "pairwise"
+DEFAULT_JUDGE: Literal["pairwise", "likelihood", "verifier"] = "likelihood"
 """The judge used unless one is named: the one that ranks best on the demo model
 (``benchmarks/judge_rank.py``)."""
 

@@ -48,7 +48,7 @@ def question(*blocks):
 
 def llm(**options):
     backend = ScriptedBackend(SCRIPT, prefer=lambda t: t.count("three"))
-    return ChatLlavaCoT(backend=backend, candidates=2, seed=0, **options)
+    return ChatLlavaCoT(backend=backend, candidates=2, seed=0, **{"judge": "pairwise", **options})
 
 
 def test_invoke_returns_conclusion_reasoning_usage_and_search_record():

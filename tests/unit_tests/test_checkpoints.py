@@ -40,7 +40,7 @@ def image_copies(conn) -> int:
 
 def test_run_interrupted_after_a_stage_resumes_there_without_redoing_it(db, caplog):
     backend = ScriptedBackend(SCRIPT, prefer=prefers_three)
-    context = SearchContext(backend=backend, candidates=3, seed=0)
+    context = SearchContext(backend=backend, candidates=3, judge="pairwise", seed=0)
     graph = build_graph(checkpointer=saver(db), interrupt_after=["judge_caption"])
 
     paused = graph.invoke({"conversation": CONVERSATION}, CONFIG, context=context)
@@ -53,7 +53,7 @@ def test_run_interrupted_after_a_stage_resumes_there_without_redoing_it(db, capl
     resumed_graph = build_graph(checkpointer=saver(db))
     with caplog.at_level(logging.WARNING):
         done = resumed_graph.invoke(
-            None, CONFIG, context=SearchContext(backend=fresh_backend, candidates=3, seed=0)
+            None, CONFIG, context=SearchContext(backend=fresh_backend, candidates=3, judge="pairwise", seed=0)
         )
 
     assert [call[0].prefix.rsplit("<", 1)[-1] for call in fresh_backend.sample_calls] == [

@@ -39,7 +39,7 @@ def test_graph_drawing_has_one_expand_and_one_judge_node_per_stage(snapshot):
 
 def test_stage_beam_keeps_the_judged_best_at_every_stage():
     backend = ScriptedBackend(SCRIPT, prefer=prefers_three)
-    state = run(SearchContext(backend=backend, candidates=3, seed=0))
+    state = run(SearchContext(backend=backend, candidates=3, judge="pairwise", seed=0))
     assert state["chosen"] == {
         "summary": "count the red circles",
         "caption": "three red circles",
@@ -87,7 +87,7 @@ def test_best_of_n_samples_whole_answers_and_judges_once():
         ]
     }
     backend = ScriptedBackend(script, prefer=prefers_three)
-    state = run(SearchContext(backend=backend, strategy="best_of_n", candidates=2))
+    state = run(SearchContext(backend=backend, strategy="best_of_n", candidates=2, judge="pairwise"))
     assert len(backend.sample_calls) == 1 and backend.sample_calls[0][0].stop == ("</CONCLUSION>",)
     assert len(state["steps"]) == 1 and state["steps"][0]["span"] == [s.value for s in STAGES]
     assert state["chosen"] == {"summary": "s", "caption": "three", "reasoning": "r3", "conclusion": "3"}
@@ -130,7 +130,7 @@ def test_candidate_that_skips_to_another_stage_is_cut_at_that_tag():
 def test_malformed_candidates_still_compete_and_lose_to_the_better_one():
     script = dict(SCRIPT, **{Stage.CAPTION: [" <<garbage>> </CAPTION>", " three red circles </CAPTION>", ""]})
     backend = ScriptedBackend(script, prefer=prefers_three)
-    state = run(SearchContext(backend=backend, candidates=3, seed=1))
+    state = run(SearchContext(backend=backend, candidates=3, judge="pairwise", seed=1))
     assert state["chosen"]["caption"] == "three red circles"
 
 
