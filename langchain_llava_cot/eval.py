@@ -91,7 +91,7 @@ class StrategySpec:
 
 
 SEARCHES: tuple[str, ...] = ("best_of_n", "stage_beam")
-JUDGES: tuple[str, ...] = ("verifier", "pairwise", "likelihood")
+JUDGES: tuple[str, ...] = ("verifier", "pairwise", "likelihood", "vote")
 """The judges an eval can name (the human judge needs a person)."""
 
 
@@ -127,7 +127,8 @@ def default_strategies(judge: str | None = None) -> tuple[str, ...]:
 
 GRID_STRATEGIES: tuple[str, ...] = (
     "greedy",
-    *(f"{search}:{judge}:{n}" for search in SEARCHES for judge in JUDGES for n in (2, 4, 8)),
+    *(f"{search}:{judge}:{n}" for search in SEARCHES for judge in JUDGES[:3] for n in (2, 4, 8)),
+    *(f"best_of_n:vote:{n}" for n in (2, 4, 8)),
 )
 """The full grid (``--grid``): greedy, and both searches with every judge at N = 2, 4, 8."""
 
@@ -572,6 +573,7 @@ def plot(report: EvalReport, path: str | Path) -> Path:
         ("best_of_n", "likelihood"): ("tab:brown", "v"),
         ("best_of_n", "verifier"): ("tab:red", "P"),
         ("stage_beam", "verifier"): ("tab:purple", "*"),
+        ("best_of_n", "vote"): ("tab:olive", "X"),
         ("stage_beam", "pairwise"): ("tab:blue", "D"),
         ("stage_beam", "likelihood"): ("tab:green", "^"),
     }

@@ -45,6 +45,7 @@ __all__ = [
     "VERDICT_PREFIX",
     "VERIFY_OPTIONS",
     "VERIFY_PREFIX",
+    "BuiltinJudge",
     "Comparison",
     "FunctionJudge",
     "HumanJudge",
@@ -55,6 +56,7 @@ __all__ = [
     "PairwiseJudge",
     "Verdict",
     "VerifierJudge",
+    "VoteJudge",
     "human_judge_request",
     "pairwise_prompt",
     "parse_check",
@@ -62,6 +64,7 @@ __all__ = [
     "resolve_judge",
     "verdict_choice",
     "verifier_prompt",
+    "vote_key",
 ]
 
 logger = logging.getLogger(__name__)
@@ -456,6 +459,57 @@ def _reads_logits(backend: VLMBackend, read_logits: bool | None) -> bool:
 
 
 @dataclass
+class VoteJudge(Judge):
+    """Self-consistency: keep an answer whose conclusion most candidates share.
+
+    Conclusions are compared after :func:`vote_key` (case, spacing and a final full stop
+    ignored). The most common one wins; a tie goes to the conclusion whose best candidate
+    the ``tiebreak`` judge scores higher (by default the model's own likelihood, which asks
+    nothing), and within the winning conclusion the best-scored candidate is kept. Each
+    candidate's score in the record is its conclusion's share of the votes.
+    """
+
+    tiebreak: Judge | None = None
+    """A scoring judge for ties (None: the mean token log-probability)."""
+    name: str = field(default="vote", init=False)
+
+    def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
+        """Count the conclusions; break ties by score."""
+        keys = [vote_key(_conclusion_of(text, task.stage)) for text in task.candidates]
+        if self.tiebreak is None:
+            tie_scores: tuple[float | None, ...] = task.mean_logprobs
+            verdict = Verdict(0)
+        else:
+            verdict = yield from self.tiebreak.select(task, backend)
+            tie_scores = verdict.scores
+        counts = {key: keys.count(key) for key in keys}
+
+        def rank(i: int) -> tuple[int, float, int]:
+            score = tie_scores[i] if i < len(tie_scores) else None
+            return (counts[keys[i]], float("-inf") if score is None else score, -i)
+
+        winner = max(range(len(keys)), key=rank)
+        shares = tuple(counts[key] / len(keys) for key in keys)
+        return replace(verdict, winner=winner, scores=shares)
+
+
+def vote_key(conclusion: str) -> str:
+    """A conclusion as votes compare it: lower case, single spaces, no final full stop.
+
+    >>> vote_key("  Two Red squares. ")
+    'two red squares'
+    """
+    return " ".join(conclusion.lower().split()).rstrip(".").strip()
+
+
+def _conclusion_of(text: str, stage: Stage | None) -> str:
+    """The conclusion a candidate reaches: a whole answer's conclusion stage, or the text itself."""
+    if stage is None:
+        return parse_answer(text).stages.get(Stage.CONCLUSION, "")
+    return text
+
+
+@dataclass
 class FunctionJudge(Judge):
     """Wrap a function ``(JudgeTask) -> int`` (sync or async) as a judge."""
 
@@ -530,7 +584,8 @@ def _choice_error(answer: object, count: int) -> str | None:
     return None
 
 
-JudgeSpec = Union[Literal["pairwise", "likelihood", "verifier", "human"], Judge, Callable[[JudgeTask], int]]  # noqa: UP007
+BuiltinJudge = Literal["pairwise", "likelihood", "verifier", "vote", "human"]
+JudgeSpec = Union[BuiltinJudge, Judge, Callable[[JudgeTask], int]]  # noqa: UP007
 """What ``judge=`` accepts: a built-in name, a :class:`Judge`, or a function."""
 
 
@@ -544,12 +599,14 @@ def resolve_judge(spec: JudgeSpec, *, seed: int | None = None) -> Judge:
         return LikelihoodJudge()
     if spec == "verifier":
         return VerifierJudge()
+    if spec == "vote":
+        return VoteJudge()
     if spec == "human":
         return HumanJudge()
     if callable(spec):
         return FunctionJudge(spec)
     msg = (
-        f"Unknown judge {spec!r}: use 'pairwise', 'likelihood', 'verifier', 'human', a Judge, "
+        f"Unknown judge {spec!r}: use 'pairwise', 'likelihood', 'verifier', 'vote', 'human', a Judge, "
         "or a function (JudgeTask) -> int."
     )
     raise ValueError(msg)

@@ -33,7 +33,7 @@ def test_parse_strategy() -> None:
 def test_grid_has_every_judge_at_every_width_and_the_default_is_quick() -> None:
     judges = {parse_strategy(s).judge for s in GRID_STRATEGIES} - {None}
     widths = {parse_strategy(s).candidates for s in GRID_STRATEGIES if s != "greedy"}
-    assert judges == {"verifier", "pairwise", "likelihood"} and widths == {2, 4, 8}
+    assert judges == {"verifier", "pairwise", "likelihood", "vote"} and widths == {2, 4, 8}
     assert len(default_strategies()) == 3 and default_strategies("verifier")[2] == "stage_beam:verifier:4"
 
 

@@ -16,6 +16,7 @@ from langchain_llava_cot.judges import (
     LikelihoodJudge,
     PairwiseJudge,
     VerifierJudge,
+    VoteJudge,
     pairwise_prompt,
     parse_check,
     parse_verdict,
@@ -299,3 +300,42 @@ def test_verifier_scores_whole_answers_by_their_weakest_stage():
     asked = [request.conversation.question for request in call[:3]]
     assert "Check one candidate for the caption stage" in asked[0]
     assert "Earlier stages: <SUMMARY> count </SUMMARY>\n\n<CAPTION> cap bad </CAPTION>" in asked[1]
+
+
+# --- self-consistency -----------------------------------------------------------------------
+
+
+def whole(conclusion):
+    from langchain_llava_cot.stages import render_answer
+
+    return render_answer(
+        {Stage.SUMMARY: "s", Stage.CAPTION: "c", Stage.REASONING: "r", Stage.CONCLUSION: conclusion}
+    )
+
+
+def test_vote_keeps_the_most_common_conclusion_and_asks_nothing():
+    answers = (whole("3"), whole("2"), whole("2."), whole(" 2 "), whole("4"))
+    votes = JudgeTask(CONVERSATION, None, {}, answers, mean_logprobs=(-0.1, -0.9, -0.5, -0.7, -0.2))
+    backend = ScriptedBackend(script={})
+    verdict = drive(VoteJudge().select(votes, backend), backend)
+    assert verdict.winner == 2  # "2" wins 3 votes to 1; of the three, the likeliest
+    assert verdict.scores == pytest.approx((0.2, 0.6, 0.6, 0.6, 0.2))
+    assert not backend.choice_calls and not backend.sample_calls
+
+
+def test_vote_ties_go_to_the_tiebreak_judges_scores():
+    answers = (whole("yes"), whole("no"), whole("Yes"), whole("no"))
+    votes = JudgeTask(CONVERSATION, None, {}, answers, mean_logprobs=(-1.0, -0.2, -1.5, -0.3))
+    backend = ScriptedBackend(script={})
+    assert drive(VoteJudge().select(votes, backend), backend).winner == 1  # likelihood breaks the tie
+    scored = ScriptedBackend(script={}, check=lambda text: 1.0 if "yes" in text.lower() else -1.0)
+    by_verifier = drive(VoteJudge(tiebreak=VerifierJudge()).select(votes, scored), scored)
+    assert answers[by_verifier.winner].count("yes") or answers[by_verifier.winner].count("Yes")
+    assert by_verifier.scores == pytest.approx((0.5, 0.5, 0.5, 0.5))
+
+
+def test_vote_is_a_named_judge():
+    from langchain_llava_cot.judges import vote_key
+
+    assert isinstance(resolve_judge("vote"), VoteJudge)
+    assert vote_key("  Two  Red. ") == "two red"
