@@ -109,7 +109,10 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--candidates", type=int, default=4, help="candidates per step")
     parser.add_argument(
-        "--judge", choices=["verifier", "pairwise", "likelihood"], default=DEFAULT_JUDGE, help="who picks"
+        "--judge",
+        choices=["likelihood", "verifier", "pairwise", "vote"],
+        default=DEFAULT_JUDGE,
+        help="who picks",
     )
     parser.add_argument("--temperature", type=float, default=0.6, help="sampling temperature of candidates")
     parser.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
