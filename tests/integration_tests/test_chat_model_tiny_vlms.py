@@ -45,7 +45,9 @@ def backends():
 def model_for(path, backends, strategy):
     if path not in backends:
         backends[path] = TransformersBackend(path)
-    return ChatLlavaCoT(backend=backends[path], strategy=strategy, candidates=3, seed=0, max_stage_tokens=8)
+    return ChatLlavaCoT(
+        backend=backends[path], strategy=strategy, candidates=3, judge="pairwise", seed=0, max_stage_tokens=8
+    )
 
 
 @pytest.mark.parametrize("strategy", ["greedy", "stage_beam"])

@@ -20,6 +20,8 @@ def test_ask_prints_every_stage_and_the_answer(tiny_llava_path, tmp_path, capsys
             str(tiny_llava_path),
             "--candidates",
             "2",
+            "--judge",
+            "pairwise",
             "--seed",
             "0",
             "--max-stage-tokens",
