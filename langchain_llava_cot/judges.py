@@ -133,17 +133,12 @@ def pairwise_prompt(task: JudgeTask, first: int, second: int) -> Conversation:
 
     The demo model is trained on exactly this format (see ``langchain_llava_cot.demo``).
     """
-    label, criterion = _label_and_criterion(task.stage)
-    earlier = render_answer(task.chosen) if task.chosen else "none"
-    text = (
-        f"Question: {task.conversation.question}\n"
-        f"Earlier stages: {earlier}\n"
-        f"Compare two candidates for the {label}. {criterion}\n"
-        f"Response 1: {task.candidates[first]}\n"
-        f"Response 2: {task.candidates[second]}\n"
-        f'Which is better? Answer "{VERDICT_PREFIX} 1." or "{VERDICT_PREFIX} 2."'
+    return _judge_turn(
+        task,
+        "Compare two candidates",
+        [f"Response 1: {task.candidates[first]}", f"Response 2: {task.candidates[second]}"],
+        f'Which is better? Answer "{VERDICT_PREFIX} 1." or "{VERDICT_PREFIX} 2."',
     )
-    return task.conversation.with_user_turn(text)
 
 
 def verifier_prompt(task: JudgeTask, index: int) -> Conversation:
@@ -151,16 +146,26 @@ def verifier_prompt(task: JudgeTask, index: int) -> Conversation:
 
     The demo model is trained on exactly this format (see ``langchain_llava_cot.demo``).
     """
+    return _judge_turn(
+        task,
+        "Check one candidate",
+        [f"Candidate: {task.candidates[index]}"],
+        f'Is it right? Answer "{VERIFY_PREFIX} right." or "{VERIFY_PREFIX} wrong."',
+    )
+
+
+def _judge_turn(task: JudgeTask, ask: str, candidates: list[str], answer: str) -> Conversation:
+    """A judge's question after the picture: the question, the chosen stages, the candidates."""
     label, criterion = _label_and_criterion(task.stage)
     earlier = render_answer(task.chosen) if task.chosen else "none"
-    text = (
-        f"Question: {task.conversation.question}\n"
-        f"Earlier stages: {earlier}\n"
-        f"Check one candidate for the {label}. {criterion}\n"
-        f"Candidate: {task.candidates[index]}\n"
-        f'Is it right? Answer "{VERIFY_PREFIX} right." or "{VERIFY_PREFIX} wrong."'
-    )
-    return task.conversation.with_user_turn(text)
+    lines = [
+        f"Question: {task.conversation.question}",
+        f"Earlier stages: {earlier}",
+        f"{ask} for the {label}. {criterion}",
+        *candidates,
+        answer,
+    ]
+    return task.conversation.with_user_turn("\n".join(lines))
 
 
 def _label_and_criterion(stage: Stage | None) -> tuple[str, str]:
