@@ -33,7 +33,7 @@ import hashlib
 import io
 import random
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
@@ -275,24 +275,59 @@ class Example:
 # --- answers -------------------------------------------------------------------------
 
 
+def _criterion(f: Filter) -> str:
+    """What a walk looks for, in the words it checks each object with: ``red square``, ``small``."""
+    return " ".join(w for w in (f.size, f.colour, f.shape) if w)
+
+
+def _key(obj: Shape, f: Filter) -> str:
+    """The object's attributes that ``f`` names, in the order of :func:`_criterion`."""
+    named = ((obj.size, f.size), (obj.colour, f.colour), (obj.shape, f.shape))
+    return " ".join(value for value, wanted in named if wanted is not None)
+
+
 def _tally(objects: Sequence[Shape], f: Filter, off: int = 0) -> tuple[str, int]:
     """Walk the objects in caption order, keeping a running count of those ``f`` names.
 
-    ``The red squares: large red square at top left yes 1; small blue circle at center no.
-    That is 1.`` Each step copies the next object of the caption and decides one match,
-    and the count only ever goes up by one: a tiny model learns that far more easily
-    than picking the matching objects out of the caption in one go. ``off`` is added to
+    ``Count red square: large red square at top left: red square yes 1; small blue
+    circle at center: blue circle no. That is 1.`` Each step copies the next object of
+    the caption, writes its attributes that the criterion names, and decides one match
+    between those words and the criterion's, written in the same words. Every decision
+    is a comparison of two short, identical-looking phrases, the kind of copy-and-match
+    a tiny transformer learns; the count only ever goes up by one. ``off`` is added to
     the final count (a miscount, for wrong reasoning).
     """
     count, steps = 0, []
     for o in sorted(objects, key=_cell):
+        seen = f"{o.name} at {o.position}: {_key(o, f)}"
         if f.matches(o):
             count += 1
-            steps.append(f"{o.name} at {o.position} yes {count}")
+            steps.append(f"{seen} yes {count}")
         else:
-            steps.append(f"{o.name} at {o.position} no")
+            steps.append(f"{seen} no")
     walk = "; ".join(steps) if steps else "nothing"
-    return f"The {f.plural}: {walk}. That is {count + off}.", count + off
+    return f"Count {_criterion(f)}: {walk}. That is {count + off}.", count + off
+
+
+def _seek(objects: Sequence[Shape], wanted: str, key: Callable[[Shape], str]) -> tuple[str, Shape | None]:
+    """Walk the objects in caption order until ``key(object)`` is ``wanted``.
+
+    ``Find top right: small blue square at top left no; small red square at top right
+    yes`` (the key is the place), or ``Find red circle: large yellow circle at top
+    left: yellow circle no; ...`` The walk stops at the first match; the matching
+    object is returned with the text (None when nothing matches).
+    """
+    steps = []
+    for o in sorted(objects, key=_cell):
+        seen = f"{o.name} at {o.position}"
+        written = key(o)
+        if written != o.position:
+            seen = f"{seen}: {written}"
+        if written == wanted:
+            steps.append(f"{seen} yes")
+            return f"Find {wanted}: " + "; ".join(steps), o
+        steps.append(f"{seen} no")
+    return f"Find {wanted}: " + ("; ".join(steps) if steps else "nothing"), None
 
 
 def _caption(objects: Sequence[Shape]) -> str:
@@ -329,29 +364,34 @@ def write_stages(spec: Spec, objects: Sequence[Shape], *, error: str | None = No
         assert spec.attribute is not None and spec.cell is not None
         where = POSITIONS[spec.cell]
         summary = f"The question asks the {spec.attribute} of the object at {where}. I will find it."
-        there = [o for o in objects if o.cell == spec.cell]
-        if there:
-            value = getattr(there[0], spec.attribute)
-            reasoning = f"The object at {where} is the {there[0].name}. Its {spec.attribute} is {value}."
+        walk, found = _seek(objects, where, lambda o: o.position)
+        if found:
+            value = getattr(found, spec.attribute)
+            reasoning = f"{walk}. Its {spec.attribute} is {value}."
             answer = value
         else:
-            reasoning = f"No object is at {where}."
+            reasoning = f"{walk}. Nothing is at {where}: none."
             answer = "none"
     elif spec.kind == "spatial":
         assert spec.first is not None and spec.second is not None and spec.relation is not None
         a, b = spec.first, spec.second
         an, bn = f"{a.colour} {a.shape}", f"{b.colour} {b.shape}"
         summary = f"The question asks if the {an} is {spec.relation} the {bn}. I will compare their places."
-        fa, fb = _find(objects, a), _find(objects, b)
-        if not fa or not fb:
-            missing = an if not fa else bn
-            reasoning = f"There is no {missing}, so no."
+        horizontal = spec.relation in ("left of", "right of")
+        axis = "column" if horizontal else "row"
+
+        def place(o: Shape) -> int:
+            return (o.col if horizontal else o.row) + 1
+
+        walk_a, oa = _seek(objects, an, lambda o: f"{o.colour} {o.shape}")
+        walk_b, ob = _seek(objects, bn, lambda o: f"{o.colour} {o.shape}") if oa else ("", None)
+        if oa is None or ob is None:
+            missing = an if oa is None else bn
+            walks = " ".join(f"{w}." for w in (walk_a, walk_b) if w)
+            reasoning = f"{walks} There is no {missing}, so no."
             answer = "no"
         else:
-            oa, ob = fa[0], fb[0]
-            horizontal = spec.relation in ("left of", "right of")
-            axis = "column" if horizontal else "row"
-            va, vb = (oa.col, ob.col) if horizontal else (oa.row, ob.row)
+            va, vb = place(oa), place(ob)
             holds = {"left of": va < vb, "right of": va > vb, "above": va < vb, "below": va > vb}[
                 spec.relation
             ]
@@ -359,8 +399,8 @@ def write_stages(spec: Spec, objects: Sequence[Shape], *, error: str | None = No
             yes = "yes" if holds else "no"
             verdict = "is" if holds else "is not"
             reasoning = (
-                f"The {an} is at {oa.position}, {axis} {va + 1}. The {bn} is at {ob.position}, "
-                f"{axis} {vb + 1}. So the {an} {verdict} {spec.relation} the {bn}: {yes}."
+                f"{walk_a}, {axis} {va}. {walk_b}, {axis} {vb}. "
+                f"So {axis} {va} {verdict} {spec.relation} {axis} {vb}: {yes}."
             )
             answer = yes
     elif spec.kind == "comparison":
@@ -721,13 +761,9 @@ def wrong_stage(
         elif stage is Stage.REASONING:
             objects = _objects_of(example, chosen)
             error = rng.choice(["caption", "caption", "count", "flip", "last"])
-            if right.startswith("No object is at") and spec_cell_name(example):
-                made_up = Shape(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(list(SIZES)), 0)
-                attribute = example.spec.attribute or "colour"
-                text = (
-                    f"The object at {spec_cell_name(example)} is the {made_up.name}. "
-                    f"Its {attribute} is {getattr(made_up, attribute)}."
-                )
+            if example.spec.cell is not None and right.endswith(": none."):  # claim a made-up object
+                made_up = Shape(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(list(SIZES)), example.spec.cell)
+                text = write_stages(example.spec, (*objects, made_up))[Stage.REASONING]
             elif error == "last":  # the right steps, then a different final answer
                 head, _, tail = right.rstrip(".").rpartition(" ")
                 text = f"{head} {_other_answer(normalize_answer(tail) or tail, rng)}."

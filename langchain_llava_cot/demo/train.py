@@ -134,11 +134,11 @@ class TrainConfig:
     caption_phase: float = 0.1
     """Share of stage 2's steps spent on summary+caption-only sequences first: it makes the
     language model learn to read the image tokens before anything else."""
-    answers: int = 24_000
+    answers: int = 40_000
     """Answer sequences in the pool."""
     judge_pairs: int = 1_000
     """Judge pairs in the pool (each gives two sequences, one per order)."""
-    verifier_rows: int = 4_000
+    verifier_rows: int = 6_000
     """Verifier sequences: one candidate stage, right or wrong, and the verdict."""
     off_domain: int = 1_500
     """Requests the model cannot answer (small talk, no picture, other pictures)."""

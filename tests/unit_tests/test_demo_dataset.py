@@ -129,22 +129,66 @@ def test_right_reasoning_follows_a_wrong_caption() -> None:
         assert right_stage(example, Stage.CONCLUSION, chosen) == wrong[Stage.CONCLUSION]
 
 
-def test_counting_reasoning_walks_the_caption_with_a_running_count() -> None:
-    from langchain_llava_cot.demo.dataset import Filter, Shape, Spec
+def _three_objects() -> tuple:
+    from langchain_llava_cot.demo.dataset import Shape
 
-    objects = (
+    return (
         Shape("square", "red", "large", 0),
         Shape("circle", "blue", "small", 4),
         Shape("square", "red", "small", 8),
     )
+
+
+def test_counting_reasoning_checks_each_object_in_the_criterions_words() -> None:
+    from langchain_llava_cot.demo.dataset import Filter, Spec
+
     spec = Spec("count", "How many red squares are there?", first=Filter(colour="red", shape="square"))
-    reasoning = write_stages(spec, objects)[Stage.REASONING]
+    reasoning = write_stages(spec, _three_objects())[Stage.REASONING]
     assert reasoning == (
-        "The red squares: large red square at top left yes 1; small blue circle at center no; "
-        "small red square at bottom right yes 2. That is 2."
+        "Count red square: large red square at top left: red square yes 1; "
+        "small blue circle at center: blue circle no; "
+        "small red square at bottom right: red square yes 2. That is 2."
     )
-    assert write_stages(spec, objects, error="count")[Stage.REASONING].endswith("yes 2. That is 3.")
-    assert write_stages(spec, ())[Stage.REASONING] == "The red squares: nothing. That is 0."
+    assert write_stages(spec, _three_objects(), error="count")[Stage.REASONING].endswith("yes 2. That is 3.")
+    assert write_stages(spec, ())[Stage.REASONING] == "Count red square: nothing. That is 0."
+    small = Spec("count", "How many small objects are there?", first=Filter(size="small"))
+    assert write_stages(small, _three_objects())[Stage.REASONING].startswith(
+        "Count small: large red square at top left: large no; small blue circle at center: small yes 1;"
+    )
+
+
+def test_attribute_reasoning_walks_to_the_place_asked_about() -> None:
+    from langchain_llava_cot.demo.dataset import Spec
+
+    spec = Spec("attribute", "What colour is the object at center?", attribute="colour", cell=4)
+    stages = write_stages(spec, _three_objects())
+    assert stages[Stage.REASONING] == (
+        "Find center: large red square at top left no; small blue circle at center yes. Its colour is blue."
+    )
+    assert stages[Stage.CONCLUSION] == "blue"
+    empty = Spec("attribute", "What colour is the object at top right?", attribute="colour", cell=2)
+    stages = write_stages(empty, _three_objects())
+    assert stages[Stage.REASONING].endswith("small red square at bottom right no. Nothing is at top right: none.")
+    assert stages[Stage.CONCLUSION] == "none"
+
+
+def test_spatial_reasoning_finds_both_objects_then_compares_their_rows_or_columns() -> None:
+    from langchain_llava_cot.demo.dataset import Filter, Spec
+
+    red, blue = Filter(colour="red", shape="square"), Filter(colour="blue", shape="circle")
+    spec = Spec("spatial", "Is the blue circle below the red square?", first=blue, second=red, relation="below")
+    stages = write_stages(spec, _three_objects())
+    assert stages[Stage.REASONING] == (
+        "Find blue circle: large red square at top left: red square no; "
+        "small blue circle at center: blue circle yes, row 2. "
+        "Find red square: large red square at top left: red square yes, row 1. "
+        "So row 2 is below row 1: yes."
+    )
+    assert write_stages(spec, _three_objects(), error="flip")[Stage.REASONING].endswith(
+        "So row 2 is not below row 1: no."
+    )
+    green = Spec("spatial", "Is the green circle below the red square?", first=Filter(colour="green", shape="circle"), second=red, relation="below")
+    assert write_stages(green, _three_objects())[Stage.REASONING].endswith("There is no green circle, so no.")
 
 
 def test_off_domain_answers_are_four_short_stages_saying_what_the_model_knows() -> None:
