@@ -13,13 +13,15 @@ and beam write comparable lengths):
   project's engine: N candidates per stage in one ``generate`` call, the pairwise
   judge in ceil(log2 N) batched forward passes, image features cached, each prompt
   read once (the prefix KV cache carries from stage to stage and into the judge);
+- ``adaptive``: the same stage_beam with ``adaptive=True``: 2 candidates first, the
+  other N-2 only when those 2 differ;
 - ``reference``: the official scripts' procedure rebuilt from the same backend's
   primitives at batch size 1, with no image cache and no prefix cache (every call
   reads its whole prompt): per stage, N candidates sampled
   one at a time, then a random knockout of N-1 sequential comparisons, each a
   *generated* verdict (up to ``--verdict-tokens`` tokens) that is parsed.
 
-The three run interleaved (greedy, beam, reference, greedy, ...) ``--repeats`` times,
+The four run interleaved (greedy, beam, adaptive, reference, greedy, ...) ``--repeats`` times,
 and the medians are compared, so machine noise hits them alike. Each request gets its
 own picture, so the vision-encoder count per request is not flattered by the cache.
 Throughput runs ``c`` threads over one ``ChatLlavaCoT`` (stage_beam, unseeded so the
@@ -149,11 +151,14 @@ def side_by_side(args: argparse.Namespace, backend: Any, reference_backend: Any)
         max_stage_tokens=args.stage_tokens,
         seed=0,
     )
+    adaptive = beam.model_copy(update={"adaptive": True})
     greedy.invoke(_messages(1_998))  # warm-up: first-call allocations, lazy imports
     beam.invoke(_messages(1_999))
-    walls: dict[str, list[float]] = {"greedy": [], "stage_beam": [], "reference": []}
+    models = {"greedy": greedy, "stage_beam": beam, "adaptive": adaptive}
+    walls: dict[str, list[float]] = {"greedy": [], "stage_beam": [], "adaptive": [], "reference": []}
+    generated: dict[str, list[int]] = {name: [] for name in walls}
     details: dict[str, Any] = {}
-    vision_calls = {"greedy": 0, "stage_beam": 0, "reference": 0}
+    vision_calls = dict.fromkeys(walls, 0)
     for repeat in range(args.repeats):
         for name in walls:
             messages = _messages(repeat * 10 + len(walls[name]) + 100 * list(walls).index(name))
@@ -172,18 +177,20 @@ def side_by_side(args: argparse.Namespace, backend: Any, reference_backend: Any)
                     )
                 )
             else:
-                model = greedy if name == "greedy" else beam
-                seconds, message = _timed(lambda m=model, msgs=messages: m.invoke(msgs))
+                seconds, message = _timed(lambda m=models[name], msgs=messages: m.invoke(msgs))
                 details[name] = _usage(message)
+            generated[name].append(details[name]["output_tokens"])
             vision_calls[name] += backend.vision_encoder_calls - before
             walls[name].append(seconds)
     median = {name: statistics.median(values) for name, values in walls.items()}
     return {
         "wall_seconds_median": median,
         "wall_seconds_all": walls,
+        "generated_tokens_mean": {name: statistics.mean(values) for name, values in generated.items()},
         "last_run": details,
         "vision_encoder_calls_per_request": {k: v / args.repeats for k, v in vision_calls.items()},
         "stage_beam_over_greedy": median["stage_beam"] / median["greedy"],
+        "adaptive_over_greedy": median["adaptive"] / median["greedy"],
         "reference_over_stage_beam": median["reference"] / median["stage_beam"],
     }
 
@@ -352,8 +359,12 @@ def report(results: dict) -> str:
         "",
         f"greedy      {wall['greedy']:.3f} s   {side['last_run']['greedy']}",
         f"stage_beam  {wall['stage_beam']:.3f} s   {side['last_run']['stage_beam']}",
+        f"adaptive    {wall['adaptive']:.3f} s   {side['last_run']['adaptive']}",
         f"reference   {wall['reference']:.3f} s   {side['last_run']['reference']}",
-        f"stage_beam / greedy wall:     {side['stage_beam_over_greedy']:.2f}x   (target <= 2x)",
+        f"stage_beam / greedy wall:     {side['stage_beam_over_greedy']:.2f}x   (target <= 1.5x)",
+        f"adaptive / greedy wall:       {side['adaptive_over_greedy']:.2f}x   (target <= 1.2x)",
+        "generated tokens per request (mean): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in side["generated_tokens_mean"].items()),
         f"reference / stage_beam wall:  {side['reference_over_stage_beam']:.2f}x   (target >= 4x)",
         "vision-encoder calls per request: "
         + ", ".join(f"{k} {v:g}" for k, v in side["vision_encoder_calls_per_request"].items())

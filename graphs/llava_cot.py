@@ -24,7 +24,6 @@ deployments) at the module-level :data:`graph`; tests build their own with
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -33,29 +32,22 @@ from langgraph.channels.delta import DeltaChannel
 from langgraph.graph import START, StateGraph
 from langgraph.graph.message import _messages_delta_reducer
 from langgraph.runtime import Runtime
-from langgraph.types import Overwrite
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 from langchain_llava_cot.chat_models import convert_messages, message_from_state
 from langchain_llava_cot.conversation import Conversation
-from langchain_llava_cot.graph import StepRecord, Usage, _merge_chosen, add_search_nodes
-from langchain_llava_cot.graph import _add_usage as add_usage
-from langchain_llava_cot.graph import _Expansion as Expansion
+from langchain_llava_cot.graph import SearchProgress, add_search_nodes, fresh_search
 from langchain_llava_cot.search import SearchContext
 from langchain_llava_cot.stages import STAGES
 
 __all__ = ["ServedState", "graph", "make_graph"]
 
 
-class ServedState(TypedDict):
+class ServedState(SearchProgress):
     """A chat thread: its messages and the search for its latest question."""
 
     messages: Annotated[list[AnyMessage], DeltaChannel(_messages_delta_reducer)]
     """The conversation so far; stored as writes, so each image is stored once."""
-    chosen: NotRequired[Annotated[dict[str, str], _merge_chosen]]
-    pending: NotRequired[Expansion | None]
-    steps: NotRequired[Annotated[list[StepRecord], operator.add]]
-    usage: NotRequired[Annotated[Usage, add_usage]]
 
 
 class ServedInput(TypedDict):
@@ -72,12 +64,7 @@ def conversation_of(state: Mapping[str, Any]) -> Conversation:
 def prepare(state: ServedState) -> dict[str, Any]:
     """Check the request and start a fresh search for the latest question."""
     conversation_of(state)  # a bad image or message fails here, before any model call
-    return {
-        "chosen": Overwrite({}),
-        "pending": None,
-        "steps": Overwrite([]),
-        "usage": Overwrite(Usage(input_tokens=0, output_tokens=0, model_calls=0)),
-    }
+    return fresh_search()
 
 
 def respond(state: ServedState, runtime: Runtime[SearchContext]) -> dict[str, Any]:

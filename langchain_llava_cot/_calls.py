@@ -13,6 +13,7 @@ Search steps and judges are generators: they ``yield`` a call and receive its re
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ class FunctionCall:
 
     function: Callable[..., Any | Awaitable[Any]]
     argument: Any
+    blocking: bool = False
+    """A sync function that computes for long (a model's forward pass): async runs give it a thread."""
 
     def run(self, backend: VLMBackend) -> Any:
         result = self.function(self.argument)
@@ -68,7 +71,10 @@ class FunctionCall:
         return result
 
     async def arun(self, backend: VLMBackend) -> Any:
-        result = self.function(self.argument)
+        if self.blocking and not inspect.iscoroutinefunction(self.function):
+            result = await asyncio.to_thread(self.function, self.argument)
+        else:
+            result = self.function(self.argument)
         return await result if inspect.isawaitable(result) else result
 
 

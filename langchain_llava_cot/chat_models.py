@@ -56,7 +56,7 @@ from langchain_llava_cot.backends.base import VLMBackend
 from langchain_llava_cot.conversation import Conversation, Turn, check_request
 from langchain_llava_cot.graph import SearchState, build_graph
 from langchain_llava_cot.images import DEFAULT_MAX_PIXELS, read_base64_image, read_image_bytes
-from langchain_llava_cot.search import DEFAULT_JUDGE, MAX_CANDIDATES, SearchContext, Strategy
+from langchain_llava_cot.search import DEFAULT_JUDGE, MAX_CANDIDATES, RETRACE_Z, SearchContext, Strategy
 from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, render_answer, render_stage
 from langchain_llava_cot.tools import format_tool_calls, parse_tool_calls, render_tools_prompt
 
@@ -93,7 +93,7 @@ class ChatLlavaCoT(BaseChatModel):
     Key init args:
         model: local folder or hub id of an image-text-to-text model; None uses the
             bundled demo model.
-        strategy: ``"greedy"``, ``"best_of_n"`` or ``"stage_beam"``.
+        strategy: ``"greedy"``, ``"best_of_n"``, ``"vote"``, ``"stage_beam"`` or ``"retrace"``.
         candidates: candidates per step (N).
         judge: ``"likelihood"`` (default), ``"verifier"``, ``"pairwise"``, ``"vote"``, a Judge
             or a function.
@@ -138,9 +138,25 @@ class ChatLlavaCoT(BaseChatModel):
     api_key: SecretStr | None = None
     """API key of that server, if it needs one."""
     strategy: Strategy = "stage_beam"
-    """How to search: ``greedy``, ``best_of_n`` or ``stage_beam``."""
+    """How to search: ``greedy``, ``best_of_n``, ``vote``, ``stage_beam`` or ``retrace``."""
     candidates: int = 4
     """Candidates per step (N)."""
+    adaptive: bool = False
+    """stage_beam and retrace: sample ``adaptive_start`` candidates first, and the rest only
+    when they disagree and none scores ``confidence``."""
+    adaptive_start: int = 2
+    """Candidates of an adaptive step's first round."""
+    confidence: float | None = None
+    """Adaptive steps stop after the first round when the judge scores a candidate this high."""
+    keep: int = 2
+    """retrace: captions kept for the reasoning step."""
+    max_retraces: int = 3
+    """retrace: times the search may go back to sample captions again."""
+    retrace_threshold: float | None = None
+    """retrace: the score the ``keep``-th best reasoning must reach (None: mean + z x std of
+    the run's reasoning scores, ``retrace_z``)."""
+    retrace_z: float = RETRACE_Z
+    """retrace: z of the relative threshold (the paper's 0.2533)."""
     max_candidates: int = MAX_CANDIDATES
     """The cap on ``candidates`` (a typo like 1000 fails fast); raise it if you mean more."""
     judge: Any = DEFAULT_JUDGE
@@ -189,6 +205,7 @@ class ChatLlavaCoT(BaseChatModel):
 
     @field_validator(
         "candidates", "max_candidates", "max_tokens", "seed", "temperature", "top_p", "max_stage_tokens",
+        "adaptive_start", "confidence", "keep", "max_retraces", "retrace_threshold", "retrace_z",
         mode="before",
     )  # fmt: skip
     @classmethod
@@ -279,6 +296,13 @@ class ChatLlavaCoT(BaseChatModel):
             "max_stage_tokens": self.max_stage_tokens,
             "max_tokens": self.max_tokens,
             "seed": self.seed,
+            "adaptive": self.adaptive,
+            "adaptive_start": self.adaptive_start,
+            "confidence": self.confidence,
+            "keep": self.keep,
+            "max_retraces": self.max_retraces,
+            "retrace_threshold": self.retrace_threshold,
+            "retrace_z": self.retrace_z,
         }
         fixed = sorted(_MODEL_OPTIONS & set(overrides))
         if fixed:
@@ -413,7 +437,9 @@ class ChatLlavaCoT(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         graph_input, context = self._prepare(messages, stop, kwargs)
-        events = self.graph.stream(graph_input, context=context, stream_mode=["updates", "values"])
+        events = self.graph.stream(
+            graph_input, _child_config(run_manager), context=context, stream_mode=["updates", "values"]
+        )
         converter = _ChunkConverter(
             self.model_name,
             context.strategy,
@@ -435,7 +461,9 @@ class ChatLlavaCoT(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         graph_input, context = self._prepare(messages, stop, kwargs)
-        events = self.graph.astream(graph_input, context=context, stream_mode=["updates", "values"])
+        events = self.graph.astream(
+            graph_input, _child_config(run_manager), context=context, stream_mode=["updates", "values"]
+        )
         converter = _ChunkConverter(
             self.model_name,
             context.strategy,
@@ -448,6 +476,20 @@ class ChatLlavaCoT(BaseChatModel):
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
         yield converter.final_chunk()
+
+
+def _child_config(run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None) -> Any:
+    """The graph's config: its runs (and a judge model's) nest under this model's run."""
+    if run_manager is None:
+        return None
+    from langchain_core.callbacks import AsyncCallbackManager, CallbackManager
+
+    kind = AsyncCallbackManager if isinstance(run_manager, AsyncCallbackManagerForLLMRun) else CallbackManager
+    child = kind(handlers=[], parent_run_id=run_manager.run_id)
+    child.set_handlers(run_manager.inheritable_handlers)
+    child.add_tags(run_manager.inheritable_tags)
+    child.add_metadata(run_manager.inheritable_metadata)
+    return {"callbacks": child}
 
 
 class _ChunkConverter:

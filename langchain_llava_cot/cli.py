@@ -103,11 +103,16 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     parser.add_argument(
         "--strategy",
-        choices=["greedy", "best_of_n", "stage_beam"],
+        choices=["greedy", "best_of_n", "vote", "stage_beam", "retrace"],
         default="stage_beam",
         help="how to search",
     )
     parser.add_argument("--candidates", type=int, default=4, help="candidates per step")
+    parser.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="stage_beam, retrace: sample 2 first, the rest only if they differ",
+    )
     parser.add_argument(
         "--judge",
         choices=["likelihood", "verifier", "pairwise", "vote"],
@@ -162,6 +167,7 @@ def _ask(args: argparse.Namespace) -> int:
         base_url=args.base_url,
         strategy=args.strategy,
         candidates=args.candidates,
+        adaptive=args.adaptive,
         judge=args.judge,
         temperature=args.temperature,
         seed=args.seed,
@@ -215,6 +221,8 @@ def _print_step(console: Console, step: dict[str, Any]) -> None:
         ]
         how = f"{n} candidates, {len(compared)} comparisons"
         how += f", {len(failed)} failed the pre-check" if failed else ""
+    if step.get("stopped_early"):
+        how += f", stopped early on {step['stopped_early']}"
     seconds = step["sample_seconds"] + step["judge_seconds"]
     console.print(f"[bold cyan]{stage}[/] [dim]({how}, {seconds:.2f} s)[/]")
     for index, candidate in enumerate(step["candidates"]):
@@ -226,6 +234,13 @@ def _print_step(console: Console, step: dict[str, Any]) -> None:
         flags = f" [yellow]({'; '.join(candidate['problems'])})[/]" if candidate["problems"] else ""
         console.print(
             f" {mark} [{style}]{escape(text)}[/]{flags}" if style else f" {mark} {escape(text)}{flags}"
+        )
+    if retrace := step.get("retrace"):
+        verdict = "going back to the caption" if retrace["retraced"] else "kept"
+        score = "none" if retrace["kth_score"] is None else f"{retrace['kth_score']:+.2f}"
+        console.print(
+            f"   [yellow]try {retrace['attempt']}: score {score} against threshold "
+            f"{retrace['threshold']:+.2f}, {verdict}[/]"
         )
     console.print()
 

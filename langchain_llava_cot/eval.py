@@ -81,29 +81,39 @@ class StrategySpec:
     strategy: str
     candidates: int = 1
     judge: str | None = None
+    adaptive: bool = False
 
     @property
     def name(self) -> str:
-        """``greedy``, ``best_of_n:pairwise:4``, ``stage_beam:likelihood:8``."""
+        """``greedy``, ``best_of_n:pairwise:4``, ``stage_beam+adaptive:likelihood:8``."""
         if self.strategy == "greedy":
             return "greedy"
-        return f"{self.strategy}:{self.judge}:{self.candidates}"
+        return f"{self.strategy}{ADAPTIVE_SUFFIX if self.adaptive else ''}:{self.judge}:{self.candidates}"
 
 
-SEARCHES: tuple[str, ...] = ("best_of_n", "stage_beam")
+SEARCHES: tuple[str, ...] = ("best_of_n", "stage_beam", "vote", "retrace")
+ADAPTIVE_SUFFIX = "+adaptive"
+"""Appended to ``stage_beam`` or ``retrace`` in a spec: sample each step in rounds."""
 JUDGES: tuple[str, ...] = ("verifier", "pairwise", "likelihood", "vote")
 """The judges an eval can name (the human judge needs a person)."""
 
 
 def parse_strategy(text: str) -> StrategySpec:
-    """Read ``greedy`` or ``STRATEGY:JUDGE:N`` (e.g. ``stage_beam:verifier:4``)."""
+    """Read ``greedy`` or ``STRATEGY:JUDGE:N`` (e.g. ``stage_beam:verifier:4``).
+
+    ``stage_beam+adaptive`` and ``retrace+adaptive`` sample each step in rounds.
+    """
     if text == "greedy":
         return StrategySpec("greedy")
     parts = text.split(":")
-    if len(parts) != 3 or parts[0] not in SEARCHES or parts[1] not in JUDGES:
+    search = parts[0].removesuffix(ADAPTIVE_SUFFIX)
+    adaptive = parts[0].endswith(ADAPTIVE_SUFFIX)
+    known = search in SEARCHES and (not adaptive or search in ("stage_beam", "retrace"))
+    if len(parts) != 3 or not known or parts[1] not in JUDGES:
         msg = (
             f"Unknown strategy {text!r}. Write 'greedy' or STRATEGY:JUDGE:N with STRATEGY "
-            f"{' or '.join(SEARCHES)} and JUDGE {', '.join(JUDGES)}, e.g. stage_beam:verifier:4."
+            f"{', '.join(SEARCHES)} (stage_beam and retrace may end in {ADAPTIVE_SUFFIX}) and JUDGE "
+            f"{', '.join(JUDGES)}, e.g. stage_beam:verifier:4."
         )
         raise ValueError(msg)
     try:
@@ -113,7 +123,7 @@ def parse_strategy(text: str) -> StrategySpec:
     if n < 1:
         msg = f"N in {text!r} must be a whole number of at least 1, e.g. stage_beam:verifier:4."
         raise ValueError(msg)
-    return StrategySpec(parts[0], n, parts[1])
+    return StrategySpec(search, n, parts[1], adaptive)
 
 
 def default_strategies(judge: str | None = None) -> tuple[str, ...]:
@@ -127,10 +137,10 @@ def default_strategies(judge: str | None = None) -> tuple[str, ...]:
 
 GRID_STRATEGIES: tuple[str, ...] = (
     "greedy",
-    *(f"{search}:{judge}:{n}" for search in SEARCHES for judge in JUDGES[:3] for n in (2, 4, 8)),
+    *(f"{search}:{judge}:{n}" for search in SEARCHES[:2] for judge in JUDGES[:3] for n in (2, 4, 8)),
     *(f"best_of_n:vote:{n}" for n in (2, 4, 8)),
 )
-"""The full grid (``--grid``): greedy, and both searches with every judge at N = 2, 4, 8."""
+"""The full grid (``--grid``): greedy, and best_of_n and stage_beam with every judge at N = 2, 4, 8."""
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -292,6 +302,13 @@ def stage_oracle(example: Example, stage: str, text: str, chosen: dict[Stage, st
     return normalize_answer(text) == normalize_answer(expected)
 
 
+def _after(candidate: Mapping[str, Any], chosen: dict[Stage, str]) -> dict[Stage, str]:
+    """The stages a candidate follows: ``chosen``, with the kept caption it continues (retrace)."""
+    if "follows" not in candidate:
+        return chosen
+    return {**chosen, Stage.CAPTION: candidate["follows"]}
+
+
 def score_record(example: Example, content: str, record: dict[str, Any]) -> dict[str, Any]:
     """Score one search record against the example's ground truth."""
     steps = record.get("steps") or []
@@ -307,9 +324,13 @@ def score_record(example: Example, content: str, record: dict[str, Any]) -> dict
             stage_name = "answer"
         else:
             stage_name = step["stage"]
-            labels = [stage_oracle(example, stage_name, c["text"], chosen) for c in candidates]
+            labels = [stage_oracle(example, stage_name, c["text"], _after(c, chosen)) for c in candidates]
         if any(labels) and not all(labels):
             decisions.append((stage_name, labels[step["winner"]]))
+        if step.get("retrace", {}).get("retraced"):  # back to the caption: only the summary stays
+            chosen = {s: t for s, t in chosen.items() if s is Stage.SUMMARY}
+            continue
+        chosen = _after(winner, chosen)
         for name, text in winner["stages"].items():
             chosen[Stage(name)] = text
     stage_texts = record.get("chosen") or {}
@@ -511,6 +532,7 @@ def _ask(backend: Any, spec: StrategySpec, example: Example, options: dict[str, 
         backend=backend,
         strategy=spec.strategy,  # type: ignore[arg-type]
         candidates=spec.candidates,
+        adaptive=spec.adaptive,
         judge=spec.judge or "pairwise",
         temperature=options["temperature"],
         top_p=options["top_p"],

@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import operator
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from langchain_core.runnables import RunnableLambda
@@ -47,13 +49,16 @@ from typing_extensions import NotRequired, TypedDict
 from langchain_llava_cot._calls import SampleCall, Step, adrive, drive, finished
 from langchain_llava_cot.backends.base import Sample, SampleRequest, ToolCallConstraint
 from langchain_llava_cot.conversation import Conversation, Turn
-from langchain_llava_cot.judges import JudgeTask, Verdict
+from langchain_llava_cot.judges import Comparison, JudgeTask, Verdict, best_index
 from langchain_llava_cot.search import SearchContext
 from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, cut_stage, parse_answer, render_answer
 
 __all__ = [
     "CHECKPOINT_TYPES",
     "CandidateRecord",
+    "RetraceAttempt",
+    "RetraceProgress",
+    "SearchProgress",
     "SearchState",
     "StepRecord",
     "Usage",
@@ -61,6 +66,7 @@ __all__ = [
     "add_search_nodes",
     "build_graph",
     "checkpoint_serializer",
+    "fresh_search",
     "next_stage_node",
 ]
 
@@ -78,6 +84,8 @@ class CandidateRecord(TypedDict):
     problems: list[str]
     mean_logprob: float | None
     completion_tokens: int
+    follows: NotRequired[str]
+    """retrace, reasoning: the kept caption this candidate continues."""
 
 
 class StepRecord(TypedDict):
@@ -93,6 +101,25 @@ class StepRecord(TypedDict):
     """Each candidate's score, when the judge scores (verifier, likelihood); else None."""
     sample_seconds: float
     judge_seconds: float
+    stopped_early: NotRequired[str | None]
+    """Adaptive width: ``agreement`` or ``confidence`` when the first round was enough."""
+    kept: NotRequired[list[int]]
+    """retrace, caption step: the candidates kept, best first."""
+    retrace: NotRequired[RetraceAttempt]
+    """retrace, reasoning step: how this attempt went."""
+
+
+class RetraceAttempt(TypedDict):
+    """One try at the reasoning stage under ``strategy="retrace"``."""
+
+    attempt: int
+    """1 for the first try, 2 after the first retrace, and so on."""
+    threshold: float
+    kth_score: float | None
+    """The ``keep``-th best reasoning score of this try, compared with the threshold."""
+    passed: bool
+    retraced: bool
+    """Whether the search went back to the caption after this try."""
 
 
 class Usage(TypedDict):
@@ -108,6 +135,21 @@ class _Expansion(TypedDict):
     span: list[str]
     candidates: list[CandidateRecord]
     sample_seconds: float
+    groups: NotRequired[list[list[int]]]
+    """retrace reasoning: the candidates that follow each kept caption."""
+    verdict: NotRequired[dict[str, Any] | None]
+    """Adaptive width: the judge's verdict on a first round that was enough."""
+    stopped_early: NotRequired[str | None]
+
+
+class RetraceProgress(TypedDict):
+    """What retracing has seen so far in one run."""
+
+    attempts: int
+    scores: list[float]
+    """Every reasoning score seen, for the threshold."""
+    best: dict[str, Any] | None
+    """The best reasoning seen, with its caption: ``{"score", "stages"}``."""
 
 
 def _merge_chosen(left: dict[str, str], right: dict[str, str]) -> dict[str, str]:
@@ -175,17 +217,37 @@ def _restore_conversation(current: Any, writes: Sequence[Any]) -> Conversation:
     )
 
 
-class SearchState(TypedDict):
-    """The state of one search."""
+class SearchProgress(TypedDict):
+    """The search's own keys, in any graph that runs the search nodes."""
 
-    conversation: Annotated[Conversation, WrittenOnce(_restore_conversation)]
-    """The request; stored once per run (see :class:`WrittenOnce`)."""
     chosen: NotRequired[Annotated[dict[str, str], _merge_chosen]]
     """The chosen text of each stage so far, by stage name."""
     pending: NotRequired[_Expansion | None]
     """Candidates waiting for their judge."""
     steps: NotRequired[Annotated[list[StepRecord], operator.add]]
     usage: NotRequired[Annotated[Usage, _add_usage]]
+    frontier: NotRequired[list[str] | None]
+    """retrace: the captions kept for the reasoning step, best first."""
+    retrace: NotRequired[RetraceProgress | None]
+
+
+class SearchState(SearchProgress):
+    """The state of one search."""
+
+    conversation: Annotated[Conversation, WrittenOnce(_restore_conversation)]
+    """The request; stored once per run (see :class:`WrittenOnce`)."""
+
+
+def fresh_search() -> dict[str, Any]:
+    """The state update that starts a new search in a graph that already ran one."""
+    return {
+        "chosen": Overwrite({}),
+        "pending": None,
+        "steps": Overwrite([]),
+        "usage": Overwrite(Usage(input_tokens=0, output_tokens=0, model_calls=0)),
+        "frontier": None,
+        "retrace": None,
+    }
 
 
 CHECKPOINT_TYPES: tuple[type, ...] = (Conversation, Turn)
@@ -269,7 +331,14 @@ def _leading_stages(found: dict[Stage, str], span: tuple[Stage, ...]) -> dict[St
     return kept
 
 
-def _expand(stage: Stage, state: SearchState, context: SearchContext) -> Step[dict[str, Any]]:
+_ROUND_SEED = 7919
+"""Added to the seed of an adaptive step's second round, so it does not repeat the first."""
+
+
+def _sample_request(
+    stage: Stage, state: SearchState, context: SearchContext, chosen: dict[Stage, str] | None = None
+) -> SampleRequest:
+    """The request of one step: ``context.width`` continuations of the chosen prefix."""
     span = context.span(stage)
     limit = context.token_limit(span)
     left = _tokens_left(state, context)
@@ -277,9 +346,9 @@ def _expand(stage: Stage, state: SearchState, context: SearchContext) -> Step[di
         limit = min(limit, max(left, 1))
     stop = (span[-1].close_tag, *(context.stop if span[-1] is Stage.CONCLUSION else ()))
     forced = state["conversation"].forced_tools if span[-1] is Stage.CONCLUSION else ()
-    request = SampleRequest(
+    return SampleRequest(
         conversation=state["conversation"],
-        prefix=_prefix(_chosen_stages(state), stage),
+        prefix=_prefix(_chosen_stages(state) if chosen is None else chosen, stage),
         n=context.width,
         stop=stop,
         max_new_tokens=limit,
@@ -288,21 +357,106 @@ def _expand(stage: Stage, state: SearchState, context: SearchContext) -> Step[di
         seed=None if context.seed is None else context.seed + len(state.get("steps") or []),
         tool_call=ToolCallConstraint(forced) if forced else None,
     )
+
+
+def _sampling_usage(samples: Sequence[Sample], calls: int = 1) -> Usage:
+    return Usage(
+        input_tokens=sum(s.prompt_tokens for s in samples),
+        output_tokens=sum(s.completion_tokens for s in samples),
+        model_calls=calls,
+    )
+
+
+def _verdict_usage(verdict: Verdict) -> Usage:
+    return Usage(
+        input_tokens=verdict.prompt_tokens, output_tokens=verdict.completion_tokens, model_calls=verdict.calls
+    )
+
+
+def _judge_task(
+    stage: Stage, span: Sequence[str], state: SearchState, candidates: Sequence[CandidateRecord],
+    chosen: dict[Stage, str] | None = None,
+) -> JudgeTask:  # fmt: skip
+    return JudgeTask(
+        conversation=state["conversation"],
+        stage=stage if len(span) == 1 else None,
+        chosen=_chosen_stages(state) if chosen is None else chosen,
+        candidates=tuple(c["text"] for c in candidates),
+        mean_logprobs=tuple(c["mean_logprob"] for c in candidates),
+    )
+
+
+def _expand(stage: Stage, state: SearchState, context: SearchContext) -> Step[dict[str, Any]]:
+    span = context.span(stage)
     started = time.perf_counter()
-    [samples] = yield SampleCall((request,))
-    seconds = time.perf_counter() - started
-    candidates = [_candidate(span, sample) for sample in samples]
+    if context.strategy == "retrace" and stage is Stage.REASONING and state.get("frontier"):
+        pending, usage = yield from _expand_frontier(state, context)
+    elif context.adaptive and context.width > 1:
+        pending, usage = yield from _expand_in_rounds(stage, state, context)
+    else:
+        [samples] = yield SampleCall((_sample_request(stage, state, context),))
+        pending, usage = {"candidates": [_candidate(span, s) for s in samples]}, _sampling_usage(samples)
+    candidates = pending["candidates"]
     get_stream_writer()({"event": "candidates", "stage": stage.value, "candidates": candidates})
-    return {
-        "pending": _Expansion(
-            stage=stage.value, span=[s.value for s in span], candidates=candidates, sample_seconds=seconds
-        ),
-        "usage": Usage(
-            input_tokens=sum(s.prompt_tokens for s in samples),
-            output_tokens=sum(s.completion_tokens for s in samples),
-            model_calls=1,
-        ),
-    }
+    expansion = _Expansion(
+        stage=stage.value,
+        span=[s.value for s in span],
+        sample_seconds=time.perf_counter() - started,
+        **pending,  # type: ignore[typeddict-item]
+    )
+    return {"pending": expansion, "usage": usage}
+
+
+def _expand_in_rounds(stage: Stage, state: SearchState, context: SearchContext) -> Step[tuple[dict, Usage]]:
+    """Adaptive width: ``adaptive_start`` candidates, then the rest only if they are not enough.
+
+    The first round is enough when its candidates are all the same text, or when the
+    judge scores one of them at least ``confidence`` (that verdict is kept for the judge).
+    """
+    span = context.span(stage)
+    request = _sample_request(stage, state, context)
+    first = replace(request, n=min(context.adaptive_start, request.n))
+    [samples] = yield SampleCall((first,))
+    usage = _sampling_usage(samples)
+    candidates = [_candidate(span, s) for s in samples]
+    if len(candidates) == request.n:
+        return {"candidates": candidates, "stopped_early": None}, usage
+    if len({c["text"].strip() for c in candidates}) == 1:
+        return {"candidates": candidates, "stopped_early": "agreement"}, usage
+    if context.confidence is not None:
+        task = _judge_task(stage, [s.value for s in span], state, candidates)
+        verdict = yield from context.resolved_judge.select(task, context.get_backend())
+        usage = _add_usage(usage, _verdict_usage(verdict))
+        if any(score is not None and score >= context.confidence for score in verdict.scores):
+            kept = {"winner": verdict.winner, "scores": list(verdict.scores),
+                    "comparisons": [vars(c) for c in verdict.comparisons]}  # fmt: skip
+            return {"candidates": candidates, "stopped_early": "confidence", "verdict": kept}, usage
+    seed = None if request.seed is None else request.seed + _ROUND_SEED
+    [more] = yield SampleCall((replace(request, n=request.n - first.n, seed=seed),))
+    usage = _add_usage(usage, _sampling_usage(more))
+    return {"candidates": candidates + [_candidate(span, s) for s in more], "stopped_early": None}, usage
+
+
+def _expand_frontier(state: SearchState, context: SearchContext) -> Step[tuple[dict, Usage]]:
+    """retrace, reasoning: ``candidates // keep`` continuations of each kept caption, in one call."""
+    frontier = state["frontier"] or []
+    chosen = _chosen_stages(state)
+    per_caption = max(1, context.width // len(frontier))
+    requests = tuple(
+        replace(
+            _sample_request(Stage.REASONING, state, context, {**chosen, Stage.CAPTION: caption}),
+            n=per_caption,
+        )
+        for caption in frontier
+    )
+    results = yield SampleCall(requests)
+    candidates: list[CandidateRecord] = []
+    groups: list[list[int]] = []
+    for caption, samples in zip(frontier, results):
+        groups.append(list(range(len(candidates), len(candidates) + len(samples))))
+        candidates += [CandidateRecord(**_candidate((Stage.REASONING,), s), follows=caption) for s in samples]
+    usage = _sampling_usage([s for samples in results for s in samples])
+    return {"candidates": candidates, "groups": groups}, usage
 
 
 def _judge(stage: Stage, state: SearchState, context: SearchContext) -> Step[dict[str, Any]]:
@@ -311,21 +465,19 @@ def _judge(stage: Stage, state: SearchState, context: SearchContext) -> Step[dic
         msg = f"judge_{stage.value} ran without candidates of its stage; the graph was entered mid-step."
         raise RuntimeError(msg)
     candidates = pending["candidates"]
-    judge = context.resolved_judge if len(candidates) > 1 else None
+    judge = context.resolved_judge if len(candidates) > 1 or pending.get("groups") else None
     started = time.perf_counter()
-    if judge is None:
+    if pending.get("groups"):
+        verdict = yield from _judge_groups(stage, state, context, pending)
+    elif pending.get("verdict"):  # an adaptive first round the judge already scored
+        kept = pending["verdict"]
+        comparisons = tuple(Comparison(**c) for c in kept["comparisons"])
+        verdict = Verdict(kept["winner"], comparisons, scores=tuple(kept["scores"]))
+    elif judge is None:
         verdict = yield from finished(Verdict(0))
     else:
-        task = JudgeTask(
-            conversation=state["conversation"],
-            stage=stage if len(pending["span"]) == 1 else None,
-            chosen=_chosen_stages(state),
-            candidates=tuple(c["text"] for c in candidates),
-            mean_logprobs=tuple(c["mean_logprob"] for c in candidates),
-        )
+        task = _judge_task(stage, pending["span"], state, candidates)
         verdict = yield from judge.select(task, context.get_backend())
-    seconds = time.perf_counter() - started
-    winner = candidates[verdict.winner]
     step = StepRecord(
         stage=stage.value,
         span=pending["span"],
@@ -335,19 +487,105 @@ def _judge(stage: Stage, state: SearchState, context: SearchContext) -> Step[dic
         comparisons=[vars(c) for c in verdict.comparisons],
         scores=list(verdict.scores) if verdict.scores else None,
         sample_seconds=pending["sample_seconds"],
-        judge_seconds=seconds,
+        judge_seconds=time.perf_counter() - started,
     )
-    get_stream_writer()({"event": "chosen", "stage": stage.value, "step": step})
-    return {
+    if "stopped_early" in pending:
+        step["stopped_early"] = pending["stopped_early"]
+    winner = candidates[verdict.winner]
+    update: dict[str, Any] = {
         "chosen": {stage.value: "", **winner["stages"]},
         "pending": None,
-        "steps": [step],
-        "usage": Usage(
-            input_tokens=verdict.prompt_tokens,
-            output_tokens=verdict.completion_tokens,
-            model_calls=verdict.calls,
-        ),
+        "usage": _verdict_usage(verdict),
     }
+    if context.strategy == "retrace" and stage is Stage.CAPTION:
+        step["kept"] = _kept(verdict, candidates, context.keep)
+        update["frontier"] = [candidates[i]["stages"][stage.value] for i in step["kept"]]
+    if pending.get("groups"):
+        update |= _retrace_decision(state, context, step, verdict)
+    get_stream_writer()({"event": "chosen", "stage": stage.value, "step": step})
+    return {**update, "steps": [step]}
+
+
+def _judge_groups(
+    stage: Stage, state: SearchState, context: SearchContext, pending: _Expansion
+) -> Step[Verdict]:
+    """Score each kept caption's reasoning candidates (after that caption); the best wins."""
+    candidates = pending["candidates"]
+    scores: list[float | None] = [None] * len(candidates)
+    comparisons: list[Comparison] = []
+    prompt = written = calls = 0
+    for group in pending.get("groups") or []:
+        members = [candidates[i] for i in group]
+        chosen = {**_chosen_stages(state), Stage.CAPTION: members[0]["follows"]}
+        task = _judge_task(stage, pending["span"], state, members, chosen)
+        verdict = yield from context.resolved_judge.score(task, context.get_backend())
+        for i, score in zip(group, verdict.scores):
+            scores[i] = score
+        comparisons += [replace(c, first=group[c.first], second=group[c.second], winner=group[c.winner])
+                        for c in verdict.comparisons]  # fmt: skip
+        prompt, written, calls = (
+            prompt + verdict.prompt_tokens,
+            written + verdict.completion_tokens,
+            calls + verdict.calls,
+        )
+    logprobs = [c["mean_logprob"] for c in candidates]
+    return Verdict(best_index(scores, logprobs), tuple(comparisons), prompt, written, calls, tuple(scores))
+
+
+def _kept(verdict: Verdict, candidates: Sequence[CandidateRecord], keep: int) -> list[int]:
+    """The best ``keep`` distinct candidates by score, best first (the winner when unscored)."""
+    if not verdict.scores:
+        return [verdict.winner]
+    order = sorted(range(len(candidates)), key=lambda i: _rank_key(verdict.scores[i], i), reverse=True)
+    kept: list[int] = []
+    for i in order:
+        if all(candidates[i]["text"] != candidates[j]["text"] for j in kept):
+            kept.append(i)
+    return kept[:keep]
+
+
+def _rank_key(score: float | None, index: int) -> tuple[float, int]:
+    return (float("-inf") if score is None else score, -index)
+
+
+def _retrace_decision(
+    state: SearchState, context: SearchContext, step: StepRecord, verdict: Verdict
+) -> dict[str, Any]:
+    """Keep this try's best reasoning, or go back to the caption (at most ``max_retraces`` times).
+
+    A try passes when its ``keep``-th best score reaches the threshold: ``retrace_threshold``,
+    or the mean + ``retrace_z`` x std of every reasoning score of this run so far. When the
+    retraces run out, the best reasoning of all tries is chosen, with its caption.
+    """
+    progress = state.get("retrace") or RetraceProgress(attempts=0, scores=[], best=None)
+    scores = [s for s in verdict.scores if s is not None]
+    seen = progress["scores"] + scores
+    ranked = sorted(scores, reverse=True)
+    kth = ranked[min(context.keep, len(ranked)) - 1] if ranked else None
+    threshold = context.retrace_threshold
+    if threshold is None:
+        threshold = statistics.fmean(seen) + context.retrace_z * statistics.pstdev(seen) if seen else 0.0
+    passed = kth is None or kth >= threshold
+    attempt = progress["attempts"] + 1
+    winner = step["candidates"][step["winner"]]
+    here = {
+        "score": (verdict.scores or [None])[step["winner"]],
+        "stages": {"caption": winner["follows"], **winner["stages"]},
+    }
+    best = progress["best"]
+    if best is None or _rank_key(here["score"], 0) > _rank_key(best["score"], 0):
+        best = here
+    retraced = not passed and attempt <= context.max_retraces
+    step["retrace"] = RetraceAttempt(
+        attempt=attempt, threshold=threshold, kth_score=kth, passed=passed, retraced=retraced
+    )
+    progress = RetraceProgress(attempts=attempt, scores=seen, best=best)
+    if retraced:
+        get_stream_writer()({"event": "retrace", "stage": Stage.REASONING.value, "retrace": step["retrace"]})
+        earlier = {k: v for k, v in (state.get("chosen") or {}).items() if k == Stage.SUMMARY.value}
+        return {"chosen": Overwrite(earlier), "frontier": None, "retrace": progress}
+    chosen = here if passed else best
+    return {"chosen": {Stage.REASONING.value: "", **chosen["stages"]}, "frontier": None, "retrace": progress}
 
 
 StageLogic = Callable[[Stage, SearchState, SearchContext], Step[dict[str, Any]]]
@@ -415,6 +653,8 @@ def add_search_nodes(
         later = {
             k: v for k, v in routes.items() if k == END or STAGES.index(Stage(k[7:])) > STAGES.index(stage)
         }
+        if stage is Stage.REASONING:  # strategy="retrace" goes back to sample captions again
+            later[f"expand_{Stage.CAPTION.value}"] = f"expand_{Stage.CAPTION.value}"
         builder.add_conditional_edges(f"judge_{stage.value}", next_stage_node, later)  # type: ignore[arg-type]
     return routes
 

@@ -34,7 +34,9 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, Union
+from typing import Any, Literal, Union
+
+from langchain_core.language_models import BaseChatModel
 
 from langchain_llava_cot._calls import ChoiceCall, FunctionCall, SampleCall, Step, finished
 from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest, VLMBackend
@@ -54,14 +56,18 @@ __all__ = [
     "JudgeTask",
     "LikelihoodJudge",
     "PairwiseJudge",
+    "ScoreJudge",
     "Verdict",
     "VerifierJudge",
     "VoteJudge",
+    "best_index",
+    "chat_model_judge",
     "human_judge_request",
     "pairwise_prompt",
     "parse_check",
     "parse_verdict",
     "resolve_judge",
+    "reward_text",
     "verdict_choice",
     "verifier_prompt",
     "vote_key",
@@ -122,10 +128,31 @@ class Judge(ABC):
     """Base class of the built-in judges."""
 
     name: str = "judge"
+    scores: bool = False
+    """Whether its verdicts score every candidate (``Verdict.scores``): what vote weights,
+    retracing and adaptive width read."""
 
     @abstractmethod
     def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
         """Choose the best candidate, yielding any backend calls it needs."""
+
+    def score(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
+        """Every candidate's score, even when all are the same text (for thresholds).
+
+        Only for judges with :attr:`scores`; the default is :meth:`select`'s verdict.
+        """
+        if not self.scores:
+            msg = f"The {self.name!r} judge does not score candidates."
+            raise TypeError(msg)
+        return self.select(task, backend)
+
+    def vote_weight(self, score: float) -> float:
+        """How much a candidate with ``score`` counts in a weighted vote.
+
+        The score is read as log-odds that the candidate is right (a verifier's margin, a
+        reward model's logit), so the weight is that probability.
+        """
+        return 0.5 * (1.0 + math.tanh(0.5 * score))  # the logistic function, without overflow
 
 
 def pairwise_prompt(task: JudgeTask, first: int, second: int) -> Conversation:
@@ -189,7 +216,11 @@ def parse_verdict(text: str) -> Literal[1, 2] | None:
 
 @dataclass
 class PairwiseJudge(Judge):
-    """The paper's self-judge: a knockout of pairwise comparisons by the model itself."""
+    """The paper's self-judge: a knockout of pairwise comparisons by the model itself.
+
+    ``backend`` judges with another model than the one that samples (see
+    :func:`chat_model_judge` for any LangChain chat model).
+    """
 
     seed: int | None = None
     """Seed of the random pairing; None draws a fresh pairing each time."""
@@ -200,24 +231,26 @@ class PairwiseJudge(Judge):
     precheck: bool = True
     """The paper's reasoning pre-check: first verify each reasoning candidate alone
     (:class:`VerifierJudge`); one found wrong loses without a comparison, unless all are."""
+    backend: VLMBackend | None = None
+    """The model that judges; None uses the search's own backend."""
     name: str = field(default="pairwise", init=False)
 
     def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
         """Run the pre-check (reasoning), then the knockout, one batched backend call per round."""
+        backend = self.backend or backend
         if backend is None:
-            msg = "The pairwise judge needs a backend to ask."
+            msg = "The pairwise judge needs a backend to ask: PairwiseJudge(backend=...) or the search's own."
             raise ValueError(msg)
         rng = random.Random(self.seed)
         alive = list(range(len(task.candidates)))
         comparisons: list[Comparison] = []
         prompt_tokens = completion_tokens = calls = 0
-        if self.precheck and task.stage is Stage.REASONING:
+        if self.precheck and task.stage is Stage.REASONING and len(set(task.candidates)) > 1:
             checked = yield from VerifierJudge(
-                read_logits=self.read_logits, max_verdict_tokens=self.max_verdict_tokens
+                backend, read_logits=self.read_logits, max_verdict_tokens=self.max_verdict_tokens
             ).score(task, backend)
-            if checked.scores:  # empty when every candidate is the same text
-                passed = [i for i in alive if (checked.scores[i] or 0.0) >= 0.0]
-                alive = passed or alive
+            passed = [i for i in alive if (checked.scores[i] or 0.0) >= 0.0]
+            alive = passed or alive
             for check in checked.comparisons:
                 outcome = "passed" if check.first in passed else "failed"
                 comparisons.append(replace(check, method="precheck", detail=f"{check.detail} {outcome}"))
@@ -234,10 +267,10 @@ class PairwiseJudge(Judge):
             if asked:
                 calls += 1
                 if self._reads_logits(backend):
-                    decided, used = yield from self._compare_by_logits(task, asked)
+                    decided, used = yield from self._compare_by_logits(task, asked, backend)
                     prompt_tokens += used
                 else:
-                    decided, used, written = yield from self._compare_by_text(task, asked)
+                    decided, used, written = yield from self._compare_by_text(task, asked, backend)
                     prompt_tokens, completion_tokens = prompt_tokens + used, completion_tokens + written
                 outcomes.update(zip(asked, decided))
             comparisons.extend(outcomes[p] for p in pairs)
@@ -248,10 +281,10 @@ class PairwiseJudge(Judge):
         return _reads_logits(backend, self.read_logits)
 
     def _compare_by_logits(
-        self, task: JudgeTask, pairs: Sequence[tuple[int, int]]
+        self, task: JudgeTask, pairs: Sequence[tuple[int, int]], backend: VLMBackend
     ) -> Step[tuple[list[Comparison], int]]:
         requests = tuple(verdict_choice(task, a, b) for a, b in pairs)
-        results = yield ChoiceCall(requests)
+        results = yield ChoiceCall(requests, backend)
         decided = []
         for (a, b), result in zip(pairs, results):
             one, two = result.logprobs
@@ -260,13 +293,13 @@ class PairwiseJudge(Judge):
         return decided, sum(r.prompt_tokens for r in results)
 
     def _compare_by_text(
-        self, task: JudgeTask, pairs: Sequence[tuple[int, int]]
+        self, task: JudgeTask, pairs: Sequence[tuple[int, int]], backend: VLMBackend
     ) -> Step[tuple[list[Comparison], int, int]]:
         requests = tuple(
             SampleRequest(pairwise_prompt(task, a, b), prefix="", max_new_tokens=self.max_verdict_tokens)
             for a, b in pairs
         )
-        results = yield SampleCall(requests)
+        results = yield SampleCall(requests, backend)
         decided = []
         for (a, b), [sample] in zip(pairs, results):
             choice = parse_verdict(sample.text)
@@ -293,6 +326,11 @@ class LikelihoodJudge(Judge):
     """Keep the candidate the model itself found most likely (mean token log-probability)."""
 
     name: str = field(default="likelihood", init=False)
+    scores: bool = field(default=True, init=False)
+
+    def vote_weight(self, score: float) -> float:
+        """The geometric-mean probability of the candidate's tokens, ``exp(mean log-probability)``."""
+        return math.exp(min(score, 0.0))
 
     def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
         """Pick the highest mean log-probability; makes no backend call."""
@@ -334,6 +372,7 @@ class VerifierJudge(Judge):
     answer_stages: tuple[Stage, ...] = (Stage.CAPTION, Stage.REASONING, Stage.CONCLUSION)
     """The stages verified when whole answers are judged (best-of-N)."""
     name: str = field(default="verifier", init=False)
+    scores: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
         if not self.answer_stages:
@@ -342,26 +381,24 @@ class VerifierJudge(Judge):
 
     def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
         """Score every distinct candidate in one batched call; keep the highest score."""
-        scorer = self.backend or backend
-        if scorer is None:
-            msg = "The verifier judge needs a backend to ask: VerifierJudge(backend=...) or the search's own."
-            raise ValueError(msg)
-        scored = yield from self.score(task, scorer)
-        if not scored.scores:
-            return scored
-        return replace(scored, winner=_best(scored.scores, task.mean_logprobs))
+        if len(set(task.candidates)) == 1:
+            return Verdict(0)  # all the same: nothing to tell apart, no call
+        scored = yield from self.score(task, backend)
+        return replace(scored, winner=best_index(scored.scores, task.mean_logprobs))
 
-    def score(self, task: JudgeTask, scorer: VLMBackend) -> Step[Verdict]:
+    def score(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
         """Each candidate's score, in a :class:`Verdict` whose winner is not chosen yet (0).
 
         Whole answers (``task.stage`` None, best-of-N) are scored stage by stage, as a process
         reward model scores steps: each of ``answer_stages`` is verified after the answer's own
-        earlier stages, and the answer's score is the lowest (its weakest stage). The scores
-        are empty when every candidate is the same text (no call is made).
+        earlier stages, and the answer's score is the lowest (its weakest stage). Identical
+        candidates are scored once.
         """
+        scorer = self.backend or backend
+        if scorer is None:
+            msg = "The verifier judge needs a backend to ask: VerifierJudge(backend=...) or the search's own."
+            raise ValueError(msg)
         distinct = list(dict.fromkeys(task.candidates))
-        if len(distinct) == 1:
-            return Verdict(0)  # all the same: nothing to tell apart, no call
         first = {text: task.candidates.index(text) for text in distinct}
         checks = [(text, check) for text in distinct for check in self._checks(task, first[text])]
         if not checks:  # whole answers without any stage to verify
@@ -438,7 +475,7 @@ def parse_check(text: str) -> float:
     return 1.0 if right != bool(negated) else -1.0
 
 
-def _best(scores: Sequence[float | None], mean_logprobs: Sequence[float | None]) -> int:
+def best_index(scores: Sequence[float | None], mean_logprobs: Sequence[float | None]) -> int:
     """The index of the highest score; ties go to the higher mean log-probability, then the first."""
 
     def key(i: int) -> tuple[float, float, int]:
@@ -468,33 +505,52 @@ class VoteJudge(Judge):
     """Self-consistency: keep an answer whose conclusion most candidates share.
 
     Conclusions are compared after :func:`vote_key` (case, spacing and a final full stop
-    ignored). The most common one wins; a tie goes to the conclusion whose best candidate
-    the ``tiebreak`` judge scores higher (by default the model's own likelihood, which asks
-    nothing), and within the winning conclusion the best-scored candidate is kept. Each
-    candidate's score in the record is its conclusion's share of the votes.
+    ignored). Without a ``scorer`` each candidate has one vote, and a tie goes to the
+    conclusion whose best candidate has the higher mean token log-probability (no model
+    call). With a scoring judge as ``scorer`` (``VerifierJudge()``, a reward model), each
+    vote weighs that judge's confidence in its candidate (:meth:`Judge.vote_weight`: a
+    weighted majority), and ties go to the higher score. Within the winning conclusion the
+    best-scored candidate is kept. Each candidate's score in the record is its conclusion's
+    share of the (weighted) votes.
     """
 
-    tiebreak: Judge | None = None
-    """A scoring judge for ties (None: the mean token log-probability)."""
+    scorer: Judge | None = None
+    """A scoring judge that weighs the votes (None: one vote each)."""
     name: str = field(default="vote", init=False)
+    scores: bool = field(default=True, init=False)
+
+    def __post_init__(self) -> None:
+        if self.scorer is not None and not self.scorer.scores:
+            msg = (
+                f"The {self.scorer.name!r} judge does not score candidates, so it cannot weigh votes; "
+                "use a scoring judge (likelihood, verifier, a reward model) or none."
+            )
+            raise ValueError(msg)
 
     def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
-        """Count the conclusions; break ties by score."""
+        """Count the (weighted) conclusions; break ties by score."""
         keys = [vote_key(_conclusion_of(text, task.stage)) for text in task.candidates]
-        if self.tiebreak is None:
-            tie_scores: tuple[float | None, ...] = task.mean_logprobs
+        if len(set(task.candidates)) == 1:
+            return Verdict(0, scores=(1.0,) * len(keys))  # all the same: nothing to count or ask
+        if self.scorer is None:
+            scores: tuple[float | None, ...] = task.mean_logprobs
             verdict = Verdict(0)
+            weights = [1.0] * len(keys)
         else:
-            verdict = yield from self.tiebreak.select(task, backend)
-            tie_scores = verdict.scores
-        counts = {key: keys.count(key) for key in keys}
+            verdict = yield from self.scorer.score(task, backend)
+            scores = verdict.scores
+            weights = [0.0 if s is None else self.scorer.vote_weight(s) for s in scores]
+        totals: dict[str, float] = {}
+        for key, weight in zip(keys, weights):
+            totals[key] = totals.get(key, 0.0) + weight
 
-        def rank(i: int) -> tuple[int, float, int]:
-            score = tie_scores[i] if i < len(tie_scores) else None
-            return (counts[keys[i]], float("-inf") if score is None else score, -i)
+        def rank(i: int) -> tuple[float, float, int]:
+            score = scores[i] if i < len(scores) else None
+            return (totals[keys[i]], float("-inf") if score is None else score, -i)
 
         winner = max(range(len(keys)), key=rank)
-        shares = tuple(counts[key] / len(keys) for key in keys)
+        whole = sum(totals.values()) or 1.0
+        shares = tuple(totals[key] / whole for key in keys)
         return replace(verdict, winner=winner, scores=shares)
 
 
@@ -512,6 +568,57 @@ def _conclusion_of(text: str, stage: Stage | None) -> str:
     if stage is None:
         return parse_answer(text).stages.get(Stage.CONCLUSION, "")
     return text
+
+
+@dataclass
+class ScoreJudge(Judge):
+    """Score every candidate with a function ``(JudgeTask) -> list[float]`` (sync or async).
+
+    The highest score wins (ties: the higher mean token log-probability, then the earlier
+    candidate), and the scores go into the record, the stream, vote weights and retrace
+    thresholds like a verifier's. This is how a VLM reward model that needs the picture
+    plugs in (``task.conversation`` holds it); :func:`reward_text` renders a candidate in
+    its context for text reward models. Scores are read as log-odds when votes are weighed.
+    """
+
+    function: Callable[[JudgeTask], Sequence[float] | Awaitable[Sequence[float]]]
+    name: str = "score"
+    scores: bool = field(default=True, init=False)
+
+    def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
+        """Call the function once for all candidates; keep the highest score."""
+        scored = yield from self.score(task, backend)
+        return replace(scored, winner=best_index(scored.scores, task.mean_logprobs))
+
+    def score(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
+        """The function's scores, checked: one finite number per candidate."""
+        scores = yield FunctionCall(self.function, task, blocking=True)
+        checked = _checked_scores(scores, len(task.candidates), self.name)
+        return Verdict(0, calls=1, scores=checked)
+
+
+def _checked_scores(scores: object, count: int, name: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(s) for s in scores)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != count or not all(math.isfinite(v) for v in values):
+        msg = (
+            f"The {name!r} judge's function returned {scores!r}; it must return {count} finite "
+            "numbers, one per candidate."
+        )
+        raise ValueError(msg)
+    return values
+
+
+def reward_text(task: JudgeTask, index: int) -> str:
+    """Candidate ``index`` in its context, as a text reward model reads it.
+
+    The question, then the answer so far with the candidate in its stage's tags.
+    """
+    candidate = task.candidates[index]
+    answer = candidate if task.stage is None else render_answer({**task.chosen, task.stage: candidate})
+    return f"Question: {task.conversation.question}\n\n{answer}"
 
 
 @dataclass
@@ -590,14 +697,40 @@ def _choice_error(answer: object, count: int) -> str | None:
 
 
 BuiltinJudge = Literal["pairwise", "likelihood", "verifier", "vote", "human"]
-JudgeSpec = Union[BuiltinJudge, Judge, Callable[[JudgeTask], int]]  # noqa: UP007
-"""What ``judge=`` accepts: a built-in name, a :class:`Judge`, or a function."""
+JudgeSpec = Union[BuiltinJudge, Judge, BaseChatModel, Callable[[JudgeTask], int]]  # noqa: UP007
+"""What ``judge=`` accepts: a built-in name, a :class:`Judge`, a LangChain chat model (see
+:func:`chat_model_judge`), or a function."""
+
+
+def chat_model_judge(
+    chat_model: BaseChatModel, *, mode: Literal["pairwise", "verify"] = "pairwise", **options: Any
+) -> Judge:
+    """Judge with any LangChain chat model that reads images (a bigger VLM, say).
+
+    ``mode="pairwise"`` runs the paper's knockout under each stage's criterion
+    (:class:`PairwiseJudge`); ``mode="verify"`` scores each candidate alone
+    (:class:`VerifierJudge`: the model's written verdict, right +1 or wrong -1). The model
+    sees the picture; its token usage is counted in the answer's usage, and its runs show
+    under the search's callbacks and traces. ``options`` go to the judge.
+    ``judge=chat_model`` is ``chat_model_judge(chat_model)``.
+    """
+    from langchain_llava_cot.backends.chat_model import ChatModelBackend
+
+    backend = ChatModelBackend(chat_model)
+    if mode == "pairwise":
+        return PairwiseJudge(backend=backend, **options)
+    if mode == "verify":
+        return VerifierJudge(backend=backend, **options)
+    msg = f"Unknown chat-model judge mode {mode!r}: use 'pairwise' or 'verify'."
+    raise ValueError(msg)
 
 
 def resolve_judge(spec: JudgeSpec, *, seed: int | None = None) -> Judge:
     """Turn a ``judge=`` option into a :class:`Judge`."""
     if isinstance(spec, Judge):
         return spec
+    if isinstance(spec, BaseChatModel):
+        return chat_model_judge(spec, seed=seed)
     if spec == "pairwise":
         return PairwiseJudge(seed=seed)
     if spec == "likelihood":
@@ -612,6 +745,6 @@ def resolve_judge(spec: JudgeSpec, *, seed: int | None = None) -> Judge:
         return FunctionJudge(spec)
     msg = (
         f"Unknown judge {spec!r}: use 'pairwise', 'likelihood', 'verifier', 'vote', 'human', a Judge, "
-        "or a function (JudgeTask) -> int."
+        "a LangChain chat model, or a function (JudgeTask) -> int."
     )
     raise ValueError(msg)

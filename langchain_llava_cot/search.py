@@ -3,13 +3,20 @@
 Every strategy runs the same graph; :class:`SearchContext` decides how wide each step
 is, how far it writes, and whether a judge prunes it:
 
-==============  ==========  =====================  ==========================
+==============  ==========  =====================  ===========================================
 strategy        candidates  one step writes        judge
-==============  ==========  =====================  ==========================
+==============  ==========  =====================  ===========================================
 ``greedy``      1           one stage              none (temperature 0)
 ``best_of_n``   N           the whole answer       once, on whole answers
+``vote``        N           the whole answer       a (score-weighted) majority of conclusions
 ``stage_beam``  N           one stage              after every stage
-==============  ==========  =====================  ==========================
+``retrace``     N           one stage              after every stage; keeps the best ``keep``
+                                                   captions, and goes back to sample captions
+                                                   again when no reasoning scores well enough
+==============  ==========  =====================  ===========================================
+
+``adaptive=True`` (stage_beam, retrace) samples each step in rounds: ``adaptive_start``
+candidates first, the rest only when those disagree and no score clears ``confidence``.
 
 The context names its model either as a ready ``backend`` or, for a graph run from
 JSON (``langgraph dev``, the LangGraph SDK), as ``model`` / ``base_url`` options: the
@@ -26,19 +33,20 @@ from typing import Literal
 
 from langchain_llava_cot.backends import create_backend
 from langchain_llava_cot.backends.base import VLMBackend
-from langchain_llava_cot.judges import Judge, JudgeSpec, resolve_judge
+from langchain_llava_cot.judges import Judge, JudgeSpec, VoteJudge, resolve_judge
 from langchain_llava_cot.stages import STAGES, Stage
 
 __all__ = [
     "DEFAULT_JUDGE",
     "DEFAULT_STAGE_TOKENS",
     "MAX_CANDIDATES",
+    "RETRACE_Z",
     "SearchContext",
     "Strategy",
     "cached_backend",
 ]
 
-Strategy = Literal["greedy", "best_of_n", "stage_beam"]
+Strategy = Literal["greedy", "best_of_n", "vote", "stage_beam", "retrace"]
 
 DEFAULT_STAGE_TOKENS: Mapping[Stage, int] = {
     Stage.SUMMARY: 128,
@@ -48,7 +56,12 @@ DEFAULT_STAGE_TOKENS: Mapping[Stage, int] = {
 }
 """Token limit of each stage unless ``max_stage_tokens`` says otherwise."""
 
-_STRATEGIES = ("greedy", "best_of_n", "stage_beam")
+_STRATEGIES = ("greedy", "best_of_n", "vote", "stage_beam", "retrace")
+_WHOLE_ANSWERS = ("best_of_n", "vote")
+_ADAPTIVE = ("stage_beam", "retrace")
+
+RETRACE_Z = 0.2533
+"""The paper's z in its retrace threshold, mean + z x std of the reasoning scores."""
 
 MAX_CANDIDATES = 64
 """Default cap on ``candidates``: each candidate is a row of every batch, so a typo costs a lot."""
@@ -88,6 +101,23 @@ class SearchContext:
     """Without ``backend``: device of an in-process model."""
     max_candidates: int = MAX_CANDIDATES
     """The cap on ``candidates``; raise it if you mean more."""
+    adaptive: bool = False
+    """stage_beam and retrace: sample each step in rounds and stop early when the first
+    round agrees (the same text) or its best score clears ``confidence``."""
+    adaptive_start: int = 2
+    """Candidates of an adaptive step's first round."""
+    confidence: float | None = None
+    """Adaptive steps stop after the first round when the judge scores one candidate at
+    least this high (a scoring judge only; None: stop on agreement only)."""
+    keep: int = 2
+    """retrace: captions kept after the caption step; the reasoning step samples
+    ``candidates // keep`` continuations of each."""
+    max_retraces: int = 3
+    """retrace: how many times the search may go back to sample captions again."""
+    retrace_threshold: float | None = None
+    """retrace: the score the ``keep``-th best reasoning must reach. None uses the paper's
+    rule over this run's reasoning scores so far: mean + ``retrace_z`` x std."""
+    retrace_z: float = RETRACE_Z
     resolved_judge: Judge = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -116,8 +146,38 @@ class SearchContext:
             msg = "With base_url, name the served model too: SearchContext(base_url=..., model='<name>')."
             raise ValueError(msg)
         self.stop = tuple(self.stop)
-        self.resolved_judge = resolve_judge(self.judge, seed=self.seed)
+        self.resolved_judge = self._judge_of_strategy(resolve_judge(self.judge, seed=self.seed))
+        self._check_search_shape()
         self._stage_tokens = _stage_token_limits(self.max_stage_tokens)
+
+    def _judge_of_strategy(self, judge: Judge) -> Judge:
+        """``vote`` counts conclusions, weighed by the judge's scores; retrace needs scores."""
+        if self.strategy == "vote" and not isinstance(judge, VoteJudge):
+            return VoteJudge(scorer=judge)  # says what to do if the judge does not score
+        if self.strategy == "retrace" and not judge.scores:
+            msg = (
+                f"strategy='retrace' compares scores with a threshold, and the {judge.name!r} judge does "
+                "not score; use judge='likelihood', 'verifier' or a reward model."
+            )
+            raise ValueError(msg)
+        return judge
+
+    def _check_search_shape(self) -> None:
+        if self.adaptive and self.strategy not in _ADAPTIVE:
+            msg = f"adaptive=True is for strategy 'stage_beam' or 'retrace', not {self.strategy!r}."
+            raise ValueError(msg)
+        _check_whole("adaptive_start", self.adaptive_start, low=1)
+        if self.confidence is not None:
+            _check_number("confidence", self.confidence, low=float("-inf"))
+            if not self.resolved_judge.scores:
+                name = self.resolved_judge.name
+                msg = f"confidence= reads a judge's scores, and the {name!r} judge has none."
+                raise ValueError(msg)
+        _check_whole("keep", self.keep, low=1)
+        _check_whole("max_retraces", self.max_retraces, low=0)
+        if self.retrace_threshold is not None:
+            _check_number("retrace_threshold", self.retrace_threshold, low=float("-inf"))
+        _check_number("retrace_z", self.retrace_z, low=float("-inf"))
 
     def get_backend(self) -> VLMBackend:
         """The ``backend``, or the process-wide one that ``model``/``base_url`` describe."""
@@ -137,7 +197,7 @@ class SearchContext:
 
     def span(self, first: Stage) -> tuple[Stage, ...]:
         """The stages one step writes when it starts at ``first``."""
-        if self.strategy == "best_of_n":
+        if self.strategy in _WHOLE_ANSWERS:
             return STAGES[STAGES.index(first) :]
         return (first,)
 

@@ -19,8 +19,13 @@ def test_search_cost_measures_every_figure(tmp_path: Path) -> None:
     small = ("--repeats", "1", "--concurrency", "1", "2", "--stage-tokens", "6", "--verdict-tokens", "6")
     results = _run("search_cost.py", *small, out=tmp_path / "cost.json")
     side = results["side_by_side"]
-    assert side["vision_encoder_calls_per_request"] == {"greedy": 1.0, "stage_beam": 1.0, "reference": 28.0}
+    assert side["vision_encoder_calls_per_request"] == {
+        "greedy": 1.0, "stage_beam": 1.0, "adaptive": 1.0, "reference": 28.0,
+    }  # fmt: skip
     assert side["stage_beam_over_greedy"] > 0 and side["reference_over_stage_beam"] > 0
+    assert side["adaptive_over_greedy"] > 0
+    tokens = side["generated_tokens_mean"]
+    assert tokens["greedy"] <= tokens["adaptive"] <= tokens["stage_beam"]  # 2 to N candidates a stage
     assert set(results["throughput"]) == {"1", "2"}
     assert results["prefix_cache"]["prompt_tokens_reused"] > results["prefix_cache"]["prompt_tokens_read"]
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
 
 from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
 from langchain_llava_cot.stages import STAGES, Stage
@@ -91,3 +96,27 @@ class ScriptedBackend(VLMBackend):
             one = self._preferred(question) == 1
             results.append(ChoiceResult((-0.1, -2.0) if one else (-2.0, -0.1), prompt_tokens=30))
         return results
+
+
+class JudgingChat(BaseChatModel):
+    """A LangChain chat model that judges like :class:`ScriptedBackend`: it prefers texts with
+    "three", and reports 100 prompt and 7 completion tokens per reply."""
+
+    received: list[list[BaseMessage]] = []
+
+    @property
+    def _llm_type(self) -> str:
+        return "judging-fake"
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        self.received.append(messages)
+        prompt = messages[-1].text
+        if _is_check(prompt):
+            reply = f"The candidate is {'right' if 'three' in _checked(prompt) else 'wrong'}."
+        else:
+            first = prompt.split("Response 1: ")[1].split("\nResponse 2: ")[0]
+            reply = f"The better response is {1 if 'three' in first else 2}."
+        usage = {"input_tokens": 100, "output_tokens": 7, "total_tokens": 107}
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(reply, usage_metadata=usage))])

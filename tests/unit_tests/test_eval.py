@@ -18,6 +18,11 @@ def test_parse_strategy() -> None:
     assert parse_strategy("stage_beam:pairwise:4") == StrategySpec("stage_beam", 4, "pairwise")
     assert parse_strategy("best_of_n:likelihood:8").name == "best_of_n:likelihood:8"
     assert parse_strategy("stage_beam:verifier:4") == StrategySpec("stage_beam", 4, "verifier")
+    assert parse_strategy("retrace:verifier:4") == StrategySpec("retrace", 4, "verifier")
+    assert parse_strategy("vote:likelihood:8") == StrategySpec("vote", 8, "likelihood")
+    adaptive = parse_strategy("stage_beam+adaptive:likelihood:4")
+    assert adaptive == StrategySpec("stage_beam", 4, "likelihood", adaptive=True)
+    assert adaptive.name == "stage_beam+adaptive:likelihood:4"
     assert all(parse_strategy(s).name == s for s in (*GRID_STRATEGIES, *default_strategies()))
     for bad in (
         "beam",
@@ -25,6 +30,7 @@ def test_parse_strategy() -> None:
         "stage_beam:oracle:4",
         "best_of_n:pairwise:x",
         "stage_beam:verifier:0",
+        "best_of_n+adaptive:verifier:4",
     ):
         with pytest.raises(ValueError, match="stage_beam:verifier:4"):
             parse_strategy(bad)

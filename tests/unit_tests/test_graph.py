@@ -34,6 +34,7 @@ def test_graph_drawing_has_one_expand_and_one_judge_node_per_stage(snapshot):
     drawing = build_graph().get_graph().draw_mermaid()
     for stage in STAGES:
         assert f"expand_{stage.value} --> judge_{stage.value};" in drawing
+    assert "judge_reasoning -.-> expand_caption;" in drawing  # the retrace back-edge
     assert drawing == snapshot
 
 

@@ -323,15 +323,40 @@ def test_vote_keeps_the_most_common_conclusion_and_asks_nothing():
     assert not backend.choice_calls and not backend.sample_calls
 
 
-def test_vote_ties_go_to_the_tiebreak_judges_scores():
+def test_vote_ties_go_to_the_likelihood_without_a_scorer():
     answers = (whole("yes"), whole("no"), whole("Yes"), whole("no"))
     votes = JudgeTask(CONVERSATION, None, {}, answers, mean_logprobs=(-1.0, -0.2, -1.5, -0.3))
     backend = ScriptedBackend(script={})
-    assert drive(VoteJudge().select(votes, backend), backend).winner == 1  # likelihood breaks the tie
-    scored = ScriptedBackend(script={}, check=lambda text: 1.0 if "yes" in text.lower() else -1.0)
-    by_verifier = drive(VoteJudge(tiebreak=VerifierJudge()).select(votes, scored), scored)
-    assert answers[by_verifier.winner].count("yes") or answers[by_verifier.winner].count("Yes")
-    assert by_verifier.scores == pytest.approx((0.5, 0.5, 0.5, 0.5))
+    verdict = drive(VoteJudge().select(votes, backend), backend)
+    assert verdict.winner == 1 and verdict.scores == pytest.approx((0.5, 0.5, 0.5, 0.5))
+
+
+def test_a_scoring_judge_weighs_the_votes_and_can_overturn_the_majority():
+    answers = (whole("no"), whole("yes"), whole("no"), whole("Yes"), whole("no"))
+    votes = JudgeTask(CONVERSATION, None, {}, answers, mean_logprobs=(-0.1, -0.9, -0.2, -0.8, -0.3))
+    scored = ScriptedBackend(script={}, check=lambda text: -2.0 if text.strip() == "no" else 3.0)
+    verdict = drive(VoteJudge(scorer=VerifierJudge()).select(votes, scored), scored)
+    assert answers[verdict.winner] in (whole("yes"), whole("Yes"))  # 2 confident votes beat 3 doubtful
+    yes, no = 2 / (1 + math.exp(-3.0)), 3 / (1 + math.exp(2.0))
+    assert verdict.scores[1] == pytest.approx(yes / (yes + no)) and verdict.scores[0] == pytest.approx(
+        no / (yes + no)
+    )
+    assert len(scored.choice_calls) == 1  # the scorer's one batched call
+
+
+def test_likelihood_weighs_a_vote_by_the_mean_token_probability():
+    from langchain_llava_cot.judges import LikelihoodJudge
+
+    answers = (whole("2"), whole("3"), whole("3"))
+    votes = JudgeTask(CONVERSATION, None, {}, answers, mean_logprobs=(-0.01, -3.0, -3.0))
+    verdict = drive(VoteJudge(scorer=LikelihoodJudge()).select(votes, None), None)
+    assert verdict.winner == 0  # exp(-0.01) outweighs 2 x exp(-3)
+    assert LikelihoodJudge().vote_weight(-0.5) == pytest.approx(math.exp(-0.5))
+
+
+def test_a_judge_that_does_not_score_cannot_weigh_votes():
+    with pytest.raises(ValueError, match="does not score candidates"):
+        VoteJudge(scorer=PairwiseJudge())
 
 
 def test_vote_is_a_named_judge():

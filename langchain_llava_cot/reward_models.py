@@ -1,0 +1,95 @@
+"""A transformers reward model as a judge.
+
+:class:`RewardModelJudge` loads an ``AutoModelForSequenceClassification`` with one
+output, a scalar reward (reward models trained with TRL's ``RewardTrainer`` are of this
+kind), reads each candidate in its context as text
+(:func:`~langchain_llava_cot.judges.reward_text`: the question, then the answer so far
+with the candidate in its stage's tags) and scores the candidates in batched forward
+passes. A reward model that needs the picture is a
+:class:`~langchain_llava_cot.judges.ScoreJudge` around your own function.
+
+Example::
+
+    judge = RewardModelJudge("path/to/reward-model")
+    llm = ChatLlavaCoT(strategy="retrace", judge=judge)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from langchain_llava_cot.judges import JudgeTask, ScoreJudge, reward_text
+
+__all__ = ["RewardModelJudge"]
+
+
+class RewardModelJudge(ScoreJudge):
+    """Score candidates with a sequence-classification reward model (one output per text)."""
+
+    def __init__(
+        self,
+        model: str | Path | Any,
+        tokenizer: Any = None,
+        *,
+        device: str = "cpu",
+        max_length: int = 2048,
+        batch_size: int = 16,
+    ) -> None:
+        """Load the reward model, or wrap a loaded one.
+
+        Args:
+            model: A local folder of the reward model, or a loaded
+                ``AutoModelForSequenceClassification`` (then pass its ``tokenizer`` too).
+            tokenizer: Its tokenizer; None loads the folder's.
+            device: Where a folder's model runs.
+            max_length: Longest text read, in tokens; longer ones lose their beginning,
+                so the candidate, which comes last, is always read.
+            batch_size: Texts per forward pass.
+        """
+        import transformers
+
+        if isinstance(model, (str, Path)):
+            tokenizer = tokenizer or transformers.AutoTokenizer.from_pretrained(str(model))
+            model = transformers.AutoModelForSequenceClassification.from_pretrained(str(model)).to(device)
+        elif tokenizer is None:
+            msg = "A loaded reward model needs its tokenizer: RewardModelJudge(model, tokenizer)."
+            raise ValueError(msg)
+        if model.config.num_labels != 1:
+            msg = (
+                f"A reward model has one output (a scalar reward); this one has {model.config.num_labels} "
+                "labels. Load a reward model, or wrap your own scoring in ScoreJudge."
+            )
+            raise ValueError(msg)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.max_length, self.batch_size = max_length, batch_size
+        super().__init__(self.rewards, name="reward_model")
+
+    def rewards(self, task: JudgeTask) -> list[float]:
+        """Each candidate's reward; identical texts are read once."""
+        import torch
+
+        texts = [reward_text(task, i) for i in range(len(task.candidates))]
+        distinct = list(dict.fromkeys(texts))
+        found: dict[str, float] = {}
+        with torch.inference_mode():
+            for start in range(0, len(distinct), self.batch_size):
+                chunk = distinct[start : start + self.batch_size]
+                found.update(zip(chunk, self._read(chunk)))
+        return [found[text] for text in texts]
+
+    def _read(self, texts: list[str]) -> list[float]:
+        side = self.tokenizer.truncation_side
+        self.tokenizer.truncation_side = "left"  # keep the candidate, which comes last
+        try:
+            encoded = self.tokenizer(
+                texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length
+            )
+        finally:
+            self.tokenizer.truncation_side = side
+        logits = self.model(**encoded.to(self.model.device)).logits
+        return logits[:, 0].float().tolist()
