@@ -5,7 +5,17 @@ from langchain_llava_cot.chat_models import ChatLlavaCoT, convert_messages
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.graph import SearchState, build_graph
 from langchain_llava_cot.images import ImageError
-from langchain_llava_cot.judges import Judge, JudgeTask, LikelihoodJudge, PairwiseJudge, Verdict
+from langchain_llava_cot.judges import (
+    Judge,
+    JudgeTask,
+    LikelihoodJudge,
+    PairwiseJudge,
+    ScoreJudge,
+    Verdict,
+    VerifierJudge,
+    VoteJudge,
+    chat_model_judge,
+)
 from langchain_llava_cot.search import SearchContext
 from langchain_llava_cot.stages import STAGES, ParsedAnswer, Stage, parse_answer, render_answer
 
@@ -21,14 +31,18 @@ __all__ = [
     "LikelihoodJudge",
     "PairwiseJudge",
     "ParsedAnswer",
+    "ScoreJudge",
     "SearchContext",
     "SearchState",
     "Stage",
     "Turn",
     "VLMBackend",
     "Verdict",
+    "VerifierJudge",
+    "VoteJudge",
     "__version__",
     "build_graph",
+    "chat_model_judge",
     "convert_messages",
     "parse_answer",
     "render_answer",

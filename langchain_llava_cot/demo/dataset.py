@@ -762,7 +762,8 @@ def wrong_stage(
             objects = _objects_of(example, chosen)
             error = rng.choice(["caption", "caption", "count", "flip", "last"])
             if example.spec.cell is not None and right.endswith(": none."):  # claim a made-up object
-                made_up = Shape(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(list(SIZES)), example.spec.cell)
+                cell = example.spec.cell
+                made_up = Shape(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(list(SIZES)), cell)
                 text = write_stages(example.spec, (*objects, made_up))[Stage.REASONING]
             elif error == "last":  # the right steps, then a different final answer
                 head, _, tail = right.rstrip(".").rpartition(" ")

@@ -168,7 +168,7 @@ def test_attribute_reasoning_walks_to_the_place_asked_about() -> None:
     assert stages[Stage.CONCLUSION] == "blue"
     empty = Spec("attribute", "What colour is the object at top right?", attribute="colour", cell=2)
     stages = write_stages(empty, _three_objects())
-    assert stages[Stage.REASONING].endswith("small red square at bottom right no. Nothing is at top right: none.")
+    assert stages[Stage.REASONING].endswith("at bottom right no. Nothing is at top right: none.")
     assert stages[Stage.CONCLUSION] == "none"
 
 
@@ -176,7 +176,8 @@ def test_spatial_reasoning_finds_both_objects_then_compares_their_rows_or_column
     from langchain_llava_cot.demo.dataset import Filter, Spec
 
     red, blue = Filter(colour="red", shape="square"), Filter(colour="blue", shape="circle")
-    spec = Spec("spatial", "Is the blue circle below the red square?", first=blue, second=red, relation="below")
+    question = "Is the blue circle below the red square?"
+    spec = Spec("spatial", question, first=blue, second=red, relation="below")
     stages = write_stages(spec, _three_objects())
     assert stages[Stage.REASONING] == (
         "Find blue circle: large red square at top left: red square no; "
@@ -187,7 +188,8 @@ def test_spatial_reasoning_finds_both_objects_then_compares_their_rows_or_column
     assert write_stages(spec, _three_objects(), error="flip")[Stage.REASONING].endswith(
         "So row 2 is not below row 1: no."
     )
-    green = Spec("spatial", "Is the green circle below the red square?", first=Filter(colour="green", shape="circle"), second=red, relation="below")
+    green_circle = Filter(colour="green", shape="circle")
+    green = Spec("spatial", "Is the green circle below?", first=green_circle, second=red, relation="below")
     assert write_stages(green, _three_objects())[Stage.REASONING].endswith("There is no green circle, so no.")
 
 
