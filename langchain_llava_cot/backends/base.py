@@ -82,6 +82,24 @@ class SampleRequest:
     tool_call: ToolCallConstraint | None = None
     """When set, the conclusion this continuation writes must be one call of these tools."""
 
+    def __post_init__(self) -> None:
+        """Every backend gets only requests that make sense."""
+        if self.n < 1:
+            msg = f"SampleRequest.n must be at least 1, got {self.n}."
+            raise ValueError(msg)
+        if self.max_new_tokens < 1:
+            msg = f"SampleRequest.max_new_tokens must be at least 1, got {self.max_new_tokens}."
+            raise ValueError(msg)
+        if self.temperature < 0:
+            msg = f"SampleRequest.temperature must be >= 0 (0 is greedy), got {self.temperature}."
+            raise ValueError(msg)
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            msg = f"SampleRequest.top_p must be in (0, 1], got {self.top_p}."
+            raise ValueError(msg)
+        if any(not stop for stop in self.stop):
+            msg = "SampleRequest.stop holds an empty string; remove it."
+            raise ValueError(msg)
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -110,6 +128,12 @@ class ChoiceRequest:
     conversation: Conversation
     prefix: str
     options: tuple[str, ...] = ("1", "2")
+
+    def __post_init__(self) -> None:
+        """A choice needs something to choose from."""
+        if not self.options:
+            msg = "A ChoiceRequest needs at least one option, e.g. options=(' 1', ' 2')."
+            raise ValueError(msg)
 
 
 @dataclass(frozen=True)

@@ -1022,31 +1022,12 @@ def _check_is_vlm(source: str, *, trust_remote_code: bool) -> None:
         raise ValueError(msg)
 
 
-def _check_sample_request(request: SampleRequest) -> None:
-    if request.n < 1:
-        msg = f"SampleRequest.n must be at least 1, got {request.n}."
-        raise ValueError(msg)
-    if request.max_new_tokens < 1:
-        msg = f"SampleRequest.max_new_tokens must be at least 1, got {request.max_new_tokens}."
-        raise ValueError(msg)
-    if request.temperature < 0:
-        msg = f"SampleRequest.temperature must be >= 0 (0 is greedy), got {request.temperature}."
-        raise ValueError(msg)
-    if request.top_p is not None and not 0 < request.top_p <= 1:
-        msg = f"SampleRequest.top_p must be in (0, 1], got {request.top_p}."
-        raise ValueError(msg)
-    if any(not stop for stop in request.stop):
-        msg = "SampleRequest.stop holds an empty string; remove it."
-        raise ValueError(msg)
-
-
 _Request = TypeVar("_Request", SampleRequest, ChoiceRequest)
 
 
 def _checked_samples(requests: Sequence[SampleRequest]) -> list[SampleRequest]:
     """Validate in the caller's thread, so a bad request fails before it is queued."""
     for request in requests:
-        _check_sample_request(request)
         _check_images(request.conversation)
         if request.tool_call is not None:
             stages_to_write(request.prefix)  # a constrained continuation starts after a stage's tag
@@ -1055,9 +1036,6 @@ def _checked_samples(requests: Sequence[SampleRequest]) -> list[SampleRequest]:
 
 def _checked_choices(requests: Sequence[ChoiceRequest]) -> list[ChoiceRequest]:
     for request in requests:
-        if not request.options:
-            msg = "A ChoiceRequest needs at least one option, e.g. options=(' 1', ' 2')."
-            raise ValueError(msg)
         _check_images(request.conversation)
     return list(requests)
 
