@@ -286,24 +286,7 @@ class ChatLlavaCoT(BaseChatModel):
 
     def search_context(self, stop: Sequence[str] | None = None, **overrides: Any) -> SearchContext:
         """The graph's runtime context for this model's options, with ``overrides``."""
-        options: dict[str, Any] = {
-            "strategy": self.strategy,
-            "candidates": self.candidates,
-            "max_candidates": self.max_candidates,
-            "judge": self.judge,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "max_stage_tokens": self.max_stage_tokens,
-            "max_tokens": self.max_tokens,
-            "seed": self.seed,
-            "adaptive": self.adaptive,
-            "adaptive_start": self.adaptive_start,
-            "confidence": self.confidence,
-            "keep": self.keep,
-            "max_retraces": self.max_retraces,
-            "retrace_threshold": self.retrace_threshold,
-            "retrace_z": self.retrace_z,
-        }
+        options: dict[str, Any] = {name: getattr(self, name) for name in _SEARCH_OPTIONS}
         fixed = sorted(_MODEL_OPTIONS & set(overrides))
         if fixed:
             msg = (
@@ -712,6 +695,13 @@ def _parsed_or_raise(parsed: Any) -> Any:
 
 _MODEL_OPTIONS = frozenset({"model", "base_url", "device"})
 """Options that name the model: set on the chat model, never per call."""
+
+_SEARCH_OPTIONS = tuple(
+    name
+    for name in SearchContext.__dataclass_fields__
+    if name in ChatLlavaCoT.model_fields and name not in _MODEL_OPTIONS | {"backend", "stop"}
+)
+"""The chat model's fields that are search options, passed to its SearchContext as they are."""
 
 
 def _looks_like_local_path(model: str) -> bool:

@@ -308,3 +308,17 @@ def test_tools_prompt_opens_the_system_turn_unless_the_template_renders_tools():
     )
     assert to_chat_messages(conversation)[0]["content"][-1]["text"] == "TOOLS\n\nBe brief."
     assert to_chat_messages(conversation, tools_in_template=True)[0]["content"][-1]["text"] == "Be brief."
+
+
+def test_every_search_option_is_an_option_of_the_chat_model():
+    import dataclasses
+
+    from langchain_llava_cot.chat_models import _SEARCH_OPTIONS
+    from langchain_llava_cot.search import SearchContext
+
+    given = {f.name for f in dataclasses.fields(SearchContext) if f.init} - {"backend"}
+    assert given - set(ChatLlavaCoT.model_fields) == set()
+    llm = ChatLlavaCoT(backend=ScriptedBackend({}), strategy="retrace", keep=3, retrace_z=1.0)
+    context = llm.search_context()
+    assert (context.strategy, context.keep, context.retrace_z) == ("retrace", 3, 1.0)
+    assert {"strategy", "keep", "adaptive"} <= set(_SEARCH_OPTIONS)
