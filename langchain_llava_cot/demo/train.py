@@ -229,6 +229,26 @@ def _encode(
     return encoding["input_ids"], weights
 
 
+def answer_tokens(
+    processor: Any, example: Example, graded: tuple[Stage, ...]
+) -> tuple[list[int], list[bool], Any]:
+    """The inputs of a teacher-forced probe of one example.
+
+    Returns the prompt and the right answer as token ids, which of them belong to the
+    ``graded`` stages, and the picture's pixels.
+    """
+    prompt = _prompt(processor, example.conversation())
+    pieces: list[tuple[str, float]] = []
+    for i, stage in enumerate(STAGES):
+        if i:
+            pieces.append(("\n\n", 0.0))
+        pieces.append((render_answer({stage: example.stages[stage]}), 1.0 if stage in graded else 0.0))
+    inputs = processor(images=[example.image()], text=[prompt], return_tensors="pt")
+    image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    ids, weights = _encode(processor, prompt, pieces, int((inputs["input_ids"] == image_id).sum()))
+    return ids, [w > 0 for w in weights], inputs["pixel_values"]
+
+
 def _answer_pieces(example: Example, rng: random.Random) -> list[tuple[str, float]]:
     stages = dict(example.stages)
     caption_weight = 1.0
