@@ -315,7 +315,7 @@ def _candidate(span: tuple[Stage, ...], sample: Sample) -> CandidateRecord:
         stages=stages,
         finish_reason=sample.finish_reason,
         closed=closed,
-        problems=problems,
+        problems=[*sample.repairs, *problems],
         mean_logprob=sample.mean_logprob,
         completion_tokens=sample.completion_tokens,
     )

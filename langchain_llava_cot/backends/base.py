@@ -112,6 +112,8 @@ class Sample:
     """Log-probability of each generated token, when the backend gives them."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    repairs: tuple[str, ...] = ()
+    """What the backend mended in the model's reply (a missing or stray tag), if anything."""
 
     @property
     def mean_logprob(self) -> float | None:

@@ -318,9 +318,9 @@ def sample_from_message(request: SampleRequest, message: BaseMessage) -> Sample:
         found = extract_stages(reply, ask)
         if found.repair:
             logger.debug("Repaired a drifting %s stage: %s.", ask.first.value, found.repair)
-        start, end, closed = found.start, found.end, found.closed
+        start, end, closed, repair = found.start, found.end, found.closed, found.repair
     else:
-        start, end, closed = _after_prefix(reply, request.prefix), len(reply), False
+        start, end, closed, repair = _after_prefix(reply, request.prefix), len(reply), False, None
     text, stopped = cut_at_stop(reply[start:end], request.stop)
     usage = getattr(message, "usage_metadata", None) or {}
     tokens = message_logprobs(message.response_metadata)
@@ -332,6 +332,7 @@ def sample_from_message(request: SampleRequest, message: BaseMessage) -> Sample:
         token_logprobs=span_logprobs(tokens, text, start) if tokens else None,
         prompt_tokens=int(usage.get("input_tokens", 0)),
         completion_tokens=int(usage.get("output_tokens", 0)),
+        repairs=(repair,) if repair else (),
     )
 
 

@@ -276,7 +276,7 @@ def _samples_from_reply(request: SampleRequest, ask: _Ask, reply: dict[str, Any]
     samples = []
     for index, choice in enumerate(choices):
         content = (choice.get("message") or {}).get("content") or ""
-        start, end, closed = _kept_span(content, ask)
+        start, end, closed, repair = _kept_span(content, ask)
         text, stopped = cut_at_stop(content[start:end], request.stop)
         tokens = _token_logprobs(choice)
         server_stopped = choice.get("finish_reason") != "length"
@@ -289,21 +289,25 @@ def _samples_from_reply(request: SampleRequest, ask: _Ask, reply: dict[str, Any]
                 completion_tokens=_share(
                     completion_total, len(choices), index, len(tokens) if tokens else None
                 ),
+                repairs=(repair,) if repair else (),
             )
         )
     return samples
 
 
-def _kept_span(content: str, ask: _Ask) -> tuple[int, int, bool]:
-    """Where the wanted text lies in a reply, and whether the asked stage was closed there."""
+def _kept_span(content: str, ask: _Ask) -> tuple[int, int, bool, str | None]:
+    """Where the wanted text lies in a reply, and whether the asked stage was closed there.
+
+    The last item says how the reply was repaired (None when it was not).
+    """
     if ask.mode == "explicit" and ask.stage is not None:
         found = extract_stages(content, ask.stage)
-        return found.start, found.end, found.closed
+        return found.start, found.end, found.closed, found.repair
     if ask.mode == "fresh" and ask.prefix:
         stripped = content.lstrip()
         if stripped.startswith(ask.prefix.strip()):
-            return len(content) - len(stripped) + len(ask.prefix.strip()), len(content), False
-    return 0, len(content), False
+            return len(content) - len(stripped) + len(ask.prefix.strip()), len(content), False, None
+    return 0, len(content), False, None
 
 
 def _share(total: int, parts: int, index: int, counted: int | None) -> int:
@@ -422,6 +426,38 @@ _Plan = Generator[_Posts, list[Any], T]
 _Attempt = Generator[Union[_Post, float], Union[httpx.Response, httpx.TransportError, None], Any]  # noqa: UP007
 
 
+_UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol, httpx.ProxyError)
+"""Transport errors that mean nothing answered; any other broke a request under way."""
+
+
+def _post_within(client: httpx.Client, payload: dict[str, Any], seconds: float) -> httpx.Response:
+    """POST a chat completion and read the whole reply within ``seconds``.
+
+    httpx's timeout bounds each read, so a server that trickles its body would hold the
+    call for as long as it likes; the body is read chunk by chunk against one deadline.
+    """
+    deadline = time.monotonic() + seconds
+    with client.stream("POST", "/chat/completions", json=payload) as response:
+        body = bytearray()
+        for chunk in response.iter_raw():
+            body += chunk
+            if time.monotonic() > deadline:
+                msg = f"the whole reply took over {seconds:g} s"
+                raise httpx.ReadTimeout(msg, request=response.request)
+    return httpx.Response(
+        response.status_code, headers=response.headers, content=bytes(body), request=response.request
+    )
+
+
+async def _apost_within(client: httpx.AsyncClient, payload: dict[str, Any], seconds: float) -> httpx.Response:
+    """The async :func:`_post_within`: the whole request is cancelled at the deadline."""
+    try:
+        return await asyncio.wait_for(client.post("/chat/completions", json=payload), seconds)
+    except asyncio.TimeoutError as e:
+        msg = f"the whole reply took over {seconds:g} s"
+        raise httpx.ReadTimeout(msg) from e
+
+
 def _attempts(payload: dict[str, Any], base_url: str, max_retries: int, probe: bool) -> _Attempt:
     """Send ``payload`` until it succeeds or retries run out; yields posts and sleeps (seconds).
 
@@ -435,12 +471,16 @@ def _attempts(payload: dict[str, Any], base_url: str, max_retries: int, probe: b
             msg = f"The server at {base_url} did not answer within the timeout ({outcome!r}). Raise timeout=."
             error = ServerTimeoutError(msg)
             break
-        if isinstance(outcome, httpx.TransportError):
+        if isinstance(outcome, _UNREACHABLE):
             msg = (
                 f"Cannot reach an OpenAI-compatible server at {base_url} ({outcome!r}). Start the server, "
                 "or check base_url: host, port, and the /v1 suffix."
             )
             error = ServerUnreachableError(msg)
+            response = None
+        elif isinstance(outcome, httpx.TransportError):
+            msg = f"The connection to the server at {base_url} broke during the request ({outcome!r})."
+            error = ServerError(msg)
             response = None
         else:
             assert isinstance(outcome, httpx.Response)
@@ -502,7 +542,7 @@ class OpenAICompatibleBackend(VLMBackend):
         base_url: The server's OpenAI base URL, usually ending in ``/v1``.
         model: The served model's name.
         api_key: Sent as a bearer token when given.
-        timeout: Seconds to wait for connecting and for each reply.
+        timeout: Seconds a request may take in all, from connecting to the last byte of the reply.
         max_retries: Retries after a 429, a 5xx or a connection error (exponential backoff).
         max_concurrency: Most requests in flight at once (per event loop, and per sync call).
         capabilities: What the server honours; detected at first use when None.
@@ -653,7 +693,7 @@ class OpenAICompatibleBackend(VLMBackend):
             while True:
                 if isinstance(action, _Post):
                     try:
-                        outcome: Any = client.post("/chat/completions", json=action.payload)
+                        outcome: Any = _post_within(client, action.payload, self.timeout)
                     except httpx.TransportError as e:
                         outcome = e
                 else:
@@ -675,7 +715,7 @@ class OpenAICompatibleBackend(VLMBackend):
                 if isinstance(action, _Post):
                     try:
                         async with state.semaphore:
-                            outcome: Any = await state.client.post("/chat/completions", json=action.payload)
+                            outcome: Any = await _apost_within(state.client, action.payload, self.timeout)
                     except httpx.TransportError as e:
                         outcome = e
                 else:

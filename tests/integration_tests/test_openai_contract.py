@@ -70,6 +70,10 @@ class StandIn:
     failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     """Statuses (and headers) to answer the next requests with, before answering normally."""
     delay: float = 0.0
+    trickle: float = 0.0
+    """Seconds between the bytes of the body, after the headers (a server that trickles)."""
+    cut: bool = False
+    """Promise the whole body, send half of it, then close the connection."""
     bodies: list[dict[str, Any]] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -199,6 +203,17 @@ class _Handler(BaseHTTPRequestHandler):
             for key, value in headers.items():
                 self.send_header(key, value)
             self.end_headers()
+            if stand_in.cut:
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            if stand_in.trickle:
+                for i in range(len(data)):
+                    self.wfile.write(data[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(stand_in.trickle)
+                return
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass
@@ -355,6 +370,7 @@ def test_continuation_ignored_asks_for_the_stage_explicitly(serve: Any) -> None:
 
     assert backend.capabilities is not None and not backend.capabilities.continuation
     assert sample.text.strip() == "caption 0" and sample.finish_reason == "stop"
+    assert sample.repairs == ("text before the opening tag dropped",)  # it wrote the whole answer
     [body] = stand_in.after_probe()
     assert body["messages"][-1]["role"] == "user" and "continue_final_message" not in body
     asked = body["messages"][-1]["content"][-1]["text"]
@@ -460,6 +476,34 @@ def test_a_hanging_server_times_out(serve: Any) -> None:
     with pytest.raises(ServerTimeoutError, match="Raise timeout"):
         backend.sample([caption_request()])
     assert time.perf_counter() - started < 1.5
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_trickling_server_cannot_hold_a_call_past_its_timeout(serve: Any, mode: str) -> None:
+    """CONTRACT: timeout bounds the whole request, not each read: a body sent a byte at a time fails."""
+    stand_in = serve(trickle=0.2)
+    backend = OpenAICompatibleBackend(
+        stand_in.url, MODEL, timeout=1.0, max_retries=0, capabilities=ServerCapabilities()
+    )
+    started = time.perf_counter()
+    with pytest.raises(ServerTimeoutError, match="whole reply took over 1 s"):
+        if mode == "sync":
+            backend.sample([caption_request()])
+        else:
+            asyncio.run(backend.asample([caption_request()]))
+    assert time.perf_counter() - started < 3
+
+
+def test_a_body_cut_mid_reply_is_not_called_unreachable(serve: Any) -> None:
+    """CONTRACT: a server that answers, then closes mid-body, is reported as a broken reply."""
+    stand_in = serve(cut=True)
+    backend = OpenAICompatibleBackend(
+        stand_in.url, MODEL, timeout=5.0, max_retries=1, capabilities=ServerCapabilities()
+    )
+    with pytest.raises(ServerError, match="broke during the request") as raised:
+        backend.sample([caption_request()])
+    assert not isinstance(raised.value, ServerUnreachableError)
+    assert len(stand_in.bodies) == 2  # a broken reply is retried
 
 
 async def test_sync_call_inside_a_running_loop_and_async_judge(serve: Any) -> None:

@@ -108,6 +108,22 @@ def test_drift_is_repaired(reply: str, expected: str, repaired: bool) -> None:
     assert sample.text.strip() == expected
     ask = read_prefix(CAPTION_PREFIX, ("</CAPTION>",))
     assert ask is not None and (extract_stages(reply, ask).repair is not None) == repaired
+    assert bool(sample.repairs) == repaired  # and the sample says so
+
+
+def test_a_repaired_reply_says_so_in_the_candidates_problems() -> None:
+    from langchain_llava_cot.graph import build_graph
+    from langchain_llava_cot.search import SearchContext
+
+    replies = ["<SUMMARY> count </SUMMARY>", "Two squares.", "<REASONING> so 2 </REASONING>", "2"]
+    backend = ChatModelBackend(fake(*replies))
+    state = build_graph().invoke(
+        {"conversation": CONVERSATION}, context=SearchContext(backend=backend, strategy="greedy")
+    )
+    problems = [step["candidates"][0]["problems"] for step in state["steps"]]
+    assert problems[0] == [] and problems[2] == []
+    assert problems[1] == ["no <CAPTION> tag; the whole reply is the stage"]
+    assert state["chosen"]["caption"] == "Two squares."
 
 
 def test_whole_answer_request_keeps_every_stage_after_the_first_tag() -> None:
