@@ -58,6 +58,7 @@ __all__ = [
     "extract_stages",
     "read_prefix",
     "span_logprobs",
+    "stage_repairs",
     "stage_request_text",
     "to_langchain_messages",
 ]
@@ -102,6 +103,8 @@ class Extracted:
     end: int
     repair: str | None = None
     """How the reply was repaired, when it drifted from the asked format."""
+    tagged: bool = True
+    """Whether the reply opened the wanted stage with its tag."""
 
 
 def read_prefix(prefix: str, stop: Sequence[str] = ()) -> StageAsk | None:
@@ -162,9 +165,19 @@ def extract_stages(reply: str, ask: StageAsk) -> Extracted:
         found = reply.find(ask.last.close_tag, start)
         end, closed = (found, True) if found >= 0 else (len(reply), False)
     repair = None if opened == 0 or not reply[:opened].strip() else "text before the opening tag dropped"
-    if not closed:
-        repair = f"{ask.last.close_tag} missing; the text up to the next tag is kept"
     return Extracted(reply[start:end], closed, start, end, repair)
+
+
+def stage_repairs(found: Extracted, ask: StageAsk, stopped: bool) -> tuple[str, ...]:
+    """What was mended in a reply.
+
+    That is ``found.repair``, and a closing tag that never came (unless a stop string
+    ended the reply, as it does right before the closing tag).
+    """
+    repairs = (found.repair,) if found.repair else ()
+    if found.tagged and not found.closed and not stopped:
+        repairs += (f"{ask.last.close_tag} missing; the text up to the next tag is kept",)
+    return repairs
 
 
 def _untagged(reply: str, ask: StageAsk) -> Extracted:
@@ -175,9 +188,11 @@ def _untagged(reply: str, ask: StageAsk) -> Extracted:
         return Extracted(text, True, max(start, 0), max(start, 0) + len(text), "stage tag case repaired")
     if not _ANY_TAG.search(reply):
         repair = f"no {ask.first.open_tag} tag; the whole reply is the stage"
-        return Extracted(reply, False, 0, len(reply), repair)
+        return Extracted(reply, False, 0, len(reply), repair, tagged=False)
     text = _ANY_TAG.sub(" ", reply)
-    return Extracted(text, False, 0, len(reply), f"no {ask.first.open_tag} tag; other tags removed")
+    return Extracted(
+        text, False, 0, len(reply), f"no {ask.first.open_tag} tag; other tags removed", tagged=False
+    )
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
@@ -316,12 +331,13 @@ def sample_from_message(request: SampleRequest, message: BaseMessage) -> Sample:
     ask = read_prefix(request.prefix, request.stop)
     if ask is not None:
         found = extract_stages(reply, ask)
-        if found.repair:
-            logger.debug("Repaired a drifting %s stage: %s.", ask.first.value, found.repair)
-        start, end, closed, repair = found.start, found.end, found.closed, found.repair
+        start, end, closed = found.start, found.end, found.closed
     else:
-        start, end, closed, repair = _after_prefix(reply, request.prefix), len(reply), False, None
+        found, start, end, closed = None, _after_prefix(reply, request.prefix), len(reply), False
     text, stopped = cut_at_stop(reply[start:end], request.stop)
+    repairs = stage_repairs(found, ask, stopped) if found and ask else ()
+    if repairs:
+        logger.debug("Repaired a drifting stage: %s.", "; ".join(repairs))
     usage = getattr(message, "usage_metadata", None) or {}
     tokens = message_logprobs(message.response_metadata)
     metadata = message.response_metadata
@@ -332,7 +348,7 @@ def sample_from_message(request: SampleRequest, message: BaseMessage) -> Sample:
         token_logprobs=span_logprobs(tokens, text, start) if tokens else None,
         prompt_tokens=int(usage.get("input_tokens", 0)),
         completion_tokens=int(usage.get("output_tokens", 0)),
-        repairs=(repair,) if repair else (),
+        repairs=repairs,
     )
 
 

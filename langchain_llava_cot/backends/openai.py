@@ -54,11 +54,13 @@ from typing import Any, Literal, TypeVar, Union
 
 from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
 from langchain_llava_cot.backends.chat_model import (
+    Extracted,
     StageAsk,
     cut_at_stop,
     extract_stages,
     read_prefix,
     span_logprobs,
+    stage_repairs,
     stage_request_text,
 )
 from langchain_llava_cot.conversation import Conversation
@@ -276,10 +278,11 @@ def _samples_from_reply(request: SampleRequest, ask: _Ask, reply: dict[str, Any]
     samples = []
     for index, choice in enumerate(choices):
         content = (choice.get("message") or {}).get("content") or ""
-        start, end, closed, repair = _kept_span(content, ask)
+        start, end, closed, found = _kept_span(content, ask)
         text, stopped = cut_at_stop(content[start:end], request.stop)
         tokens = _token_logprobs(choice)
         server_stopped = choice.get("finish_reason") != "length"
+        repairs = stage_repairs(found, ask.stage, stopped or server_stopped) if found and ask.stage else ()
         samples.append(
             Sample(
                 text=text,
@@ -289,20 +292,20 @@ def _samples_from_reply(request: SampleRequest, ask: _Ask, reply: dict[str, Any]
                 completion_tokens=_share(
                     completion_total, len(choices), index, len(tokens) if tokens else None
                 ),
-                repairs=(repair,) if repair else (),
+                repairs=repairs,
             )
         )
     return samples
 
 
-def _kept_span(content: str, ask: _Ask) -> tuple[int, int, bool, str | None]:
+def _kept_span(content: str, ask: _Ask) -> tuple[int, int, bool, Extracted | None]:
     """Where the wanted text lies in a reply, and whether the asked stage was closed there.
 
-    The last item says how the reply was repaired (None when it was not).
+    The last item is the stage as found in a reply to an explicit stage request.
     """
     if ask.mode == "explicit" and ask.stage is not None:
         found = extract_stages(content, ask.stage)
-        return found.start, found.end, found.closed, found.repair
+        return found.start, found.end, found.closed, found
     if ask.mode == "fresh" and ask.prefix:
         stripped = content.lstrip()
         if stripped.startswith(ask.prefix.strip()):
