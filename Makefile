@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test unit integration lint bench eval clean
+.PHONY: setup demo test unit integration lint bench eval clean vllm-venv test-servers
 
 setup: $(STAMP)
 
@@ -29,6 +29,14 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration_tests -q
+
+# The real-server lane: vLLM's CPU build in its own venv (.ci/setup-vllm), PostgreSQL from the
+# machine; -s prints the start-up and per-answer times.
+vllm-venv:
+	bash .ci/setup-vllm
+
+test-servers: $(STAMP) vllm-venv
+	$(BIN)/python -m pytest tests/integration_tests/test_vllm_server.py tests/integration_tests/test_postgres_runs.py -q -s
 
 lint: $(STAMP)
 	$(BIN)/ruff check langchain_llava_cot tests benchmarks examples graphs

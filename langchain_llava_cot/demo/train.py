@@ -643,6 +643,7 @@ def train_demo(
         trainer.mark(name)
     model.eval()
     model.save_pretrained(output_dir, safe_serialization=True)
+    name_vision_weights_for_servers(output_dir)
     processor.save_pretrained(output_dir)
     record.update(trainer.record())
     record["parameters"] = sum(p.numel() for p in model.parameters())
@@ -651,6 +652,28 @@ def train_demo(
     (output_dir / "training.json").write_text(json.dumps(record, indent=1))
     logger.info("Trained %d steps; loss %.4f; saved to %s", record["steps"], record["final_loss"], output_dir)
     return output_dir
+
+
+_TOWER_PARTS = ("embeddings.", "pre_layrnorm.", "encoder.", "post_layernorm.")
+
+
+def name_vision_weights_for_servers(model_dir: str | Path) -> None:
+    """Rename the CLIP tower's weights to ``vision_tower.vision_model.*`` in ``model.safetensors``.
+
+    transformers 5 saves them as ``vision_tower.embeddings.*``, a name vLLM does not load;
+    the ``vision_model`` names are the original LLaVA layout, which transformers reads as
+    well, so the one file serves both.
+    """
+    from safetensors.torch import load_file, save_file
+
+    path = Path(model_dir) / "model.safetensors"
+    weights = load_file(path)
+    renamed = {}
+    for key, value in weights.items():
+        head, _, tail = key.partition("vision_tower.")
+        shared = tail.startswith(_TOWER_PARTS)
+        renamed[f"{head}vision_tower.vision_model.{tail}" if shared else key] = value
+    save_file(renamed, path, metadata={"format": "pt"})
 
 
 class _Trainer:

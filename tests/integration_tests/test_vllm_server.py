@@ -1,0 +1,149 @@
+"""A real vLLM (its CPU build) serving the bundled demo model, with ChatLlavaCoT pointed at it.
+
+The lane's venv comes from ``make vllm-venv`` (``.ci/setup-vllm``); ``make test-servers`` builds
+it and runs these tests. They check that the backend uses what vLLM offers: ``n`` in one
+request, server-side stop strings, verdicts read from top log-probabilities, continuation of
+the partial assistant message, and vLLM's prefix cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from langchain_core.messages import HumanMessage
+from servers import free_port, running_server
+
+from langchain_llava_cot import ChatLlavaCoT
+from langchain_llava_cot.backends.openai import OpenAICompatibleBackend, ServerCapabilities
+from langchain_llava_cot.demo import DEMO_MODEL_PATH, EXAMPLE_IMAGE
+
+VLLM_PYTHON = Path(__file__).parents[2] / ".venv-vllm" / "bin" / "python"
+
+pytestmark = [
+    pytest.mark.skipif(not VLLM_PYTHON.exists(), reason="the real-server lane: make test-servers"),
+    pytest.mark.timeout(600),
+]
+
+QUESTION = [
+    HumanMessage(
+        [
+            {
+                "type": "image",
+                "base64": base64.b64encode(EXAMPLE_IMAGE.read_bytes()).decode(),
+                "mime_type": "image/png",
+            },
+            {"type": "text", "text": "How many red squares are there?"},
+        ]
+    )
+]
+
+
+@pytest.fixture(scope="module")
+def vllm(tmp_path_factory: pytest.TempPathFactory):
+    """vLLM on 127.0.0.1 serving the demo model as "demo"; yields (base URL, start-up seconds)."""
+    folder = tmp_path_factory.mktemp("vllm")
+    port = free_port()
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_TARGET_DEVICE": "cpu",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "VLLM_CACHE_ROOT": str(folder / "cache"),
+    }
+    command = [
+        str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(DEMO_MODEL_PATH),
+        "--served-model-name", "demo", "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "1024",
+        "--dtype", "float32", "--max-num-seqs", "16", "--enforce-eager",
+    ]  # fmt: skip
+    started = time.monotonic()
+    url = f"http://127.0.0.1:{port}"
+    with running_server(
+        command, ready_url=f"{url}/v1/models", log_path=folder / "vllm.log", env=env, timeout=300
+    ):
+        yield url, time.monotonic() - started
+
+
+def metric(url: str, name: str) -> float:
+    """A counter from vLLM's Prometheus metrics, summed over its labels."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
+
+
+LIMITS = {"summary": 60, "caption": 120, "reasoning": 300, "conclusion": 20}
+"""Stage limits whose sum, with the prompt, fits the demo model's 1,024 positions."""
+
+
+def served(url: str) -> OpenAICompatibleBackend:
+    return OpenAICompatibleBackend(f"{url}/v1", "demo", timeout=120)
+
+
+def test_the_probe_finds_everything_vllm_offers(vllm: tuple[str, float]) -> None:
+    url, startup = vllm
+    backend = served(url)
+    assert backend.probe() == ServerCapabilities(
+        n=True, stop=True, logprobs=True, top_logprobs=True, continuation=True, images=True,
+        generation_config=False,
+    )  # fmt: skip
+    print(f"\nvLLM {url}: ready {startup:.0f} s after start")
+
+
+@pytest.mark.parametrize(("strategy", "requests"), [("greedy", 4), ("best_of_n", 1)])
+def test_candidates_come_n_at_a_time_in_one_request(
+    vllm: tuple[str, float], strategy: str, requests: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ = vllm
+    backend = served(url)
+    backend.probe()
+    sent: list[dict] = []
+    send = httpx.Client.send
+
+    def counted(client: httpx.Client, request: httpx.Request, **options: object) -> httpx.Response:
+        if request.url.path.endswith("/chat/completions"):
+            sent.append(json.loads(request.content))
+        return send(client, request, **options)
+
+    monkeypatch.setattr(httpx.Client, "send", counted)
+    llm = ChatLlavaCoT(
+        backend=backend, strategy=strategy, candidates=4, judge="likelihood", max_stage_tokens=LIMITS
+    )
+    started = time.perf_counter()
+    answer = llm.invoke(QUESTION)
+    seconds = time.perf_counter() - started
+    record = answer.response_metadata["llava_cot"]
+    assert len(sent) == requests  # one request a step, whatever N
+    assert all(
+        body["stop"] and body.get("continue_final_message") for body in sent
+    )  # served stop, continuation
+    assert {body.get("n", 1) for body in sent} == {1 if strategy == "greedy" else 4}
+    assert all(len(step["candidates"]) == (1 if strategy == "greedy" else 4) for step in record["steps"])
+    assert all(not c["problems"] for step in record["steps"] for c in step["candidates"])  # nothing repaired
+    assert answer.content.strip()
+    print(f"\n{strategy}: {seconds:.2f} s an answer through vLLM")
+
+
+@pytest.mark.parametrize("judge", ["pairwise", "verifier"])
+def test_stage_beam_reads_its_verdicts_from_top_logprobs(vllm: tuple[str, float], judge: str) -> None:
+    url, _ = vllm
+    llm = ChatLlavaCoT(
+        backend=served(url), strategy="stage_beam", candidates=4, judge=judge, seed=0, max_stage_tokens=LIMITS
+    )
+    hits = metric(url, "vllm:prefix_cache_hits_total")
+    started = time.perf_counter()
+    answer = llm.invoke(QUESTION)
+    seconds = time.perf_counter() - started
+    steps = answer.response_metadata["llava_cot"]["steps"]
+    methods = {c["method"] for step in steps for c in step["comparisons"]} - {"identical"}
+    assert methods <= {"logits", "precheck"}  # no verdict was generated and parsed
+    if judge == "verifier":
+        assert all(step["scores"] for step in steps if len(set(c["text"] for c in step["candidates"])) > 1)
+    assert metric(url, "vllm:prefix_cache_hits_total") > hits  # each stage re-reads the prefix: cached
+    assert answer.content.strip()
+    print(f"\nstage_beam, {judge} judge, N=4: {seconds:.2f} s an answer through vLLM")
