@@ -50,4 +50,4 @@ eval: $(STAMP)
 	$(BIN)/llava-cot eval --questions 500 --out runs/eval
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-vllm .pytest_cache .ruff_cache

@@ -22,7 +22,7 @@ from typing import Any
 from langchain_llava_cot.backends.base import ToolCallConstraint
 from langchain_llava_cot.stages import STAGES, Stage
 
-__all__ = ["GrammarRows", "ToolCallGrammars", "stages_to_write"]
+__all__ = ["GrammarRows", "ToolCallGrammars", "stages_to_write", "tool_call_ebnf"]
 
 _OPEN_TAG = re.compile(r"<(SUMMARY|CAPTION|REASONING|CONCLUSION)>")
 
@@ -49,6 +49,42 @@ def _before_the_call(stages: tuple[str, ...]) -> str:
     return "root ::= " + " ".join(parts)
 
 
+def _xgrammar() -> Any:
+    try:
+        import xgrammar
+    except ImportError as e:
+        msg = (
+            "Forced tool calls and structured output decode under a grammar, which needs xgrammar: "
+            "pip install 'langchain-llava-cot[transformers]'."
+        )
+        raise ImportError(msg) from e
+    return xgrammar
+
+
+def _tool_call_grammar(tools_key: str, stages: tuple[str, ...]) -> Any:
+    """The grammar of a continuation that writes ``stages`` and concludes with one call."""
+    xgr = _xgrammar()
+    schema = ToolCallConstraint(tuple(json.loads(tools_key))).json_schema()
+    return xgr.Grammar.concat(
+        xgr.Grammar.from_ebnf(_before_the_call(stages)),
+        xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False),
+        xgr.Grammar.from_ebnf('root ::= "</tool_call>" [ \\n]* "</CONCLUSION>"'),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _ebnf(tools_key: str, stages: tuple[str, ...]) -> str:
+    return str(_tool_call_grammar(tools_key, stages))
+
+
+def tool_call_ebnf(constraint: ToolCallConstraint, prefix: str) -> str:
+    """The grammar of a forced call continuing ``prefix``, as EBNF text (xgrammar's dialect).
+
+    Servers that decode under a grammar take it as is (vLLM's ``structured_outputs``).
+    """
+    return _ebnf(constraint.key, stages_to_write(prefix))
+
+
 class ToolCallGrammars:
     """Compiles and caches forced-tool-call grammars for one tokenizer."""
 
@@ -59,14 +95,7 @@ class ToolCallGrammars:
 
     @functools.cached_property
     def _compiler(self) -> Any:
-        try:
-            import xgrammar as xgr
-        except ImportError as e:
-            msg = (
-                "Forced tool calls and structured output decode under a grammar, which needs xgrammar: "
-                "pip install 'langchain-llava-cot[transformers]'."
-            )
-            raise ImportError(msg) from e
+        xgr = _xgrammar()
         info = xgr.TokenizerInfo.from_huggingface(self._tokenizer, vocab_size=self._vocab_size)
         return xgr.GrammarCompiler(info)
 
@@ -78,15 +107,7 @@ class ToolCallGrammars:
         return self._cache[tools_key, stages]
 
     def _compile(self, tools_key: str, stages: tuple[str, ...]) -> Any:
-        import xgrammar as xgr
-
-        schema = ToolCallConstraint(tuple(json.loads(tools_key))).json_schema()
-        grammar = xgr.Grammar.concat(
-            xgr.Grammar.from_ebnf(_before_the_call(stages)),
-            xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False),
-            xgr.Grammar.from_ebnf('root ::= "</tool_call>" [ \\n]* "</CONCLUSION>"'),
-        )
-        return self._compiler.compile_grammar(grammar)
+        return self._compiler.compile_grammar(_tool_call_grammar(tools_key, stages))
 
     def processor(self, constraint: ToolCallConstraint, prefix: str) -> GrammarRows:
         """A fresh logits processor for one ``generate`` call continuing ``prefix``."""

@@ -42,6 +42,7 @@ import base64
 import email.utils
 import io
 import json
+import logging
 import random
 import re
 import threading
@@ -52,6 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, Union
 
+from langchain_llava_cot.backends._grammar import tool_call_ebnf
 from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
 from langchain_llava_cot.backends.chat_model import (
     Extracted,
@@ -71,6 +73,8 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the environment
     msg = "OpenAICompatibleBackend needs httpx: pip install 'langchain-llava-cot[openai]'."
     raise ImportError(msg) from e
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "ImagesRejectedError",
@@ -151,11 +155,14 @@ class ServerCapabilities:
     """Accepts ``image_url`` content parts."""
     generation_config: bool = False
     """Reads a per-request ``generation_config`` JSON (``transformers serve``; needed there to sample)."""
+    grammar: bool = False
+    """Decodes under an EBNF grammar sent as ``structured_outputs`` (vLLM): forced tool calls are
+    then valid by construction."""
 
     @classmethod
     def vllm(cls) -> ServerCapabilities:
-        """Everything, as vLLM and SGLang document it."""
-        return cls(n=True, stop=True, logprobs=True, top_logprobs=True, continuation=True)
+        """Everything, as vLLM documents it."""
+        return cls(n=True, stop=True, logprobs=True, top_logprobs=True, continuation=True, grammar=True)
 
     @property
     def choice(self) -> bool:
@@ -239,6 +246,10 @@ def _sample_payloads(model: str, request: SampleRequest, ask: _Ask, caps: Server
         payload["logprobs"] = True
     if caps.generation_config:
         payload["generation_config"] = json.dumps(_generation_config(request))
+    if request.tool_call is not None and caps.grammar and ask.mode == "continue":
+        grammar = _call_grammar(request)
+        if grammar is not None:
+            payload["structured_outputs"] = {"grammar": grammar}
     if caps.n or request.n == 1:
         if request.n > 1:
             payload["n"] = request.n
@@ -247,6 +258,16 @@ def _sample_payloads(model: str, request: SampleRequest, ask: _Ask, caps: Server
         return [payload]
     seeds = [None if request.seed is None else request.seed + i for i in range(request.n)]
     return [payload if seed is None else {**payload, "seed": seed} for seed in seeds]
+
+
+def _call_grammar(request: SampleRequest) -> str | None:
+    """The forced call's grammar for the server, or None (the tools prompt alone) without xgrammar."""
+    assert request.tool_call is not None
+    try:
+        return tool_call_ebnf(request.tool_call, request.prefix)
+    except ImportError:
+        logger.warning("xgrammar is not installed: a forced tool call is asked for by the prompt alone.")
+        return None
 
 
 def _generation_config(request: SampleRequest) -> dict[str, Any]:
@@ -757,7 +778,7 @@ def _probe_plan(model: str) -> _Plan[ServerCapabilities]:
     2. At once: ``n=2`` + ``stop`` + ``logprobs`` + ``top_logprobs`` together (split up when
        that is rejected); a continued assistant message and the same message as a finished
        turn (continuation is honoured when the first prompt is shorter, in ``usage``);
-       an 8x8 image.
+       an 8x8 image; a grammar that allows only "7" (honoured when the reply is "7").
     3. Only on a server that rejects unknown fields (HTTP 422): a ``generation_config``.
     """
 
@@ -775,8 +796,9 @@ def _probe_plan(model: str) -> _Plan[ServerCapabilities]:
     pictured = payload(
         messages=[{"role": "user", "content": [image_part, {"type": "text", "text": "Say OK"}]}]
     )
-    together, continued_reply, finished_reply, image_reply = yield _Posts(
-        (features, continued, finished, pictured), probe=True
+    grammar = payload(structured_outputs={"grammar": 'root ::= "7"'})  # honoured: the reply is "7"
+    together, continued_reply, finished_reply, image_reply, grammar_reply = yield _Posts(
+        (features, continued, finished, pictured, grammar), probe=True
     )
     if isinstance(together, ServerError):
         separately = (
@@ -801,7 +823,13 @@ def _probe_plan(model: str) -> _Plan[ServerCapabilities]:
         continuation=_shorter_prompt(continued_reply, finished_reply),
         images=not isinstance(image_reply, ImagesRejectedError),
         generation_config=generation_config,
+        grammar=_ok(grammar_reply) and _content(grammar_reply) == "7",
     )
+
+
+def _content(reply: dict[str, Any]) -> str | None:
+    choices = reply.get("choices") or [{}]
+    return (choices[0].get("message") or {}).get("content")
 
 
 def _ok(reply: Any) -> bool:

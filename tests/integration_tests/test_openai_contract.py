@@ -45,7 +45,7 @@ pytestmark = pytest.mark.timeout(30)
 
 MODEL = "tiny-vlm"
 _KNOWN_FIELDS = {"model", "messages", "max_tokens", "temperature", "top_p", "seed", "stop", "n", "logprobs"}
-_KNOWN_FIELDS |= {"top_logprobs", "generation_config", "stream"}
+_KNOWN_FIELDS |= {"top_logprobs", "generation_config", "stream"}  # no structured_outputs: 422
 
 
 def answer(variant: int) -> str:
@@ -65,6 +65,8 @@ class StandIn:
     logprobs: bool = True
     continuation: bool = True
     images: bool = True
+    grammar: bool = True
+    """Decodes under ``structured_outputs`` grammars (it knows two: the probe's, and a call of ``add``)."""
     strict: bool = False
     """Reject unknown fields with 422, as ``transformers serve`` does."""
     failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
@@ -108,13 +110,25 @@ class StandIn:
         sampled = (body.get("temperature") or 0) > 0
         choices, completion_tokens = [], 0
         for index in range(count):
-            tokens = _tokenize(self._write(messages, continuing, first + index if sampled else 0))
+            text = self._under_grammar(body) or self._write(
+                messages, continuing, first + index if sampled else 0
+            )
+            tokens = _tokenize(text)
             choice, used = self._choice(index, tokens, body)
             choices.append(choice)
             completion_tokens += used
         prompt_tokens = _prompt_tokens(messages, continuing)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
         return 200, {"object": "chat.completion", "model": MODEL, "choices": choices, "usage": usage}, {}
+
+    def _under_grammar(self, body: dict[str, Any]) -> str | None:
+        grammar = (body.get("structured_outputs") or {}).get("grammar") if self.grammar else None
+        if grammar is None:
+            return None
+        if grammar == 'root ::= "7"':
+            return "7"
+        assert '"\\"add\\""' in grammar  # the grammar names the tool the call must be of
+        return ' <tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call> </CONCLUSION>'
 
     def _write(self, messages: list[dict[str, Any]], continuing: bool, variant: int) -> str:
         last_text = _text(messages[-1])
@@ -504,6 +518,50 @@ def test_a_body_cut_mid_reply_is_not_called_unreachable(serve: Any) -> None:
         backend.sample([caption_request()])
     assert not isinstance(raised.value, ServerUnreachableError)
     assert len(stand_in.bodies) == 2  # a broken reply is retried
+
+
+ADD = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "description": "Add two numbers.",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+        },
+    },
+}
+
+
+def forced_call_request() -> SampleRequest:
+    from langchain_llava_cot.backends.base import ToolCallConstraint
+
+    prefix = "<SUMMARY> s </SUMMARY>\n\n<CAPTION> c </CAPTION>\n\n<REASONING> r </REASONING>\n\n<CONCLUSION>"
+    return SampleRequest(CONVERSATION, prefix, stop=("</CONCLUSION>",), tool_call=ToolCallConstraint((ADD,)))
+
+
+def test_a_forced_tool_call_is_decoded_under_the_servers_grammar(serve: Any) -> None:
+    """CONTRACT: where the probe finds grammars, a forced call is sent with its grammar."""
+    stand_in = serve()
+    backend = OpenAICompatibleBackend(stand_in.url, MODEL)
+    [[sample]] = backend.sample([forced_call_request()])
+    assert backend.capabilities is not None and backend.capabilities.grammar
+    [body] = stand_in.after_probe()
+    grammar = body["structured_outputs"]["grammar"]
+    assert '"<tool_call>"' in grammar and '"</CONCLUSION>"' in grammar and "add" in grammar
+    assert sample.text.strip() == '<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>'
+    [[free]] = backend.sample([caption_request()])
+    assert "structured_outputs" not in stand_in.after_probe()[-1]  # only forced calls are constrained
+
+
+@pytest.mark.parametrize("server", [{"grammar": False}, {"strict": True}])
+def test_without_grammars_a_forced_call_is_asked_for_by_the_prompt_alone(serve: Any, server: dict) -> None:
+    stand_in = serve(**server)
+    backend = OpenAICompatibleBackend(stand_in.url, MODEL)
+    backend.sample([forced_call_request()])
+    assert backend.capabilities is not None and not backend.capabilities.grammar
+    assert all("structured_outputs" not in body for body in stand_in.after_probe())
 
 
 async def test_sync_call_inside_a_running_loop_and_async_judge(serve: Any) -> None:

@@ -77,7 +77,7 @@ def metric(url: str, name: str) -> float:
     return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
 
 
-LIMITS = {"summary": 60, "caption": 120, "reasoning": 300, "conclusion": 20}
+LIMITS = {"summary": 60, "caption": 120, "reasoning": 300, "conclusion": 60}
 """Stage limits whose sum, with the prompt, fits the demo model's 1,024 positions."""
 
 
@@ -90,7 +90,7 @@ def test_the_probe_finds_everything_vllm_offers(vllm: tuple[str, float]) -> None
     backend = served(url)
     assert backend.probe() == ServerCapabilities(
         n=True, stop=True, logprobs=True, top_logprobs=True, continuation=True, images=True,
-        generation_config=False,
+        generation_config=False, grammar=True,
     )  # fmt: skip
     print(f"\nvLLM {url}: ready {startup:.0f} s after start")
 
@@ -147,3 +147,20 @@ def test_stage_beam_reads_its_verdicts_from_top_logprobs(vllm: tuple[str, float]
     assert metric(url, "vllm:prefix_cache_hits_total") > hits  # each stage re-reads the prefix: cached
     assert answer.content.strip()
     print(f"\nstage_beam, {judge} judge, N=4: {seconds:.2f} s an answer through vLLM")
+
+
+def test_a_forced_tool_call_is_valid_by_construction_under_vllms_grammar(vllm: tuple[str, float]) -> None:
+    def add(a: int, b: int) -> int:
+        """Add two whole numbers."""
+        return a + b
+
+    url, _ = vllm
+    llm = ChatLlavaCoT(
+        backend=served(url), strategy="stage_beam", candidates=3, max_stage_tokens=LIMITS, seed=1
+    )
+    question = [HumanMessage("What is 2 plus 3?")]
+    answers = [llm.bind_tools([add], tool_choice="add").invoke(question) for _ in range(3)]
+    for answer in answers:
+        [call] = answer.tool_calls
+        assert call["name"] == "add" and set(call["args"]) == {"a", "b"}
+        assert all(isinstance(value, int) for value in call["args"].values())
