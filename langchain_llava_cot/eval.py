@@ -582,64 +582,75 @@ def _write_json(
 
 
 def plot(report: EvalReport, path: str | Path) -> Path:
-    """Save accuracy against tokens per question, one marker per strategy, as a PNG."""
+    """Save accuracy against tokens and against seconds per question, one line per strategy, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    styles = {
-        ("greedy", None): ("black", "o"),
-        ("best_of_n", "pairwise"): ("tab:orange", "s"),
-        ("best_of_n", "likelihood"): ("tab:brown", "v"),
-        ("best_of_n", "verifier"): ("tab:red", "P"),
-        ("stage_beam", "verifier"): ("tab:purple", "*"),
-        ("best_of_n", "vote"): ("tab:olive", "X"),
-        ("stage_beam", "pairwise"): ("tab:blue", "D"),
-        ("stage_beam", "likelihood"): ("tab:green", "^"),
-    }
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=120, sharey=True)
     groups: dict[tuple[str, str | None], list[StrategyResult]] = {}
     for r in report.results:
-        groups.setdefault((r.strategy, r.judge if r.strategy != "greedy" else None), []).append(r)
-    for key, rows in groups.items():
-        rows.sort(key=lambda r: r.tokens_per_question)
-        colour, marker = styles.get(key, ("gray", "x"))
-        label = key[0] if key[1] is None else f"{key[0]} ({key[1]})"
-        ax.errorbar(
-            [r.tokens_per_question for r in rows],
-            [100 * r.accuracy for r in rows],
-            yerr=[
-                [100 * (r.accuracy - r.accuracy_interval[0]) for r in rows],
-                [100 * (r.accuracy_interval[1] - r.accuracy) for r in rows],
-            ],
-            marker=marker,
-            color=colour,
-            label=label,
-            capsize=3,
-        )
-        for r in rows:
-            if r.strategy != "greedy":
-                ax.annotate(
-                    f"N={r.candidates}",
-                    (r.tokens_per_question, 100 * r.accuracy),
-                    textcoords="offset points",
-                    xytext=(4, 4),
-                    fontsize=7,
-                    color=colour,
-                )
-    ax.set_xscale("log")
-    ax.set_xlabel("tokens per question (prompt + generated, log scale)")
-    ax.set_ylabel("accuracy (%), 95% intervals")
-    ax.set_title(f"Demo model, {report.questions} held-out questions")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        search = r.name.split(":")[0]  # stage_beam, stage_beam+adaptive, retrace, ...
+        groups.setdefault((search, r.judge if r.strategy != "greedy" else None), []).append(r)
+    for ax, cost, label in (
+        (axes[0], "tokens_per_question", "tokens per question (prompt + generated, log scale)"),
+        (axes[1], "seconds_per_question", "seconds per question (one worker, log scale)"),
+    ):
+        for key, rows in groups.items():
+            _plot_group(ax, key, sorted(rows, key=lambda r: getattr(r, cost)), cost)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (%), 95% intervals")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"Demo model, {report.questions} held-out questions")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+_STYLES = {
+    ("greedy", None): ("black", "o"),
+    ("best_of_n", "pairwise"): ("tab:orange", "s"),
+    ("best_of_n", "likelihood"): ("tab:brown", "v"),
+    ("best_of_n", "verifier"): ("tab:red", "P"),
+    ("best_of_n", "vote"): ("tab:olive", "X"),
+    ("vote", "likelihood"): ("tab:olive", "x"),
+    ("vote", "verifier"): ("tab:pink", "x"),
+    ("stage_beam", "pairwise"): ("tab:blue", "D"),
+    ("stage_beam", "likelihood"): ("tab:green", "^"),
+    ("stage_beam", "verifier"): ("tab:purple", "*"),
+    ("stage_beam+adaptive", "likelihood"): ("tab:cyan", "^"),
+    ("stage_beam+adaptive", "verifier"): ("tab:cyan", "*"),
+    ("retrace", "likelihood"): ("tab:gray", "<"),
+    ("retrace", "verifier"): ("darkslateblue", ">"),
+}
+
+
+def _plot_group(ax: Any, key: tuple[str, str | None], rows: list[StrategyResult], cost: str) -> None:
+    colour, marker = _STYLES.get(key, ("gray", "x"))
+    ax.errorbar(
+        [getattr(r, cost) for r in rows],
+        [100 * r.accuracy for r in rows],
+        yerr=[
+            [100 * (r.accuracy - r.accuracy_interval[0]) for r in rows],
+            [100 * (r.accuracy_interval[1] - r.accuracy) for r in rows],
+        ],
+        marker=marker,
+        color=colour,
+        label=key[0] if key[1] is None else f"{key[0]} ({key[1]})",
+        capsize=3,
+    )
+    for r in rows:
+        if r.strategy != "greedy":
+            ax.annotate(
+                f"N={r.candidates}", (getattr(r, cost), 100 * r.accuracy),
+                textcoords="offset points", xytext=(4, 4), fontsize=7, color=colour,
+            )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
