@@ -66,6 +66,11 @@ class Stage(str, Enum):
         """What makes one candidate of this stage better than another."""
         return _CRITERIA[self]
 
+    @property
+    def guide(self) -> str:
+        """What the stage holds, as a prompt that asks for it says."""
+        return _GUIDES[self]
+
 
 STAGES: tuple[Stage, ...] = tuple(Stage)
 """The stages in the order the model writes them."""
@@ -90,13 +95,23 @@ _CRITERIA = {
     ),
 }
 
+_GUIDES = {
+    Stage.SUMMARY: "a short outline of the task and how you will solve it, without solving it",
+    Stage.CAPTION: "a description of the parts of the image that matter for the question",
+    Stage.REASONING: "the step-by-step reasoning from the caption to the answer",
+    Stage.CONCLUSION: "the final answer",
+}
+
 ANSWER_CRITERION = (
     "The better answer has an accurate caption, reasoning that follows from it, "
     "and a conclusion that agrees with the reasoning."
 )
 """The criterion used when whole answers are judged (best-of-N)."""
 
-_TAG_PATTERN = re.compile(r"<(/?)(SUMMARY|CAPTION|REASONING|CONCLUSION)>", re.IGNORECASE)
+TAG_NAMES = "|".join(stage.tag for stage in Stage)
+"""The tag names as a regular-expression alternation: ``SUMMARY|CAPTION|REASONING|CONCLUSION``."""
+
+_TAG_PATTERN = re.compile(rf"<(/?)({TAG_NAMES})>", re.IGNORECASE)
 
 
 def render_stage(stage: Stage, text: str) -> str:

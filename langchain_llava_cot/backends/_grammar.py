@@ -20,11 +20,11 @@ import re
 from typing import Any
 
 from langchain_llava_cot.backends.base import ToolCallConstraint
-from langchain_llava_cot.stages import STAGES, Stage
+from langchain_llava_cot.stages import STAGES, TAG_NAMES, Stage
 
 __all__ = ["GrammarRows", "ToolCallGrammars", "stages_to_write", "tool_call_ebnf"]
 
-_OPEN_TAG = re.compile(r"<(SUMMARY|CAPTION|REASONING|CONCLUSION)>")
+_OPEN_TAG = re.compile(rf"<({TAG_NAMES})>")
 
 
 def stages_to_write(prefix: str) -> tuple[str, ...]:

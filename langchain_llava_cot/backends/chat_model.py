@@ -48,7 +48,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_llava_cot.backends.base import Sample, SampleRequest, VLMBackend
 from langchain_llava_cot.conversation import Conversation
 from langchain_llava_cot.images import image_block
-from langchain_llava_cot.stages import STAGES, Stage, parse_answer, render_answer
+from langchain_llava_cot.stages import STAGES, TAG_NAMES, Stage, parse_answer, render_answer
 
 __all__ = [
     "ChatModelBackend",
@@ -56,6 +56,7 @@ __all__ = [
     "StageAsk",
     "cut_at_stop",
     "extract_stages",
+    "prefix_request_text",
     "read_prefix",
     "span_logprobs",
     "stage_repairs",
@@ -65,16 +66,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_OPEN_TAG_AT_END = re.compile(r"<(SUMMARY|CAPTION|REASONING|CONCLUSION)>\s*$")
-_CLOSE_TAG = re.compile(r"</(SUMMARY|CAPTION|REASONING|CONCLUSION)>")
-_ANY_TAG = re.compile(r"</?(?:SUMMARY|CAPTION|REASONING|CONCLUSION)>", re.IGNORECASE)
-
-_STAGE_GUIDE = {
-    Stage.SUMMARY: "a short outline of the task and how you will solve it, without solving it",
-    Stage.CAPTION: "a description of the parts of the image that matter for the question",
-    Stage.REASONING: "the step-by-step reasoning from the caption to the answer",
-    Stage.CONCLUSION: "the final answer",
-}
+_OPEN_TAG_AT_END = re.compile(rf"<({TAG_NAMES})>\s*$")
+_CLOSE_TAG = re.compile(rf"</({TAG_NAMES})>")
+_ANY_TAG = re.compile(rf"</?(?:{TAG_NAMES})>", re.IGNORECASE)
 
 
 # --- stage prompting (shared with the OpenAI-compatible backend) ----------------------
@@ -128,7 +122,7 @@ def read_prefix(prefix: str, stop: Sequence[str] = ()) -> StageAsk | None:
 
 def stage_request_text(question: str, ask: StageAsk) -> str:
     """The user turn that asks for the next stage(s) explicitly."""
-    guide = "\n".join(f"{s.open_tag} {_STAGE_GUIDE[s]} {s.close_tag}" for s in STAGES)
+    guide = "\n".join(f"{s.open_tag} {s.guide} {s.close_tag}" for s in STAGES)
     so_far = render_answer(ask.chosen) if ask.chosen else "none yet"
     if ask.first is ask.last:
         task = (
@@ -144,6 +138,11 @@ def stage_request_text(question: str, ask: StageAsk) -> str:
         f"{question}\n\nAnswer in four stages, each wrapped in its tags:\n{guide}\n\n"
         f"Stages written so far:\n{so_far}\n\n{task}"
     )
+
+
+def prefix_request_text(question: str, prefix: str) -> str:
+    """The question, asking a model that cannot continue a message to begin with ``prefix``."""
+    return f"{question}\n\nBegin your reply with exactly: {prefix}"
 
 
 def extract_stages(reply: str, ask: StageAsk) -> Extracted:
@@ -320,8 +319,7 @@ def stage_messages(request: SampleRequest) -> list[BaseMessage]:
     if ask is not None:
         return to_langchain_messages(conversation, stage_request_text(conversation.question, ask))
     if request.prefix:
-        text = f"{conversation.question}\n\nBegin your reply with exactly: {request.prefix}"
-        return to_langchain_messages(conversation, text)
+        return to_langchain_messages(conversation, prefix_request_text(conversation.question, request.prefix))
     return to_langchain_messages(conversation)
 
 

@@ -60,6 +60,7 @@ from langchain_llava_cot.backends.chat_model import (
     StageAsk,
     cut_at_stop,
     extract_stages,
+    prefix_request_text,
     read_prefix,
     span_logprobs,
     stage_repairs,
@@ -222,7 +223,7 @@ def _how_to_ask(
     if ask is not None:
         text = stage_request_text(conversation.question, ask)
         return _Ask(_openai_messages(conversation, text), "explicit", stage=ask, prefix=prefix)
-    text = f"{conversation.question}\n\nBegin your reply with exactly: {prefix}"
+    text = prefix_request_text(conversation.question, prefix)
     return _Ask(_openai_messages(conversation, text), "fresh", prefix=prefix)
 
 
