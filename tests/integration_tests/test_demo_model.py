@@ -1,6 +1,7 @@
 """The bundled demo model: it loads, answers in four stages, and ``run_eval`` works end to end."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,7 @@ from langchain_llava_cot.demo import (
     DEMO_QUESTION,
     demo_image_path,
 )
-from langchain_llava_cot.demo.dataset import SPLITS, examples, get_example, is_correct
+from langchain_llava_cot.demo.dataset import KINDS, SPLITS, examples, get_example, is_correct
 from langchain_llava_cot.eval import run_eval
 from langchain_llava_cot.images import image_message
 from langchain_llava_cot.stages import parse_answer
@@ -40,6 +41,28 @@ def test_bundled_model_is_small_safetensors() -> None:
     assert weights.stat().st_size < 20 * 1024 * 1024
     assert (DEMO_MODEL_PATH / "tokenizer.json").is_file()
     assert demo_image_path().is_file()
+
+
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
+
+
+def test_bundled_vision_weights_are_named_as_both_transformers_and_vllm_load_them() -> None:
+    from safetensors import safe_open
+
+    with safe_open(DEMO_MODEL_PATH / "model.safetensors", framework="pt") as weights:
+        tower = [key for key in weights.keys() if key.startswith("vision_tower.")]
+    assert tower and all(key.startswith("vision_tower.vision_model.") for key in tower)
+
+
+def test_the_bundled_model_reasons_from_a_right_caption() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reasoning_probe", BENCHMARKS / "reasoning_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    result = probe.probe(DEMO_MODEL_PATH, questions=30)
+    assert result["questions"] == 30 and set(result["by_kind"]) <= set(KINDS)
+    assert result["reasoning_right"] >= 0.6  # teacher-forced: whole reasonings right, token for token
 
 
 def _answer_loss(model, processor, example, image) -> float:  # noqa: ANN001
