@@ -54,6 +54,7 @@ from typing_extensions import Self
 from langchain_llava_cot.backends import create_backend
 from langchain_llava_cot.backends.base import VLMBackend
 from langchain_llava_cot.conversation import Conversation, Turn, check_request
+from langchain_llava_cot.demo import DEMO_MODEL_PATH
 from langchain_llava_cot.graph import SearchState, build_graph
 from langchain_llava_cot.images import DEFAULT_MAX_PIXELS, read_base64_image, read_image_bytes
 from langchain_llava_cot.search import DEFAULT_JUDGE, MAX_CANDIDATES, RETRACE_Z, SearchContext, Strategy
@@ -720,7 +721,7 @@ def _make_backend(llm: ChatLlavaCoT) -> VLMBackend:
         msg = f"backend must be a VLMBackend or a LangChain chat model, got {type(llm.backend).__name__}."
         raise TypeError(msg)
     return create_backend(
-        llm.model,
+        llm.model or DEMO_MODEL_PATH,
         llm.base_url,
         api_key=llm.api_key.get_secret_value() if llm.api_key else None,
         device=llm.device,

@@ -57,6 +57,7 @@ __all__ = [
     "CHECKPOINT_TYPES",
     "CandidateRecord",
     "RetraceAttempt",
+    "RetracePath",
     "RetraceProgress",
     "SearchProgress",
     "SearchState",
@@ -142,14 +143,21 @@ class _Expansion(TypedDict):
     stopped_early: NotRequired[str | None]
 
 
+class RetracePath(TypedDict):
+    """A reasoning with the caption it follows, and its score."""
+
+    score: float | None
+    stages: dict[str, str]
+
+
 class RetraceProgress(TypedDict):
     """What retracing has seen so far in one run."""
 
     attempts: int
     scores: list[float]
     """Every reasoning score seen, for the threshold."""
-    best: dict[str, Any] | None
-    """The best reasoning seen, with its caption: ``{"score", "stages"}``."""
+    best: RetracePath | None
+    """The best reasoning seen, with its caption."""
 
 
 def _merge_chosen(left: dict[str, str], right: dict[str, str]) -> dict[str, str]:
@@ -469,8 +477,7 @@ def _judge(stage: Stage, state: SearchState, context: SearchContext) -> Step[dic
     started = time.perf_counter()
     if pending.get("groups"):
         verdict = yield from _judge_groups(stage, state, context, pending)
-    elif pending.get("verdict"):  # an adaptive first round the judge already scored
-        kept = pending["verdict"]
+    elif kept := pending.get("verdict"):  # an adaptive first round the judge already scored
         comparisons = tuple(Comparison(**c) for c in kept["comparisons"])
         verdict = Verdict(kept["winner"], comparisons, scores=tuple(kept["scores"]))
     elif judge is None:
@@ -568,10 +575,10 @@ def _retrace_decision(
     passed = kth is None or kth >= threshold
     attempt = progress["attempts"] + 1
     winner = step["candidates"][step["winner"]]
-    here = {
-        "score": (verdict.scores or [None])[step["winner"]],
-        "stages": {"caption": winner["follows"], **winner["stages"]},
-    }
+    here = RetracePath(
+        score=verdict.scores[step["winner"]] if verdict.scores else None,
+        stages={"caption": winner["follows"], **winner["stages"]},
+    )
     best = progress["best"]
     if best is None or _rank_key(here["score"], 0) > _rank_key(best["score"], 0):
         best = here

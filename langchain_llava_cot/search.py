@@ -26,13 +26,13 @@ backend is then created on first use and shared by every run in the process.
 from __future__ import annotations
 
 import numbers
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from langchain_llava_cot.backends import create_backend
+from langchain_llava_cot.backends import cached_backend
 from langchain_llava_cot.backends.base import VLMBackend
+from langchain_llava_cot.demo import DEMO_MODEL_PATH
 from langchain_llava_cot.judges import Judge, JudgeSpec, VoteJudge, resolve_judge
 from langchain_llava_cot.stages import STAGES, Stage
 
@@ -183,7 +183,7 @@ class SearchContext:
         """The ``backend``, or the process-wide one that ``model``/``base_url`` describe."""
         if self.backend is not None:
             return self.backend
-        return cached_backend(self.model, self.base_url, self.device)
+        return cached_backend(self.model or DEMO_MODEL_PATH, self.base_url, self.device)
 
     @property
     def width(self) -> int:
@@ -243,23 +243,3 @@ def _check_number(name: str, value: object, *, low: float, high: float | None = 
         bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
         msg = f"{name} must be {bounds}, got {value!r}."
         raise ValueError(msg)
-
-
-_BACKENDS: dict[tuple[str | None, str | None, str], VLMBackend] = {}
-_BACKENDS_LOCK = threading.Lock()
-
-
-def cached_backend(model: str | None, base_url: str | None = None, device: str = "cpu") -> VLMBackend:
-    """The backend for these options, created once per process (a model loads once).
-
-    Args:
-        model: a local model folder, or with ``base_url`` the served model's name;
-            None uses the bundled demo model.
-        base_url: an OpenAI-compatible server; None runs the model in-process.
-        device: device of an in-process model.
-    """
-    key = (model, base_url, device)
-    with _BACKENDS_LOCK:
-        if key not in _BACKENDS:
-            _BACKENDS[key] = create_backend(model, base_url, device=device)
-        return _BACKENDS[key]

@@ -173,7 +173,7 @@ def stage_repairs(found: Extracted, ask: StageAsk, stopped: bool) -> tuple[str, 
     That is ``found.repair``, and a closing tag that never came (unless a stop string
     ended the reply, as it does right before the closing tag).
     """
-    repairs = (found.repair,) if found.repair else ()
+    repairs: tuple[str, ...] = (found.repair,) if found.repair else ()
     if found.tagged and not found.closed and not stopped:
         repairs += (f"{ask.last.close_tag} missing; the text up to the next tag is kept",)
     return repairs
