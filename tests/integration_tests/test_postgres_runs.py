@@ -21,7 +21,6 @@ from psycopg.rows import dict_row
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.graph import build_graph, checkpoint_serializer
 from langchain_llava_cot.search import SearchContext
-from langchain_llava_cot.stages import Stage
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("initdb") is None, reason="needs PostgreSQL (initdb, pg_ctl)"),
@@ -30,19 +29,9 @@ pytestmark = [
 
 UNIT_TESTS = Path(__file__).parents[1] / "unit_tests"
 sys.path.insert(0, str(UNIT_TESTS))
-from fakes import ScriptedBackend  # noqa: E402
+from fakes import SCRIPT, ScriptedBackend, prefers_three  # noqa: E402
 
-SCRIPT = {
-    Stage.SUMMARY: [" count the red circles </SUMMARY>"],
-    Stage.CAPTION: [" two red circles </CAPTION>", " three red circles </CAPTION>"],
-    Stage.REASONING: [" the caption lists three </REASONING>", " so two </REASONING>"],
-    Stage.CONCLUSION: [" 3 </CONCLUSION>", " 2 </CONCLUSION>"],
-}
 CONVERSATION = Conversation((Turn("user", "How many red circles?", (b"\x89PNG-picture",)),))
-
-
-def prefers_three(text: str) -> float:
-    return text.count("three") + text.count("3")
 
 
 @pytest.fixture(scope="module")
@@ -122,13 +111,13 @@ async def test_async_runs_checkpoint_with_the_async_saver(postgres: str) -> None
 WORKER = """
 import pathlib, sys, time
 sys.path.insert(0, {unit_tests!r})
-from fakes import ScriptedBackend
+from fakes import SCRIPT, ScriptedBackend, prefers_three
 from psycopg import Connection
 from psycopg.rows import dict_row
 from langgraph.checkpoint.postgres import PostgresSaver
 from langchain_llava_cot.graph import build_graph, checkpoint_serializer
 from langchain_llava_cot.search import SearchContext
-from test_postgres_runs import CONVERSATION, SCRIPT, prefers_three
+from test_postgres_runs import CONVERSATION
 
 class StallsAtReasoning(ScriptedBackend):
     def sample(self, requests):

@@ -28,6 +28,29 @@ def _checked(prompt: str) -> str:
     return prompt.split("\nCandidate: ")[1].split("\nIs it right?")[0]
 
 
+SCRIPT = {
+    Stage.SUMMARY: [" count the red circles </SUMMARY>"],
+    Stage.CAPTION: [
+        " two red circles </CAPTION>",
+        " three red circles </CAPTION>",
+        " one blue square </CAPTION>",
+    ],
+    Stage.REASONING: [" the caption lists three </REASONING>", " so two </REASONING>"],
+    Stage.CONCLUSION: [" 3 </CONCLUSION>", " 2 </CONCLUSION>"],
+}
+"""A search about red circles: the right candidates say three, or 3."""
+
+
+def prefers_three(text: str) -> float:
+    """A pairwise preference for texts that say three or 3."""
+    return text.count("three") + text.count("3")
+
+
+def says_three(text: str) -> float:
+    """A verifier that believes in three: +2 for texts that say three or 3, -2 otherwise."""
+    return 2.0 if "three" in text or "3" in text else -2.0
+
+
 @dataclass
 class ScriptedBackend(VLMBackend):
     """Returns scripted continuations per stage and prefers candidates by a score.

@@ -4,10 +4,9 @@ import logging
 import sqlite3
 
 import pytest
-from fakes import ScriptedBackend
+from fakes import SCRIPT, ScriptedBackend, prefers_three
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
-from test_graph import SCRIPT, prefers_three
 
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.graph import build_graph, checkpoint_serializer

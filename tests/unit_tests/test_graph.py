@@ -1,7 +1,7 @@
 import asyncio
 
 import pytest
-from fakes import ScriptedBackend
+from fakes import SCRIPT, ScriptedBackend, prefers_three
 
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.graph import build_graph
@@ -9,21 +9,6 @@ from langchain_llava_cot.search import SearchContext
 from langchain_llava_cot.stages import STAGES, Stage
 
 CONVERSATION = Conversation((Turn("user", "How many red circles?"),))
-
-SCRIPT = {
-    Stage.SUMMARY: [" count the red circles </SUMMARY>"],
-    Stage.CAPTION: [
-        " two red circles </CAPTION>",
-        " three red circles </CAPTION>",
-        " one blue square </CAPTION>",
-    ],
-    Stage.REASONING: [" the caption lists three </REASONING>", " so two </REASONING>"],
-    Stage.CONCLUSION: [" 3 </CONCLUSION>", " 2 </CONCLUSION>"],
-}
-
-
-def prefers_three(text):
-    return text.count("three") + text.count("3")
 
 
 def run(context, conversation=CONVERSATION, **state):

@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from fakes import ScriptedBackend
+from fakes import SCRIPT, ScriptedBackend, prefers_three
 from langgraph.checkpoint.sqlite import SqliteSaver
 from PIL import Image
-from test_graph import SCRIPT, prefers_three
 
 from langchain_llava_cot.graph import checkpoint_serializer
 from langchain_llava_cot.search import SearchContext

@@ -3,7 +3,7 @@
 import statistics
 
 import pytest
-from fakes import ScriptedBackend
+from fakes import SCRIPT, ScriptedBackend, says_three
 from langgraph.checkpoint.memory import InMemorySaver
 
 from langchain_llava_cot.conversation import Conversation, Turn
@@ -13,22 +13,6 @@ from langchain_llava_cot.search import RETRACE_Z, SearchContext
 from langchain_llava_cot.stages import Stage
 
 CONVERSATION = Conversation((Turn("user", "How many red circles?"),))
-
-SCRIPT = {
-    Stage.SUMMARY: [" count the red circles </SUMMARY>"],
-    Stage.CAPTION: [
-        " two red circles </CAPTION>",
-        " three red circles </CAPTION>",
-        " one blue square </CAPTION>",
-    ],
-    Stage.REASONING: [" the caption lists three </REASONING>", " so two </REASONING>"],
-    Stage.CONCLUSION: [" 3 </CONCLUSION>", " 2 </CONCLUSION>"],
-}
-
-
-def says_three(text):
-    """A verifier that believes in three: +2 for texts that say three or 3, -2 otherwise."""
-    return 2.0 if "three" in text or "3" in text else -2.0
 
 
 def run(context, **compile_options):
