@@ -122,10 +122,14 @@ class ScriptedBackend(VLMBackend):
 
 
 class JudgingChat(BaseChatModel):
-    """A LangChain chat model that judges like :class:`ScriptedBackend`: it prefers texts with
-    "three", and reports 100 prompt and 7 completion tokens per reply."""
+    """A LangChain chat model that judges like :class:`ScriptedBackend`.
+
+    It prefers texts with "three", and reports 100 prompt and 7 completion tokens per reply.
+    """
 
     received: list[list[BaseMessage]] = []
+    garbled: bool = False
+    """Answer every judge prompt with something that is no verdict."""
 
     @property
     def _llm_type(self) -> str:
@@ -136,7 +140,9 @@ class JudgingChat(BaseChatModel):
     ) -> ChatResult:
         self.received.append(messages)
         prompt = messages[-1].text
-        if _is_check(prompt):
+        if self.garbled:
+            reply = "I like both of them."
+        elif _is_check(prompt):
             reply = f"The candidate is {'right' if 'three' in _checked(prompt) else 'wrong'}."
         else:
             first = prompt.split("Response 1: ")[1].split("\nResponse 2: ")[0]

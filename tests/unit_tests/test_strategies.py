@@ -254,3 +254,21 @@ def test_a_chat_model_judges_with_the_picture_and_its_usage_and_callbacks_flow_t
     sampled = sum(r.n * 20 for call in sampler.sample_calls for r in call)
     assert answer.usage_metadata["input_tokens"] == sampled + 100 * asked
     assert starts.models.count("judging-fake") == asked  # the judge's runs reach the caller's callbacks
+
+
+@pytest.mark.parametrize("mode", ["pairwise", "verify"])
+def test_a_chat_model_judge_that_writes_no_verdict_never_breaks_the_search(mode, caplog):
+    from fakes import JudgingChat
+
+    from langchain_llava_cot.judges import chat_model_judge
+
+    judge = chat_model_judge(JudgingChat(received=[], garbled=True), mode=mode)
+    state = run(SearchContext(backend=ScriptedBackend(SCRIPT), candidates=3, judge=judge, seed=0))
+    assert set(state["chosen"]) == {"summary", "caption", "reasoning", "conclusion"}
+    caption = state["steps"][1]
+    if mode == "pairwise":  # each unparseable verdict keeps the likelier candidate, and says so
+        assert {c["method"] for c in caption["comparisons"]} == {"unparseable"}
+        assert caption["winner"] == 0  # the scripted backend's first candidate is the likeliest
+    else:  # a verdict it cannot read scores 0 for every candidate: ties go to the likeliest
+        assert caption["scores"] == [0.0, 0.0, 0.0] and caption["winner"] == 0
+    assert "Unparseable" in caplog.text
