@@ -40,6 +40,7 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from langgraph.types import Overwrite
 from pydantic import (
     ConfigDict,
     Field,
@@ -489,11 +490,16 @@ class _ChunkConverter:
             self.state = data
             return
         for node, update in data.items():
-            if node.startswith("judge_") and update:
-                for stage in STAGES:
-                    if stage.value in update.get("chosen", {}) and stage not in self.emitted:
-                        self.emitted.add(stage)
-                        yield _stage_chunk(stage, update["chosen"][stage.value], self.tagged, self.tools)
+            chosen = update.get("chosen") if node.startswith("judge_") and update else None
+            if not chosen or isinstance(chosen, Overwrite):  # an Overwrite: retrace went back
+                continue
+            for stage in STAGES:
+                if stage.value not in chosen or stage in self.emitted:
+                    continue
+                if self.strategy == "retrace" and node == "judge_caption":
+                    continue  # the caption is final only once a reasoning after it is kept
+                self.emitted.add(stage)
+                yield _stage_chunk(stage, chosen[stage.value], self.tagged, self.tools)
 
     def final_chunk(self) -> ChatGenerationChunk:
         return _final_chunk(self.state, self.model_name, self.strategy)

@@ -272,3 +272,21 @@ def test_a_chat_model_judge_that_writes_no_verdict_never_breaks_the_search(mode,
     else:  # a verdict it cannot read scores 0 for every candidate: ties go to the likeliest
         assert caption["scores"] == [0.0, 0.0, 0.0] and caption["winner"] == 0
     assert "Unparseable" in caplog.text
+
+
+def test_chat_llava_cot_streams_a_retraced_answer_once_and_as_finally_chosen():
+    from langchain_core.messages import HumanMessage
+
+    from langchain_llava_cot import ChatLlavaCoT
+
+    llm = ChatLlavaCoT(
+        backend=ScriptedBackend(SCRIPT, check=says_three), strategy="retrace", judge="verifier",
+        retrace_threshold=10.0, max_retraces=2,
+    )  # fmt: skip
+    chunks = list(llm.stream([HumanMessage("How many red circles?")]))
+    streamed = "".join(c.additional_kwargs.get("reasoning_content", "") for c in chunks)
+    assert streamed.count("<CAPTION>") == 1 and "<CAPTION> three red circles </CAPTION>" in streamed
+    answer = llm.invoke([HumanMessage("How many red circles?")])
+    record = answer.response_metadata["llava_cot"]
+    assert [s["stage"] for s in record["steps"]].count("reasoning") == 3 and answer.content == "3"
+    assert answer.additional_kwargs["reasoning_content"] == streamed
