@@ -480,7 +480,8 @@ def run_eval(
                     records.append(_ask(backend, spec, example, options))
                     bar.update(1)
             results.append(_summarize(spec, records))
-            if output_dir is not None:
+            if output_dir is not None:  # a run cut short keeps what it measured, compared
+                _compare_with_greedy(results)
                 _write_json(Path(output_dir), results, split, len(items), str(model), keep_records)
     finally:
         bar.close()
