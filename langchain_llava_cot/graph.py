@@ -49,7 +49,7 @@ from typing_extensions import NotRequired, TypedDict
 from langchain_llava_cot._calls import SampleCall, Step, adrive, drive, finished
 from langchain_llava_cot.backends.base import Sample, SampleRequest, ToolCallConstraint
 from langchain_llava_cot.conversation import Conversation, Turn
-from langchain_llava_cot.judges import Comparison, JudgeTask, Verdict, best_index
+from langchain_llava_cot.judges import Comparison, JudgeTask, Verdict, best_index, ranked
 from langchain_llava_cot.search import SearchContext
 from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, cut_stage, parse_answer, render_answer
 
@@ -543,16 +543,15 @@ def _kept(verdict: Verdict, candidates: Sequence[CandidateRecord], keep: int) ->
     """The best ``keep`` distinct candidates by score, best first (the winner when unscored)."""
     if not verdict.scores:
         return [verdict.winner]
-    order = sorted(range(len(candidates)), key=lambda i: _rank_key(verdict.scores[i], i), reverse=True)
     kept: list[int] = []
-    for i in order:
+    for i in ranked(verdict.scores, [c["mean_logprob"] for c in candidates]):
         if all(candidates[i]["text"] != candidates[j]["text"] for j in kept):
             kept.append(i)
     return kept[:keep]
 
 
-def _rank_key(score: float | None, index: int) -> tuple[float, int]:
-    return (float("-inf") if score is None else score, -index)
+def _score(path: RetracePath) -> float:
+    return float("-inf") if path["score"] is None else path["score"]
 
 
 def _retrace_decision(
@@ -580,7 +579,7 @@ def _retrace_decision(
         stages={"caption": winner["follows"], **winner["stages"]},
     )
     best = progress["best"]
-    if best is None or _rank_key(here["score"], 0) > _rank_key(best["score"], 0):
+    if best is None or _score(here) > _score(best):
         best = here
     retraced = not passed and attempt <= context.max_retraces
     step["retrace"] = RetraceAttempt(

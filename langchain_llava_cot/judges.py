@@ -61,6 +61,7 @@ __all__ = [
     "VerifierJudge",
     "VoteJudge",
     "best_index",
+    "ranked",
     "chat_model_judge",
     "human_judge_request",
     "pairwise_prompt",
@@ -477,6 +478,11 @@ def parse_check(text: str) -> float:
 
 def best_index(scores: Sequence[float | None], mean_logprobs: Sequence[float | None]) -> int:
     """The index of the highest score; ties go to the higher mean log-probability, then the first."""
+    return ranked(scores, mean_logprobs)[0]
+
+
+def ranked(scores: Sequence[float | None], mean_logprobs: Sequence[float | None]) -> list[int]:
+    """Candidate indices, best first, by :func:`best_index`'s order (no score ranks last)."""
 
     def key(i: int) -> tuple[float, float, int]:
         likelihood = mean_logprobs[i] if i < len(mean_logprobs) else None
@@ -487,7 +493,7 @@ def best_index(scores: Sequence[float | None], mean_logprobs: Sequence[float | N
             -i,
         )
 
-    return max(range(len(scores)), key=key)
+    return sorted(range(len(scores)), key=key, reverse=True)
 
 
 def _reads_logits(backend: VLMBackend, read_logits: bool | None) -> bool:

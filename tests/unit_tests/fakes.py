@@ -24,6 +24,13 @@ def _is_check(prompt: str) -> bool:
     return "\nCandidate: " in prompt
 
 
+def _compared(prompt: str) -> tuple[str, str]:
+    """The two responses a pairwise judge prompt compares."""
+    first = prompt.split("Response 1: ")[1].split("\nResponse 2: ")[0]
+    second = prompt.split("Response 2: ")[1].split("\nWhich is better?")[0]
+    return first, second
+
+
 def _checked(prompt: str) -> str:
     return prompt.split("\nCandidate: ")[1].split("\nIs it right?")[0]
 
@@ -103,8 +110,7 @@ class ScriptedBackend(VLMBackend):
         return out
 
     def _preferred(self, judge_prompt: str) -> int:
-        first = judge_prompt.split("Response 1: ")[1].split("\nResponse 2: ")[0]
-        second = judge_prompt.split("Response 2: ")[1].split("\nWhich is better?")[0]
+        first, second = _compared(judge_prompt)
         return 1 if self.prefer(first) >= self.prefer(second) else 2
 
     def choose(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
@@ -145,7 +151,7 @@ class JudgingChat(BaseChatModel):
         elif _is_check(prompt):
             reply = f"The candidate is {'right' if 'three' in _checked(prompt) else 'wrong'}."
         else:
-            first = prompt.split("Response 1: ")[1].split("\nResponse 2: ")[0]
+            first, _ = _compared(prompt)
             reply = f"The better response is {1 if 'three' in first else 2}."
         usage = {"input_tokens": 100, "output_tokens": 7, "total_tokens": 107}
         return ChatResult(generations=[ChatGeneration(message=AIMessage(reply, usage_metadata=usage))])
