@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test unit integration lint bench eval clean vllm-venv test-servers
+.PHONY: setup demo test unit integration lint bench eval clean vllm-venv llama-server test-servers
 
 setup: $(STAMP)
 
@@ -35,8 +35,13 @@ integration: $(STAMP)
 vllm-venv:
 	bash .ci/setup-vllm
 
-test-servers: $(STAMP) vllm-venv
-	$(BIN)/python -m pytest tests/integration_tests/test_vllm_server.py tests/integration_tests/test_postgres_runs.py -q -s
+# llama.cpp's llama-server, built from the llama-cpp-python sdist into ~/.cache (or $LLAMA_CPP_HOME),
+# and the demo model converted to GGUF beside it (.ci/setup-llama-server).
+llama-server: $(STAMP)
+	bash .ci/setup-llama-server
+
+test-servers: $(STAMP) vllm-venv llama-server
+	$(BIN)/python -m pytest tests/integration_tests/test_vllm_server.py tests/integration_tests/test_llama_cpp_server.py tests/integration_tests/test_postgres_runs.py -q -s
 
 lint: $(STAMP)
 	$(BIN)/ruff check langchain_llava_cot tests benchmarks examples graphs

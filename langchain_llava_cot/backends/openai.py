@@ -299,7 +299,7 @@ def _samples_from_reply(request: SampleRequest, ask: _Ask, reply: dict[str, Any]
     completion_total = int(usage.get("completion_tokens") or 0)
     samples = []
     for index, choice in enumerate(choices):
-        content = (choice.get("message") or {}).get("content") or ""
+        content = _without_echo((choice.get("message") or {}).get("content") or "", ask)
         start, end, closed, found = _kept_span(content, ask)
         text, stopped = cut_at_stop(content[start:end], request.stop)
         tokens = _token_logprobs(choice)
@@ -318,6 +318,13 @@ def _samples_from_reply(request: SampleRequest, ask: _Ask, reply: dict[str, Any]
             )
         )
     return samples
+
+
+def _without_echo(content: str, ask: _Ask) -> str:
+    """The continuation alone: llama.cpp's assistant prefill returns the prefix in the reply too."""
+    if ask.mode == "continue" and ask.prefix and content.startswith(ask.prefix):
+        return content[len(ask.prefix) :]
+    return content
 
 
 def _kept_span(content: str, ask: _Ask) -> tuple[int, int, bool, Extracted | None]:
@@ -790,7 +797,7 @@ def _probe_plan(model: str) -> _Plan[ServerCapabilities]:
     user = {"role": "user", "content": "Say OK."}
     partial = [user, {"role": "assistant", "content": "OK"}]
     image_part = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{_probe_image()}"}}
-    yield _Posts((payload(),))
+    [plain_reply] = yield _Posts((payload(),))
     features = payload(n=2, stop=["\n\n"], logprobs=True, top_logprobs=2, temperature=1.0, seed=0)
     continued = payload(messages=partial, continue_final_message=True, add_generation_prompt=False)
     finished = payload(messages=partial)
@@ -821,7 +828,7 @@ def _probe_plan(model: str) -> _Plan[ServerCapabilities]:
         stop=_ok(stop_reply),
         logprobs=first_token is not None,
         top_logprobs=bool(first_token and first_token.get("top_logprobs")),
-        continuation=_shorter_prompt(continued_reply, finished_reply),
+        continuation=_continued(plain_reply, continued_reply, finished_reply),
         images=not isinstance(image_reply, ImagesRejectedError),
         generation_config=generation_config,
         grammar=_ok(grammar_reply) and _content(grammar_reply) == "7",
@@ -844,12 +851,20 @@ def _first_token(reply: Any) -> dict[str, Any] | None:
     return content[0] if content else None
 
 
-def _shorter_prompt(continued: Any, finished: Any) -> bool:
-    """Continuation was honoured when the continued prompt lacks the end-of-turn and new-turn tokens."""
-    if not (_ok(continued) and _ok(finished)):
+def _continued(plain: Any, continued: Any, finished: Any) -> bool:
+    """Whether the server continued the partial assistant message ("OK") rather than closing it.
+
+    Its prompt then lacks the end-of-turn and new-turn tokens: it is shorter than the same
+    message as a finished turn (vLLM's ``continue_final_message``), or, on a server that
+    always continues a final assistant message (llama.cpp's assistant prefill), only the
+    one or two tokens of "OK" longer than the user turn alone.
+    """
+    if not (_ok(plain) and _ok(continued) and _ok(finished)):
         return False
-    used, full = ((r.get("usage") or {}).get("prompt_tokens") for r in (continued, finished))
-    return isinstance(used, int) and isinstance(full, int) and used < full
+    alone, used, full = ((r.get("usage") or {}).get("prompt_tokens") for r in (plain, continued, finished))
+    if not all(isinstance(count, int) for count in (alone, used, full)):
+        return False
+    return used < full or used - alone <= 2
 
 
 def _probe_image() -> str:

@@ -64,6 +64,9 @@ class StandIn:
     stop: bool = True
     logprobs: bool = True
     continuation: bool = True
+    prefill: bool = False
+    """Continues any final assistant message, asked or not, and repeats it at the start of the
+    reply (llama.cpp's assistant prefill)."""
     images: bool = True
     grammar: bool = True
     """Decodes under ``structured_outputs`` grammars (it knows two: the probe's, and a call of ``add``)."""
@@ -103,7 +106,7 @@ class StandIn:
         if not self.images and any(isinstance(m["content"], list) for m in messages):
             message = f"{MODEL} is not a multimodal model"
             return 400, {"error": {"message": message, "type": "BadRequestError", "code": 400}}, {}
-        continuing = bool(self.continuation and body.get("continue_final_message"))
+        continuing = bool(self.continuation and body.get("continue_final_message")) or self.prefill
         continuing = continuing and messages[-1]["role"] == "assistant"
         count = body.get("n", 1) if self.n else 1
         first = body.get("seed") or 0
@@ -115,6 +118,8 @@ class StandIn:
             )
             tokens = _tokenize(text)
             choice, used = self._choice(index, tokens, body)
+            if self.prefill and continuing:
+                choice["message"]["content"] = _text(messages[-1]) + choice["message"]["content"]
             choices.append(choice)
             completion_tokens += used
         prompt_tokens = _prompt_tokens(messages, continuing)
@@ -390,6 +395,19 @@ def test_continuation_ignored_asks_for_the_stage_explicitly(serve: Any) -> None:
     asked = body["messages"][-1]["content"][-1]["text"]
     assert "<SUMMARY> plan 0 </SUMMARY>" in asked and "only the caption stage" in asked
     assert not backend.supports_choice
+
+
+def test_a_server_that_continues_unasked_and_repeats_the_prefix_like_llama_cpp(serve: Any) -> None:
+    """CONTRACT: llama.cpp continues a final assistant message and repeats it in its reply; the probe
+    sees the continuation (the prompt is only "OK" longer), and the repeated prefix is cut."""
+    stand_in = serve(continuation=False, prefill=True)
+    backend = OpenAICompatibleBackend(stand_in.url, MODEL)
+    [[sample]] = backend.sample([caption_request()])
+    assert backend.capabilities is not None and backend.capabilities.continuation
+    assert sample.text.strip() == "caption 0" and not sample.repairs
+    assert sample.token_logprobs is not None and len(sample.token_logprobs) == 2  # "caption", "0"
+    [body] = stand_in.after_probe()
+    assert body["messages"][-1]["role"] == "assistant" and body["continue_final_message"]
 
 
 def test_first_stage_without_continuation_sends_the_conversation_alone(serve: Any) -> None:

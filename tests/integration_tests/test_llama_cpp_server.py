@@ -1,0 +1,164 @@
+"""A real llama.cpp ``llama-server`` serving the bundled demo model, converted to GGUF.
+
+``make llama-server`` (``.ci/setup-llama-server``) builds the server from the llama-cpp-python
+sdist into a cache folder and converts the demo model (text model + mmproj); these tests run
+whenever that build exists. They check what the probe finds, that the converted model still
+reads the picture (greedy gets the bundled question right), and that searches run through
+llama.cpp's features.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from langchain_core.messages import HumanMessage
+from servers import free_port, running_server
+
+from langchain_llava_cot import ChatLlavaCoT
+from langchain_llava_cot.backends.openai import OpenAICompatibleBackend, ServerCapabilities
+from langchain_llava_cot.demo import DEMO_ANSWER, DEMO_QUESTION, EXAMPLE_IMAGE
+from langchain_llava_cot.demo.dataset import get_example
+from langchain_llava_cot.stages import Stage
+
+LLAMA_CPP = Path(
+    os.environ.get("LLAMA_CPP_HOME", Path.home() / ".cache" / "langchain-llava-cot" / "llama.cpp")
+)
+SERVER, MODEL, MMPROJ = (
+    LLAMA_CPP / "bin" / "llama-server",
+    LLAMA_CPP / "demo" / "text.gguf",
+    LLAMA_CPP / "demo" / "mmproj.gguf",
+)
+
+pytestmark = [
+    pytest.mark.skipif(
+        not (SERVER.exists() and MODEL.exists() and MMPROJ.exists()),
+        reason="llama.cpp is not built: make llama-server",
+    ),
+    pytest.mark.timeout(300),
+]
+
+QUESTION = [
+    HumanMessage(
+        [
+            {
+                "type": "image",
+                "base64": base64.b64encode(EXAMPLE_IMAGE.read_bytes()).decode(),
+                "mime_type": "image/png",
+            },
+            {"type": "text", "text": DEMO_QUESTION},
+        ]
+    )
+]
+LIMITS = {"summary": 60, "caption": 120, "reasoning": 300, "conclusion": 60}
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory):
+    """llama-server on 127.0.0.1 with the demo model; yields (base URL, start-up seconds)."""
+    folder = tmp_path_factory.mktemp("llama-cpp")
+    port = free_port()
+    command = [
+        str(SERVER), "--model", str(MODEL), "--mmproj", str(MMPROJ), "--alias", "demo",
+        "--host", "127.0.0.1", "--port", str(port), "--ctx-size", "4096", "--parallel", "4",
+        "--threads", "2", "--jinja",
+    ]  # fmt: skip
+    started = time.monotonic()
+    url = f"http://127.0.0.1:{port}"
+    log = folder / "llama-server.log"
+    with running_server(command, ready_url=f"{url}/health", log_path=log, env=os.environ, timeout=120):
+        yield url, time.monotonic() - started
+
+
+def served(url: str) -> OpenAICompatibleBackend:
+    return OpenAICompatibleBackend(f"{url}/v1", "demo", timeout=120)
+
+
+def test_the_probe_finds_what_llama_server_offers(llama_server: tuple[str, float]) -> None:
+    url, startup = llama_server
+    assert served(url).probe() == ServerCapabilities(
+        n=True,
+        stop=True,
+        logprobs=True,
+        top_logprobs=True,
+        continuation=True,
+        images=True,
+        generation_config=False,
+        grammar=False,
+    )  # fmt: skip; continuation: llama.cpp continues a final assistant message (and echoes it)
+    print(f"\nllama-server {url}: ready {startup:.1f} s after start")
+
+
+def test_the_converted_model_reads_the_picture(llama_server: tuple[str, float]) -> None:
+    url, _ = llama_server
+    llm = ChatLlavaCoT(backend=served(url), strategy="greedy", max_stage_tokens=LIMITS)
+    started = time.perf_counter()
+    answer = llm.invoke(QUESTION)
+    seconds = time.perf_counter() - started
+    chosen = answer.response_metadata["llava_cot"]["chosen"]
+    assert chosen["caption"] == get_example("test", 18).stages[Stage.CAPTION]  # every object, right
+    assert answer.content in ("1", "2", "3")  # a count, in the demo's format
+    print(f"\ngreedy: {seconds:.2f} s an answer through llama.cpp ({answer.content}; right: {DEMO_ANSWER})")
+
+
+@pytest.mark.parametrize(
+    ("strategy", "judge"),
+    [
+        ("best_of_n", "likelihood"),
+        ("stage_beam", "likelihood"),
+        ("stage_beam", "pairwise"),
+        ("stage_beam", "verifier"),
+    ],
+)
+def test_searches_use_n_continuation_and_top_logprobs(
+    llama_server: tuple[str, float], strategy: str, judge: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ = llama_server
+    sent: list[dict] = []
+    send = httpx.Client.send
+
+    def counted(client: httpx.Client, request: httpx.Request, **options: object) -> httpx.Response:
+        if request.url.path.endswith("/chat/completions"):
+            sent.append(json.loads(request.content))
+        return send(client, request, **options)
+
+    backend = served(url)
+    backend.probe()
+    monkeypatch.setattr(httpx.Client, "send", counted)
+    llm = ChatLlavaCoT(
+        backend=backend, strategy=strategy, candidates=4, judge=judge, seed=0, max_stage_tokens=LIMITS
+    )
+    started = time.perf_counter()
+    answer = llm.invoke(QUESTION)
+    seconds = time.perf_counter() - started
+    steps = answer.response_metadata["llava_cot"]["steps"]
+    samples = [body for body in sent if body.get("max_tokens", 0) > 1]
+    assert len(samples) == (1 if strategy == "best_of_n" else 4)  # one request a step: n=4 in it
+    assert all(body["n"] == 4 and body["stop"] for body in samples)
+    assert all(body.get("continue_final_message") for body in samples[1:])  # the partial answer, continued
+    assert all(
+        len(step["candidates"]) == 4 and not any(c["problems"] for c in step["candidates"]) for step in steps
+    )
+    methods = {c["method"] for step in steps for c in step["comparisons"]} - {"identical"}
+    assert methods <= {"logits", "precheck"}  # verdicts read from top logprobs, none written and parsed
+    if judge != "pairwise":  # scored, wherever the candidates differ
+        assert all(step["scores"] for step in steps if len({c["text"] for c in step["candidates"]}) > 1)
+    assert answer.content.strip()
+    print(f"\n{strategy}, {judge} judge, N=4: {seconds:.2f} s an answer through llama.cpp")
+
+
+def test_a_forced_tool_call_comes_back_as_a_call(llama_server: tuple[str, float]) -> None:
+    def add(a: int, b: int) -> int:
+        """Add two whole numbers."""
+        return a + b
+
+    url, _ = llama_server
+    llm = ChatLlavaCoT(backend=served(url), strategy="greedy", max_stage_tokens=LIMITS)
+    answer = llm.bind_tools([add], tool_choice="add").invoke([HumanMessage("What is 2 plus 3?")])
+    [call] = answer.tool_calls  # no grammar here (the probe finds none): the tools prompt alone
+    assert call["name"] == "add" and set(call["args"]) == {"a", "b"}
