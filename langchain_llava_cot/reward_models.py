@@ -8,6 +8,9 @@ with the candidate in its stage's tags) and scores the candidates in batched for
 passes. A reward model that needs the picture is a
 :class:`~langchain_llava_cot.judges.ScoreJudge` around your own function.
 
+A text reward model cannot see the picture: judge the stages that need it another way,
+with :class:`~langchain_llava_cot.judges.StageJudges` (:func:`text_reward_judge`).
+
 Example::
 
     judge = RewardModelJudge("path/to/reward-model")
@@ -19,9 +22,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from langchain_llava_cot.judges import JudgeTask, ScoreJudge, reward_text
+from langchain_llava_cot.judges import JudgeTask, ScoreJudge, StageJudges, reward_text
 
-__all__ = ["RewardModelJudge"]
+__all__ = ["RewardModelJudge", "text_reward_judge"]
 
 
 class RewardModelJudge(ScoreJudge):
@@ -93,3 +96,13 @@ class RewardModelJudge(ScoreJudge):
             self.tokenizer.truncation_side = side
         logits = self.model(**encoded.to(self.model.device)).logits
         return logits[:, 0].float().tolist()
+
+
+def text_reward_judge(reward_model: str | Path | RewardModelJudge) -> StageJudges:
+    """A text reward model for the stages it can read; likelihood for summary and caption.
+
+    A text reward model reads reasoning, conclusions and whole answers as well as any
+    judge, but it cannot see the picture that summaries and captions describe.
+    """
+    judge = reward_model if isinstance(reward_model, RewardModelJudge) else RewardModelJudge(reward_model)
+    return StageJudges({"summary": "likelihood", "caption": "likelihood"}, default=judge, name="reward")

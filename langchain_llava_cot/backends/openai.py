@@ -862,7 +862,7 @@ def _continued(plain: Any, continued: Any, finished: Any) -> bool:
     if not (_ok(plain) and _ok(continued) and _ok(finished)):
         return False
     alone, used, full = ((r.get("usage") or {}).get("prompt_tokens") for r in (plain, continued, finished))
-    if not all(isinstance(count, int) for count in (alone, used, full)):
+    if not (isinstance(alone, int) and isinstance(used, int) and isinstance(full, int)):
         return False
     return used < full or used - alone <= 2
 

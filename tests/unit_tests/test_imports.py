@@ -17,6 +17,7 @@ EXPECTED_ALL = [
     "SearchContext",
     "SearchState",
     "Stage",
+    "StageJudges",
     "Turn",
     "VLMBackend",
     "Verdict",

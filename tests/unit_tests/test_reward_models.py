@@ -11,8 +11,8 @@ from langchain_llava_cot._calls import adrive, drive
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.demo import DEMO_MODEL_PATH
 from langchain_llava_cot.graph import build_graph
-from langchain_llava_cot.judges import JudgeTask, ScoreJudge, reward_text
-from langchain_llava_cot.reward_models import RewardModelJudge
+from langchain_llava_cot.judges import JudgeTask, ScoreJudge, StageJudges, reward_text
+from langchain_llava_cot.reward_models import RewardModelJudge, text_reward_judge
 from langchain_llava_cot.search import SearchContext
 from langchain_llava_cot.stages import Stage
 
@@ -100,3 +100,25 @@ def test_score_judge_wraps_any_scoring_function_sync_or_async():
         drive(ScoreJudge(lambda t: [1.0]).select(task("ab", "abcd"), None), None)
     with pytest.raises(ValueError, match="must return 2 finite numbers"):
         drive(ScoreJudge(lambda t: [1.0, float("nan")]).select(task("ab", "abcd"), None), None)
+
+
+def test_stage_judges_send_each_stage_to_its_own_judge():
+    judge = StageJudges(
+        {"caption": ScoreJudge(lambda t: [-len(c) for c in t.candidates])}, default="likelihood"
+    )
+    shorter_caption = drive(judge.select(task("a long caption", "short"), None), None)
+    assert shorter_caption.winner == 1 and shorter_caption.scores == (-14.0, -5.0)
+    reasoning = JudgeTask(CONVERSATION, Stage.REASONING, {}, ("a", "b"), mean_logprobs=(-0.1, -2.0))
+    assert drive(judge.select(reasoning, None), None).winner == 0  # the default: likelihood
+    assert judge.scores and judge.vote_weight(0.0) == 1.0  # whole answers: likelihood's weight
+    assert not StageJudges({"caption": "pairwise"}).scores
+    with pytest.raises(ValueError, match="unknown stage 'captions'"):
+        StageJudges({"captions": "likelihood"})
+
+
+def test_a_text_reward_model_judges_what_it_can_read(reward_model_dir):
+    judge = text_reward_judge(reward_model_dir)
+    assert judge.name == "reward" and judge.scores
+    assert isinstance(judge.judge_of(Stage.REASONING), RewardModelJudge)
+    assert isinstance(judge.judge_of(None), RewardModelJudge)  # whole answers
+    assert judge.judge_of(Stage.CAPTION).name == "likelihood"  # it cannot see the picture
