@@ -22,7 +22,7 @@ from typing import Any
 from langchain_llava_cot.backends.base import ToolCallConstraint
 from langchain_llava_cot.stages import STAGES, TAG_NAMES, Stage
 
-__all__ = ["GrammarRows", "ToolCallGrammars", "stages_to_write", "tool_call_ebnf"]
+__all__ = ["GrammarRows", "ToolCallGrammars", "stages_to_write", "to_gbnf", "tool_call_ebnf"]
 
 _OPEN_TAG = re.compile(rf"<({TAG_NAMES})>")
 
@@ -83,6 +83,44 @@ def tool_call_ebnf(constraint: ToolCallConstraint, prefix: str) -> str:
     Servers that decode under a grammar take it as is (vLLM's ``structured_outputs``).
     """
     return _ebnf(constraint.key, stages_to_write(prefix))
+
+
+_LOOKAHEAD = re.compile(r"\s\(=.*\)$")
+
+
+def to_gbnf(ebnf: str) -> str:
+    """xgrammar's EBNF in llama.cpp's GBNF dialect (its ``grammar`` field).
+
+    Three things differ: rule names may not hold ``_`` (they get ``-``), repetitions are
+    written ``*``, ``+`` or ``{m,n}`` (not ``{m, -1}``), and there are no lookahead
+    hints (xgrammar puts one at the end of a rule; they only speed matching up, so they go).
+
+    >>> to_gbnf('root_1 ::= ("a_b" [^\\0-\\x1f] d_2{1, -1}) (=("x"))')
+    'root-1 ::= ("a_b" [^\\x00-\\x1f] d-2+)'
+    """
+    return "\n".join(_gbnf_line(_LOOKAHEAD.sub("", line)) for line in ebnf.splitlines())
+
+
+def _gbnf_line(line: str) -> str:
+    out, i = [], 0
+    while i < len(line):
+        char = line[i]
+        if char in "\"[":  # a literal or a character class: copied, escapes and all
+            close, j = ('"' if char == '"' else "]"), i + 1
+            while j < len(line) and line[j] != close:
+                j += 2 if line[j] == "\\" else 1
+            part = line[i : j + 1]
+            out.append(part.replace("\\0", "\\x00") if char == "[" else part)
+            i = j + 1
+        elif char == "{":
+            j = line.index("}", i)
+            low, high = (bound.strip() for bound in line[i + 1 : j].split(","))
+            out.append({("0", "-1"): "*", ("1", "-1"): "+"}.get((low, high), f"{{{low},{high.replace('-1', '')}}}"))
+            i = j + 1
+        else:
+            out.append("-" if char == "_" else char)
+            i += 1
+    return "".join(out)
 
 
 class ToolCallGrammars:

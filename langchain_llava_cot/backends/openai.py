@@ -53,7 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, Union
 
-from langchain_llava_cot.backends._grammar import tool_call_ebnf
+from langchain_llava_cot.backends._grammar import to_gbnf, tool_call_ebnf
 from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
 from langchain_llava_cot.backends.chat_model import (
     Extracted,
@@ -159,6 +159,8 @@ class ServerCapabilities:
     grammar: bool = False
     """Decodes under an EBNF grammar sent as ``structured_outputs`` (vLLM): forced tool calls are
     then valid by construction."""
+    gbnf: bool = False
+    """Decodes under a GBNF grammar sent as ``grammar`` (llama.cpp), used where ``grammar`` is not."""
 
     @classmethod
     def vllm(cls) -> ServerCapabilities:
@@ -247,10 +249,12 @@ def _sample_payloads(model: str, request: SampleRequest, ask: _Ask, caps: Server
         payload["logprobs"] = True
     if caps.generation_config:
         payload["generation_config"] = json.dumps(_generation_config(request))
-    if request.tool_call is not None and caps.grammar and ask.mode == "continue":
+    if request.tool_call is not None and (caps.grammar or caps.gbnf) and ask.mode == "continue":
         grammar = _call_grammar(request)
-        if grammar is not None:
+        if grammar is not None and caps.grammar:
             payload["structured_outputs"] = {"grammar": grammar}
+        elif grammar is not None:
+            payload["grammar"] = to_gbnf(grammar)
     if caps.n or request.n == 1:
         if request.n > 1:
             payload["n"] = request.n
@@ -786,7 +790,8 @@ def _probe_plan(model: str) -> _Plan[ServerCapabilities]:
     2. At once: ``n=2`` + ``stop`` + ``logprobs`` + ``top_logprobs`` together (split up when
        that is rejected); a continued assistant message and the same message as a finished
        turn (continuation is honoured when the first prompt is shorter, in ``usage``);
-       an 8x8 image; a grammar that allows only "7" (honoured when the reply is "7").
+       an 8x8 image; a grammar that allows only "7", as ``structured_outputs`` (vLLM) and as
+       ``grammar`` (llama.cpp's GBNF): honoured when the reply is "7".
     3. Only on a server that rejects unknown fields (HTTP 422): a ``generation_config``.
     """
 
@@ -805,8 +810,9 @@ def _probe_plan(model: str) -> _Plan[ServerCapabilities]:
         messages=[{"role": "user", "content": [image_part, {"type": "text", "text": "Say OK"}]}]
     )
     grammar = payload(structured_outputs={"grammar": 'root ::= "7"'})  # honoured: the reply is "7"
-    together, continued_reply, finished_reply, image_reply, grammar_reply = yield _Posts(
-        (features, continued, finished, pictured, grammar), probe=True
+    gbnf = payload(grammar='root ::= "7"')
+    together, continued_reply, finished_reply, image_reply, grammar_reply, gbnf_reply = yield _Posts(
+        (features, continued, finished, pictured, grammar, gbnf), probe=True
     )
     if isinstance(together, ServerError):
         separately = (
@@ -832,6 +838,7 @@ def _probe_plan(model: str) -> _Plan[ServerCapabilities]:
         images=not isinstance(image_reply, ImagesRejectedError),
         generation_config=generation_config,
         grammar=_ok(grammar_reply) and _content(grammar_reply) == "7",
+        gbnf=_ok(gbnf_reply) and _content(gbnf_reply) == "7",
     )
 
 

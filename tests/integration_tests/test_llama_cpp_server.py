@@ -81,16 +81,12 @@ def served(url: str) -> OpenAICompatibleBackend:
 
 def test_the_probe_finds_what_llama_server_offers(llama_server: tuple[str, float]) -> None:
     url, startup = llama_server
-    assert served(url).probe() == ServerCapabilities(
-        n=True,
-        stop=True,
-        logprobs=True,
-        top_logprobs=True,
-        continuation=True,
-        images=True,
-        generation_config=False,
-        grammar=False,
-    )  # fmt: skip; continuation: llama.cpp continues a final assistant message (and echoes it)
+    # continuation: llama.cpp continues a final assistant message (and repeats it in the reply);
+    # grammars: GBNF in its own `grammar` field, not vLLM's structured_outputs
+    expected = ServerCapabilities(
+        n=True, stop=True, logprobs=True, top_logprobs=True, continuation=True, gbnf=True
+    )
+    assert served(url).probe() == expected
     print(f"\nllama-server {url}: ready {startup:.1f} s after start")
 
 
@@ -152,13 +148,31 @@ def test_searches_use_n_continuation_and_top_logprobs(
     print(f"\n{strategy}, {judge} judge, N=4: {seconds:.2f} s an answer through llama.cpp")
 
 
-def test_a_forced_tool_call_comes_back_as_a_call(llama_server: tuple[str, float]) -> None:
+def test_a_forced_tool_call_is_valid_by_construction_under_llama_cpps_grammar(
+    llama_server: tuple[str, float], monkeypatch: pytest.MonkeyPatch
+) -> None:
     def add(a: int, b: int) -> int:
         """Add two whole numbers."""
         return a + b
 
     url, _ = llama_server
-    llm = ChatLlavaCoT(backend=served(url), strategy="greedy", max_stage_tokens=LIMITS)
-    answer = llm.bind_tools([add], tool_choice="add").invoke([HumanMessage("What is 2 plus 3?")])
-    [call] = answer.tool_calls  # no grammar here (the probe finds none): the tools prompt alone
-    assert call["name"] == "add" and set(call["args"]) == {"a", "b"}
+    grammars: list[str] = []
+    send = httpx.Client.send
+
+    def watched(client: httpx.Client, request: httpx.Request, **options: object) -> httpx.Response:
+        body = json.loads(request.content) if request.url.path.endswith("/chat/completions") else {}
+        if "<tool_call>" in body.get("grammar", ""):
+            grammars.append(body["grammar"])
+        return send(client, request, **options)
+
+    monkeypatch.setattr(httpx.Client, "send", watched)
+    llm = ChatLlavaCoT(
+        backend=served(url), strategy="stage_beam", candidates=3, max_stage_tokens=LIMITS, seed=1
+    )
+    question = [HumanMessage("What is 2 plus 3?")]
+    answers = [llm.bind_tools([add], tool_choice="add").invoke(question) for _ in range(3)]
+    assert grammars  # the conclusion was decoded under the call's GBNF grammar
+    for answer in answers:
+        [call] = answer.tool_calls
+        assert call["name"] == "add" and set(call["args"]) == {"a", "b"}
+        assert all(isinstance(value, int) for value in call["args"].values())

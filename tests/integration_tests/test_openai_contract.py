@@ -70,6 +70,8 @@ class StandIn:
     images: bool = True
     grammar: bool = True
     """Decodes under ``structured_outputs`` grammars (it knows two: the probe's, and a call of ``add``)."""
+    gbnf: bool = False
+    """Decodes under GBNF grammars in the ``grammar`` field instead (llama.cpp), the same two."""
     strict: bool = False
     """Reject unknown fields with 422, as ``transformers serve`` does."""
     failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
@@ -128,6 +130,10 @@ class StandIn:
 
     def _under_grammar(self, body: dict[str, Any]) -> str | None:
         grammar = (body.get("structured_outputs") or {}).get("grammar") if self.grammar else None
+        if self.gbnf and "grammar" in body:
+            grammar = body["grammar"]
+            rule_names = re.findall(r"^([^ ]+) ::=", grammar, re.MULTILINE)
+            assert all("_" not in name for name in rule_names) and "(=" not in grammar  # GBNF's dialect
         if grammar is None:
             return None
         if grammar == 'root ::= "7"':
@@ -573,13 +579,24 @@ def test_a_forced_tool_call_is_decoded_under_the_servers_grammar(serve: Any) -> 
     assert "structured_outputs" not in stand_in.after_probe()[-1]  # only forced calls are constrained
 
 
+def test_a_llama_cpp_server_gets_the_forced_call_grammar_in_gbnf(serve: Any) -> None:
+    """CONTRACT: a server that reads GBNF in ``grammar`` (llama.cpp) gets the call's grammar there."""
+    stand_in = serve(grammar=False, gbnf=True)
+    backend = OpenAICompatibleBackend(stand_in.url, MODEL)
+    [[sample]] = backend.sample([forced_call_request()])
+    assert backend.capabilities is not None and backend.capabilities.gbnf and not backend.capabilities.grammar
+    [body] = stand_in.after_probe()
+    assert '"<tool_call>"' in body["grammar"] and "structured_outputs" not in body
+    assert sample.text.strip() == '<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>'
+
+
 @pytest.mark.parametrize("server", [{"grammar": False}, {"strict": True}])
 def test_without_grammars_a_forced_call_is_asked_for_by_the_prompt_alone(serve: Any, server: dict) -> None:
     stand_in = serve(**server)
     backend = OpenAICompatibleBackend(stand_in.url, MODEL)
     backend.sample([forced_call_request()])
     assert backend.capabilities is not None and not backend.capabilities.grammar
-    assert all("structured_outputs" not in body for body in stand_in.after_probe())
+    assert all("structured_outputs" not in body and "grammar" not in body for body in stand_in.after_probe())
 
 
 async def test_sync_call_inside_a_running_loop_and_async_judge(serve: Any) -> None:
