@@ -16,7 +16,8 @@ Per judge and stage:
 
 Judges: ``likelihood`` (mean token log-probability), ``verifier`` (log p(right) -
 log p(wrong), :class:`~langchain_llava_cot.judges.VerifierJudge`), ``pairwise`` (the
-knockout, top-1 only)::
+knockout, top-1 only), and with ``--reward-model DIR`` ``reward`` (a text reward model,
+:func:`~langchain_llava_cot.reward_models.text_reward_judge`; captions stay with likelihood)::
 
     python benchmarks/judge_rank.py --questions 200 --out benchmarks/judge-rank.json
 """
@@ -48,7 +49,9 @@ def within_question_auc(scores: list[float], labels: list[bool]) -> float | None
     return wins / (len(right) * len(wrong))
 
 
-def measure(model: str | None, questions: int, candidates: int, seed: int) -> dict[str, Any]:
+def measure(
+    model: str | None, questions: int, candidates: int, seed: int, reward_model: str | None = None
+) -> dict[str, Any]:
     import torch
 
     from langchain_llava_cot._calls import drive
@@ -67,6 +70,10 @@ def measure(model: str | None, questions: int, candidates: int, seed: int) -> di
         "verifier": VerifierJudge(),
         "pairwise": PairwiseJudge(seed=seed, precheck=False),
     }
+    if reward_model is not None:
+        from langchain_llava_cot.reward_models import text_reward_judge
+
+        judges["reward"] = text_reward_judge(reward_model)
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
     started = time.perf_counter()
     for example in examples("test", questions):
@@ -141,9 +148,10 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=200)
     parser.add_argument("--candidates", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reward-model", default=None, help="also rank with this text reward model")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
-    report = measure(args.model, args.questions, args.candidates, args.seed)
+    report = measure(args.model, args.questions, args.candidates, args.seed, args.reward_model)
     print(f"{report['questions']} held-out questions, N={report['candidates']}, {report['seconds']} s")
     print(f"{'stage':<11}{'judge':<12}{'mixed':>6}{'top-1':>8}{'random':>8}{'AUC':>7}{'rescues':>9}")
     for r in report["results"]:

@@ -89,7 +89,7 @@ _LOOKAHEAD = re.compile(r"\s\(=.*\)$")
 
 
 def to_gbnf(ebnf: str) -> str:
-    """xgrammar's EBNF in llama.cpp's GBNF dialect (its ``grammar`` field).
+    r"""An xgrammar EBNF grammar in llama.cpp's GBNF dialect (its ``grammar`` field).
 
     Three things differ: rule names may not hold ``_`` (they get ``-``), repetitions are
     written ``*``, ``+`` or ``{m,n}`` (not ``{m, -1}``), and there are no lookahead
@@ -115,7 +115,8 @@ def _gbnf_line(line: str) -> str:
         elif char == "{":
             j = line.index("}", i)
             low, high = (bound.strip() for bound in line[i + 1 : j].split(","))
-            out.append({("0", "-1"): "*", ("1", "-1"): "+"}.get((low, high), f"{{{low},{high.replace('-1', '')}}}"))
+            bounded = f"{{{low},{high.replace('-1', '')}}}"
+            out.append({("0", "-1"): "*", ("1", "-1"): "+"}.get((low, high), bounded))
             i = j + 1
         else:
             out.append("-" if char == "_" else char)
