@@ -105,7 +105,7 @@ def _gbnf_line(line: str) -> str:
     out, i = [], 0
     while i < len(line):
         char = line[i]
-        if char in "\"[":  # a literal or a character class: copied, escapes and all
+        if char in '"[':  # a literal or a character class: copied, escapes and all
             close, j = ('"' if char == '"' else "]"), i + 1
             while j < len(line) and line[j] != close:
                 j += 2 if line[j] == "\\" else 1
