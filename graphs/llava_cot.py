@@ -8,7 +8,7 @@ deployments) at the module-level :data:`graph`; tests build their own with
 
 - Input is JSON: ``{"messages": [...]}`` with LangChain/OpenAI-style messages, images as
   ``{"type": "image", "base64": ..., "mime_type": ...}`` or ``image_url`` data URLs.
-- Run options are the JSON context, a :class:`~langchain_llava_cot.search.SearchContext`:
+- Run options are the JSON context, a :class:`~langchain_llava_cot.options.SearchContext`:
   ``{"strategy": "stage_beam", "candidates": 4, "judge": "pairwise", "model": "<folder>"}``
   or ``{"base_url": "http://127.0.0.1:8000/v1", "model": "<served name>"}``. The backend
   is created on first use and cached per process; no ``model`` means the bundled demo model.
@@ -37,7 +37,7 @@ from typing_extensions import TypedDict
 from langchain_llava_cot.chat_models import convert_messages, message_from_state
 from langchain_llava_cot.conversation import Conversation
 from langchain_llava_cot.graph import SearchProgress, add_search_nodes, fresh_search
-from langchain_llava_cot.search import SearchContext
+from langchain_llava_cot.options import SearchContext
 from langchain_llava_cot.stages import STAGES
 
 __all__ = ["ServedState", "graph", "make_graph"]

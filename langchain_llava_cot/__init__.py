@@ -17,7 +17,7 @@ from langchain_llava_cot.judges import (
     VoteJudge,
     chat_model_judge,
 )
-from langchain_llava_cot.search import SearchContext
+from langchain_llava_cot.options import SearchContext
 from langchain_llava_cot.stages import STAGES, ParsedAnswer, Stage, parse_answer, render_answer
 
 __version__ = "0.1.0"

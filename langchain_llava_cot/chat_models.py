@@ -4,7 +4,7 @@ Input flow:
     LangChain messages -> :func:`convert_messages` (text, image blocks, validated images)
     -> :class:`~langchain_llava_cot.conversation.Conversation`
     -> the search graph (:func:`~langchain_llava_cot.graph.build_graph`) with a
-    :class:`~langchain_llava_cot.search.SearchContext` built from this model's options.
+    :class:`~langchain_llava_cot.options.SearchContext` built from this model's options.
 
 Output flow:
     graph ``updates`` (one per judged stage) -> :func:`_stage_chunk` -> ``AIMessageChunk``:
@@ -58,7 +58,7 @@ from langchain_llava_cot.conversation import Conversation, Turn, check_request
 from langchain_llava_cot.demo import DEMO_MODEL_PATH
 from langchain_llava_cot.graph import SearchState, build_graph
 from langchain_llava_cot.images import DEFAULT_MAX_PIXELS, read_base64_image, read_image_bytes
-from langchain_llava_cot.search import DEFAULT_JUDGE, MAX_CANDIDATES, RETRACE_Z, SearchContext, Strategy
+from langchain_llava_cot.options import DEFAULT_JUDGE, MAX_CANDIDATES, RETRACE_Z, SearchContext, Strategy
 from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, render_answer, render_stage
 from langchain_llava_cot.tools import format_tool_calls, parse_tool_calls, render_tools_prompt
 
@@ -720,7 +720,7 @@ def _make_backend(llm: ChatLlavaCoT) -> VLMBackend:
     if isinstance(llm.backend, VLMBackend):
         return llm.backend
     if isinstance(llm.backend, BaseChatModel):
-        from langchain_llava_cot.backends.chat_model import ChatModelBackend
+        from langchain_llava_cot.backends.langchain import ChatModelBackend
 
         return ChatModelBackend(llm.backend)
     if llm.backend is not None:

@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_search_options(parser: argparse.ArgumentParser) -> None:
-    from langchain_llava_cot.search import DEFAULT_JUDGE
+    from langchain_llava_cot.options import DEFAULT_JUDGE
 
     parser.add_argument("--model", help="model folder or hub id; None: the bundled demo model")
     parser.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")

@@ -10,7 +10,7 @@
 - After a judge, and at START, a router goes to the first stage not chosen yet, so
   a run resumed with some stages already chosen skips them.
 
-Options come through the runtime context (:class:`~langchain_llava_cot.search.SearchContext`).
+Options come through the runtime context (:class:`~langchain_llava_cot.options.SearchContext`).
 Nodes write their progress to LangGraph's ``custom`` stream. This module never
 imports torch: only the backend in the context talks to a model.
 
@@ -50,7 +50,7 @@ from langchain_llava_cot._calls import SampleCall, Step, adrive, drive, finished
 from langchain_llava_cot.backends.base import Sample, SampleRequest, ToolCallConstraint
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.judges import Comparison, JudgeTask, Verdict, best_index, ranked
-from langchain_llava_cot.search import SearchContext
+from langchain_llava_cot.options import SearchContext
 from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, cut_stage, parse_answer, render_answer
 
 __all__ = [

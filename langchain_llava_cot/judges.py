@@ -771,7 +771,7 @@ def chat_model_judge(
     under the search's callbacks and traces. ``options`` go to the judge.
     ``judge=chat_model`` is ``chat_model_judge(chat_model)``.
     """
-    from langchain_llava_cot.backends.chat_model import ChatModelBackend
+    from langchain_llava_cot.backends.langchain import ChatModelBackend
 
     backend = ChatModelBackend(chat_model)
     if mode == "pairwise":

@@ -55,7 +55,7 @@ from typing import Any, Literal, TypeVar, Union
 
 from langchain_llava_cot.backends._grammar import to_gbnf, tool_call_ebnf
 from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
-from langchain_llava_cot.backends.chat_model import (
+from langchain_llava_cot.backends.langchain import (
     Extracted,
     StageAsk,
     cut_at_stop,

@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.graph import build_graph, checkpoint_serializer
-from langchain_llava_cot.search import SearchContext
+from langchain_llava_cot.options import SearchContext
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("initdb") is None, reason="needs PostgreSQL (initdb, pg_ctl)"),
@@ -116,7 +116,7 @@ from psycopg import Connection
 from psycopg.rows import dict_row
 from langgraph.checkpoint.postgres import PostgresSaver
 from langchain_llava_cot.graph import build_graph, checkpoint_serializer
-from langchain_llava_cot.search import SearchContext
+from langchain_llava_cot.options import SearchContext
 from test_postgres_runs import CONVERSATION
 
 class StallsAtReasoning(ScriptedBackend):

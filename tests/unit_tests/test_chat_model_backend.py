@@ -17,7 +17,7 @@ from PIL import Image
 
 from langchain_llava_cot._calls import drive
 from langchain_llava_cot.backends.base import SampleRequest
-from langchain_llava_cot.backends.chat_model import (
+from langchain_llava_cot.backends.langchain import (
     ChatModelBackend,
     StageAsk,
     extract_stages,
@@ -113,7 +113,7 @@ def test_drift_is_repaired(reply: str, expected: str, repaired: bool) -> None:
 
 def test_a_repaired_reply_says_so_in_the_candidates_problems() -> None:
     from langchain_llava_cot.graph import build_graph
-    from langchain_llava_cot.search import SearchContext
+    from langchain_llava_cot.options import SearchContext
 
     replies = ["<SUMMARY> count </SUMMARY>", "Two squares.", "<REASONING> so 2 </REASONING>", "2"]
     backend = ChatModelBackend(fake(*replies))

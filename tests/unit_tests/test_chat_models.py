@@ -314,7 +314,7 @@ def test_every_search_option_is_an_option_of_the_chat_model():
     import dataclasses
 
     from langchain_llava_cot.chat_models import _SEARCH_OPTIONS
-    from langchain_llava_cot.search import SearchContext
+    from langchain_llava_cot.options import SearchContext
 
     given = {f.name for f in dataclasses.fields(SearchContext) if f.init} - {"backend"}
     assert given - set(ChatLlavaCoT.model_fields) == set()

@@ -5,7 +5,7 @@ from fakes import SCRIPT, ScriptedBackend, prefers_three
 
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.graph import build_graph
-from langchain_llava_cot.search import SearchContext
+from langchain_llava_cot.options import SearchContext
 from langchain_llava_cot.stages import STAGES, Stage
 
 CONVERSATION = Conversation((Turn("user", "How many red circles?"),))

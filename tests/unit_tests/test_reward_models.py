@@ -12,8 +12,8 @@ from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.demo import DEMO_MODEL_PATH
 from langchain_llava_cot.graph import build_graph
 from langchain_llava_cot.judges import JudgeTask, ScoreJudge, StageJudges, reward_text
+from langchain_llava_cot.options import SearchContext
 from langchain_llava_cot.reward_models import RewardModelJudge, text_reward_judge
-from langchain_llava_cot.search import SearchContext
 from langchain_llava_cot.stages import Stage
 
 CONVERSATION = Conversation((Turn("user", "How many red circles?"),))

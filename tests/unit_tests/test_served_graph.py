@@ -12,7 +12,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from PIL import Image
 
 from langchain_llava_cot.graph import checkpoint_serializer
-from langchain_llava_cot.search import SearchContext
+from langchain_llava_cot.options import SearchContext
 
 sys.path.insert(0, str(Path(__file__).parents[2]))
 from graphs.llava_cot import make_graph  # noqa: E402

@@ -9,7 +9,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.graph import build_graph
 from langchain_llava_cot.judges import VerifierJudge, VoteJudge
-from langchain_llava_cot.search import RETRACE_Z, SearchContext
+from langchain_llava_cot.options import RETRACE_Z, SearchContext
 from langchain_llava_cot.stages import Stage
 
 CONVERSATION = Conversation((Turn("user", "How many red circles?"),))

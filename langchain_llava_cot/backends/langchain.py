@@ -264,7 +264,7 @@ class ChatModelBackend(VLMBackend):
         .. code-block:: python
 
             from langchain_ollama import ChatOllama
-            from langchain_llava_cot.backends.chat_model import ChatModelBackend
+            from langchain_llava_cot.backends.langchain import ChatModelBackend
 
             backend = ChatModelBackend(ChatOllama(model="llava", temperature=0.6))
 
