@@ -130,7 +130,9 @@ conn = Connection.connect({url!r}, autocommit=True, prepare_threshold=0, row_fac
 graph = build_graph(checkpointer=PostgresSaver(conn, serde=checkpoint_serializer()))
 backend = StallsAtReasoning(SCRIPT, prefers_three)
 context = SearchContext(backend=backend, candidates=2, judge="pairwise", seed=0)
-graph.invoke({{"conversation": CONVERSATION}}, {{"configurable": {{"thread_id": "killed"}}}}, context=context)
+# "sync": each stage's checkpoint is written before the next stage starts, so a kill loses nothing
+config = {{"configurable": {{"thread_id": "killed"}}}}
+graph.invoke({{"conversation": CONVERSATION}}, config, context=context, durability="sync")
 """
 
 
