@@ -1,0 +1,374 @@
+"""Train a reward model for the demo: a tiny text classifier that checks a reasoning against its caption.
+
+The demo model does not learn to verify at its size (its own verifier ranks near chance,
+see the README). This trains a separate checker the way process reward models are
+trained, from the sampler's own candidates labelled by an oracle:
+
+1. **Candidates.** The bundled demo model answers questions it never trained on (train
+   split, from :attr:`RewardConfig.first_question`) after the right summary and caption,
+   sampling ``samples`` reasonings each as search samples them (temperature 0.6, top-p
+   0.9). Each is labelled right when it is exactly the reasoning that follows the caption
+   (:func:`~langchain_llava_cot.eval.stage_oracle`'s criterion); each also gets its whole
+   answer (the conclusion its reasoning reaches, or another one).
+2. **Made-up mistakes.** Per question, the right reasoning and one from
+   :func:`~langchain_llava_cot.demo.dataset.wrong_stage`, and every yes/no decision of the
+   right reasoning cut just after it, as written and flipped (:func:`decision_rows`).
+3. **Training.** A ``LlamaForSequenceClassification`` with one output, started from the
+   demo model's language model, reads each row as
+   :class:`~langchain_llava_cot.reward_models.RewardModelJudge` does
+   (:func:`~langchain_llava_cot.judges.reward_text`). Every answer token is supervised:
+   its logit learns whether the text up to it is still right, so the last one, the judge's
+   score, is the log-odds that the answer so far is right.
+
+Use one with :func:`~langchain_llava_cot.reward_models.text_reward_judge` (it reads text
+only, so summaries and captions stay with the likelihood judge)::
+
+    python -m langchain_llava_cot.demo.reward --out runs/reward-model   # 2,500 questions, 1,200 steps
+    python benchmarks/judge_rank.py --reward-model runs/reward-model
+
+The README reports how it ranks (not better than likelihood), which is why no reward
+model is bundled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from langchain_llava_cot.demo.dataset import Example, examples, right_stage, wrong_stage
+from langchain_llava_cot.judges import JudgeTask, reward_text
+from langchain_llava_cot.stages import STAGE_SEPARATOR, Stage, cut_stage, render_answer
+
+__all__ = ["RewardConfig", "RewardRow", "candidate_rows", "made_up_rows", "train_reward_model"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Sizes of the reward model and of its run."""
+
+    questions: int = 2_500
+    """Questions whose sampled reasonings are labelled."""
+    first_question: int = 100_000
+    """Index of the first train-split question used: past every question the demo model saw."""
+    samples: int = 8
+    """Reasonings sampled per question."""
+    hidden_size: int = 128
+    """Width, layers and heads: the demo language model's, which it starts from."""
+    num_layers: int = 4
+    num_heads: int = 4
+    steps: int = 1_200
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    final_weight: float = 4.0
+    """Loss weight of a row's last token (whose logit is the judge's score) and of the token
+    where a wrong row goes wrong; the others weigh 1."""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RewardRow:
+    """One text the reward model reads, and whether the answer in it is right so far."""
+
+    text: str
+    right_text: str
+    """The same row with the right reasoning and conclusion: where ``text`` departs from it,
+    the answer goes wrong (what the per-token labels mark)."""
+    question: int
+    """Index of the question."""
+
+    @property
+    def right(self) -> bool:
+        """Whether the answer so far is right (the text may stop mid-answer)."""
+        return self.right_text.startswith(self.text)
+
+
+def _task(example: Example, chosen: dict[Stage, str], stage: Stage, candidate: str) -> JudgeTask:
+    return JudgeTask(example.conversation(), stage, chosen, (candidate,))
+
+
+def _rows_for(example: Example, reasoning: str, conclusion: str) -> Iterator[RewardRow]:
+    """A reasoning after the right summary and caption, then the answer it ends in."""
+    chosen = {s: example.stages[s] for s in (Stage.SUMMARY, Stage.CAPTION)}
+    right = example.stages
+    yield RewardRow(
+        reward_text(_task(example, chosen, Stage.REASONING, reasoning), 0),
+        reward_text(_task(example, chosen, Stage.REASONING, right[Stage.REASONING]), 0),
+        example.index,
+    )
+    after = {**chosen, Stage.REASONING: reasoning}
+    right_after = {**chosen, Stage.REASONING: right[Stage.REASONING]}
+    yield RewardRow(
+        reward_text(_task(example, after, Stage.CONCLUSION, conclusion), 0),
+        reward_text(_task(example, right_after, Stage.CONCLUSION, right[Stage.CONCLUSION]), 0),
+        example.index,
+    )
+
+
+def _conclusion(example: Example, reasoning: str, rng: random.Random, wrong_share: float = 0.2) -> str:
+    """The conclusion ``reasoning`` reaches, or (``wrong_share`` of the time) another one."""
+    after = {s: example.stages[s] for s in (Stage.SUMMARY, Stage.CAPTION)} | {Stage.REASONING: reasoning}
+    if rng.random() < wrong_share:
+        return wrong_stage(example, Stage.CONCLUSION, rng, after)
+    return right_stage(example, Stage.CONCLUSION, after)
+
+
+def candidate_rows(
+    backend: Any, questions: list[Example], samples: int, seed: int, batch: int = 8
+) -> Iterator[RewardRow]:
+    """The demo model's own reasonings for ``questions``, labelled (step 1 of the module doc)."""
+    from langchain_llava_cot.backends.base import SampleRequest
+
+    rng = random.Random(seed)
+    for start in range(0, len(questions), batch):
+        chunk = questions[start : start + batch]
+        requests = []
+        for example in chunk:
+            chosen = {s: example.stages[s] for s in (Stage.SUMMARY, Stage.CAPTION)}
+            prefix = f"{render_answer(chosen)}{STAGE_SEPARATOR}{Stage.REASONING.open_tag}"
+            requests.append(
+                SampleRequest(
+                    example.conversation(),
+                    prefix,
+                    n=samples,
+                    stop=(Stage.REASONING.close_tag,),
+                    max_new_tokens=256,
+                    temperature=0.6,
+                    top_p=0.9,
+                    seed=seed + example.index,
+                )
+            )
+        for example, sampled in zip(chunk, backend.sample(requests)):
+            for reasoning in dict.fromkeys(cut_stage(Stage.REASONING, s.text)[0].strip() for s in sampled):
+                yield from _rows_for(example, reasoning, _conclusion(example, reasoning, rng))
+
+
+def made_up_rows(example: Example, rng: random.Random) -> Iterator[RewardRow]:
+    """The right reasoning and a made-up wrong one for ``example`` (step 2 of the module doc)."""
+    right = example.stages[Stage.REASONING]
+    for reasoning in (right, wrong_stage(example, Stage.REASONING, rng)):
+        yield from _rows_for(example, reasoning, _conclusion(example, reasoning, rng))
+
+
+_DECISION = re.compile(r"(?<= )(yes|no)\b")
+
+
+def decision_rows(example: Example) -> Iterator[RewardRow]:
+    """Every yes/no decision of the right reasoning, cut just after it: as written, and flipped.
+
+    Sampled candidates hold few wrong decisions; these rows put one on every decision the
+    reasoning makes, the skill a reasoning check needs most.
+    """
+    chosen = {s: example.stages[s] for s in (Stage.SUMMARY, Stage.CAPTION)}
+    right = example.stages[Stage.REASONING]
+    full = reward_text(_task(example, chosen, Stage.REASONING, right), 0)
+    start = full.index(right)
+    for match in _DECISION.finditer(right):
+        cut = start + match.start()
+        flipped = "no" if match.group() == "yes" else "yes"
+        yield RewardRow(full[: start + match.end()], full, example.index)
+        yield RewardRow(full[:cut] + flipped, full, example.index)
+
+
+def build_reward_model(tokenizer: Any, config: RewardConfig, init_from: str | Path | None = None) -> Any:
+    """A ``LlamaForSequenceClassification`` with one output, sized by ``config``.
+
+    With ``init_from`` (a LLaVA folder whose language model has that size) it starts from
+    that language model's weights, which already know the answers' format; the score head
+    is new.
+    """
+    import transformers
+
+    llama = transformers.LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        intermediate_size=4 * config.hidden_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_heads,
+        max_position_embeddings=1024,
+        num_labels=1,  # type: ignore[call-arg]  # a PretrainedConfig field
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    model = transformers.LlamaForSequenceClassification(llama)
+    if init_from is not None:
+        vlm = transformers.AutoModelForImageTextToText.from_pretrained(str(init_from))
+        model.model.load_state_dict(vlm.model.language_model.state_dict())
+    return model
+
+
+def train_reward_model(
+    rows: list[RewardRow],
+    tokenizer: Any,
+    config: RewardConfig,
+    init_from: str | Path | None = None,
+    log_every: int = 100,
+    on_log: Callable[[int, Any], None] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Train a reward model on ``rows`` for ``config.steps`` batches; return it and its record.
+
+    Every token of the answer is supervised, not only the last: its logit learns whether
+    the text up to it is still a prefix of the right answer (a process reward model's
+    per-step labels, here per token), so the one read at the end, the judge's score, is
+    whether the whole answer so far is right.
+    """
+    import torch
+
+    torch.manual_seed(config.seed)
+    model = build_reward_model(tokenizer, config, init_from)
+    encoded = [_token_labels(row, tokenizer, config.final_weight) for row in rows]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    rng = random.Random(config.seed)
+    order: list[int] = []
+    smoothed, seen, history, t0 = float("nan"), 0, [], time.perf_counter()
+    model.train()
+    for step in range(config.steps):
+        if len(order) < config.batch_size:
+            order = rng.sample(range(len(rows)), len(rows))
+        batch, order = order[: config.batch_size], order[config.batch_size :]
+        warm = min(1.0, (step + 1) / config.warmup_steps)
+        lr = config.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / config.steps)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        ids, labels, weights = _pad([encoded[i] for i in batch], tokenizer.pad_token_id)
+        hidden = model.model(input_ids=ids, attention_mask=(weights >= 0).long()).last_hidden_state
+        logits = model.score(hidden)[..., 0]
+        losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+        w = weights.clamp(min=0)
+        loss = (losses * w).sum() / w.sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        seen += int((weights >= 0).sum())
+        smoothed = loss.item() if math.isnan(smoothed) else 0.95 * smoothed + 0.05 * loss.item()
+        if (step + 1) % log_every == 0:
+            elapsed = time.perf_counter() - t0
+            history.append({"step": step + 1, "loss": round(smoothed, 4), "seconds": round(elapsed, 1)})
+            logger.info("step %d loss %.4f lr %.2e %.0f s", step + 1, smoothed, lr, elapsed)
+            if on_log is not None:
+                model.eval()
+                on_log(step + 1, model)
+                model.train()
+    model.eval()
+    record = {
+        "rows": len(rows),
+        "right_share": round(sum(row.right for row in rows) / len(rows), 4),
+        "steps": config.steps,
+        "tokens_seen": seen,
+        "train_seconds": round(time.perf_counter() - t0, 1),
+        "final_loss": round(smoothed, 4),
+        "history": history,
+    }
+    return model, record
+
+
+_Encoded = tuple[list[int], list[float], list[float]]
+
+
+def _token_labels(row: RewardRow, tokenizer: Any, final_weight: float) -> _Encoded:
+    """Ids, per-token labels and loss weights of one row.
+
+    A token is labelled right while the text up to its end is still the right text; tokens
+    before the reasoning (the question, summary and caption, given) weigh 0, the last one
+    (the judge's score) ``final_weight``, the others 1.
+    """
+    encoded = tokenizer(row.text, return_offsets_mapping=True)
+    agree = next(
+        (i for i, (a, b) in enumerate(zip(row.text, row.right_text)) if a != b),
+        min(len(row.text), len(row.right_text)),
+    )
+    answer_from = row.text.index(Stage.REASONING.open_tag)
+    labels = [float(end <= agree) for _, end in encoded.offset_mapping]
+    weights = [float(end > answer_from) for _, end in encoded.offset_mapping]
+    if not row.right:  # the token where the answer goes wrong: the decision to learn
+        weights[labels.index(0.0)] = final_weight
+    weights[-1] = final_weight
+    return encoded.input_ids, labels, weights
+
+
+def _pad(rows: list[_Encoded], pad: int) -> tuple[Any, Any, Any]:
+    """Right-padded ids, labels and weights; padding weighs -1 (and is masked out)."""
+    import torch
+
+    longest = max(len(ids) for ids, _, _ in rows)
+    ids = torch.full((len(rows), longest), pad, dtype=torch.long)
+    labels = torch.zeros((len(rows), longest))
+    weights = torch.full((len(rows), longest), -1.0)
+    for i, (row_ids, row_labels, row_weights) in enumerate(rows):
+        ids[i, : len(row_ids)] = torch.tensor(row_ids)
+        labels[i, : len(row_ids)] = torch.tensor(row_labels)
+        weights[i, : len(row_ids)] = torch.tensor(row_weights)
+    return ids, labels, weights
+
+
+def build_rows(config: RewardConfig, model_dir: str | Path) -> list[RewardRow]:
+    """Every training row: the demo model's candidates, made-up mistakes and flipped decisions."""
+    from langchain_llava_cot.backends.transformers import TransformersBackend
+
+    questions = examples("train", config.questions, config.first_question)
+    backend = TransformersBackend(str(model_dir))
+    rows: list[RewardRow] = []
+    t0 = time.perf_counter()
+    for done, row in enumerate(candidate_rows(backend, questions, config.samples, config.seed), 1):
+        rows.append(row)
+        if done % 2000 == 0:
+            logger.info("%d candidate rows, %.0f s", done, time.perf_counter() - t0)
+    rng = random.Random(config.seed)
+    for example in questions:
+        rows.extend(made_up_rows(example, rng))
+        rows.extend(decision_rows(example))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m langchain_llava_cot.demo.reward --out DIR``: sample, label, train, save."""
+    import torch
+    import transformers
+
+    from langchain_llava_cot.demo import DEMO_MODEL_PATH
+
+    defaults = RewardConfig()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="folder to save the reward model in")
+    parser.add_argument(
+        "--model", default=str(DEMO_MODEL_PATH), help="the sampling model (default: the demo's)"
+    )
+    parser.add_argument("--questions", type=int, default=defaults.questions)
+    parser.add_argument("--samples", type=int, default=defaults.samples)
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    config = RewardConfig(questions=args.questions, samples=args.samples, steps=args.steps)
+    t0 = time.perf_counter()
+    rows = build_rows(config, args.model)
+    prepared = time.perf_counter() - t0
+    tokenizer = transformers.AutoTokenizer.from_pretrained(args.model)
+    model, record = train_reward_model(rows, tokenizer, config, init_from=args.model)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    record = {"config": asdict(config), "prepare_seconds": round(prepared, 1), **record}
+    (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
