@@ -131,7 +131,7 @@ def test_stop_string_cuts_text_and_tokens(backend: TransformersBackend) -> None:
 
 
 def test_single_token_stops_end_rows_by_token_id(backend: TransformersBackend) -> None:
-    from langchain_llava_cot.backends.transformers import _RowStops
+    from langchain_llava_cot.backends.transformers.stopping import _RowStops
 
     tokenizer = backend._tokenizer
     tag = tokenizer.convert_tokens_to_ids("</CAPTION>")

@@ -70,19 +70,17 @@ import contextlib
 import copy
 import logging
 import weakref
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from langchain_llava_cot.backends._batching import BatchQueue, Job
-from langchain_llava_cot.backends._grammar import ToolCallGrammars, stages_to_write
+from langchain_llava_cot.backends._grammar import ToolCallGrammars
 from langchain_llava_cot.backends._prefix_cache import (
     KVPrefix,
     Layers,
     PrefixCache,
     cache_argument,
-    common_length,
     growing_cache,
     kv_layers,
     output_cache,
@@ -90,19 +88,44 @@ from langchain_llava_cot.backends._prefix_cache import (
 )
 from langchain_llava_cot.backends._vision_cache import (
     ImageFeatureCache,
-    content_key,
     cross_attention_layers,
     image_token_id,
 )
 from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
+from langchain_llava_cot.backends.transformers.jobs import (
+    _checked_choices,
+    _checked_samples,
+    _choice_results,
+    _chunks,
+    _group_key,
+    _image_key,
+    _pictures_of,
+    _Prompt,
+    _shared_lengths,
+    _shut_down,
+    _weak_runner,
+)
+from langchain_llava_cot.backends.transformers.loading import (
+    _check_is_vlm,
+    _has_plain_kv_cache,
+    _import_transformers,
+    _is_encoder_decoder,
+    _name_of,
+    _resolve_source,
+    _rng_devices,
+)
+from langchain_llava_cot.backends.transformers.stopping import (
+    _as_set,
+    _before_stop,
+    _chosen_logprobs,
+    _RowStops,
+)
 from langchain_llava_cot.conversation import Conversation, to_chat_messages
 from langchain_llava_cot.images import decode_image
 
 __all__ = ["TransformersBackend"]
 
 logger = logging.getLogger(__name__)
-
-_INSTALL = "Install the extra: pip install 'langchain-llava-cot[transformers]'."
 
 
 class TransformersBackend(VLMBackend):
@@ -954,324 +977,4 @@ class TransformersBackend(VLMBackend):
         return inputs.to(self._model.device, dtype=self._model.dtype)
 
 
-def _pictures_of(prompts: list[tuple[Conversation, str]]) -> list[bytes]:
-    """Every picture of the prompts, row by row, in the order the processor sees them."""
-    return [image for conversation, _ in prompts for image in conversation.images]
-
-
-def _import_transformers() -> Any:
-    try:
-        import transformers
-    except ImportError as e:
-        msg = f"TransformersBackend needs torch and transformers. {_INSTALL}"
-        raise ImportError(msg) from e
-    return transformers
-
-
-def _resolve_source(model: str | Path) -> str:
-    """A local folder as a string, or a hub id; a missing local path fails here."""
-    path = Path(model).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            msg = f"Model path {str(path)!r} is a file; pass the folder that holds config.json."
-            raise ValueError(msg)
-        if not (path / "config.json").is_file():
-            msg = f"Model folder {str(path)!r} has no config.json; pass a folder written by save_pretrained."
-            raise ValueError(msg)
-        return str(path)
-    text = str(model)
-    if isinstance(model, Path) or _looks_local(text):
-        msg = (
-            f"Model path {text!r} does not exist: pass an existing folder written by "
-            "save_pretrained, or a Hugging Face model id such as 'Xkev/Llama-3.2V-11B-cot'."
-        )
-        raise FileNotFoundError(msg)
-    return text
-
-
-def _looks_local(text: str) -> bool:
-    return text.startswith(("/", "./", "../", "~", ".\\")) or "\\" in text or text.count("/") > 1
-
-
-def _check_is_vlm(source: str, *, trust_remote_code: bool) -> None:
-    """Fail before loading weights when ``source`` is unavailable or not a vision-language model."""
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
-    try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except OSError as e:
-        msg = (
-            f"Model {source!r} is not a local folder and could not be loaded from the Hugging Face "
-            f"hub or its local cache ({e}). Offline (HF_HUB_OFFLINE=1), download it first with "
-            "`hf download <id>` on a connected machine, or pass a local folder."
-        )
-        raise OSError(msg) from e
-    auto_map = getattr(config, "auto_map", None) or {}
-    if trust_remote_code and "AutoModelForImageTextToText" in auto_map:
-        return
-    if config.model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
-        architectures = ", ".join(getattr(config, "architectures", None) or []) or "unknown class"
-        msg = (
-            f"Model {source!r} is a {config.model_type!r} model ({architectures}), not a "
-            "vision-language model: AutoModelForImageTextToText cannot load it. Use an "
-            "image-text-to-text model such as 'Xkev/Llama-3.2V-11B-cot' (or build a tiny one with "
-            "langchain_llava_cot.model_builders.build_tiny_vlm); serve a text-only model through "
-            "an OpenAI-compatible server or a LangChain chat model backend instead."
-        )
-        raise ValueError(msg)
-
-
 _Request = TypeVar("_Request", SampleRequest, ChoiceRequest)
-
-
-def _checked_samples(requests: Sequence[SampleRequest]) -> list[SampleRequest]:
-    """Validate in the caller's thread, so a bad request fails before it is queued."""
-    for request in requests:
-        _check_images(request.conversation)
-        if request.tool_call is not None:
-            stages_to_write(request.prefix)  # a constrained continuation starts after a stage's tag
-    return list(requests)
-
-
-def _checked_choices(requests: Sequence[ChoiceRequest]) -> list[ChoiceRequest]:
-    for request in requests:
-        _check_images(request.conversation)
-    return list(requests)
-
-
-def _check_images(conversation: Conversation) -> None:
-    """Decode every image now (cached), so unreadable bytes fail in the caller."""
-    for image in conversation.images:
-        decode_image(image)
-
-
-def _group_key(request: SampleRequest, caller: int) -> tuple:
-    """Requests with equal keys can share one ``generate`` call.
-
-    Seeded sampling keeps its caller in the key: a seeded call must give the same
-    samples whoever else is asking at the same time. A forced tool call puts its grammar
-    in the key: one ``generate`` call decodes under one grammar.
-    """
-    has_images = bool(request.conversation.images)
-    grammar = None if request.tool_call is None else (request.tool_call.key, stages_to_write(request.prefix))
-    if request.temperature == 0:
-        return (0.0, None, None, has_images, grammar)
-    owner = caller if request.seed is not None else None
-    return (request.temperature, request.top_p, request.seed, owner, has_images, grammar)
-
-
-def _chunks(members: list, sizes: list[int], limit: int) -> Iterator[list]:
-    """Split ``members`` into runs whose ``sizes`` add up to at most ``limit`` (one at least)."""
-    chunk: list = []
-    total = 0
-    for member, size in zip(members, sizes):
-        if chunk and total + size > limit:
-            yield chunk
-            chunk, total = [], 0
-        chunk.append(member)
-        total += size
-    if chunk:
-        yield chunk
-
-
-class _RowStops:
-    """A ``generate`` stopping criterion that ends each row at its own limit or stop string.
-
-    Rows of one batch may come from different callers with different stop strings and
-    token limits. A row is done once it has written its ``max_new_tokens`` or once it
-    shows one of its stop strings; ``generate`` pads done rows until the whole batch is
-    done. A stop string that is one token of the vocabulary (the demo model's stage
-    tags) is seen by comparing token ids; any other is looked for in the decoded text
-    of the row's last few tokens. This is only an early exit: the exact cut is made
-    afterwards on the decoded text.
-    """
-
-    def __init__(
-        self,
-        prompt_length: int,
-        rows: Sequence[SampleRequest],
-        decode: Callable[[list[int]], str],
-        token_id: Callable[[str], int | None],
-    ) -> None:
-        self._prompt_length = prompt_length
-        self._limits = [row.max_new_tokens for row in rows]
-        self._stops = [row.stop for row in rows]
-        self._stop_ids = [_stop_token_ids(row.stop, token_id) for row in rows]
-        self._tails = [max((len(stop) for stop in row.stop), default=0) + 2 for row in rows]
-        self._decode = decode
-        self._done = [False] * len(rows)
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        written = input_ids.shape[1] - self._prompt_length
-        last = input_ids[:, -1].tolist()
-        for row, done in enumerate(self._done):
-            if not done:
-                self._done[row] = written >= self._limits[row] or self._stopped(
-                    input_ids, row, written, last[row]
-                )
-        return torch.tensor(self._done, dtype=torch.bool, device=input_ids.device)
-
-    def _stopped(self, input_ids: Any, row: int, written: int, last: int) -> bool:
-        stops = self._stops[row]
-        if not stops or written < 1:
-            return False
-        stop_ids = self._stop_ids[row]
-        if stop_ids is not None:
-            return last in stop_ids
-        tail = input_ids[row, input_ids.shape[1] - min(written, self._tails[row]) :].tolist()
-        text = self._decode(tail)
-        return any(stop in text for stop in stops)
-
-
-def _stop_token_ids(stops: Sequence[str], token_id: Callable[[str], int | None]) -> frozenset[int] | None:
-    """The token ids of ``stops`` when each is a single token of the vocabulary, else None."""
-    ids = [token_id(stop) for stop in stops]
-    if not ids or any(i is None for i in ids):
-        return None
-    return frozenset(i for i in ids if i is not None)
-
-
-def _is_encoder_decoder(model: Any) -> bool:
-    return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
-
-
-def _weak_runner(backend: TransformersBackend) -> Callable[[Sequence[Job]], list[Any]]:
-    """The queue's batch runner, holding the backend weakly so it can be collected."""
-    ref = weakref.ref(backend)
-
-    def run(jobs: Sequence[Job]) -> list[Any]:
-        found = ref()
-        if found is None:
-            msg = "The TransformersBackend was garbage-collected; keep a reference while calling it."
-            raise RuntimeError(msg)
-        return found._run_jobs(jobs)
-
-    return run
-
-
-def _shut_down(queue: BatchQueue, images: ImageFeatureCache, prefixes: PrefixCache) -> None:
-    queue.close()
-    images.close()
-    prefixes.clear()
-
-
-@dataclass
-class _Prompt:
-    """One prompt as the model reads it: token ids, image positions and image inputs."""
-
-    conversation: Conversation
-    text: str
-    ids: list[int]
-    key: tuple[str, ...]
-    """Content keys of the prompt's images: the prefix cache's namespace."""
-    images: tuple[int, ...]
-    """Positions of the image tokens in ``ids``."""
-    inputs: dict[str, Any] | None = None
-    """The processor's image inputs (features or pixels) for this prompt alone."""
-    tiles: Any = None
-    """Mllama, one picture: its ``[1, tiles]`` cross-attention mask row (None otherwise)."""
-
-    def extras(self, backend: TransformersBackend) -> dict[str, Any]:
-        """The image inputs, made on first use."""
-        if self.inputs is None:
-            inputs = backend._encode([(self.conversation, self.text)])
-            self.inputs = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
-        return self.inputs
-
-
-def _choice_results(
-    splits: list, rows: list[_Prompt], logits: Any, starts: list[int], *, single: bool
-) -> list[ChoiceResult]:
-    """Option log-probabilities read from the tail logits of :meth:`TransformersBackend._read_tails`."""
-    import torch
-
-    results = []
-    if single:
-        for index, (options, row, start) in enumerate(zip(splits, rows, starts)):
-            last = torch.log_softmax(logits[index, len(row.ids) - start - 1].float(), dim=-1)
-            results.append(
-                ChoiceResult(
-                    logprobs=tuple(float(last[tokens[0]]) for tokens in options), prompt_tokens=len(row.ids)
-                )
-            )
-        return results
-    index = 0
-    for options in splits:
-        scores = []
-        for tokens in options:
-            row, start = rows[index], starts[index]
-            end = len(row.ids) - start  # suffix length; the option is its last len(tokens) tokens
-            picked = torch.log_softmax(logits[index, end - len(tokens) - 1 : end - 1].float(), dim=-1)
-            targets = torch.tensor(row.ids[len(row.ids) - len(tokens) :], device=picked.device)
-            scores.append(float(picked.gather(-1, targets.unsqueeze(-1)).sum()))
-            index += 1
-        prompt_tokens = len(rows[index - len(options)].ids) - len(options[0])
-        results.append(ChoiceResult(logprobs=tuple(scores), prompt_tokens=prompt_tokens))
-    return results
-
-
-def _shared_lengths(rows: list[_Prompt], needs: list[int]) -> dict[tuple, tuple[int, int, int]] | None:
-    """Per image key: (first row, tokens its rows share, rows), leaving ``needs[row]`` tokens to each.
-
-    None when some group's shared part would not hold all of its image tokens or
-    would be empty (those prompts are read whole instead).
-    """
-    groups: dict[tuple, list[int]] = {}
-    for index, row in enumerate(rows):
-        groups.setdefault(row.key, []).append(index)
-    shared = {}
-    for key, members in groups.items():
-        first = rows[members[0]]
-        length = min(len(rows[i].ids) - needs[i] for i in members)
-        for i in members[1:]:
-            length = min(length, common_length(first.ids, rows[i].ids))
-        if length < 1 or any(row.images and row.images[-1] >= length for row in (rows[i] for i in members)):
-            return None
-        shared[key] = (members[0], length, len(members))
-    return shared
-
-
-def _image_key(conversation: Conversation) -> tuple[str, ...]:
-    return tuple(content_key(image) for image in conversation.images)
-
-
-def _has_plain_kv_cache(model: Any) -> bool:
-    """Whether every layer of the model's ``DynamicCache`` is full attention (croppable by slicing)."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    layers = DynamicCache(config=model.config).layers
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
-
-
-def _chosen_logprobs(logits: tuple, tokens: Any) -> list[list[float]]:
-    """Log-probability of each generated token under the raw (unprocessed) logits."""
-    import torch
-
-    stacked = torch.stack(logits, dim=1).float()
-    logprobs = torch.log_softmax(stacked, dim=-1)
-    return logprobs.gather(-1, tokens[:, : stacked.shape[1]].unsqueeze(-1)).squeeze(-1).tolist()
-
-
-def _before_stop(text: str, stops: tuple[str, ...]) -> str:
-    """``text`` up to the earliest stop string in it."""
-    positions = [text.find(stop) for stop in stops if stop in text]
-    return text[: min(positions)] if positions else text
-
-
-def _as_set(value: int | list[int] | None) -> set[int]:
-    if value is None:
-        return set()
-    return {value} if isinstance(value, int) else set(value)
-
-
-def _rng_devices(model: Any) -> list:
-    device = getattr(model, "device", None)
-    return [device] if device is not None and device.type == "cuda" else []
-
-
-def _name_of(model: Any) -> str:
-    return getattr(model, "name_or_path", None) or type(model).__name__
