@@ -249,12 +249,8 @@ def _sample_payloads(model: str, request: SampleRequest, ask: _Ask, caps: Server
         payload["logprobs"] = True
     if caps.generation_config:
         payload["generation_config"] = json.dumps(_generation_config(request))
-    if request.tool_call is not None and (caps.grammar or caps.gbnf) and ask.mode == "continue":
-        grammar = _call_grammar(request)
-        if grammar is not None and caps.grammar:
-            payload["structured_outputs"] = {"grammar": grammar}
-        elif grammar is not None:
-            payload["grammar"] = to_gbnf(grammar)
+    if request.tool_call is not None and ask.mode == "continue":
+        payload.update(_grammar_field(request, caps))
     if caps.n or request.n == 1:
         if request.n > 1:
             payload["n"] = request.n
@@ -263,6 +259,14 @@ def _sample_payloads(model: str, request: SampleRequest, ask: _Ask, caps: Server
         return [payload]
     seeds = [None if request.seed is None else request.seed + i for i in range(request.n)]
     return [payload if seed is None else {**payload, "seed": seed} for seed in seeds]
+
+
+def _grammar_field(request: SampleRequest, caps: ServerCapabilities) -> dict[str, Any]:
+    """The forced call's grammar in the field the server reads: vLLM's EBNF, or llama.cpp's GBNF."""
+    grammar = _call_grammar(request) if caps.grammar or caps.gbnf else None
+    if grammar is None:
+        return {}
+    return {"structured_outputs": {"grammar": grammar}} if caps.grammar else {"grammar": to_gbnf(grammar)}
 
 
 def _call_grammar(request: SampleRequest) -> str | None:

@@ -95,31 +95,36 @@ class RewardRow:
         return self.right_text.startswith(self.text)
 
 
-def _task(example: Example, chosen: dict[Stage, str], stage: Stage, candidate: str) -> JudgeTask:
-    return JudgeTask(example.conversation(), stage, chosen, (candidate,))
+def _given(example: Example) -> dict[Stage, str]:
+    """The right summary and caption: what every row's answer starts from."""
+    return {stage: example.stages[stage] for stage in (Stage.SUMMARY, Stage.CAPTION)}
+
+
+def _read(example: Example, chosen: dict[Stage, str], stage: Stage, candidate: str) -> str:
+    """``candidate`` for ``stage`` after ``chosen``, as the reward model reads it."""
+    return reward_text(JudgeTask(example.conversation(), stage, chosen, (candidate,)), 0)
 
 
 def _rows_for(example: Example, reasoning: str, conclusion: str) -> Iterator[RewardRow]:
     """A reasoning after the right summary and caption, then the answer it ends in."""
-    chosen = {s: example.stages[s] for s in (Stage.SUMMARY, Stage.CAPTION)}
-    right = example.stages
+    chosen, right = _given(example), example.stages
     yield RewardRow(
-        reward_text(_task(example, chosen, Stage.REASONING, reasoning), 0),
-        reward_text(_task(example, chosen, Stage.REASONING, right[Stage.REASONING]), 0),
+        _read(example, chosen, Stage.REASONING, reasoning),
+        _read(example, chosen, Stage.REASONING, right[Stage.REASONING]),
         example.index,
     )
     after = {**chosen, Stage.REASONING: reasoning}
     right_after = {**chosen, Stage.REASONING: right[Stage.REASONING]}
     yield RewardRow(
-        reward_text(_task(example, after, Stage.CONCLUSION, conclusion), 0),
-        reward_text(_task(example, right_after, Stage.CONCLUSION, right[Stage.CONCLUSION]), 0),
+        _read(example, after, Stage.CONCLUSION, conclusion),
+        _read(example, right_after, Stage.CONCLUSION, right[Stage.CONCLUSION]),
         example.index,
     )
 
 
 def _conclusion(example: Example, reasoning: str, rng: random.Random, wrong_share: float = 0.2) -> str:
     """The conclusion ``reasoning`` reaches, or (``wrong_share`` of the time) another one."""
-    after = {s: example.stages[s] for s in (Stage.SUMMARY, Stage.CAPTION)} | {Stage.REASONING: reasoning}
+    after = {**_given(example), Stage.REASONING: reasoning}
     if rng.random() < wrong_share:
         return wrong_stage(example, Stage.CONCLUSION, rng, after)
     return right_stage(example, Stage.CONCLUSION, after)
@@ -136,8 +141,7 @@ def candidate_rows(
         chunk = questions[start : start + batch]
         requests = []
         for example in chunk:
-            chosen = {s: example.stages[s] for s in (Stage.SUMMARY, Stage.CAPTION)}
-            prefix = f"{render_answer(chosen)}{STAGE_SEPARATOR}{Stage.REASONING.open_tag}"
+            prefix = f"{render_answer(_given(example))}{STAGE_SEPARATOR}{Stage.REASONING.open_tag}"
             requests.append(
                 SampleRequest(
                     example.conversation(),
@@ -171,9 +175,8 @@ def decision_rows(example: Example) -> Iterator[RewardRow]:
     Sampled candidates hold few wrong decisions; these rows put one on every decision the
     reasoning makes, the skill a reasoning check needs most.
     """
-    chosen = {s: example.stages[s] for s in (Stage.SUMMARY, Stage.CAPTION)}
     right = example.stages[Stage.REASONING]
-    full = reward_text(_task(example, chosen, Stage.REASONING, right), 0)
+    full = _read(example, _given(example), Stage.REASONING, right)
     start = full.index(right)
     for match in _DECISION.finditer(right):
         cut = start + match.start()

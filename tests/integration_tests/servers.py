@@ -1,7 +1,9 @@
-"""Start a real server as a subprocess on 127.0.0.1 for a test, and always stop it."""
+"""Start a real server as a subprocess on 127.0.0.1 for a test, and always stop it; what the
+real-server tests ask it, and how they see what was sent."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
@@ -11,6 +13,29 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from langchain_llava_cot.demo import DEMO_QUESTION, EXAMPLE_IMAGE
+from langchain_llava_cot.images import image_message
+
+DEMO_MESSAGES = [image_message(EXAMPLE_IMAGE.read_bytes(), DEMO_QUESTION)]
+"""The bundled question about the bundled picture, as ChatLlavaCoT's input."""
+
+STAGE_LIMITS = {"summary": 60, "caption": 120, "reasoning": 300, "conclusion": 60}
+"""Stage limits whose sum, with the prompt, fits the demo model's 1,024 positions."""
+
+
+def record_chat_requests(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """From now on, the body of every ``/chat/completions`` request an httpx client sends."""
+    sent: list[dict] = []
+    send = httpx.Client.send
+
+    def recorded(client: httpx.Client, request: httpx.Request, **options: object) -> httpx.Response:
+        if request.url.path.endswith("/chat/completions"):
+            sent.append(json.loads(request.content))
+        return send(client, request, **options)
+
+    monkeypatch.setattr(httpx.Client, "send", recorded)
+    return sent
 
 
 def free_port() -> int:

@@ -9,20 +9,17 @@ llama.cpp's features.
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from langchain_core.messages import HumanMessage
-from servers import free_port, running_server
+from servers import DEMO_MESSAGES, STAGE_LIMITS, free_port, record_chat_requests, running_server
 
 from langchain_llava_cot import ChatLlavaCoT
 from langchain_llava_cot.backends.openai import OpenAICompatibleBackend, ServerCapabilities
-from langchain_llava_cot.demo import DEMO_ANSWER, DEMO_QUESTION, EXAMPLE_IMAGE
+from langchain_llava_cot.demo import DEMO_ANSWER
 from langchain_llava_cot.demo.dataset import get_example
 from langchain_llava_cot.stages import Stage
 
@@ -42,20 +39,6 @@ pytestmark = [
     ),
     pytest.mark.timeout(300),
 ]
-
-QUESTION = [
-    HumanMessage(
-        [
-            {
-                "type": "image",
-                "base64": base64.b64encode(EXAMPLE_IMAGE.read_bytes()).decode(),
-                "mime_type": "image/png",
-            },
-            {"type": "text", "text": DEMO_QUESTION},
-        ]
-    )
-]
-LIMITS = {"summary": 60, "caption": 120, "reasoning": 300, "conclusion": 60}
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +75,9 @@ def test_the_probe_finds_what_llama_server_offers(llama_server: tuple[str, float
 
 def test_the_converted_model_reads_the_picture(llama_server: tuple[str, float]) -> None:
     url, _ = llama_server
-    llm = ChatLlavaCoT(backend=served(url), strategy="greedy", max_stage_tokens=LIMITS)
+    llm = ChatLlavaCoT(backend=served(url), strategy="greedy", max_stage_tokens=STAGE_LIMITS)
     started = time.perf_counter()
-    answer = llm.invoke(QUESTION)
+    answer = llm.invoke(DEMO_MESSAGES)
     seconds = time.perf_counter() - started
     chosen = answer.response_metadata["llava_cot"]["chosen"]
     assert chosen["caption"] == get_example("test", 18).stages[Stage.CAPTION]  # every object, right
@@ -115,22 +98,14 @@ def test_searches_use_n_continuation_and_top_logprobs(
     llama_server: tuple[str, float], strategy: str, judge: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, _ = llama_server
-    sent: list[dict] = []
-    send = httpx.Client.send
-
-    def counted(client: httpx.Client, request: httpx.Request, **options: object) -> httpx.Response:
-        if request.url.path.endswith("/chat/completions"):
-            sent.append(json.loads(request.content))
-        return send(client, request, **options)
-
     backend = served(url)
     backend.probe()
-    monkeypatch.setattr(httpx.Client, "send", counted)
+    sent = record_chat_requests(monkeypatch)
     llm = ChatLlavaCoT(
-        backend=backend, strategy=strategy, candidates=4, judge=judge, seed=0, max_stage_tokens=LIMITS
+        backend=backend, strategy=strategy, candidates=4, judge=judge, seed=0, max_stage_tokens=STAGE_LIMITS
     )
     started = time.perf_counter()
-    answer = llm.invoke(QUESTION)
+    answer = llm.invoke(DEMO_MESSAGES)
     seconds = time.perf_counter() - started
     steps = answer.response_metadata["llava_cot"]["steps"]
     samples = [body for body in sent if body.get("max_tokens", 0) > 1]
@@ -156,22 +131,13 @@ def test_a_forced_tool_call_is_valid_by_construction_under_llama_cpps_grammar(
         return a + b
 
     url, _ = llama_server
-    grammars: list[str] = []
-    send = httpx.Client.send
-
-    def watched(client: httpx.Client, request: httpx.Request, **options: object) -> httpx.Response:
-        body = json.loads(request.content) if request.url.path.endswith("/chat/completions") else {}
-        if "<tool_call>" in body.get("grammar", ""):
-            grammars.append(body["grammar"])
-        return send(client, request, **options)
-
-    monkeypatch.setattr(httpx.Client, "send", watched)
+    sent = record_chat_requests(monkeypatch)
     llm = ChatLlavaCoT(
-        backend=served(url), strategy="stage_beam", candidates=3, max_stage_tokens=LIMITS, seed=1
+        backend=served(url), strategy="stage_beam", candidates=3, max_stage_tokens=STAGE_LIMITS, seed=1
     )
     question = [HumanMessage("What is 2 plus 3?")]
     answers = [llm.bind_tools([add], tool_choice="add").invoke(question) for _ in range(3)]
-    assert grammars  # the conclusion was decoded under the call's GBNF grammar
+    assert any("<tool_call>" in body.get("grammar", "") for body in sent)  # decoded under the call's GBNF
     for answer in answers:
         [call] = answer.tool_calls
         assert call["name"] == "add" and set(call["args"]) == {"a", "b"}

@@ -8,8 +8,6 @@ the partial assistant message, and vLLM's prefix cache.
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import re
 import time
@@ -18,30 +16,17 @@ from pathlib import Path
 import httpx
 import pytest
 from langchain_core.messages import HumanMessage
-from servers import free_port, running_server
+from servers import DEMO_MESSAGES, STAGE_LIMITS, free_port, record_chat_requests, running_server
 
 from langchain_llava_cot import ChatLlavaCoT
 from langchain_llava_cot.backends.openai import OpenAICompatibleBackend, ServerCapabilities
-from langchain_llava_cot.demo import DEMO_MODEL_PATH, EXAMPLE_IMAGE
+from langchain_llava_cot.demo import DEMO_MODEL_PATH
 
 VLLM_PYTHON = Path(__file__).parents[2] / ".venv-vllm" / "bin" / "python"
 
 pytestmark = [
     pytest.mark.skipif(not VLLM_PYTHON.exists(), reason="the real-server lane: make test-servers"),
     pytest.mark.timeout(600),
-]
-
-QUESTION = [
-    HumanMessage(
-        [
-            {
-                "type": "image",
-                "base64": base64.b64encode(EXAMPLE_IMAGE.read_bytes()).decode(),
-                "mime_type": "image/png",
-            },
-            {"type": "text", "text": "How many red squares are there?"},
-        ]
-    )
 ]
 
 
@@ -77,10 +62,6 @@ def metric(url: str, name: str) -> float:
     return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
 
 
-LIMITS = {"summary": 60, "caption": 120, "reasoning": 300, "conclusion": 60}
-"""Stage limits whose sum, with the prompt, fits the demo model's 1,024 positions."""
-
-
 def served(url: str) -> OpenAICompatibleBackend:
     return OpenAICompatibleBackend(f"{url}/v1", "demo", timeout=120)
 
@@ -102,20 +83,12 @@ def test_candidates_come_n_at_a_time_in_one_request(
     url, _ = vllm
     backend = served(url)
     backend.probe()
-    sent: list[dict] = []
-    send = httpx.Client.send
-
-    def counted(client: httpx.Client, request: httpx.Request, **options: object) -> httpx.Response:
-        if request.url.path.endswith("/chat/completions"):
-            sent.append(json.loads(request.content))
-        return send(client, request, **options)
-
-    monkeypatch.setattr(httpx.Client, "send", counted)
+    sent = record_chat_requests(monkeypatch)
     llm = ChatLlavaCoT(
-        backend=backend, strategy=strategy, candidates=4, judge="likelihood", max_stage_tokens=LIMITS
+        backend=backend, strategy=strategy, candidates=4, judge="likelihood", max_stage_tokens=STAGE_LIMITS
     )
     started = time.perf_counter()
-    answer = llm.invoke(QUESTION)
+    answer = llm.invoke(DEMO_MESSAGES)
     seconds = time.perf_counter() - started
     record = answer.response_metadata["llava_cot"]
     assert len(sent) == requests  # one request a step, whatever N
@@ -133,11 +106,16 @@ def test_candidates_come_n_at_a_time_in_one_request(
 def test_stage_beam_reads_its_verdicts_from_top_logprobs(vllm: tuple[str, float], judge: str) -> None:
     url, _ = vllm
     llm = ChatLlavaCoT(
-        backend=served(url), strategy="stage_beam", candidates=4, judge=judge, seed=0, max_stage_tokens=LIMITS
+        backend=served(url),
+        strategy="stage_beam",
+        candidates=4,
+        judge=judge,
+        seed=0,
+        max_stage_tokens=STAGE_LIMITS,
     )
     hits = metric(url, "vllm:prefix_cache_hits_total")
     started = time.perf_counter()
-    answer = llm.invoke(QUESTION)
+    answer = llm.invoke(DEMO_MESSAGES)
     seconds = time.perf_counter() - started
     steps = answer.response_metadata["llava_cot"]["steps"]
     methods = {c["method"] for step in steps for c in step["comparisons"]} - {"identical"}
@@ -156,7 +134,7 @@ def test_a_forced_tool_call_is_valid_by_construction_under_vllms_grammar(vllm: t
 
     url, _ = vllm
     llm = ChatLlavaCoT(
-        backend=served(url), strategy="stage_beam", candidates=3, max_stage_tokens=LIMITS, seed=1
+        backend=served(url), strategy="stage_beam", candidates=3, max_stage_tokens=STAGE_LIMITS, seed=1
     )
     question = [HumanMessage("What is 2 plus 3?")]
     answers = [llm.bind_tools([add], tool_choice="add").invoke(question) for _ in range(3)]
