@@ -51,7 +51,7 @@ def _backends(cache: str, path: Path) -> dict[str, Any]:
             "whole prompts": TransformersBackend.from_loaded(model, processor, share_prefill=False),
         }
     no_carry = TransformersBackend.from_loaded(model, processor)
-    no_carry._keep_continuations = lambda *_, **__: None  # type: ignore[method-assign]
+    no_carry._prefill.keep_written = lambda *_, **__: None  # type: ignore[method-assign]
     return {"carry": on, "no carry": no_carry}
 
 

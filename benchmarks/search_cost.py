@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> dict:
     backend = TransformersBackend(path)
     reference_backend = TransformersBackend.from_loaded(
         backend._model,
-        backend._processor,
+        backend._inputs.processor,
         model_name="reference",
         batch_window=0.0,
         max_cached_images=0,
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
         "peak_rss_mib": _peak_rss_mib(),
         "peak_rss_mib_after_load": rss_loaded,
         "peak_rss_mib_before_load": rss_before_load,
-        "cached_images": len(backend._images),
+        "cached_images": backend.cached_images,
     }
     results["machine"]["load_average_at_end"] = os.getloadavg()
     results["prefix_cache"] = {

@@ -122,10 +122,6 @@ class PrefixCache:
         self._max_entries = max_entries
         self._entries: OrderedDict[tuple[Hashable, tuple[int, ...]], KVPrefix] = OrderedDict()
         self._continuations: dict[tuple[Hashable, tuple[int, ...]], tuple[KVPrefix, ...]] = {}
-        self.tokens_reused = 0
-        """Prompt positions taken from the cache instead of being read again."""
-        self.tokens_read = 0
-        """Prompt positions the model had to read (cache misses)."""
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -73,7 +73,7 @@ def test_cache_is_bounded(tiny_llava_path: Path) -> None:
     with TransformersBackend(tiny_llava_path, max_cached_images=1, share_prefill=False) as backend:
         for conversation in (RED_CIRCLE, BLUE_SQUARE, RED_CIRCLE):
             backend.sample([_greedy(conversation, 2)])
-        assert len(backend._images) == 1
+        assert backend.cached_images == 1
         assert backend.images_encoded == 3
 
 

@@ -1,9 +1,13 @@
 """In-process backend: a Hugging Face vision-language model loaded with ``transformers``.
 
-- :mod:`.backend`: :class:`TransformersBackend`, sampling and choosing, prefills and caches;
+- :mod:`.backend`: :class:`TransformersBackend`, the requests' way through the collaborators;
 - :mod:`.loading`: where a model comes from and what it supports;
-- :mod:`.jobs`: request checks, grouping into shared calls, the worker's lifetime;
-- :mod:`.stopping`: where a generated row ends, and its log-probabilities.
+- :mod:`.inputs`: prompts, the processor and the image feature cache;
+- :mod:`.attention`: where pictures live in the KV cache (self- or cross-attention), chosen once;
+- :mod:`.prefill`: prompts read once through the prefix KV cache, and its counters;
+- :mod:`.decoding`: generation settings and seeds, where a row ends, its log-probabilities;
+- :mod:`.scoring`: options' log-probabilities for judges;
+- :mod:`.jobs`: request checks, grouping into shared calls, the worker's lifetime.
 """
 
 from langchain_llava_cot.backends.transformers.backend import TransformersBackend
