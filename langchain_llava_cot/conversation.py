@@ -106,24 +106,45 @@ def check_request(conversation: Conversation) -> Conversation:
     return conversation
 
 
-def to_chat_messages(conversation: Conversation, *, tools_in_template: bool = False) -> list[dict]:
-    """The conversation in the Hugging Face chat-template format.
+def laid_out(
+    conversation: Conversation, *, last_user_text: str | None = None, tools_prompt: bool = True
+) -> list[Turn]:
+    """The turns a model is shown, which every message writer below renders.
 
-    Each image becomes a ``{"type": "image"}`` item before the turn's text, which is how
-    LLaVA-CoT's own inference code lays out a user turn. The image data itself is
-    passed to the processor separately, in :attr:`Conversation.images` order. A tools
-    prompt opens the system turn, unless the chat template renders the tools itself
-    (``tools_in_template``; then pass ``tools=conversation.tools`` to the template).
+    The tools prompt opens the system turn (the first turn, added if there is none),
+    unless ``tools_prompt`` is False (a chat template that renders the tools itself).
+    ``last_user_text`` replaces the text of the last user turn (a served model asked
+    for one stage at a time); its images stay.
+
+    >>> asked = Conversation((Turn("system", "Be brief."), Turn("user", "Hi")), tools_prompt="Tools.")
+    >>> [(t.role, t.text.splitlines()) for t in laid_out(asked, last_user_text="Hi again")]
+    [('system', ['Tools.', '', 'Be brief.']), ('user', ['Hi again'])]
     """
     turns = list(conversation.turns)
-    if conversation.tools_prompt and not tools_in_template:
+    if last_user_text is not None:
+        last_user = max((i for i, t in enumerate(turns) if t.role == "user"), default=None)
+        if last_user is not None:
+            turns[last_user] = Turn("user", last_user_text, turns[last_user].images)
+    if conversation.tools_prompt and tools_prompt:
         if turns and turns[0].role == "system":
             first = turns.pop(0)
             turns.insert(0, Turn("system", f"{conversation.tools_prompt}\n\n{first.text}", first.images))
         else:
             turns.insert(0, Turn("system", conversation.tools_prompt))
+    return turns
+
+
+def to_chat_messages(conversation: Conversation, *, tools_in_template: bool = False) -> list[dict]:
+    """The conversation in the Hugging Face chat-template format (:func:`laid_out`).
+
+    Each image becomes a ``{"type": "image"}`` item before the turn's text, which is how
+    LLaVA-CoT's own inference code lays out a user turn. The image data itself is
+    passed to the processor separately, in :attr:`Conversation.images` order. With
+    ``tools_in_template`` the tools prompt is left out: pass ``tools=conversation.tools``
+    to the template.
+    """
     messages = []
-    for turn in turns:
+    for turn in laid_out(conversation, tools_prompt=not tools_in_template):
         content: list[dict] = [{"type": "image"} for _ in turn.images]
         content.append({"type": "text", "text": turn.text})
         messages.append({"role": turn.role, "content": content})

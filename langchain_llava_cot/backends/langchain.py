@@ -46,7 +46,7 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from langchain_llava_cot.backends.base import Sample, SampleRequest, VLMBackend
-from langchain_llava_cot.conversation import Conversation
+from langchain_llava_cot.conversation import Conversation, laid_out
 from langchain_llava_cot.images import image_block
 from langchain_llava_cot.stages import STAGES, TAG_NAMES, Stage, parse_answer, render_answer
 
@@ -227,25 +227,21 @@ def span_logprobs(tokens: Sequence[tuple[str, float]], text: str, start: int) ->
 
 
 def to_langchain_messages(conversation: Conversation, last_user_text: str | None = None) -> list[BaseMessage]:
-    """The conversation as LangChain messages, images as standard image blocks before the text.
+    """The conversation as LangChain messages (:func:`laid_out`), images as image blocks before the text.
 
     Args:
         conversation: The request's conversation.
         last_user_text: Replaces the text of the last user turn (the stage request).
     """
-    last_user = max((i for i, t in enumerate(conversation.turns) if t.role == "user"), default=-1)
     messages: list[BaseMessage] = []
-    if conversation.tools_prompt:
-        messages.append(SystemMessage(conversation.tools_prompt))
-    for index, turn in enumerate(conversation.turns):
-        text = last_user_text if index == last_user and last_user_text is not None else turn.text
+    for turn in laid_out(conversation, last_user_text=last_user_text):
         if turn.role == "system":
-            messages.append(SystemMessage(text))
+            messages.append(SystemMessage(turn.text))
         elif turn.role == "assistant":
-            messages.append(AIMessage(text))
+            messages.append(AIMessage(turn.text))
         else:
             blocks: list[Any] = [image_block(image) for image in turn.images]
-            blocks.append({"type": "text", "text": text})
+            blocks.append({"type": "text", "text": turn.text})
             messages.append(HumanMessage(content=blocks))
     return messages
 

@@ -66,7 +66,7 @@ from langchain_llava_cot.backends.langchain import (
     stage_repairs,
     stage_request_text,
 )
-from langchain_llava_cot.conversation import Conversation
+from langchain_llava_cot.conversation import Conversation, laid_out
 from langchain_llava_cot.images import image_mime_type
 
 try:
@@ -187,20 +187,19 @@ class _Ask:
 
 
 def _openai_messages(conversation: Conversation, last_user_text: str | None = None) -> list[dict[str, Any]]:
-    """The conversation as OpenAI chat messages, each image an ``image_url`` data URL before the text."""
-    last_user = max((i for i, t in enumerate(conversation.turns) if t.role == "user"), default=-1)
+    """The conversation as OpenAI chat messages (:func:`laid_out`).
+
+    Each image is an ``image_url`` data URL before its turn's text.
+    """
     messages: list[dict[str, Any]] = []
-    if conversation.tools_prompt:
-        messages.append({"role": "system", "content": conversation.tools_prompt})
-    for index, turn in enumerate(conversation.turns):
-        text = last_user_text if index == last_user and last_user_text is not None else turn.text
+    for turn in laid_out(conversation, last_user_text=last_user_text):
         if not turn.images:
-            messages.append({"role": turn.role, "content": text})
+            messages.append({"role": turn.role, "content": turn.text})
             continue
         parts: list[dict[str, Any]] = [
             {"type": "image_url", "image_url": {"url": _data_url(i)}} for i in turn.images
         ]
-        parts.append({"type": "text", "text": text})
+        parts.append({"type": "text", "text": turn.text})
         messages.append({"role": turn.role, "content": parts})
     return messages
 

@@ -72,3 +72,30 @@ def test_chat_messages_put_images_first_and_the_tools_prompt_in_the_system_turn(
         "content": [{"type": "text", "text": "Tools: add."}],
     }
     assert [m["role"] for m in to_chat_messages(alone, tools_in_template=True)] == ["user"]
+
+
+def test_every_message_writer_shows_the_same_turns():
+    """One layout: the tools prompt opens the system turn, the stage request replaces the question."""
+    from langchain_llava_cot.backends.langchain import to_langchain_messages
+    from langchain_llava_cot.backends.openai import _openai_messages
+
+    conversation = Conversation(
+        (Turn("system", "Be brief."), Turn("user", "How many?", (b"\x89PNG\r\n\x1a\npicture",))),
+        tools_prompt="You can call add.",
+        tools=(ADD,),
+    )
+    expected = [("system", "You can call add.\n\nBe brief."), ("user", "Write the caption.")]
+
+    def text_of(content) -> str:
+        return content if isinstance(content, str) else next(p["text"] for p in content if p["type"] == "text")
+
+    openai = [(m["role"], text_of(m["content"])) for m in _openai_messages(conversation, "Write the caption.")]
+    langchain = [
+        (m.type.replace("human", "user"), text_of(m.content))
+        for m in to_langchain_messages(conversation, "Write the caption.")
+    ]
+    assert openai == langchain == expected
+    template = to_chat_messages(conversation)
+    assert [(m["role"], m["content"][-1]["text"]) for m in template] == [expected[0], ("user", "How many?")]
+    assert [m["role"] for m in to_chat_messages(conversation, tools_in_template=True)] == ["system", "user"]
+    assert to_chat_messages(conversation, tools_in_template=True)[0]["content"][-1]["text"] == "Be brief."
