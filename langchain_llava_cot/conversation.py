@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
-__all__ = ["Conversation", "Turn", "check_request", "to_chat_messages"]
+__all__ = ["Conversation", "Turn", "check_request", "laid_out", "to_chat_messages"]
 
 Role = Literal["system", "user", "assistant"]
 

@@ -2,13 +2,18 @@
 
 Every image is checked here, before any model work: it must decode, it must not be
 truncated, and it must not be a decompression bomb. What passes is kept as its
-original encoded bytes; :func:`decode_image` gives backends an RGB picture.
+original encoded bytes. What backends need from those bytes is made once per picture
+and remembered (one search asks for the same picture at every stage and judge call):
+:func:`decode_image` gives an RGB picture, :func:`image_key` its content hash (the key
+of every cache), :func:`image_base64` its base64 text and :func:`image_mime_type` its
+MIME type.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import io
 import warnings
 from functools import lru_cache
@@ -24,7 +29,9 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ImageError",
     "decode_image",
+    "image_base64",
     "image_block",
+    "image_key",
     "image_message",
     "image_mime_type",
     "read_base64_image",
@@ -40,6 +47,23 @@ class ImageError(ValueError):
     """An image in the input cannot be used."""
 
 
+_REMEMBERED = 64
+"""Distinct pictures whose key, base64 text, MIME type and decoded picture are kept."""
+
+
+@lru_cache(maxsize=_REMEMBERED)
+def image_key(data: bytes) -> str:
+    """A picture's identity: the SHA-256 of its encoded bytes (hex)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+@lru_cache(maxsize=_REMEMBERED)
+def image_base64(data: bytes) -> str:
+    """The picture's encoded bytes as base64 text."""
+    return base64.b64encode(data).decode()
+
+
+@lru_cache(maxsize=_REMEMBERED)
 def image_mime_type(data: bytes) -> str:
     """The MIME type of image bytes (``image/png``, ``image/jpeg``...); PNG when unknown."""
     try:
@@ -51,7 +75,7 @@ def image_mime_type(data: bytes) -> str:
 
 def image_block(data: bytes) -> dict[str, str]:
     """A LangChain image content block holding ``data`` as base64."""
-    return {"type": "image", "base64": base64.b64encode(data).decode(), "mime_type": image_mime_type(data)}
+    return {"type": "image", "base64": image_base64(data), "mime_type": image_mime_type(data)}
 
 
 def image_message(image: bytes, question: str) -> HumanMessage:
@@ -126,7 +150,7 @@ def read_base64_image(payload: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     return validate_image(_b64decode(payload), max_pixels=max_pixels)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=_REMEMBERED)
 def decode_image(data: bytes) -> Image.Image:
     """Decode validated image bytes to RGB (cached: callers must not modify the result)."""
     with Image.open(io.BytesIO(data)) as image:

@@ -37,7 +37,6 @@ A forward hook on the vision tower counts its calls in :attr:`encoder_calls`, an
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import logging
 from collections import OrderedDict
@@ -45,10 +44,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from langchain_llava_cot.backends._prefix_cache import cache_argument
+from langchain_llava_cot.images import image_key
 
 __all__ = [
     "ImageFeatureCache",
-    "content_key",
     "cross_attention_layers",
     "find_vision_tower",
     "image_token_id",
@@ -170,7 +169,7 @@ class ImageFeatureCache:
             return row_keys
         if not self._fits(inputs, pixels, images):
             return None
-        keys: list[str | None] = [content_key(image) for image in images]
+        keys: list[str | None] = [image_key(image) for image in images]
         self._encode_missing(keys, pixels)
         return keys
 
@@ -187,7 +186,7 @@ class ImageFeatureCache:
         pictured = inputs["cross_attention_mask"].flatten(1).any(dim=1).tolist()
         if len(pictured) != pixels.shape[0] or sum(pictured) != len(images):
             return None
-        found = iter(content_key(image) for image in images)
+        found = iter(image_key(image) for image in images)
         return [next(found) if seen else None for seen in pictured]
 
     def _encode_missing_cross_attention(self, keys: list[str | None], kwargs: Any) -> None:
@@ -302,11 +301,6 @@ class ImageFeatureCache:
     def _evict(self) -> None:
         while len(self._features) > self._max_images:
             self._features.popitem(last=False)
-
-
-def content_key(image: bytes) -> str:
-    """A picture's cache key: the SHA-256 of its encoded bytes."""
-    return hashlib.sha256(image).hexdigest()
 
 
 def image_token_id(model: Any) -> int | None:

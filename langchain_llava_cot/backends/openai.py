@@ -67,7 +67,7 @@ from langchain_llava_cot.backends.langchain import (
     stage_request_text,
 )
 from langchain_llava_cot.conversation import Conversation, laid_out
-from langchain_llava_cot.images import image_mime_type
+from langchain_llava_cot.images import image_base64, image_mime_type
 
 try:
     import httpx
@@ -205,7 +205,7 @@ def _openai_messages(conversation: Conversation, last_user_text: str | None = No
 
 
 def _data_url(image: bytes) -> str:
-    return f"data:{image_mime_type(image)};base64,{base64.b64encode(image).decode()}"
+    return f"data:{image_mime_type(image)};base64,{image_base64(image)}"
 
 
 def _how_to_ask(

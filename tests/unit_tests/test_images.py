@@ -1,6 +1,7 @@
 """Image input: what passes validation, and what each bad input is told."""
 
 import base64
+import hashlib
 import io
 
 import pytest
@@ -74,3 +75,17 @@ def test_decoding_gives_rgb_whatever_the_mode():
     for mode in ("RGBA", "L", "P"):
         picture = decode_image(encoded((5, 4), mode=mode))
         assert picture.mode == "RGB" and picture.size == (5, 4)
+
+
+def test_a_pictures_key_and_base64_are_made_once_per_picture():
+    from langchain_llava_cot.images import image_base64, image_key
+
+    data = encoded()
+    image_key.cache_clear()
+    image_base64.cache_clear()
+    for _ in range(5):  # one search asks at every stage and judge call
+        assert image_key(bytes(data)) == hashlib.sha256(data).hexdigest()
+        assert base64.b64decode(image_base64(bytes(data))) == data
+    assert image_key.cache_info().misses == 1 and image_key.cache_info().hits == 4
+    assert image_base64.cache_info().misses == 1
+    assert image_key(encoded(size=(5, 5))) != image_key(data)

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_llava_cot.backends._vision_cache import ImageFeatureCache, content_key, image_token_id
+from langchain_llava_cot.backends._vision_cache import ImageFeatureCache, image_token_id
 from langchain_llava_cot.conversation import Conversation, to_chat_messages
 from langchain_llava_cot.images import decode_image
+from langchain_llava_cot.images import image_key as _picture_key
 
 Pair = tuple[Conversation, str]
 """A conversation and the text that follows its generation prompt."""
@@ -132,4 +133,4 @@ def pictures_of(pairs: Sequence[Pair]) -> list[bytes]:
 
 def image_key(conversation: Conversation) -> tuple[str, ...]:
     """Content keys of the conversation's pictures, in order."""
-    return tuple(content_key(image) for image in conversation.images)
+    return tuple(_picture_key(image) for image in conversation.images)
