@@ -1,0 +1,159 @@
+"""How a request is put to the server: its messages, how the prefix is asked for, its payloads.
+
+    SampleRequest / ChoiceRequest
+      -> :func:`_openai_messages`: the conversation as OpenAI ``messages``, images as
+         ``image_url`` data URLs before the text
+      -> :func:`_how_to_ask`: continue the prefix as a final assistant message
+         (``continue_final_message``) where the server honours it; else send the
+         conversation alone when the prefix is only the first opening tag, or ask for
+         the stage explicitly (the chat-model backend's stage request)
+      -> :func:`_sample_payloads` / :func:`_choice_payload`: one payload with ``n``, or
+         one per candidate with distinct seeds where ``n`` is ignored; ``stop``,
+         ``logprobs``, ``seed`` only where honoured
+
+The :class:`_Ask` made here also says how the reply is read back (:mod:`.replies`).
+All functions are pure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from langchain_llava_cot.backends._grammar import to_gbnf, tool_call_ebnf
+from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest
+from langchain_llava_cot.backends.langchain import (
+    StageAsk,
+    prefix_request_text,
+    read_prefix,
+    stage_request_text,
+)
+from langchain_llava_cot.backends.openai.capabilities import ServerCapabilities
+from langchain_llava_cot.conversation import Conversation, laid_out
+from langchain_llava_cot.images import image_base64, image_mime_type
+
+logger = logging.getLogger(__name__)
+
+_TOP_LOGPROBS = 20
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """How one request is put to the server, and how its reply is read back."""
+
+    messages: list[dict[str, Any]]
+    mode: Literal["continue", "fresh", "explicit"]
+    stage: StageAsk | None = None
+    prefix: str = ""
+
+
+def _openai_messages(conversation: Conversation, last_user_text: str | None = None) -> list[dict[str, Any]]:
+    """The conversation as OpenAI chat messages (:func:`laid_out`).
+
+    Each image is an ``image_url`` data URL before its turn's text.
+    """
+    messages: list[dict[str, Any]] = []
+    for turn in laid_out(conversation, last_user_text=last_user_text):
+        if not turn.images:
+            messages.append({"role": turn.role, "content": turn.text})
+            continue
+        parts: list[dict[str, Any]] = [
+            {"type": "image_url", "image_url": {"url": _data_url(i)}} for i in turn.images
+        ]
+        parts.append({"type": "text", "text": turn.text})
+        messages.append({"role": turn.role, "content": parts})
+    return messages
+
+
+def _data_url(image: bytes) -> str:
+    return f"data:{image_mime_type(image)};base64,{image_base64(image)}"
+
+
+def _how_to_ask(
+    conversation: Conversation, prefix: str, stop: Sequence[str], caps: ServerCapabilities
+) -> _Ask:
+    """Continue ``prefix`` where the server can; otherwise ask for the stage explicitly."""
+    if not prefix:
+        return _Ask(_openai_messages(conversation), "fresh")
+    if caps.continuation:
+        messages = [*_openai_messages(conversation), {"role": "assistant", "content": prefix}]
+        return _Ask(messages, "continue", prefix=prefix)
+    ask = read_prefix(prefix, stop)
+    if ask is not None and not ask.chosen:
+        # Only the first opening tag: LLaVA-CoT writes it unasked, so send the conversation alone.
+        return _Ask(_openai_messages(conversation), "explicit", stage=ask, prefix=prefix)
+    if ask is not None:
+        text = stage_request_text(conversation.question, ask)
+        return _Ask(_openai_messages(conversation, text), "explicit", stage=ask, prefix=prefix)
+    text = prefix_request_text(conversation.question, prefix)
+    return _Ask(_openai_messages(conversation, text), "fresh", prefix=prefix)
+
+
+def _base_payload(model: str, ask: _Ask, max_tokens: int) -> dict[str, Any]:
+    payload: dict[str, Any] = {"model": model, "messages": ask.messages, "max_tokens": max_tokens}
+    if ask.mode == "continue":
+        payload["continue_final_message"] = True
+        payload["add_generation_prompt"] = False
+    return payload
+
+
+def _sample_payloads(model: str, request: SampleRequest, ask: _Ask, caps: ServerCapabilities) -> list[dict]:
+    """The payloads for one request: one asking for ``n`` choices, or ``n`` asking for one each."""
+    payload = _base_payload(model, ask, request.max_new_tokens)
+    payload["temperature"] = request.temperature
+    if request.top_p is not None:
+        payload["top_p"] = request.top_p
+    if request.stop and caps.stop:
+        payload["stop"] = list(request.stop)
+    if caps.logprobs:
+        payload["logprobs"] = True
+    if caps.generation_config:
+        payload["generation_config"] = json.dumps(_generation_config(request))
+    if request.tool_call is not None and ask.mode == "continue":
+        payload.update(_grammar_field(request, caps))
+    if caps.n or request.n == 1:
+        if request.n > 1:
+            payload["n"] = request.n
+        if request.seed is not None:
+            payload["seed"] = request.seed
+        return [payload]
+    seeds = [None if request.seed is None else request.seed + i for i in range(request.n)]
+    return [payload if seed is None else {**payload, "seed": seed} for seed in seeds]
+
+
+def _grammar_field(request: SampleRequest, caps: ServerCapabilities) -> dict[str, Any]:
+    """The forced call's grammar in the field the server reads: vLLM's EBNF, or llama.cpp's GBNF."""
+    grammar = _call_grammar(request) if caps.grammar or caps.gbnf else None
+    if grammar is None:
+        return {}
+    return {"structured_outputs": {"grammar": grammar}} if caps.grammar else {"grammar": to_gbnf(grammar)}
+
+
+def _call_grammar(request: SampleRequest) -> str | None:
+    """The forced call's grammar for the server, or None (the tools prompt alone) without xgrammar."""
+    assert request.tool_call is not None
+    try:
+        return tool_call_ebnf(request.tool_call, request.prefix)
+    except ImportError:
+        logger.warning("xgrammar is not installed: a forced tool call is asked for by the prompt alone.")
+        return None
+
+
+def _generation_config(request: SampleRequest) -> dict[str, Any]:
+    config: dict[str, Any] = {"do_sample": request.temperature > 0, "max_new_tokens": request.max_new_tokens}
+    if request.temperature > 0:
+        config["temperature"] = request.temperature
+        if request.top_p is not None:
+            config["top_p"] = request.top_p
+    return config
+
+
+def _choice_payload(model: str, request: ChoiceRequest) -> dict[str, Any]:
+    """A one-token, greedy completion after the prefix, asking for the top log-probabilities."""
+    messages = [*_openai_messages(request.conversation), {"role": "assistant", "content": request.prefix}]
+    payload = _base_payload(model, _Ask(messages, "continue"), 1)
+    payload.update(temperature=0.0, logprobs=True, top_logprobs=_TOP_LOGPROBS)
+    return payload
