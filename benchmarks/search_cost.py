@@ -141,7 +141,7 @@ def _usage(message: Any) -> dict:
 def side_by_side(args: argparse.Namespace, backend: Any, reference_backend: Any) -> dict:
     """Greedy, stage_beam and reference, interleaved; medians and ratios."""
     from langchain_llava_cot import ChatLlavaCoT
-    from langchain_llava_cot.chat_models import convert_messages
+    from langchain_llava_cot.messages import convert_messages
 
     greedy = ChatLlavaCoT(backend=backend, strategy="greedy", max_stage_tokens=args.stage_tokens)
     beam = ChatLlavaCoT(

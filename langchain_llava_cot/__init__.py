@@ -1,7 +1,7 @@
 """LLaVA-CoT reasoning with stage-level beam search, for LangChain and LangGraph."""
 
 from langchain_llava_cot.backends.base import VLMBackend
-from langchain_llava_cot.chat_models import ChatLlavaCoT, convert_messages
+from langchain_llava_cot.chat_models import ChatLlavaCoT
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.graph import SearchState, build_graph
 from langchain_llava_cot.images import ImageError
@@ -17,6 +17,7 @@ from langchain_llava_cot.judges import (
     VoteJudge,
     chat_model_judge,
 )
+from langchain_llava_cot.messages import convert_messages
 from langchain_llava_cot.options import SearchContext
 from langchain_llava_cot.stages import STAGES, ParsedAnswer, Stage, parse_answer, render_answer
 

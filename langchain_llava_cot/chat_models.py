@@ -1,23 +1,23 @@
 """ChatLlavaCoT: LLaVA-CoT's staged search behind LangChain's chat model interface.
 
 Input flow:
-    LangChain messages -> :func:`convert_messages` (text, image blocks, validated images)
-    -> :class:`~langchain_llava_cot.conversation.Conversation`
+    LangChain messages -> :func:`~langchain_llava_cot.messages.convert_messages` (text,
+    image blocks, validated images) -> :class:`~langchain_llava_cot.conversation.Conversation`
     -> the search graph (:func:`~langchain_llava_cot.graph.build_graph`) with a
     :class:`~langchain_llava_cot.options.SearchContext` built from this model's options.
 
 Output flow:
-    graph ``updates`` (one per judged stage) -> :func:`_stage_chunk` -> ``AIMessageChunk``:
-    summary, caption and reasoning as ``reasoning_content``, the conclusion as content;
-    the final graph state -> :func:`_final_chunk`: usage and the whole search record in
-    ``response_metadata["llava_cot"]``. ``invoke`` aggregates the same chunks.
+    graph ``updates`` (one per judged stage) and the final graph state
+    -> :class:`~langchain_llava_cot.streaming.ChunkConverter` -> ``AIMessageChunk`` s:
+    summary, caption and reasoning as ``reasoning_content``, the conclusion as content,
+    then usage and the whole search record in ``response_metadata["llava_cot"]``.
+    ``invoke`` aggregates the same chunks.
 """
 
 from __future__ import annotations
 
-import json
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,22 +25,11 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, ModelProfile
 from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    HumanMessage,
-    SystemMessage,
-    ToolMessage,
-    message_chunk_to_message,
-)
-from langchain_core.messages.ai import UsageMetadata
-from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from langgraph.types import Overwrite
 from pydantic import (
     ConfigDict,
     Field,
@@ -54,17 +43,16 @@ from typing_extensions import Self
 
 from langchain_llava_cot.backends import create_backend
 from langchain_llava_cot.backends.base import VLMBackend
-from langchain_llava_cot.conversation import Conversation, Turn, check_request
+from langchain_llava_cot.conversation import check_request
 from langchain_llava_cot.demo import DEMO_MODEL_PATH
 from langchain_llava_cot.graph import SearchState, build_graph
-from langchain_llava_cot.images import DEFAULT_MAX_PIXELS, read_base64_image, read_image_bytes
+from langchain_llava_cot.images import DEFAULT_MAX_PIXELS
+from langchain_llava_cot.messages import convert_messages, normalise_tool_choice
 from langchain_llava_cot.options import DEFAULT_JUDGE, MAX_CANDIDATES, RETRACE_Z, SearchContext, Strategy
-from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, render_answer, render_stage
-from langchain_llava_cot.tools import format_tool_calls, parse_tool_calls, render_tools_prompt
+from langchain_llava_cot.streaming import PROVIDER, ChunkConverter, child_config
+from langchain_llava_cot.tools import render_tools_prompt
 
-__all__ = ["ChatLlavaCoT", "convert_messages", "message_from_state"]
-
-_PROVIDER = "llava_cot"
+__all__ = ["ChatLlavaCoT"]
 
 _PROFILE = ModelProfile(
     text_inputs=True,
@@ -259,7 +247,7 @@ class ChatLlavaCoT(BaseChatModel):
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
-            ls_provider=_PROVIDER,
+            ls_provider=PROVIDER,
             ls_model_name=kwargs.get("model") or self.model_name,
             ls_model_type="chat",
             ls_temperature=kwargs.get("temperature", self.temperature),
@@ -380,7 +368,7 @@ class ChatLlavaCoT(BaseChatModel):
         """
         formatted = [convert_to_openai_tool(tool) for tool in tools]
         names = [t["function"]["name"] for t in formatted]
-        choice = _normalise_tool_choice(tool_choice, names)
+        choice = normalise_tool_choice(tool_choice, names)
         return super().bind(tools=formatted, tool_choice=choice, **kwargs)
 
     # -- LangChain interface ------------------------------------------------------
@@ -411,7 +399,7 @@ class ChatLlavaCoT(BaseChatModel):
         options.pop("ls_structured_output_format", None)
         tools, tool_choice = options.pop("tools", None), options.pop("tool_choice", None)
         if tools and tool_choice is not None:  # per call, as bind_tools would have written it
-            tool_choice = _normalise_tool_choice(tool_choice, [t["function"]["name"] for t in tools])
+            tool_choice = normalise_tool_choice(tool_choice, [t["function"]["name"] for t in tools])
         return self.graph_input(messages, tools, tool_choice), self.search_context(stop, **options)
 
     def _stream(
@@ -423,9 +411,9 @@ class ChatLlavaCoT(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         graph_input, context = self._prepare(messages, stop, kwargs)
         events = self.graph.stream(
-            graph_input, _child_config(run_manager), context=context, stream_mode=["updates", "values"]
+            graph_input, child_config(run_manager), context=context, stream_mode=["updates", "values"]
         )
-        converter = _ChunkConverter(
+        converter = ChunkConverter(
             self.model_name,
             context.strategy,
             self.return_tagged_text,
@@ -447,9 +435,9 @@ class ChatLlavaCoT(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         graph_input, context = self._prepare(messages, stop, kwargs)
         events = self.graph.astream(
-            graph_input, _child_config(run_manager), context=context, stream_mode=["updates", "values"]
+            graph_input, child_config(run_manager), context=context, stream_mode=["updates", "values"]
         )
-        converter = _ChunkConverter(
+        converter = ChunkConverter(
             self.model_name,
             context.strategy,
             self.return_tagged_text,
@@ -461,231 +449,6 @@ class ChatLlavaCoT(BaseChatModel):
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
         yield converter.final_chunk()
-
-
-def _child_config(run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None) -> Any:
-    """The graph's config: its runs (and a judge model's) nest under this model's run."""
-    if run_manager is None:
-        return None
-    from langchain_core.callbacks import AsyncCallbackManager, CallbackManager
-
-    kind = AsyncCallbackManager if isinstance(run_manager, AsyncCallbackManagerForLLMRun) else CallbackManager
-    child = kind(handlers=[], parent_run_id=run_manager.run_id)
-    child.set_handlers(run_manager.inheritable_handlers)
-    child.add_tags(run_manager.inheritable_tags)
-    child.add_metadata(run_manager.inheritable_metadata)
-    return {"callbacks": child}
-
-
-class _ChunkConverter:
-    """Turns graph stream events into message chunks: one per chosen stage, then a final one."""
-
-    def __init__(self, model_name: str, strategy: str, tagged: bool, tools: bool) -> None:
-        self.model_name, self.strategy, self.tagged, self.tools = model_name, strategy, tagged, tools
-        self.state: dict[str, Any] = {}
-        self.emitted: set[Stage] = set()
-
-    def convert(self, mode: str, data: Any) -> Iterator[ChatGenerationChunk]:
-        if mode == "values":
-            self.state = data
-            return
-        for node, update in data.items():
-            chosen = update.get("chosen") if node.startswith("judge_") and update else None
-            if not chosen or isinstance(chosen, Overwrite):  # an Overwrite: retrace went back
-                continue
-            for stage in STAGES:
-                if stage.value not in chosen or stage in self.emitted:
-                    continue
-                if self.strategy == "retrace" and node == "judge_caption":
-                    continue  # the caption is final only once a reasoning after it is kept
-                self.emitted.add(stage)
-                yield _stage_chunk(stage, chosen[stage.value], self.tagged, self.tools)
-
-    def final_chunk(self) -> ChatGenerationChunk:
-        return _final_chunk(self.state, self.model_name, self.strategy)
-
-
-def message_from_state(
-    state: Mapping[str, Any], model_name: str, strategy: str, *, tagged: bool = False, tools: bool = False
-) -> AIMessage:
-    """The ``AIMessage`` a finished search stands for: the same message ``invoke`` returns."""
-    chosen = state.get("chosen") or {}
-    chunks = [_stage_chunk(s, chosen[s.value], tagged, tools) for s in STAGES if s.value in chosen]
-    whole = chunks[0] if chunks else ChatGenerationChunk(message=AIMessageChunk(content=""))
-    for chunk in [*chunks[1:], _final_chunk(state, model_name, strategy)]:
-        whole += chunk
-    return message_chunk_to_message(whole.message)  # type: ignore[return-value]
-
-
-def _stage_chunk(stage: Stage, text: str, tagged: bool, tools: bool) -> ChatGenerationChunk:
-    """A chunk carrying one chosen stage; with tools bound, the conclusion's tool calls."""
-    if stage is Stage.CONCLUSION:
-        if not tools:
-            return ChatGenerationChunk(
-                message=AIMessageChunk(content=render_stage(stage, text) if tagged else text)
-            )
-        answer, calls, invalid = parse_tool_calls(text)
-        chunks = [
-            tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
-            for i, c in enumerate(calls)
-        ]
-        # Unparseable calls travel as a JSON string, which LangChain files as an invalid call.
-        chunks += [
-            tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=len(chunks) + i)
-            for i, c in enumerate(invalid)
-        ]
-        content = render_stage(stage, text) if tagged else answer
-        return ChatGenerationChunk(message=AIMessageChunk(content=content, tool_call_chunks=chunks))
-    rendered = render_stage(stage, text) + STAGE_SEPARATOR
-    return ChatGenerationChunk(
-        message=AIMessageChunk(
-            content=rendered if tagged else "", additional_kwargs={"reasoning_content": rendered}
-        )
-    )
-
-
-def _final_chunk(state: Mapping[str, Any], model_name: str, strategy: str) -> ChatGenerationChunk:
-    """The closing chunk: usage, finish reason and the whole search record."""
-    usage = state.get("usage") or {}
-    steps = state.get("steps") or []
-    last = steps[-1]["candidates"][steps[-1]["winner"]] if steps else None
-    finish_reason = "length" if last and last["finish_reason"] == "length" else "stop"
-    chosen = state.get("chosen") or {}
-    record = {
-        "strategy": strategy,
-        "chosen": dict(chosen),
-        "answer": render_answer({Stage(k): v for k, v in chosen.items()}),
-        "steps": list(steps),
-        "usage": dict(usage),
-        "seconds": sum(s["sample_seconds"] + s["judge_seconds"] for s in steps),
-    }
-    input_tokens, output_tokens = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
-    message = AIMessageChunk(
-        content="",
-        usage_metadata=UsageMetadata(
-            input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=input_tokens + output_tokens
-        ),
-        response_metadata={
-            "model_name": model_name,
-            "model_provider": _PROVIDER,
-            "finish_reason": finish_reason,
-            "llava_cot": record,
-        },
-    )
-    return ChatGenerationChunk(message=message, generation_info={"finish_reason": finish_reason})
-
-
-# -- message conversion ------------------------------------------------------------
-
-
-def convert_messages(
-    messages: Sequence[BaseMessage],
-    *,
-    allow_local_images: bool = False,
-    max_image_pixels: int = DEFAULT_MAX_PIXELS,
-) -> Conversation:
-    """Convert LangChain messages into a :class:`Conversation`; images are read and checked."""
-    if not messages:
-        msg = "No messages to answer. Pass at least one HumanMessage with a question."
-        raise ValueError(msg)
-    turns = []
-    for message in messages:
-        role = _role(message)
-        text, images = _split_content(message.content, allow_local_images, max_image_pixels)
-        if isinstance(message, ToolMessage):
-            text = f"Tool result ({message.name or message.tool_call_id}): {text}"
-        elif isinstance(message, AIMessage) and message.tool_calls:
-            text = "\n".join(filter(None, [text, format_tool_calls(message.tool_calls)]))
-        turns.append(Turn(role=role, text=text, images=tuple(images)))
-    return Conversation(turns=tuple(turns))
-
-
-def _role(message: BaseMessage) -> Any:
-    if isinstance(message, SystemMessage):
-        return "system"
-    if isinstance(message, (HumanMessage, ToolMessage)):
-        return "user"
-    if isinstance(message, AIMessage):
-        return "assistant"
-    msg = (
-        f"Unsupported message type {type(message).__name__}: use SystemMessage, HumanMessage, "
-        "AIMessage or ToolMessage."
-    )
-    raise TypeError(msg)
-
-
-_SUPPORTED_BLOCKS = (
-    'Supported content blocks: {"type": "text", "text": ...}, '
-    '{"type": "image", "base64": ..., "mime_type": "image/png"}, '
-    '{"type": "image", "url": "data:image/png;base64,..."}, and '
-    '{"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}.'
-)
-
-
-_SKIPPED_BLOCKS = ("reasoning", "thinking", "tool_use", "tool_call", "tool_call_chunk", "invalid_tool_call")
-
-
-def _split_content(content: Any, allow_local: bool, max_pixels: int) -> tuple[str, list[bytes]]:
-    """Split message content into its text and its images."""
-    if isinstance(content, str):
-        return content, []
-    texts: list[str] = []
-    images: list[bytes] = []
-    for block in content:
-        if isinstance(block, str):
-            texts.append(block)
-            continue
-        if not isinstance(block, dict):
-            msg = f"Unsupported content item {block!r}. {_SUPPORTED_BLOCKS}"
-            raise ValueError(msg)
-        kind = block.get("type")
-        if kind == "text":
-            texts.append(block.get("text", ""))
-        elif kind in _SKIPPED_BLOCKS:
-            continue  # reasoning is not re-read; tool calls come from message.tool_calls
-        elif kind in ("image", "image_url"):
-            source, encoded = _image_source(block)
-            if encoded:  # base64 bytes, whatever they start with (JPEG's start with "/9j/")
-                images.append(read_base64_image(source, max_pixels=max_pixels))
-            else:
-                images.append(read_image_bytes(source, allow_local_paths=allow_local, max_pixels=max_pixels))
-        else:
-            msg = f"Unsupported content block of type {kind!r}. {_SUPPORTED_BLOCKS}"
-            raise ValueError(msg)
-    return "\n".join(t for t in texts if t), images
-
-
-def _image_source(block: dict[str, Any]) -> tuple[str, bool]:
-    """The base64 data, data URL or path an image block holds, and whether it is base64 data."""
-    if block["type"] == "image_url":
-        url = block.get("image_url")
-        source, encoded = url.get("url") if isinstance(url, dict) else url, False
-    elif block.get("base64") or block.get("data"):
-        source, encoded = block.get("base64") or block.get("data"), True
-    else:
-        source, encoded = block.get("url") or block.get("path"), False
-    if not isinstance(source, str) or not source:
-        msg = f"Image block {_preview(block)} has no image data. {_SUPPORTED_BLOCKS}"
-        raise ValueError(msg)
-    return source, encoded and not source.startswith("data:")
-
-
-def _preview(block: dict[str, Any]) -> str:
-    return "{" + ", ".join(f"{k!r}: ..." for k in block) + "}"
-
-
-def _normalise_tool_choice(choice: str | bool | dict[str, Any] | None, names: list[str]) -> str | None:
-    """Turn LangChain's ``tool_choice`` forms into ``auto``/``any``/``none`` or a tool name."""
-    if choice is None or choice is False:
-        return None
-    if choice is True or choice == "required":
-        return "any"
-    if isinstance(choice, dict):
-        choice = (choice.get("function") or {}).get("name") or choice.get("name")
-    if choice in ("auto", "any", "none") or choice in names:
-        return choice  # type: ignore[return-value]
-    msg = f"tool_choice {choice!r} is not 'auto', 'any', 'none', True, or one of the bound tools {names}."
-    raise ValueError(msg)
 
 
 def _parsed_or_raise(parsed: Any) -> Any:

@@ -155,8 +155,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from langchain_llava_cot.chat_models import ChatLlavaCoT, message_from_state
+    from langchain_llava_cot.chat_models import ChatLlavaCoT
     from langchain_llava_cot.images import image_message
+    from langchain_llava_cot.streaming import message_from_state
 
     if not args.image.is_file():
         msg = f"Image file {str(args.image)!r} does not exist."
