@@ -26,7 +26,7 @@ def probe(model_dir: Path, questions: int) -> dict:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from langchain_llava_cot.demo.dataset import examples
-    from langchain_llava_cot.demo.train import answer_tokens
+    from langchain_llava_cot.demo.sequences import answer_tokens
     from langchain_llava_cot.stages import Stage
 
     processor = AutoProcessor.from_pretrained(model_dir)

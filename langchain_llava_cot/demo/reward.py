@@ -11,7 +11,7 @@ trained, from the sampler's own candidates labelled by an oracle:
    (:func:`~langchain_llava_cot.eval.stage_oracle`'s criterion); each also gets its whole
    answer (the conclusion its reasoning reaches, or another one).
 2. **Made-up mistakes.** Per question, the right reasoning and one from
-   :func:`~langchain_llava_cot.demo.dataset.wrong_stage`, and every yes/no decision of the
+   :func:`~langchain_llava_cot.demo.mistakes.wrong_stage`, and every yes/no decision of the
    right reasoning cut just after it, as written and flipped (:func:`decision_rows`).
 3. **Training.** A ``LlamaForSequenceClassification`` with one output, started from the
    demo model's language model, reads each row as
@@ -44,7 +44,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from langchain_llava_cot.demo.dataset import Example, examples, right_stage, wrong_stage
+from langchain_llava_cot.demo.dataset import Example, examples
+from langchain_llava_cot.demo.mistakes import right_stage, wrong_stage
 from langchain_llava_cot.judges import JudgeTask, reward_text
 from langchain_llava_cot.stages import STAGE_SEPARATOR, Stage, cut_stage, render_answer
 

@@ -9,7 +9,7 @@ that cell holds:
 - class 0: an empty cell;
 - classes 1-24: one of the 2 sizes x 4 colours x 3 shapes;
 - class 25: any cell of a picture that is not a drawing
-  (:func:`~langchain_llava_cot.demo.dataset.off_domain_image`).
+  (:func:`~langchain_llava_cot.demo.off_domain.off_domain_image`).
 
 Trained through a 1.6M-parameter language model alone, the tower learned less about the
 scenes than a random one holds; pretrained this way it reads nearly every cell right
@@ -28,10 +28,10 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from langchain_llava_cot.demo.dataset import COLOURS, SHAPES, SIZES
+from langchain_llava_cot.demo.scenes import COLOURS, SHAPES, SIZES
 
 if TYPE_CHECKING:
-    from langchain_llava_cot.demo.dataset import Scene
+    from langchain_llava_cot.demo.scenes import Scene
 
 __all__ = ["CLASSES", "OFF_DOMAIN_CLASS", "cell_labels", "pretrain_vision_tower"]
 

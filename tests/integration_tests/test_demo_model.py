@@ -69,9 +69,9 @@ def _answer_loss(model, processor, example, image) -> float:  # noqa: ANN001
     """Mean loss of ``example``'s four-stage answer given ``image`` (teacher forcing)."""
     import torch
 
-    from langchain_llava_cot.demo.train import _prompt
+    from langchain_llava_cot.demo.sequences import prompt_text
 
-    prompt = _prompt(processor, example.conversation())  # the engine's prompt, as in training
+    prompt = prompt_text(processor, example.conversation())  # the engine's prompt, as in training
     start = len(processor(text=prompt, images=[image], add_special_tokens=False)["input_ids"][0])
     inputs = processor(
         text=prompt + example.target, images=[image], add_special_tokens=False, return_tensors="pt"
