@@ -10,15 +10,17 @@
 - After a judge, and at START, a router goes to the first stage not chosen yet, so
   a run resumed with some stages already chosen skips them.
 
-Options come through the runtime context (:class:`~langchain_llava_cot.options.SearchContext`).
-Nodes write their progress to LangGraph's ``custom`` stream. This module never
-imports torch: only the backend in the context talks to a model.
+Options come through the runtime context (:class:`~langchain_llava_cot.options.SearchContext`);
+the state, its reducers and the search record's types are in
+:mod:`langchain_llava_cot.state`. Nodes write their progress to LangGraph's ``custom``
+stream. This module never imports torch: only the backend in the context talks to a model.
 
 Checkpoints: the conversation (with its image bytes) lives in a channel that is
 written once per run and stored once, as the write itself, instead of being copied
-into every checkpoint; :func:`checkpoint_serializer` lets its types be read back
-without warnings. With a checkpointer, a run interrupted after any node resumes
-where it stopped, and ``judge="human"`` interrupts each judge for a person's choice.
+into every checkpoint; :func:`~langchain_llava_cot.state.checkpoint_serializer` lets
+its types be read back without warnings. With a checkpointer, a run interrupted after
+any node resumes where it stopped, and ``judge="human"`` interrupts each judge for a
+person's choice.
 
 Example::
 
@@ -30,30 +32,42 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import operator
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from langchain_core.runnables import RunnableLambda
-from langgraph.channels.delta import MISSING, DeltaChannel
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import get_runtime
 from langgraph.types import Overwrite
-from typing_extensions import NotRequired, TypedDict
 
 from langchain_llava_cot._calls import SampleCall, Step, adrive, drive, finished
 from langchain_llava_cot.backends.base import Sample, SampleRequest, ToolCallConstraint
-from langchain_llava_cot.conversation import Conversation, Turn
+from langchain_llava_cot.conversation import Conversation
 from langchain_llava_cot.judges import Comparison, JudgeTask, Verdict, best_index, ranked
 from langchain_llava_cot.options import SearchContext
 from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, cut_stage, parse_answer, render_answer
+from langchain_llava_cot.state import (
+    CHECKPOINT_TYPES,
+    CandidateRecord,
+    Expansion,
+    RetraceAttempt,
+    RetracePath,
+    RetraceProgress,
+    SearchProgress,
+    SearchState,
+    StepRecord,
+    Usage,
+    WrittenOnce,
+    add_usage,
+    checkpoint_serializer,
+    fresh_search,
+)
 
-__all__ = [
+__all__ = [  # with the state's types, so that the graph's importers find them here
     "CHECKPOINT_TYPES",
     "CandidateRecord",
     "RetraceAttempt",
@@ -70,206 +84,6 @@ __all__ = [
     "fresh_search",
     "next_stage_node",
 ]
-
-
-class CandidateRecord(TypedDict):
-    """One sampled candidate."""
-
-    text: str
-    """What the judge compares: the stage's text, or the whole rendered answer."""
-    stages: dict[str, str]
-    """The text of each stage this candidate wrote."""
-    finish_reason: str
-    closed: bool
-    """Whether every stage it wrote was properly closed (unclosed ones are repaired)."""
-    problems: list[str]
-    mean_logprob: float | None
-    completion_tokens: int
-    follows: NotRequired[str]
-    """retrace, reasoning: the kept caption this candidate continues."""
-
-
-class StepRecord(TypedDict):
-    """One expand-and-judge step."""
-
-    stage: str
-    span: list[str]
-    candidates: list[CandidateRecord]
-    winner: int
-    judge: str | None
-    comparisons: list[dict[str, Any]]
-    scores: list[float | None] | None
-    """Each candidate's score, when the judge scores (verifier, likelihood); else None."""
-    sample_seconds: float
-    judge_seconds: float
-    stopped_early: NotRequired[str | None]
-    """Adaptive width: ``agreement`` or ``confidence`` when the first round was enough."""
-    kept: NotRequired[list[int]]
-    """retrace, caption step: the candidates kept, best first."""
-    retrace: NotRequired[RetraceAttempt]
-    """retrace, reasoning step: how this attempt went."""
-
-
-class RetraceAttempt(TypedDict):
-    """One try at the reasoning stage under ``strategy="retrace"``."""
-
-    attempt: int
-    """1 for the first try, 2 after the first retrace, and so on."""
-    threshold: float
-    kth_score: float | None
-    """The ``keep``-th best reasoning score of this try, compared with the threshold."""
-    passed: bool
-    retraced: bool
-    """Whether the search went back to the caption after this try."""
-
-
-class Usage(TypedDict):
-    """Tokens and model calls spent by the whole search."""
-
-    input_tokens: int
-    output_tokens: int
-    model_calls: int
-
-
-class _Expansion(TypedDict):
-    stage: str
-    span: list[str]
-    candidates: list[CandidateRecord]
-    sample_seconds: float
-    groups: NotRequired[list[list[int]]]
-    """retrace reasoning: the candidates that follow each kept caption."""
-    verdict: NotRequired[dict[str, Any] | None]
-    """Adaptive width: the judge's verdict on a first round that was enough."""
-    stopped_early: NotRequired[str | None]
-
-
-class RetracePath(TypedDict):
-    """A reasoning with the caption it follows, and its score."""
-
-    score: float | None
-    stages: dict[str, str]
-
-
-class RetraceProgress(TypedDict):
-    """What retracing has seen so far in one run."""
-
-    attempts: int
-    scores: list[float]
-    """Every reasoning score seen, for the threshold."""
-    best: RetracePath | None
-    """The best reasoning seen, with its caption."""
-
-
-def _merge_chosen(left: dict[str, str], right: dict[str, str]) -> dict[str, str]:
-    return {**left, **right}
-
-
-def _add_usage(left: Usage, right: Usage) -> Usage:
-    return Usage(
-        input_tokens=left.get("input_tokens", 0) + right.get("input_tokens", 0),
-        output_tokens=left.get("output_tokens", 0) + right.get("output_tokens", 0),
-        model_calls=left.get("model_calls", 0) + right.get("model_calls", 0),
-    )
-
-
-def _keep_last(current: Any, writes: Sequence[Any]) -> Any:
-    return writes[-1]
-
-
-class WrittenOnce(DeltaChannel):
-    """A last-value channel stored once, as its write, not in every checkpoint.
-
-    A plain channel's value is copied into each checkpoint by savers that keep
-    channel values inline (SQLite keeps them all in one blob per checkpoint). This
-    one is a LangGraph ``DeltaChannel``: checkpoints hold no copy and the value is
-    rebuilt from the stored write, so a conversation's images are stored once per run.
-    """
-
-    def __init__(
-        self,
-        reducer: Callable[[Any, Sequence[Any]], Any] = _keep_last,
-        typ: Any = None,
-        *,
-        snapshot_frequency: int = 1_000_000,
-    ) -> None:
-        super().__init__(reducer, typ, snapshot_frequency=snapshot_frequency)
-
-    def from_checkpoint(self, checkpoint: Any) -> WrittenOnce:
-        """Start empty when nothing is stored: the value type needs no default."""
-        new = self.__class__(self.reducer, self.typ, snapshot_frequency=self.snapshot_frequency)
-        new.key = self.key
-        if checkpoint is not MISSING:
-            value = super().from_checkpoint(checkpoint).value
-            new.value = self.reducer(None, [value])
-        return new
-
-    def update(self, values: Sequence[Any]) -> bool:
-        """Keep the last value written (an ``Overwrite`` is unwrapped)."""
-        if not values:
-            return False
-        last = values[-1]
-        self.value = self.reducer(None, [last.value if isinstance(last, Overwrite) else last])
-        return True
-
-
-def _restore_conversation(current: Any, writes: Sequence[Any]) -> Conversation:
-    """The last conversation written, with the tuples a serializer turned into lists restored."""
-    value = writes[-1]
-    if isinstance(value, Conversation) and isinstance(value.turns, tuple):
-        if all(isinstance(t.images, tuple) for t in value.turns):
-            return value
-    turns = tuple(Turn(t.role, t.text, tuple(t.images)) for t in value.turns)
-    tools = tuple(value.tools or ())
-    return Conversation(
-        turns=turns, tools_prompt=value.tools_prompt, tools=tools, tool_choice=value.tool_choice
-    )
-
-
-class SearchProgress(TypedDict):
-    """The search's own keys, in any graph that runs the search nodes."""
-
-    chosen: NotRequired[Annotated[dict[str, str], _merge_chosen]]
-    """The chosen text of each stage so far, by stage name."""
-    pending: NotRequired[_Expansion | None]
-    """Candidates waiting for their judge."""
-    steps: NotRequired[Annotated[list[StepRecord], operator.add]]
-    usage: NotRequired[Annotated[Usage, _add_usage]]
-    frontier: NotRequired[list[str] | None]
-    """retrace: the captions kept for the reasoning step, best first."""
-    retrace: NotRequired[RetraceProgress | None]
-
-
-class SearchState(SearchProgress):
-    """The state of one search."""
-
-    conversation: Annotated[Conversation, WrittenOnce(_restore_conversation)]
-    """The request; stored once per run (see :class:`WrittenOnce`)."""
-
-
-def fresh_search() -> dict[str, Any]:
-    """The state update that starts a new search in a graph that already ran one."""
-    return {
-        "chosen": Overwrite({}),
-        "pending": None,
-        "steps": Overwrite([]),
-        "usage": Overwrite(Usage(input_tokens=0, output_tokens=0, model_calls=0)),
-        "frontier": None,
-        "retrace": None,
-    }
-
-
-CHECKPOINT_TYPES: tuple[type, ...] = (Conversation, Turn)
-"""The package's own types in graph state, for a checkpoint serializer's allowlist."""
-
-
-def checkpoint_serializer() -> JsonPlusSerializer:
-    """LangGraph's serializer with this package's state types allowed.
-
-    Pass it to a checkpointer (``SqliteSaver(conn, serde=checkpoint_serializer())``) so the
-    conversation is read back without "unregistered type" warnings, and still reads
-    back where ``LANGGRAPH_STRICT_MSGPACK`` blocks unknown types.
-    """
-    return JsonPlusSerializer(allowed_msgpack_modules=[(t.__module__, t.__name__) for t in CHECKPOINT_TYPES])
 
 
 NodeName = Literal["expand_summary", "expand_caption", "expand_reasoning", "expand_conclusion", "__end__"]
@@ -406,7 +220,7 @@ def _expand(stage: Stage, state: SearchState, context: SearchContext) -> Step[di
         pending, usage = {"candidates": [_candidate(span, s) for s in samples]}, _sampling_usage(samples)
     candidates = pending["candidates"]
     get_stream_writer()({"event": "candidates", "stage": stage.value, "candidates": candidates})
-    expansion = _Expansion(
+    expansion = Expansion(
         stage=stage.value,
         span=[s.value for s in span],
         sample_seconds=time.perf_counter() - started,
@@ -434,14 +248,14 @@ def _expand_in_rounds(stage: Stage, state: SearchState, context: SearchContext) 
     if context.confidence is not None:
         task = _judge_task(stage, [s.value for s in span], state, candidates)
         verdict = yield from context.resolved_judge.select(task, context.get_backend())
-        usage = _add_usage(usage, _verdict_usage(verdict))
+        usage = add_usage(usage, _verdict_usage(verdict))
         if any(score is not None and score >= context.confidence for score in verdict.scores):
             kept = {"winner": verdict.winner, "scores": list(verdict.scores),
                     "comparisons": [vars(c) for c in verdict.comparisons]}  # fmt: skip
             return {"candidates": candidates, "stopped_early": "confidence", "verdict": kept}, usage
     seed = None if request.seed is None else request.seed + _ROUND_SEED
     [more] = yield SampleCall((replace(request, n=request.n - first.n, seed=seed),))
-    usage = _add_usage(usage, _sampling_usage(more))
+    usage = add_usage(usage, _sampling_usage(more))
     return {"candidates": candidates + [_candidate(span, s) for s in more], "stopped_early": None}, usage
 
 
@@ -514,7 +328,7 @@ def _judge(stage: Stage, state: SearchState, context: SearchContext) -> Step[dic
 
 
 def _judge_groups(
-    stage: Stage, state: SearchState, context: SearchContext, pending: _Expansion
+    stage: Stage, state: SearchState, context: SearchContext, pending: Expansion
 ) -> Step[Verdict]:
     """Score each kept caption's reasoning candidates (after that caption); the best wins."""
     candidates = pending["candidates"]

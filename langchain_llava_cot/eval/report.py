@@ -1,0 +1,216 @@
+"""The results: one strategy's measurements, the table of all of them, and the plot.
+
+What the columns mean (``N`` is the strategy's number of candidates):
+
+- **accuracy**: the conclusion gives the right answer (:func:`~langchain_llava_cot.demo.dataset.is_correct`).
+- **well-formed**: every chosen stage came out of the model closed by its own tag, with
+  no repair, and all four stages have text.
+- **pass@N**: whether *any* candidate the final step offered was correct: for
+  ``best_of_n`` any of the N whole answers (the usual pass@N, the ceiling of any
+  judge picking among N samples); for ``stage_beam`` any of the N conclusions written
+  after the chosen reasoning (the ceiling of the last judge decision only; earlier
+  mistakes are already fixed in the prefix); for ``greedy`` the answer itself.
+  About a third of the test questions are yes/no, where two samples that disagree
+  already reach pass@2, so pass@N is an optimistic ceiling there.
+- **judge agreement**: over the steps whose candidates were mixed (some right, some
+  wrong by the stage's oracle), how often the winner was a right one. Stage oracles:
+  summary = the reference summary; caption = lists exactly the scene's objects;
+  reasoning = the reasoning that follows the chosen caption; conclusion = agrees with
+  the chosen reasoning; whole answers = correct conclusion. Random choice scores the
+  share of right candidates in those steps, about 50% for pairs.
+- **tokens/q**: prompt plus generated tokens per question (judge passes count their
+  prompt tokens), as the backend reports them; **gen/q**: generated tokens only.
+- **s/q**: wall time per question.
+- **caption right**: the chosen caption lists exactly the scene's objects (what the
+  model saw); **follows caption**: the conclusion is the answer that the chosen caption
+  implies, right or wrong (whether the reasoning uses what the model saw).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["EvalReport", "StrategyResult", "plot"]
+
+
+@dataclass
+class StrategyResult:
+    """The measurements of one strategy."""
+
+    name: str
+    strategy: str
+    candidates: int
+    judge: str | None
+    questions: int = 0
+    accuracy: float = 0.0
+    well_formed: float = 0.0
+    pass_at_n: float = 0.0
+    judge_agreement: float | None = None
+    judge_decisions: int = 0
+    """Mixed steps the agreement is measured on."""
+    tokens_per_question: float = 0.0
+    generated_per_question: float = 0.0
+    seconds_per_question: float = 0.0
+    by_kind: dict[str, float] = field(default_factory=dict)
+    """Accuracy per question kind."""
+    agreement_by_stage: dict[str, float] = field(default_factory=dict)
+    caption_right: float = 0.0
+    """Share of chosen captions that list exactly the scene's objects."""
+    follows_caption: float = 0.0
+    """Share of conclusions that give the answer their own chosen caption implies."""
+    accuracy_interval: tuple[float, float] = (0.0, 1.0)
+    """95% Wilson interval of the accuracy."""
+    vs_greedy: tuple[float, float, float] | None = None
+    """Accuracy minus greedy's on the same questions, with its paired 95% interval."""
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class EvalReport:
+    """All strategies' results and where they were written."""
+
+    results: list[StrategyResult]
+    split: str
+    questions: int
+    model: str
+    json_path: Path | None = None
+    plot_path: Path | None = None
+
+    def table(self) -> Any:
+        """The results as a rich table."""
+        from rich.table import Table
+
+        table = Table(title=f"{self.questions} {self.split} questions, model {self.model}")
+        for column in (
+            "strategy",
+            "accuracy (95% CI)",
+            "vs greedy (95% CI)",
+            "well-formed",
+            "pass@N",
+            "judge agreement",
+            "tokens/q",
+            "gen/q",
+            "s/q",
+            "caption right",
+            "follows caption",
+        ):
+            table.add_column(column, justify="left" if column == "strategy" else "right")
+        for r in self.results:
+            agreement = "-" if r.judge_agreement is None else f"{r.judge_agreement:.1%} ({r.judge_decisions})"
+            table.add_row(
+                r.name,
+                _accuracy_cell(r),
+                _versus_cell(r),
+                f"{r.well_formed:.1%}",
+                f"{r.pass_at_n:.1%}",
+                agreement,
+                f"{r.tokens_per_question:,.0f}",
+                f"{r.generated_per_question:,.0f}",
+                f"{r.seconds_per_question:.2f}",
+                f"{r.caption_right:.1%}",
+                f"{r.follows_caption:.1%}",
+            )
+        return table
+
+    def markdown(self) -> str:
+        """The results as a Markdown table (for the README)."""
+        lines = [
+            "| strategy | accuracy (95% CI) | vs greedy (95% CI) | well-formed | pass@N | judge agreement "
+            "| tokens/q | gen/q | s/q | caption right | follows caption |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in self.results:
+            agreement = "-" if r.judge_agreement is None else f"{r.judge_agreement:.1%}"
+            lines.append(
+                f"| {r.name} | {_accuracy_cell(r)} | {_versus_cell(r)} | {r.well_formed:.1%} "
+                f"| {r.pass_at_n:.1%} | {agreement} "
+                f"| {r.tokens_per_question:,.0f} | {r.generated_per_question:,.0f} "
+                f"| {r.seconds_per_question:.2f} | {r.caption_right:.1%} | {r.follows_caption:.1%} |"
+            )
+        return "\n".join(lines)
+
+
+def _accuracy_cell(r: StrategyResult) -> str:
+    low, high = r.accuracy_interval
+    return f"{r.accuracy:.1%} ({100 * low:.1f}-{100 * high:.1f})"
+
+
+def _versus_cell(r: StrategyResult) -> str:
+    if r.vs_greedy is None:
+        return "-"
+    diff, low, high = r.vs_greedy
+    return f"{100 * diff:+.1f} ({100 * low:+.1f} to {100 * high:+.1f})"
+
+
+def plot(report: EvalReport, path: str | Path) -> Path:
+    """Save accuracy against tokens and against seconds per question, one line per strategy, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=120, sharey=True)
+    groups: dict[tuple[str, str | None], list[StrategyResult]] = {}
+    for r in report.results:
+        search = r.name.split(":")[0]  # stage_beam, stage_beam+adaptive, retrace, ...
+        groups.setdefault((search, r.judge if r.strategy != "greedy" else None), []).append(r)
+    for ax, cost, label in (
+        (axes[0], "tokens_per_question", "tokens per question (prompt + generated, log scale)"),
+        (axes[1], "seconds_per_question", "seconds per question (one worker, log scale)"),
+    ):
+        for key, rows in groups.items():
+            _plot_group(ax, key, sorted(rows, key=lambda r: getattr(r, cost)), cost)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (%), 95% intervals")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"Demo model, {report.questions} held-out questions")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+_STYLES = {
+    ("greedy", None): ("black", "o"),
+    ("best_of_n", "pairwise"): ("tab:orange", "s"),
+    ("best_of_n", "likelihood"): ("tab:brown", "v"),
+    ("best_of_n", "verifier"): ("tab:red", "P"),
+    ("best_of_n", "vote"): ("tab:olive", "X"),
+    ("vote", "likelihood"): ("tab:olive", "x"),
+    ("vote", "verifier"): ("tab:pink", "x"),
+    ("stage_beam", "pairwise"): ("tab:blue", "D"),
+    ("stage_beam", "likelihood"): ("tab:green", "^"),
+    ("stage_beam", "verifier"): ("tab:purple", "*"),
+    ("stage_beam+adaptive", "likelihood"): ("tab:cyan", "^"),
+    ("stage_beam+adaptive", "verifier"): ("tab:cyan", "*"),
+    ("retrace", "likelihood"): ("tab:gray", "<"),
+    ("retrace", "verifier"): ("darkslateblue", ">"),
+}
+
+
+def _plot_group(ax: Any, key: tuple[str, str | None], rows: list[StrategyResult], cost: str) -> None:
+    colour, marker = _STYLES.get(key, ("gray", "x"))
+    ax.errorbar(
+        [getattr(r, cost) for r in rows],
+        [100 * r.accuracy for r in rows],
+        yerr=[
+            [100 * (r.accuracy - r.accuracy_interval[0]) for r in rows],
+            [100 * (r.accuracy_interval[1] - r.accuracy) for r in rows],
+        ],
+        marker=marker,
+        color=colour,
+        label=key[0] if key[1] is None else f"{key[0]} ({key[1]})",
+        capsize=3,
+    )
+    for r in rows:
+        if r.strategy != "greedy":
+            ax.annotate(
+                f"N={r.candidates}", (getattr(r, cost), 100 * r.accuracy),
+                textcoords="offset points", xytext=(4, 4), fontsize=7, color=colour,
+            )  # fmt: skip

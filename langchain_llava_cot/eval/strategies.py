@@ -1,0 +1,84 @@
+"""Which search strategies an eval runs: ``greedy`` or ``STRATEGY:JUDGE:N`` specs and their sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ADAPTIVE_SUFFIX",
+    "GRID_STRATEGIES",
+    "JUDGES",
+    "SEARCHES",
+    "StrategySpec",
+    "default_strategies",
+    "parse_strategy",
+]
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """One configuration to measure."""
+
+    strategy: str
+    candidates: int = 1
+    judge: str | None = None
+    adaptive: bool = False
+
+    @property
+    def name(self) -> str:
+        """``greedy``, ``best_of_n:pairwise:4``, ``stage_beam+adaptive:likelihood:8``."""
+        if self.strategy == "greedy":
+            return "greedy"
+        return f"{self.strategy}{ADAPTIVE_SUFFIX if self.adaptive else ''}:{self.judge}:{self.candidates}"
+
+
+SEARCHES: tuple[str, ...] = ("best_of_n", "stage_beam", "vote", "retrace")
+ADAPTIVE_SUFFIX = "+adaptive"
+"""Appended to ``stage_beam`` or ``retrace`` in a spec: sample each step in rounds."""
+JUDGES: tuple[str, ...] = ("verifier", "pairwise", "likelihood", "vote")
+"""The judges an eval can name (the human judge needs a person)."""
+
+
+def parse_strategy(text: str) -> StrategySpec:
+    """Read ``greedy`` or ``STRATEGY:JUDGE:N`` (e.g. ``stage_beam:verifier:4``).
+
+    ``stage_beam+adaptive`` and ``retrace+adaptive`` sample each step in rounds.
+    """
+    if text == "greedy":
+        return StrategySpec("greedy")
+    parts = text.split(":")
+    search = parts[0].removesuffix(ADAPTIVE_SUFFIX)
+    adaptive = parts[0].endswith(ADAPTIVE_SUFFIX)
+    known = search in SEARCHES and (not adaptive or search in ("stage_beam", "retrace"))
+    if len(parts) != 3 or not known or parts[1] not in JUDGES:
+        msg = (
+            f"Unknown strategy {text!r}. Write 'greedy' or STRATEGY:JUDGE:N with STRATEGY "
+            f"{', '.join(SEARCHES)} (stage_beam and retrace may end in {ADAPTIVE_SUFFIX}) and JUDGE "
+            f"{', '.join(JUDGES)}, e.g. stage_beam:verifier:4."
+        )
+        raise ValueError(msg)
+    try:
+        n = int(parts[2])
+    except ValueError:
+        n = 0
+    if n < 1:
+        msg = f"N in {text!r} must be a whole number of at least 1, e.g. stage_beam:verifier:4."
+        raise ValueError(msg)
+    return StrategySpec(search, n, parts[1], adaptive)
+
+
+def default_strategies(judge: str | None = None) -> tuple[str, ...]:
+    """The quick set: greedy, and both searches at N=4 with ``judge`` (None: ChatLlavaCoT's default)."""
+    if judge is None:
+        from langchain_llava_cot.options import DEFAULT_JUDGE
+
+        judge = DEFAULT_JUDGE
+    return ("greedy", f"best_of_n:{judge}:4", f"stage_beam:{judge}:4")
+
+
+GRID_STRATEGIES: tuple[str, ...] = (
+    "greedy",
+    *(f"{search}:{judge}:{n}" for search in SEARCHES[:2] for judge in JUDGES[:3] for n in (2, 4, 8)),
+    *(f"best_of_n:vote:{n}" for n in (2, 4, 8)),
+)
+"""The full grid (``--grid``): greedy, and best_of_n and stage_beam with every judge at N = 2, 4, 8."""
