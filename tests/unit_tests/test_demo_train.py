@@ -1,0 +1,38 @@
+"""A short run of the demo model's training: both stages, the record, a model that loads."""
+
+import json
+from dataclasses import replace
+
+from langchain_llava_cot.demo.train import DEFAULT_CONFIG, train_demo
+
+TINY = replace(
+    DEFAULT_CONFIG,
+    vocab_size=400,
+    hidden_size=32,
+    num_layers=1,
+    num_heads=2,
+    vision_hidden_size=32,
+    vision_layers=1,
+    vision_steps=3,
+    vision_pictures=600,
+    answers=60,
+    judge_pairs=8,
+    verifier_rows=8,
+    off_domain=8,
+    tokens_per_batch=2_000,
+    warmup_steps=1,
+    tool_questions=0,
+    tool_others=0,
+)
+
+
+def test_a_short_run_trains_both_stages_and_records_them(tmp_path):
+    from langchain_llava_cot.backends.transformers import TransformersBackend
+
+    out = train_demo(tmp_path / "model", steps=4, config=TINY, log_every=1)
+    record = json.loads((out / "training.json").read_text())
+    assert record["steps"] == 4 and record["vision"]["steps"] == 3
+    assert [phase["phase"] for phase in record["phases"]] == ["captions", "all"]
+    assert record["tokens_seen"] > 0 and record["history"][0]["step"] == 1
+    with TransformersBackend(out) as backend:
+        assert backend.context_length is not None
