@@ -35,10 +35,11 @@ from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
 from langchain_llava_cot.conversation import Conversation
-from langchain_llava_cot.graph import SearchProgress, add_search_nodes, fresh_search
+from langchain_llava_cot.graph import add_search_nodes
 from langchain_llava_cot.messages import convert_messages
 from langchain_llava_cot.options import SearchContext
 from langchain_llava_cot.stages import STAGES
+from langchain_llava_cot.state import SearchProgress, fresh_search
 from langchain_llava_cot.streaming import message_from_state
 
 __all__ = ["ServedState", "graph", "make_graph"]

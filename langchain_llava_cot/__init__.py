@@ -3,7 +3,7 @@
 from langchain_llava_cot.backends.base import VLMBackend
 from langchain_llava_cot.chat_models import ChatLlavaCoT
 from langchain_llava_cot.conversation import Conversation, Turn
-from langchain_llava_cot.graph import SearchState, build_graph
+from langchain_llava_cot.graph import build_graph
 from langchain_llava_cot.images import ImageError
 from langchain_llava_cot.judges import (
     Judge,
@@ -20,6 +20,7 @@ from langchain_llava_cot.judges import (
 from langchain_llava_cot.messages import convert_messages
 from langchain_llava_cot.options import SearchContext
 from langchain_llava_cot.stages import STAGES, ParsedAnswer, Stage, parse_answer, render_answer
+from langchain_llava_cot.state import SearchState
 
 __version__ = "0.1.0"
 

@@ -45,10 +45,11 @@ from langchain_llava_cot.backends import create_backend
 from langchain_llava_cot.backends.base import VLMBackend
 from langchain_llava_cot.conversation import check_request
 from langchain_llava_cot.demo import DEMO_MODEL_PATH
-from langchain_llava_cot.graph import SearchState, build_graph
+from langchain_llava_cot.graph import build_graph
 from langchain_llava_cot.images import DEFAULT_MAX_PIXELS
 from langchain_llava_cot.messages import convert_messages, normalise_tool_choice
 from langchain_llava_cot.options import DEFAULT_JUDGE, MAX_CANDIDATES, RETRACE_Z, SearchContext, Strategy
+from langchain_llava_cot.state import SearchState
 from langchain_llava_cot.streaming import PROVIDER, ChunkConverter, child_config
 from langchain_llava_cot.tools import render_tools_prompt
 

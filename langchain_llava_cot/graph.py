@@ -51,39 +51,18 @@ from langchain_llava_cot.judges import Comparison, JudgeTask, Verdict, best_inde
 from langchain_llava_cot.options import SearchContext
 from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, cut_stage, parse_answer, render_answer
 from langchain_llava_cot.state import (
-    CHECKPOINT_TYPES,
     CandidateRecord,
     Expansion,
     RetraceAttempt,
     RetracePath,
     RetraceProgress,
-    SearchProgress,
     SearchState,
     StepRecord,
     Usage,
-    WrittenOnce,
     add_usage,
-    checkpoint_serializer,
-    fresh_search,
 )
 
-__all__ = [  # with the state's types, so that the graph's importers find them here
-    "CHECKPOINT_TYPES",
-    "CandidateRecord",
-    "RetraceAttempt",
-    "RetracePath",
-    "RetraceProgress",
-    "SearchProgress",
-    "SearchState",
-    "StepRecord",
-    "Usage",
-    "WrittenOnce",
-    "add_search_nodes",
-    "build_graph",
-    "checkpoint_serializer",
-    "fresh_search",
-    "next_stage_node",
-]
+__all__ = ["add_search_nodes", "build_graph", "next_stage_node"]
 
 
 NodeName = Literal["expand_summary", "expand_caption", "expand_reasoning", "expand_conclusion", "__end__"]

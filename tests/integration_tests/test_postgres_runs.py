@@ -19,8 +19,9 @@ from psycopg import AsyncConnection, Connection
 from psycopg.rows import dict_row
 
 from langchain_llava_cot.conversation import Conversation, Turn
-from langchain_llava_cot.graph import build_graph, checkpoint_serializer
+from langchain_llava_cot.graph import build_graph
 from langchain_llava_cot.options import SearchContext
+from langchain_llava_cot.state import checkpoint_serializer
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("initdb") is None, reason="needs PostgreSQL (initdb, pg_ctl)"),
@@ -115,7 +116,8 @@ from fakes import SCRIPT, ScriptedBackend, prefers_three
 from psycopg import Connection
 from psycopg.rows import dict_row
 from langgraph.checkpoint.postgres import PostgresSaver
-from langchain_llava_cot.graph import build_graph, checkpoint_serializer
+from langchain_llava_cot.graph import build_graph
+from langchain_llava_cot.state import checkpoint_serializer
 from langchain_llava_cot.options import SearchContext
 from test_postgres_runs import CONVERSATION
 

@@ -9,9 +9,10 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
 from langchain_llava_cot.conversation import Conversation, Turn
-from langchain_llava_cot.graph import build_graph, checkpoint_serializer
+from langchain_llava_cot.graph import build_graph
 from langchain_llava_cot.judges import HumanJudge, resolve_judge
 from langchain_llava_cot.options import SearchContext
+from langchain_llava_cot.state import checkpoint_serializer
 
 IMAGE_MARK = b"IMAGE-BYTES-7f3a9c1e-unique"
 IMAGE = b"\x89PNG\r\n\x1a\n" + IMAGE_MARK + b"-rest-of-the-image"

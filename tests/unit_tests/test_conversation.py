@@ -87,12 +87,15 @@ def test_every_message_writer_shows_the_same_turns():
     expected = [("system", "You can call add.\n\nBe brief."), ("user", "Write the caption.")]
 
     def text_of(content) -> str:
-        return content if isinstance(content, str) else next(p["text"] for p in content if p["type"] == "text")
+        if isinstance(content, str):
+            return content
+        return next(part["text"] for part in content if part["type"] == "text")
 
-    openai = [(m["role"], text_of(m["content"])) for m in _openai_messages(conversation, "Write the caption.")]
+    asked = "Write the caption."
+    openai = [(m["role"], text_of(m["content"])) for m in _openai_messages(conversation, asked)]
     langchain = [
         (m.type.replace("human", "user"), text_of(m.content))
-        for m in to_langchain_messages(conversation, "Write the caption.")
+        for m in to_langchain_messages(conversation, asked)
     ]
     assert openai == langchain == expected
     template = to_chat_messages(conversation)

@@ -11,8 +11,8 @@ from fakes import SCRIPT, ScriptedBackend, prefers_three
 from langgraph.checkpoint.sqlite import SqliteSaver
 from PIL import Image
 
-from langchain_llava_cot.graph import checkpoint_serializer
 from langchain_llava_cot.options import SearchContext
+from langchain_llava_cot.state import checkpoint_serializer
 
 sys.path.insert(0, str(Path(__file__).parents[2]))
 from graphs.llava_cot import make_graph  # noqa: E402
