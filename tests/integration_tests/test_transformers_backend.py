@@ -1,7 +1,6 @@
 """TransformersBackend on tiny random LLaVA, Mllama and Idefics3 models built offline."""
 
 import asyncio
-import io
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -9,39 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from langchain_core.messages import HumanMessage
-from PIL import Image, ImageDraw
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest
 from langchain_llava_cot.backends.transformers import TransformersBackend
 from langchain_llava_cot.conversation import Conversation, Turn, to_chat_messages
 from langchain_llava_cot.images import decode_image
-
-
-def _png(colour: str, shape: str = "circle", size: tuple[int, int] = (80, 60)) -> bytes:
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    box = (10, 10, 40, 40)
-    if shape == "circle":
-        draw.ellipse(box, fill=colour)
-    else:
-        draw.rectangle(box, fill=colour)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-RED_CIRCLE = Conversation((Turn("user", "How many circles?", (_png("red"),)),))
-BLUE_SQUARE = Conversation(
-    (
-        Turn(
-            "user",
-            "What colour is the square on the left of the picture, and is it big?",
-            (_png("blue", "sq"),),
-        ),
-    )
-)
-TEXT_ONLY = Conversation((Turn("user", "Is a triangle a shape?"),))
+from tests.integration_tests.pictures import BLUE_SQUARE, RED_CIRCLE, TEXT_ONLY, png
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +228,7 @@ def test_tools_go_through_the_chat_template_when_it_has_a_tool_format(tiny_llava
 
     tools = ({"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {}}},)
     conversation = Conversation(
-        (Turn("user", "How many?", (_png("red"),)),), tools_prompt=render_tools_prompt(tools), tools=tools
+        (Turn("user", "How many?", (png("red"),)),), tools_prompt=render_tools_prompt(tools), tools=tools
     )
     plain = TransformersBackend(tiny_llava_path)
     assert "You can call these tools" in plain._inputs.prompt(conversation, "<SUMMARY>")
@@ -278,7 +251,7 @@ def test_a_prompt_longer_than_the_context_fails_before_any_model_work(
     monkeypatch.setattr(backend._model, "generate", no_generate)
     limit = backend.context_length
     assert limit is not None and limit > 0
-    long = Conversation((Turn("user", "How many circles? " * limit, (_png("red"),)),))
+    long = Conversation((Turn("user", "How many circles? " * limit, (png("red"),)),))
     with pytest.raises(ValueError, match=rf"about [\d,]+ tokens, but the model reads at most {limit:,}"):
         backend.sample([_greedy(long)])
     with pytest.raises(ValueError, match="shorten"):

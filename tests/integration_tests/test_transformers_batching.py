@@ -9,7 +9,7 @@ from langchain_llava_cot.backends._batching import BatchQueue
 from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest
 from langchain_llava_cot.backends.transformers import TransformersBackend
 from langchain_llava_cot.conversation import Conversation, Turn
-from tests.integration_tests.test_transformers_backend import BLUE_SQUARE, RED_CIRCLE, TEXT_ONLY
+from tests.integration_tests.pictures import BLUE_SQUARE, RED_CIRCLE, TEXT_ONLY
 
 
 def _texts(results) -> list[list[str]]:

@@ -13,7 +13,7 @@ from langchain_llava_cot.demo.dataset import get_example
 from langchain_llava_cot.judges import VERDICT_PREFIX, JudgeTask, pairwise_prompt
 from langchain_llava_cot.model_builders import build_tiny_vlm
 from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, render_answer
-from tests.integration_tests.test_transformers_backend import BLUE_SQUARE, RED_CIRCLE, TEXT_ONLY, _png
+from tests.integration_tests.pictures import BLUE_SQUARE, RED_CIRCLE, TEXT_ONLY, png
 
 
 def _stage_chain(backend: TransformersBackend, conversation: Conversation, n: int = 1) -> list[list[str]]:
@@ -82,8 +82,8 @@ def test_mllama_without_the_image_cache_reads_whole_prompts(tiny_mllama_path: Pa
 def test_mllama_pictures_padded_to_several_tiles_read_as_without_caches(tmp_path: Path) -> None:
     """Llama 3.2 Vision pads every picture to its tile count; a square picture's padded tile stays unseen."""
     path = build_tiny_vlm(tmp_path / "tiles", arch="mllama", num_layers=3, image_tiles=2, seed=0)
-    square = Conversation((Turn("user", "How many circles?", (_png("red", size=(60, 60)),)),))
-    wide = Conversation((Turn("user", "What is on the left?", (_png("blue", "square", (160, 60)),)),))
+    square = Conversation((Turn("user", "How many circles?", (png("red", size=(60, 60)),)),))
+    wide = Conversation((Turn("user", "What is on the left?", (png("blue", "square", (160, 60)),)),))
 
     def answers(backend: TransformersBackend) -> tuple:
         chains = [_stage_chain(backend, conversation, n) for conversation, n in ((square, 1), (wide, 2))]
