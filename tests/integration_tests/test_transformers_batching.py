@@ -154,3 +154,14 @@ def test_shared_prefill_matches_full_prefill(tiny_vlm_path: Path) -> None:
     for got, want in zip(found[0] + found[1], expected[0] + expected[1]):
         assert got.prompt_tokens == want.prompt_tokens
         assert got.token_logprobs == pytest.approx(want.token_logprobs, abs=1e-4)
+
+
+def test_a_picture_is_processed_once_across_stage_and_judge_calls(tiny_vlm_path: Path) -> None:
+    with TransformersBackend(tiny_vlm_path) as backend:
+        backend.sample([_greedy(RED_CIRCLE)])
+        backend.sample([SampleRequest(RED_CIRCLE, "<SUMMARY>", n=4, temperature=1.0, max_new_tokens=6)])
+        backend.sample([_greedy(RED_CIRCLE, prefix="<SUMMARY> a </SUMMARY><CAPTION>")])
+        backend.choose([ChoiceRequest(RED_CIRCLE, "The better response is", (" 1", " 2"))])
+        assert backend.pictures_processed == 1
+        backend.sample([_greedy(BLUE_SQUARE)])
+        assert backend.pictures_processed == 2

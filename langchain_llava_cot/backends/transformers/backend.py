@@ -252,6 +252,11 @@ class TransformersBackend(VLMBackend):
         return self._inputs.images.images_encoded
 
     @property
+    def pictures_processed(self) -> int:
+        """Times the image processor ran; a picture asked about again reuses its pixels."""
+        return self._inputs.pictures_processed
+
+    @property
     def cached_images(self) -> int:
         """Distinct images whose features the image cache holds now."""
         return len(self._inputs.images)

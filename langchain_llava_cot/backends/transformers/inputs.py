@@ -9,6 +9,8 @@ with pictures already seen given as cached features (:meth:`Inputs.encode`), or
 
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +53,7 @@ class Inputs:
 
     def __init__(self, model: Any, processor: Any, *, max_cached_images: int) -> None:
         self._model = model
-        self.processor = processor
+        self.processor = _remembering_pictures(processor)
         self.tokenizer = processor.tokenizer
         self.images = ImageFeatureCache(model, max_images=max_cached_images)
         self._image_token_id = image_token_id(model)
@@ -89,6 +91,12 @@ class Inputs:
             kwargs["images"] = images
         inputs = self.processor(**kwargs, add_special_tokens=False, padding_side="left")
         return inputs.to(self._model.device, dtype=self._model.dtype)
+
+    @property
+    def pictures_processed(self) -> int:
+        """Times the image processor actually ran (reused outputs do not count)."""
+        remembered = getattr(self.processor, "image_processor", None)
+        return remembered.runs if isinstance(remembered, RememberedPictures) else 0
 
     def prompts(self, pairs: list[Pair]) -> list[Prompt]:
         """Each pair tokenized in one processor call, padding removed.
@@ -134,3 +142,58 @@ def pictures_of(pairs: Sequence[Pair]) -> list[bytes]:
 def image_key(conversation: Conversation) -> tuple[str, ...]:
     """Content keys of the conversation's pictures, in order."""
     return tuple(_picture_key(image) for image in conversation.images)
+
+
+class RememberedPictures:
+    """An image processor that remembers what it made for the last few batches of pictures.
+
+    One search asks about the same picture at every stage and judge call, and the
+    picture arrives as the same decoded object each time (:func:`decode_image` keeps
+    them), so its pixels are processed once and reused. Outputs are keyed by the
+    pictures' identities and the call's settings; an entry holds its pictures, so an
+    identity cannot be reused while it is kept. Each caller gets a shallow copy (some
+    processors pop keys from the output).
+    """
+
+    def __init__(self, inner: Any, *, size: int = 8) -> None:
+        self._inner = inner
+        self._size = size
+        self._kept: OrderedDict[tuple, tuple[Any, Any]] = OrderedDict()
+        self.runs = 0
+        """Times the wrapped image processor ran."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __call__(self, images: Any, *args: Any, **kwargs: Any) -> Any:
+        """The wrapped processor's output for ``images``, made once per batch of pictures."""
+        key = (_identities(images), repr(args), repr(sorted(kwargs.items())))
+        found = self._kept.get(key)
+        if found is None:
+            self.runs += 1
+            found = (images, self._inner(images, *args, **kwargs))
+            self._kept[key] = found
+            while len(self._kept) > self._size:
+                self._kept.popitem(last=False)
+        self._kept.move_to_end(key)
+        return copy.copy(found[1])
+
+
+def _identities(images: Any) -> Any:
+    """The nesting of ``images`` with each picture replaced by its ``id``."""
+    if isinstance(images, (list, tuple)):
+        return tuple(_identities(image) for image in images)
+    return id(images)
+
+
+def _remembering_pictures(processor: Any) -> Any:
+    """A shallow copy of ``processor`` whose image processor remembers its outputs.
+
+    The processor given is left as it is; one without an image processor is returned unchanged.
+    """
+    inner = getattr(processor, "image_processor", None)
+    if inner is None:
+        return processor
+    remembering = copy.copy(processor)
+    remembering.image_processor = RememberedPictures(inner)
+    return remembering
