@@ -462,7 +462,8 @@ def build_graph(**compile_options: Any) -> Any:
     """Build and compile the search graph; ``compile_options`` go to ``compile()``.
 
     Pass ``checkpointer=`` to make runs resumable, ``interrupt_after=["judge_caption"]``
-    to stop after a stage; see :func:`checkpoint_serializer` for the checkpointer's serde.
+    to stop after a stage; see :func:`~langchain_llava_cot.state.checkpoint_serializer` for
+    the checkpointer's serde.
     """
     builder = StateGraph(SearchState, context_schema=SearchContext)
     routes = add_search_nodes(builder)

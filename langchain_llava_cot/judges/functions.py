@@ -45,8 +45,9 @@ class ScoreJudge(Judge):
     The highest score wins (ties: the higher mean token log-probability, then the earlier
     candidate), and the scores go into the record, the stream, vote weights and retrace
     thresholds like a verifier's. This is how a VLM reward model that needs the picture
-    plugs in (``task.conversation`` holds it); :func:`reward_text` renders a candidate in
-    its context for text reward models. Scores are read as log-odds when votes are weighed.
+    plugs in (``task.conversation`` holds it);
+    :func:`~langchain_llava_cot.judges.prompts.reward_text` renders a candidate in its
+    context for text reward models. Scores are read as log-odds when votes are weighed.
     """
 
     function: Callable[[JudgeTask], Sequence[float] | Awaitable[Sequence[float]]]

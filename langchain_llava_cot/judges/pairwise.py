@@ -3,8 +3,9 @@
 Each round pairs up the remaining candidates at random and judges all pairs in one
 batched backend call, so N candidates take N-1 comparisons in ceil(log2 N) calls. Where
 the backend can score choices, a verdict is read from one forward pass (the
-log-probabilities of "1" and "2" after :data:`VERDICT_PREFIX`); otherwise the model
-writes a verdict and it is parsed. An unparseable verdict is logged and keeps the
+log-probabilities of "1" and "2" after
+:data:`~langchain_llava_cot.judges.prompts.VERDICT_PREFIX`); otherwise the model writes a
+verdict and it is parsed. An unparseable verdict is logged and keeps the
 candidate with the higher mean token log-probability, or the first of the pair when that
 is unknown. By default, reasoning candidates are first checked alone
 (:class:`VerifierJudge`): one found wrong loses without a comparison, unless all are.
@@ -34,7 +35,7 @@ class PairwiseJudge(Judge):
     """The paper's self-judge: a knockout of pairwise comparisons by the model itself.
 
     ``backend`` judges with another model than the one that samples (see
-    :func:`chat_model_judge` for any LangChain chat model).
+    :func:`~langchain_llava_cot.judges.resolve.chat_model_judge` for any LangChain chat model).
     """
 
     seed: int | None = None

@@ -156,12 +156,32 @@ def test_shared_prefill_matches_full_prefill(tiny_vlm_path: Path) -> None:
         assert got.token_logprobs == pytest.approx(want.token_logprobs, abs=1e-4)
 
 
-def test_a_picture_is_processed_once_across_stage_and_judge_calls(tiny_vlm_path: Path) -> None:
+def test_a_picture_is_processed_once_across_a_requests_stages(tiny_vlm_path: Path) -> None:
     with TransformersBackend(tiny_vlm_path) as backend:
         backend.sample([_greedy(RED_CIRCLE)])
         backend.sample([SampleRequest(RED_CIRCLE, "<SUMMARY>", n=4, temperature=1.0, max_new_tokens=6)])
         backend.sample([_greedy(RED_CIRCLE, prefix="<SUMMARY> a </SUMMARY><CAPTION>")])
         backend.choose([ChoiceRequest(RED_CIRCLE, "The better response is", (" 1", " 2"))])
-        assert backend.pictures_processed == 1
+        assert backend.image_processor_runs == 1
         backend.sample([_greedy(BLUE_SQUARE)])
-        assert backend.pictures_processed == 2
+        assert backend.image_processor_runs == 2
+        backend.choose([ChoiceRequest(RED_CIRCLE, "The better response is", (" 1", " 2"))] * 2)
+        assert backend.image_processor_runs == 3  # several copies at once: processed as a batch
+    with TransformersBackend(tiny_vlm_path, max_cached_images=0) as plain:
+        plain.sample([_greedy(RED_CIRCLE)])
+        assert plain.image_processor_runs is None
+
+
+def test_a_remembering_processor_still_copies_pickles_and_saves(
+    tiny_llava_path: Path, tmp_path: Path
+) -> None:
+    import copy
+    import pickle
+
+    with TransformersBackend(tiny_llava_path) as backend:
+        processor = backend._inputs.processor
+        copy.deepcopy(processor)
+        pickle.loads(pickle.dumps(processor))
+        again = TransformersBackend.from_loaded(backend._model, processor)
+        assert again._inputs.processor.image_processor is not processor.image_processor
+        again.close()

@@ -3,15 +3,15 @@
     SampleRequest / ChoiceRequest
       -> :func:`_openai_messages`: the conversation as OpenAI ``messages``, images as
          ``image_url`` data URLs before the text
-      -> :func:`_how_to_ask`: continue the prefix as a final assistant message
+      -> :func:`how_to_ask`: continue the prefix as a final assistant message
          (``continue_final_message``) where the server honours it; else send the
          conversation alone when the prefix is only the first opening tag, or ask for
          the stage explicitly (the chat-model backend's stage request)
-      -> :func:`_sample_payloads` / :func:`_choice_payload`: one payload with ``n``, or
+      -> :func:`sample_payloads` / :func:`choice_payload`: one payload with ``n``, or
          one per candidate with distinct seeds where ``n`` is ignored; ``stop``,
          ``logprobs``, ``seed`` only where honoured
 
-The :class:`_Ask` made here also says how the reply is read back (:mod:`.replies`).
+The :class:`Ask` made here also says how the reply is read back (:mod:`.replies`).
 All functions are pure.
 """
 
@@ -41,7 +41,7 @@ _TOP_LOGPROBS = 20
 
 
 @dataclass(frozen=True)
-class _Ask:
+class Ask:
     """How one request is put to the server, and how its reply is read back."""
 
     messages: list[dict[str, Any]]
@@ -72,27 +72,25 @@ def _data_url(image: bytes) -> str:
     return f"data:{image_mime_type(image)};base64,{image_base64(image)}"
 
 
-def _how_to_ask(
-    conversation: Conversation, prefix: str, stop: Sequence[str], caps: ServerCapabilities
-) -> _Ask:
+def how_to_ask(conversation: Conversation, prefix: str, stop: Sequence[str], caps: ServerCapabilities) -> Ask:
     """Continue ``prefix`` where the server can; otherwise ask for the stage explicitly."""
     if not prefix:
-        return _Ask(_openai_messages(conversation), "fresh")
+        return Ask(_openai_messages(conversation), "fresh")
     if caps.continuation:
         messages = [*_openai_messages(conversation), {"role": "assistant", "content": prefix}]
-        return _Ask(messages, "continue", prefix=prefix)
+        return Ask(messages, "continue", prefix=prefix)
     ask = read_prefix(prefix, stop)
     if ask is not None and not ask.chosen:
         # Only the first opening tag: LLaVA-CoT writes it unasked, so send the conversation alone.
-        return _Ask(_openai_messages(conversation), "explicit", stage=ask, prefix=prefix)
+        return Ask(_openai_messages(conversation), "explicit", stage=ask, prefix=prefix)
     if ask is not None:
         text = stage_request_text(conversation.question, ask)
-        return _Ask(_openai_messages(conversation, text), "explicit", stage=ask, prefix=prefix)
+        return Ask(_openai_messages(conversation, text), "explicit", stage=ask, prefix=prefix)
     text = prefix_request_text(conversation.question, prefix)
-    return _Ask(_openai_messages(conversation, text), "fresh", prefix=prefix)
+    return Ask(_openai_messages(conversation, text), "fresh", prefix=prefix)
 
 
-def _base_payload(model: str, ask: _Ask, max_tokens: int) -> dict[str, Any]:
+def _base_payload(model: str, ask: Ask, max_tokens: int) -> dict[str, Any]:
     payload: dict[str, Any] = {"model": model, "messages": ask.messages, "max_tokens": max_tokens}
     if ask.mode == "continue":
         payload["continue_final_message"] = True
@@ -100,7 +98,7 @@ def _base_payload(model: str, ask: _Ask, max_tokens: int) -> dict[str, Any]:
     return payload
 
 
-def _sample_payloads(model: str, request: SampleRequest, ask: _Ask, caps: ServerCapabilities) -> list[dict]:
+def sample_payloads(model: str, request: SampleRequest, ask: Ask, caps: ServerCapabilities) -> list[dict]:
     """The payloads for one request: one asking for ``n`` choices, or ``n`` asking for one each."""
     payload = _base_payload(model, ask, request.max_new_tokens)
     payload["temperature"] = request.temperature
@@ -151,9 +149,9 @@ def _generation_config(request: SampleRequest) -> dict[str, Any]:
     return config
 
 
-def _choice_payload(model: str, request: ChoiceRequest) -> dict[str, Any]:
+def choice_payload(model: str, request: ChoiceRequest) -> dict[str, Any]:
     """A one-token, greedy completion after the prefix, asking for the top log-probabilities."""
     messages = [*_openai_messages(request.conversation), {"role": "assistant", "content": request.prefix}]
-    payload = _base_payload(model, _Ask(messages, "continue"), 1)
+    payload = _base_payload(model, Ask(messages, "continue"), 1)
     payload.update(temperature=0.0, logprobs=True, top_logprobs=_TOP_LOGPROBS)
     return payload

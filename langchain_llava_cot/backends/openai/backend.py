@@ -4,30 +4,30 @@ Request flow:
     SampleRequest / ChoiceRequest
       -> :func:`~.asking._openai_messages`: the conversation as OpenAI ``messages``, images as
          ``image_url`` data URLs before the text
-      -> :func:`~.asking._how_to_ask`: continue the prefix as a final assistant message
+      -> :func:`~.asking.how_to_ask`: continue the prefix as a final assistant message
          (``continue_final_message``) where the server honours it; else send the
          conversation alone when the prefix is only the first opening tag, or ask for
          the stage explicitly (the chat-model backend's stage request)
-      -> :func:`~.asking._sample_payloads` / :func:`~.asking._choice_payload`: one payload with
+      -> :func:`~.asking.sample_payloads` / :func:`~.asking.choice_payload`: one payload with
          ``n``, or one per candidate with distinct seeds where ``n`` is ignored; ``stop``,
          ``logprobs``, ``seed`` only where honoured
-      -> :class:`~.transport._Posts`: POSTed to ``{base_url}/chat/completions`` concurrently (at
+      -> :class:`~.transport.Posts`: POSTed to ``{base_url}/chat/completions`` concurrently (at
          most ``max_concurrency`` at once), with retries and exponential backoff on 429, 5xx
-         and connection errors (:func:`~.transport._attempts`)
+         and connection errors (:func:`~.transport.post_attempts`)
 
 Response flow:
     JSON
-      -> :func:`~.replies._samples_from_reply`: each choice's text cut at the stop string
+      -> :func:`~.replies.samples_from_reply`: each choice's text cut at the stop string
          (always, client side) or pulled out of an explicit stage reply; log-probabilities of
          the kept tokens; ``usage`` split over the choices -> :class:`Sample`
-      -> :func:`~.replies._choice_from_reply`: ``top_logprobs`` of the one generated token
+      -> :func:`~.replies.choice_from_reply`: ``top_logprobs`` of the one generated token
          -> :class:`ChoiceResult`
-    HTTP errors -> :func:`~.errors._error_for`: :class:`~.errors.ModelNotServedError`,
+    HTTP errors -> :func:`~.errors.error_for`: :class:`~.errors.ModelNotServedError`,
       :class:`~.errors.ImagesRejectedError`, :class:`~.errors.ServerUnreachableError`,
       :class:`~.errors.ServerError`
 
 Sync and async share one implementation: request planning is a generator that yields
-:class:`~.transport._Posts` and receives replies, and the retry loop is a generator that
+:class:`~.transport.Posts` and receives replies, and the retry loop is a generator that
 yields posts and sleeps; :meth:`OpenAICompatibleBackend.sample` runs them with a sync
 ``httpx.Client`` (threads for concurrency), :meth:`~OpenAICompatibleBackend.asample`
 with an ``httpx.AsyncClient``. No event loop is ever started.
@@ -46,17 +46,17 @@ from typing import Any, TypeVar
 import httpx
 
 from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
-from langchain_llava_cot.backends.openai.asking import _choice_payload, _how_to_ask, _sample_payloads
-from langchain_llava_cot.backends.openai.capabilities import ServerCapabilities, _probe_plan
+from langchain_llava_cot.backends.openai.asking import choice_payload, how_to_ask, sample_payloads
+from langchain_llava_cot.backends.openai.capabilities import ServerCapabilities, probe_plan
 from langchain_llava_cot.backends.openai.errors import ImagesRejectedError
-from langchain_llava_cot.backends.openai.replies import _choice_from_reply, _samples_from_reply
+from langchain_llava_cot.backends.openai.replies import choice_from_reply, samples_from_reply
 from langchain_llava_cot.backends.openai.transport import (
-    _apost_within,
-    _attempts,
-    _Plan,
-    _Post,
-    _post_within,
-    _Posts,
+    Plan,
+    Post,
+    Posts,
+    apost_within,
+    post_attempts,
+    post_within,
 )
 from langchain_llava_cot.conversation import Conversation
 
@@ -176,23 +176,23 @@ class OpenAICompatibleBackend(VLMBackend):
 
     # plans: what to send and how to read it, written once
 
-    def _sample_plan(self, requests: Sequence[SampleRequest]) -> _Plan[list[list[Sample]]]:
+    def _sample_plan(self, requests: Sequence[SampleRequest]) -> Plan[list[list[Sample]]]:
         caps = yield from self._capabilities_plan()
         payloads, owners, asks = [], [], []
         for index, request in enumerate(requests):
             self._check_images(request.conversation, caps)
-            ask = _how_to_ask(request.conversation, request.prefix, request.stop, caps)
+            ask = how_to_ask(request.conversation, request.prefix, request.stop, caps)
             asks.append(ask)
-            for payload in _sample_payloads(self.model, request, ask, caps):
+            for payload in sample_payloads(self.model, request, ask, caps):
                 payloads.append(payload)
                 owners.append(index)
-        replies = yield _Posts(tuple(payloads))
+        replies = yield Posts(tuple(payloads))
         out: list[list[Sample]] = [[] for _ in requests]
         for index, reply in zip(owners, replies):
-            out[index].extend(_samples_from_reply(requests[index], asks[index], reply))
+            out[index].extend(samples_from_reply(requests[index], asks[index], reply))
         return [samples[: request.n] for samples, request in zip(out, requests)]
 
-    def _choice_plan(self, requests: Sequence[ChoiceRequest]) -> _Plan[list[ChoiceResult]]:
+    def _choice_plan(self, requests: Sequence[ChoiceRequest]) -> Plan[list[ChoiceResult]]:
         caps = yield from self._capabilities_plan()
         if not caps.choice:
             msg = (
@@ -202,12 +202,12 @@ class OpenAICompatibleBackend(VLMBackend):
             raise NotImplementedError(msg)
         for request in requests:
             self._check_images(request.conversation, caps)
-        replies = yield _Posts(tuple(_choice_payload(self.model, r) for r in requests))
-        return [_choice_from_reply(request, reply) for request, reply in zip(requests, replies)]
+        replies = yield Posts(tuple(choice_payload(self.model, r) for r in requests))
+        return [choice_from_reply(request, reply) for request, reply in zip(requests, replies)]
 
-    def _capabilities_plan(self) -> _Plan[ServerCapabilities]:
+    def _capabilities_plan(self) -> Plan[ServerCapabilities]:
         if self.capabilities is None:
-            self.capabilities = yield from _probe_plan(self.model)
+            self.capabilities = yield from probe_plan(self.model)
         return self.capabilities
 
     def _check_images(self, conversation: Conversation, caps: ServerCapabilities) -> None:
@@ -220,7 +220,7 @@ class OpenAICompatibleBackend(VLMBackend):
 
     # transports: run a plan with sync or async HTTP
 
-    def _run(self, plan: _Plan[T]) -> T:
+    def _run(self, plan: Plan[T]) -> T:
         try:
             posts = next(plan)
             while True:
@@ -228,7 +228,7 @@ class OpenAICompatibleBackend(VLMBackend):
         except StopIteration as done:
             return done.value
 
-    async def _arun(self, plan: _Plan[T]) -> T:
+    async def _arun(self, plan: Plan[T]) -> T:
         try:
             posts = next(plan)
             while True:
@@ -236,7 +236,7 @@ class OpenAICompatibleBackend(VLMBackend):
         except StopIteration as done:
             return done.value
 
-    def _post_all(self, posts: _Posts) -> list[Any]:
+    def _post_all(self, posts: Posts) -> list[Any]:
         if len(posts.payloads) == 1:
             return [self._post_one(posts.payloads[0], posts.probe)]
         workers = min(self.max_concurrency, len(posts.payloads))
@@ -245,13 +245,13 @@ class OpenAICompatibleBackend(VLMBackend):
 
     def _post_one(self, payload: dict[str, Any], probe: bool) -> Any:
         client = self._sync_client()
-        attempts = _attempts(payload, self.base_url, self.max_retries, probe)
+        attempts = post_attempts(payload, self.base_url, self.max_retries, probe)
         try:
             action = next(attempts)
             while True:
-                if isinstance(action, _Post):
+                if isinstance(action, Post):
                     try:
-                        outcome: Any = _post_within(client, action.payload, self.timeout)
+                        outcome: Any = post_within(client, action.payload, self.timeout)
                     except httpx.TransportError as e:
                         outcome = e
                 else:
@@ -261,19 +261,19 @@ class OpenAICompatibleBackend(VLMBackend):
         except StopIteration as done:
             return done.value
 
-    async def _apost_all(self, posts: _Posts) -> list[Any]:
+    async def _apost_all(self, posts: Posts) -> list[Any]:
         state = self._loop_state()
         return list(await asyncio.gather(*(self._apost_one(state, p, posts.probe) for p in posts.payloads)))
 
     async def _apost_one(self, state: _LoopState, payload: dict[str, Any], probe: bool) -> Any:
-        attempts = _attempts(payload, self.base_url, self.max_retries, probe)
+        attempts = post_attempts(payload, self.base_url, self.max_retries, probe)
         try:
             action = next(attempts)
             while True:
-                if isinstance(action, _Post):
+                if isinstance(action, Post):
                     try:
                         async with state.semaphore:
-                            outcome: Any = await _apost_within(state.client, action.payload, self.timeout)
+                            outcome: Any = await apost_within(state.client, action.payload, self.timeout)
                     except httpx.TransportError as e:
                         outcome = e
                 else:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_llava_cot.backends.openai.errors import ImagesRejectedError, ServerError
-from langchain_llava_cot.backends.openai.transport import _Plan, _Posts
+from langchain_llava_cot.backends.openai.transport import Plan, Posts
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class ServerCapabilities:
 # --- detection ------------------------------------------------------------------------
 
 
-def _probe_plan(model: str) -> _Plan[ServerCapabilities]:
+def probe_plan(model: str) -> Plan[ServerCapabilities]:
     """Find out what the server honours with a few one-token requests.
 
     1. A plain request, which must succeed: a dead server or a wrong model name fails here.
@@ -78,7 +78,7 @@ def _probe_plan(model: str) -> _Plan[ServerCapabilities]:
     user = {"role": "user", "content": "Say OK."}
     partial = [user, {"role": "assistant", "content": "OK"}]
     image_part = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{_probe_image()}"}}
-    [plain_reply] = yield _Posts((payload(),))
+    [plain_reply] = yield Posts((payload(),))
     features = payload(n=2, stop=["\n\n"], logprobs=True, top_logprobs=2, temperature=1.0, seed=0)
     continued = payload(messages=partial, continue_final_message=True, add_generation_prompt=False)
     finished = payload(messages=partial)
@@ -87,7 +87,7 @@ def _probe_plan(model: str) -> _Plan[ServerCapabilities]:
     )
     grammar = payload(structured_outputs={"grammar": 'root ::= "7"'})  # honoured: the reply is "7"
     gbnf = payload(grammar='root ::= "7"')
-    together, continued_reply, finished_reply, image_reply, grammar_reply, gbnf_reply = yield _Posts(
+    together, continued_reply, finished_reply, image_reply, grammar_reply, gbnf_reply = yield Posts(
         (features, continued, finished, pictured, grammar, gbnf), probe=True
     )
     if isinstance(together, ServerError):
@@ -96,13 +96,13 @@ def _probe_plan(model: str) -> _Plan[ServerCapabilities]:
             payload(stop=["\n\n"]),
             payload(logprobs=True, top_logprobs=2),
         )
-        n_reply, stop_reply, logprobs_reply = yield _Posts(separately, probe=True)
+        n_reply, stop_reply, logprobs_reply = yield Posts(separately, probe=True)
     else:
         n_reply = stop_reply = logprobs_reply = together
     generation_config = False
     if isinstance(continued_reply, ServerError) and continued_reply.status == 422:
         config = payload(generation_config=json.dumps({"max_new_tokens": 1}))
-        [config_reply] = yield _Posts((config,), probe=True)
+        [config_reply] = yield Posts((config,), probe=True)
         generation_config = not isinstance(config_reply, ServerError)
     first_token = _first_token(logprobs_reply)
     return ServerCapabilities(

@@ -1,7 +1,7 @@
 """Errors of an OpenAI-compatible server, and which one an HTTP error reply is.
 
 Every error is a :class:`ServerError` (a ``RuntimeError``) whose message says what to do;
-:func:`_error_for` picks the subclass from the status and the server's message:
+:func:`error_for` picks the subclass from the status and the server's message:
 :class:`ModelNotServedError`, :class:`ImagesRejectedError`, or a plain :class:`ServerError`.
 :class:`ServerUnreachableError` and :class:`ServerTimeoutError` come from the transport.
 """
@@ -64,7 +64,7 @@ def _error_message(response: httpx.Response) -> str:
     return json.dumps(body)[:300]
 
 
-def _error_for(response: httpx.Response, payload: dict[str, Any], base_url: str) -> ServerError:
+def error_for(response: httpx.Response, payload: dict[str, Any], base_url: str) -> ServerError:
     """The project error for an HTTP error reply, saying what to do about it."""
     status, message, model = response.status_code, _error_message(response), payload.get("model")
     if _MODEL_MISSING.search(message):

@@ -1,10 +1,10 @@
 """How a server's reply is read back: JSON to samples and choice scores.
 
     JSON
-      -> :func:`_samples_from_reply`: each choice's text cut at the stop string (always,
+      -> :func:`samples_from_reply`: each choice's text cut at the stop string (always,
          client side) or pulled out of an explicit stage reply; log-probabilities of the
          kept tokens; ``usage`` split over the choices -> :class:`Sample`
-      -> :func:`_choice_from_reply`: ``top_logprobs`` of the one generated token -> :class:`ChoiceResult`
+      -> :func:`choice_from_reply`: ``top_logprobs`` of the one generated token -> :class:`ChoiceResult`
 
 All functions are pure; a reply without choices is a :class:`ServerError`.
 """
@@ -22,11 +22,11 @@ from langchain_llava_cot.backends.langchain import (
     span_logprobs,
     stage_repairs,
 )
-from langchain_llava_cot.backends.openai.asking import _Ask
+from langchain_llava_cot.backends.openai.asking import Ask
 from langchain_llava_cot.backends.openai.errors import ServerError
 
 
-def _samples_from_reply(request: SampleRequest, ask: _Ask, reply: dict[str, Any]) -> list[Sample]:
+def samples_from_reply(request: SampleRequest, ask: Ask, reply: dict[str, Any]) -> list[Sample]:
     """Read every choice of a reply into samples of what ``request`` asked for."""
     choices = _choices(reply)
     usage = reply.get("usage") or {}
@@ -55,14 +55,14 @@ def _samples_from_reply(request: SampleRequest, ask: _Ask, reply: dict[str, Any]
     return samples
 
 
-def _without_echo(content: str, ask: _Ask) -> str:
+def _without_echo(content: str, ask: Ask) -> str:
     """The continuation alone: llama.cpp's assistant prefill returns the prefix in the reply too."""
     if ask.mode == "continue" and ask.prefix and content.startswith(ask.prefix):
         return content[len(ask.prefix) :]
     return content
 
 
-def _kept_span(content: str, ask: _Ask) -> tuple[int, int, bool, Extracted | None]:
+def _kept_span(content: str, ask: Ask) -> tuple[int, int, bool, Extracted | None]:
     """Where the wanted text lies in a reply, and whether the asked stage was closed there.
 
     The last item is the stage as found in a reply to an explicit stage request.
@@ -100,7 +100,7 @@ def _token_logprobs(choice: dict[str, Any]) -> list[tuple[str, float]]:
     return [(str(t.get("token", "")), float(t["logprob"])) for t in content if t.get("logprob") is not None]
 
 
-def _choice_from_reply(request: ChoiceRequest, reply: dict[str, Any]) -> ChoiceResult:
+def choice_from_reply(request: ChoiceRequest, reply: dict[str, Any]) -> ChoiceResult:
     """Each option's log-probability among the first token's ``top_logprobs`` (-inf when absent)."""
     content = (_choices(reply)[0].get("logprobs") or {}).get("content") or []
     top = content[0].get("top_logprobs") or [] if content else []

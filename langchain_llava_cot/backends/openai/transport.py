@@ -1,12 +1,12 @@
 """The transport: POST payloads to ``{base_url}/chat/completions``, with retries.
 
-A request plan (:data:`_Plan`) is a generator that yields :class:`_Posts` (payloads to
-POST concurrently) and receives the replies; the retry loop (:func:`_attempts`) is a
+A request plan (:data:`Plan`) is a generator that yields :class:`Posts` (payloads to
+POST concurrently) and receives the replies; the retry loop (:func:`post_attempts`) is a
 generator that yields posts and sleeps, retrying with exponential backoff on 429, 5xx
 and connection errors (:func:`_retry_delay`). Neither does any I/O, so sync and async
 HTTP share them: the backend runs both with an ``httpx.Client`` (threads for
 concurrency) or an ``httpx.AsyncClient``, each reply read within one deadline
-(:func:`_post_within`, :func:`_apost_within`).
+(:func:`post_within`, :func:`apost_within`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from langchain_llava_cot.backends.openai.errors import (
     ServerError,
     ServerTimeoutError,
     ServerUnreachableError,
-    _error_for,
+    error_for,
 )
 
 T = TypeVar("T")
@@ -38,7 +38,7 @@ _BACKOFF_CAP_S = 8.0
 
 
 @dataclass(frozen=True)
-class _Posts:
+class Posts:
     """POST these payloads concurrently; a probe gets errors back as values instead of raised."""
 
     payloads: tuple[dict[str, Any], ...]
@@ -46,19 +46,21 @@ class _Posts:
 
 
 @dataclass(frozen=True)
-class _Post:
+class Post:
+    """One POST of ``payload`` to make next."""
+
     payload: dict[str, Any]
 
 
-_Plan = Generator[_Posts, list[Any], T]
-_Attempt = Generator[Union[_Post, float], Union[httpx.Response, httpx.TransportError, None], Any]  # noqa: UP007
+Plan = Generator[Posts, list[Any], T]
+_Attempt = Generator[Union[Post, float], Union[httpx.Response, httpx.TransportError, None], Any]  # noqa: UP007
 
 
 _UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol, httpx.ProxyError)
 """Transport errors that mean nothing answered; any other broke a request under way."""
 
 
-def _post_within(client: httpx.Client, payload: dict[str, Any], seconds: float) -> httpx.Response:
+def post_within(client: httpx.Client, payload: dict[str, Any], seconds: float) -> httpx.Response:
     """POST a chat completion and read the whole reply within ``seconds``.
 
     httpx's timeout bounds each read, so a server that trickles its body would hold the
@@ -77,8 +79,8 @@ def _post_within(client: httpx.Client, payload: dict[str, Any], seconds: float) 
     )
 
 
-async def _apost_within(client: httpx.AsyncClient, payload: dict[str, Any], seconds: float) -> httpx.Response:
-    """The async :func:`_post_within`: the whole request is cancelled at the deadline."""
+async def apost_within(client: httpx.AsyncClient, payload: dict[str, Any], seconds: float) -> httpx.Response:
+    """The async :func:`post_within`: the whole request is cancelled at the deadline."""
     try:
         return await asyncio.wait_for(client.post("/chat/completions", json=payload), seconds)
     except asyncio.TimeoutError as e:
@@ -86,7 +88,7 @@ async def _apost_within(client: httpx.AsyncClient, payload: dict[str, Any], seco
         raise httpx.ReadTimeout(msg) from e
 
 
-def _attempts(payload: dict[str, Any], base_url: str, max_retries: int, probe: bool) -> _Attempt:
+def post_attempts(payload: dict[str, Any], base_url: str, max_retries: int, probe: bool) -> _Attempt:
     """Send ``payload`` until it succeeds or retries run out; yields posts and sleeps (seconds).
 
     Returns the reply's JSON, or (for a probe) the :class:`ServerError` instead of raising it.
@@ -94,7 +96,7 @@ def _attempts(payload: dict[str, Any], base_url: str, max_retries: int, probe: b
     retry_statuses = _PROBE_RETRY_STATUSES if probe else _RETRY_STATUSES
     error: ServerError
     for attempt in range(max_retries + 1):
-        outcome = yield _Post(payload)
+        outcome = yield Post(payload)
         if isinstance(outcome, httpx.TimeoutException) and not isinstance(outcome, httpx.ConnectTimeout):
             msg = f"The server at {base_url} did not answer within the timeout ({outcome!r}). Raise timeout=."
             error = ServerTimeoutError(msg)
@@ -120,7 +122,7 @@ def _attempts(payload: dict[str, Any], base_url: str, max_retries: int, probe: b
                     msg = f"The server at {base_url} sent a reply that is not JSON: {response.text[:200]!r}."
                     error = ServerError(msg, status=response.status_code)
                     break
-            error = _error_for(response, payload, base_url)
+            error = error_for(response, payload, base_url)
             if response.status_code not in retry_statuses:
                 break
         if attempt < max_retries:

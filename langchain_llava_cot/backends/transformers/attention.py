@@ -26,7 +26,7 @@ class SelfAttention:
     """Whether a prompt's cache can be read once and reused."""
 
     def holds(self, prompt: Prompt) -> bool:
-        """Whether the prefix cache can serve ``prompt`` (its image tokens are found)."""
+        """Whether the cache can reuse a prompt whose image tokens were found: always, here."""
         return True
 
     def layers(self, cache: Any) -> Layers | None:

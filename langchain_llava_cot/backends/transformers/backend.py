@@ -53,23 +53,23 @@ from langchain_llava_cot.backends._grammar import ToolCallGrammars
 from langchain_llava_cot.backends._prefix_cache import cache_argument, output_cache
 from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
 from langchain_llava_cot.backends.transformers.attention import attention_of
-from langchain_llava_cot.backends.transformers.decoding import Decoder, _as_set, _chosen_logprobs
+from langchain_llava_cot.backends.transformers.decoding import Decoder, as_set, chosen_logprobs
 from langchain_llava_cot.backends.transformers.inputs import Inputs, Prompt
 from langchain_llava_cot.backends.transformers.jobs import (
-    _checked_choices,
-    _checked_samples,
-    _chunks,
-    _group_key,
-    _shut_down,
-    _weak_runner,
+    checked_choices,
+    checked_samples,
+    chunks,
+    group_key,
+    shut_down,
+    weak_runner,
 )
 from langchain_llava_cot.backends.transformers.loading import (
-    _check_is_vlm,
-    _has_plain_kv_cache,
-    _import_transformers,
-    _is_encoder_decoder,
-    _name_of,
-    _resolve_source,
+    check_is_vlm,
+    has_plain_kv_cache,
+    import_transformers,
+    is_encoder_decoder,
+    name_of,
+    resolve_source,
 )
 from langchain_llava_cot.backends.transformers.prefill import Prefill
 from langchain_llava_cot.backends.transformers.scoring import (
@@ -149,9 +149,9 @@ class TransformersBackend(VLMBackend):
         share_prefill: bool = True,
         max_cached_prefixes: int = 64,
     ) -> None:
-        transformers = _import_transformers()
-        source = _resolve_source(model)
-        _check_is_vlm(source, trust_remote_code=trust_remote_code)
+        transformers = import_transformers()
+        source = resolve_source(model)
+        check_is_vlm(source, trust_remote_code=trust_remote_code)
         processor = transformers.AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
         loaded = transformers.AutoModelForImageTextToText.from_pretrained(
             source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
@@ -175,7 +175,7 @@ class TransformersBackend(VLMBackend):
         ``share_prefill`` and ``max_cached_prefixes`` as in the constructor.
         """
         backend = cls.__new__(cls)
-        backend._setup(model, processor, model_name=model_name or _name_of(model), **options)
+        backend._setup(model, processor, model_name=model_name or name_of(model), **options)
         return backend
 
     def _setup(
@@ -208,8 +208,8 @@ class TransformersBackend(VLMBackend):
         attention = attention_of(model, self._inputs.images)
         self._share_prefill = (
             share_prefill
-            and not _is_encoder_decoder(model)
-            and _has_plain_kv_cache(model)
+            and not is_encoder_decoder(model)
+            and has_plain_kv_cache(model)
             and attention.can_prefill
         )
         pad_token_id = (
@@ -228,9 +228,9 @@ class TransformersBackend(VLMBackend):
         self.forward_calls = 0
         """Plain forward passes (judge choices) made so far."""
         self._queue = BatchQueue(
-            _weak_runner(self), window=batch_window, name=f"TransformersBackend({model_name})"
+            weak_runner(self), window=batch_window, name=f"TransformersBackend({model_name})"
         )
-        self._finalizer = weakref.finalize(self, _shut_down, self._queue, self._inputs.images, self._prefill)
+        self._finalizer = weakref.finalize(self, shut_down, self._queue, self._inputs, self._prefill)
         self.model_name = model_name
         if tokenizer.padding_side != "left":
             logger.warning(
@@ -252,9 +252,12 @@ class TransformersBackend(VLMBackend):
         return self._inputs.images.images_encoded
 
     @property
-    def pictures_processed(self) -> int:
-        """Times the image processor ran; a picture asked about again reuses its pixels."""
-        return self._inputs.pictures_processed
+    def image_processor_runs(self) -> int | None:
+        """Times the image processor ran (None with ``max_cached_images=0``, which does not count).
+
+        A stage's prompt asking about a picture already processed reuses its pixels.
+        """
+        return self._inputs.image_processor_runs
 
     @property
     def cached_images(self) -> int:
@@ -292,22 +295,22 @@ class TransformersBackend(VLMBackend):
 
     def sample(self, requests: Sequence[SampleRequest]) -> list[list[Sample]]:
         """Sample each request's ``n`` continuations, batched with concurrent callers' work."""
-        requests = self._fitting(_checked_samples(requests))
+        requests = self._fitting(checked_samples(requests))
         return self._queue.submit("sample", requests).result() if requests else []
 
     async def asample(self, requests: Sequence[SampleRequest]) -> list[list[Sample]]:
         """Async :meth:`sample`: waits on the queue without holding a thread."""
-        requests = self._fitting(_checked_samples(requests))
+        requests = self._fitting(checked_samples(requests))
         return await asyncio.wrap_future(self._queue.submit("sample", requests)) if requests else []
 
     def choose(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
         """Log-probability of each option right after each request's prefix."""
-        requests = self._fitting(_checked_choices(requests))
+        requests = self._fitting(checked_choices(requests))
         return self._queue.submit("choose", requests).result() if requests else []
 
     async def achoose(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
         """Async :meth:`choose`: waits on the queue without holding a thread."""
-        requests = self._fitting(_checked_choices(requests))
+        requests = self._fitting(checked_choices(requests))
         return await asyncio.wrap_future(self._queue.submit("choose", requests)) if requests else []
 
     @property
@@ -361,9 +364,9 @@ class TransformersBackend(VLMBackend):
         groups: dict[tuple, list[tuple[int, int]]] = {}
         for j, job in enumerate(jobs):
             for r, request in enumerate(job.payload):
-                groups.setdefault(_group_key(request, caller=j), []).append((j, r))
+                groups.setdefault(group_key(request, caller=j), []).append((j, r))
         for members in groups.values():
-            for chunk in _chunks(members, [jobs[j].payload[r].n for j, r in members], self._max_batch_rows):
+            for chunk in chunks(members, [jobs[j].payload[r].n for j, r in members], self._max_batch_rows):
                 batch = [jobs[j].payload[r] for j, r in chunk]
                 for (j, r), samples in zip(chunk, self._sample_group(batch)):
                     results[j][r] = samples
@@ -382,7 +385,7 @@ class TransformersBackend(VLMBackend):
         prompt_length = inputs["input_ids"].shape[1]
         stops = StoppingCriteriaList([self._decoder.stops(prompt_length, rows)])
         constrained = {}
-        if first.tool_call is not None:  # the group shares its constraint (see _group_key)
+        if first.tool_call is not None:  # the group shares its constraint (see group_key)
             processor = self._grammars.processor(first.tool_call, first.prefix)
             constrained["logits_processor"] = LogitsProcessorList([processor])
         self.generate_calls += 1
@@ -391,9 +394,9 @@ class TransformersBackend(VLMBackend):
                 **inputs, generation_config=settings, stopping_criteria=stops, **constrained
             )
         new_tokens = out.sequences[:, prompt_length:].tolist()
-        logprobs = _chosen_logprobs(out.logits, out.sequences[:, prompt_length:])
+        logprobs = chosen_logprobs(out.logits, out.sequences[:, prompt_length:])
         prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
-        eos = _as_set(settings.eos_token_id)
+        eos = as_set(settings.eos_token_id)
         samples = [
             self._decoder.cut(row_tokens, row_logprobs, request, eos, prompt)
             for row_tokens, row_logprobs, request, prompt in zip(new_tokens, logprobs, rows, prompt_tokens)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 from langchain_llava_cot.backends.base import Sample, SampleRequest
-from langchain_llava_cot.backends.transformers.loading import _rng_devices
+from langchain_llava_cot.backends.transformers.loading import rng_devices
 
 
 class Decoder:
@@ -77,7 +77,7 @@ class Decoder:
 
         if request.temperature == 0 or request.seed is None:
             return contextlib.nullcontext()
-        rng = torch.random.fork_rng(devices=_rng_devices(self._model))
+        rng = torch.random.fork_rng(devices=rng_devices(self._model))
 
         @contextlib.contextmanager
         def seeded() -> Iterator[None]:
@@ -187,7 +187,7 @@ def _stop_token_ids(stops: Sequence[str], token_id: Callable[[str], int | None])
     return frozenset(i for i in ids if i is not None)
 
 
-def _chosen_logprobs(logits: tuple, tokens: Any) -> list[list[float]]:
+def chosen_logprobs(logits: tuple, tokens: Any) -> list[list[float]]:
     """Log-probability of each generated token under the raw (unprocessed) logits."""
     import torch
 
@@ -202,7 +202,8 @@ def _before_stop(text: str, stops: tuple[str, ...]) -> str:
     return text[: min(positions)] if positions else text
 
 
-def _as_set(value: int | list[int] | None) -> set[int]:
+def as_set(value: int | list[int] | None) -> set[int]:
+    """A generation config's EOS id (one, several or none) as a set."""
     if value is None:
         return set()
     return {value} if isinstance(value, int) else set(value)

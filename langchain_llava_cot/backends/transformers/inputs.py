@@ -53,7 +53,7 @@ class Inputs:
 
     def __init__(self, model: Any, processor: Any, *, max_cached_images: int) -> None:
         self._model = model
-        self.processor = _remembering_pictures(processor)
+        self.processor = _remembering_pictures(processor, remember=max_cached_images > 0)
         self.tokenizer = processor.tokenizer
         self.images = ImageFeatureCache(model, max_images=max_cached_images)
         self._image_token_id = image_token_id(model)
@@ -93,10 +93,17 @@ class Inputs:
         return inputs.to(self._model.device, dtype=self._model.dtype)
 
     @property
-    def pictures_processed(self) -> int:
-        """Times the image processor actually ran (reused outputs do not count)."""
+    def image_processor_runs(self) -> int | None:
+        """Times the image processor ran (remembered outputs do not count); None when not counted."""
         remembered = getattr(self.processor, "image_processor", None)
-        return remembered.runs if isinstance(remembered, RememberedPictures) else 0
+        return remembered.runs if isinstance(remembered, RememberedPictures) else None
+
+    def close(self) -> None:
+        """Release the image feature cache and the remembered pixels."""
+        self.images.close()
+        remembered = getattr(self.processor, "image_processor", None)
+        if isinstance(remembered, RememberedPictures):
+            remembered.clear()
 
     def prompts(self, pairs: list[Pair]) -> list[Prompt]:
         """Each pair tokenized in one processor call, padding removed.
@@ -145,14 +152,16 @@ def image_key(conversation: Conversation) -> tuple[str, ...]:
 
 
 class RememberedPictures:
-    """An image processor that remembers what it made for the last few batches of pictures.
+    """An image processor that remembers what it made for the last few single pictures.
 
-    One search asks about the same picture at every stage and judge call, and the
-    picture arrives as the same decoded object each time (:func:`decode_image` keeps
-    them), so its pixels are processed once and reused. Outputs are keyed by the
-    pictures' identities and the call's settings; an entry holds its pictures, so an
-    identity cannot be reused while it is kept. Each caller gets a shallow copy (some
-    processors pop keys from the output).
+    One search asks about the same picture at every stage (each stage's prompt is read
+    once, alone), and the picture arrives as the same decoded object each time
+    (:func:`decode_image` keeps them), so its pixels are processed once and reused.
+    Calls over several pictures (a judge round over several copies, whole-prompt
+    batches of ``n`` rows) run the wrapped processor as usual, so what is kept stays
+    the size of ``size`` pictures. Outputs are keyed by the picture's identity and the
+    call's settings; an entry holds its picture, so an identity cannot be reused while
+    it is kept. Each caller gets a shallow copy (some processors pop keys from it).
     """
 
     def __init__(self, inner: Any, *, size: int = 8) -> None:
@@ -163,37 +172,61 @@ class RememberedPictures:
         """Times the wrapped image processor ran."""
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_inner", "_kept", "_size"):
+            raise AttributeError(name)  # copy and pickle look these up before __init__ has run
         return getattr(self._inner, name)
 
     def __call__(self, images: Any, *args: Any, **kwargs: Any) -> Any:
-        """The wrapped processor's output for ``images``, made once per batch of pictures."""
-        key = (_identities(images), repr(args), repr(sorted(kwargs.items())))
+        """The wrapped processor's output for ``images``; a single picture's is remembered."""
+        picture = _single_picture(images)
+        if picture is None:
+            self.runs += 1
+            return self._inner(images, *args, **kwargs)
+        key = (id(picture), _nesting(images), repr(args), repr(sorted(kwargs.items())))
         found = self._kept.get(key)
         if found is None:
             self.runs += 1
-            found = (images, self._inner(images, *args, **kwargs))
+            found = (picture, self._inner(images, *args, **kwargs))
             self._kept[key] = found
             while len(self._kept) > self._size:
                 self._kept.popitem(last=False)
         self._kept.move_to_end(key)
         return copy.copy(found[1])
 
-
-def _identities(images: Any) -> Any:
-    """The nesting of ``images`` with each picture replaced by its ``id``."""
-    if isinstance(images, (list, tuple)):
-        return tuple(_identities(image) for image in images)
-    return id(images)
+    def clear(self) -> None:
+        """Forget every remembered output."""
+        self._kept.clear()
 
 
-def _remembering_pictures(processor: Any) -> Any:
-    """A shallow copy of ``processor`` whose image processor remembers its outputs.
+def _single_picture(images: Any) -> Any:
+    """The one picture of ``images`` (however nested in lists), or None when there are more."""
+    while isinstance(images, (list, tuple)):
+        if len(images) != 1:
+            return None
+        images = images[0]
+    return images
 
-    The processor given is left as it is; one without an image processor is returned unchanged.
+
+def _nesting(images: Any) -> int:
+    """How deep the single picture of ``images`` sits in lists."""
+    depth = 0
+    while isinstance(images, (list, tuple)):
+        images, depth = images[0], depth + 1
+    return depth
+
+
+def _remembering_pictures(processor: Any, *, remember: bool) -> Any:
+    """A shallow copy of ``processor`` whose image processor remembers single pictures.
+
+    The processor given is left as it is; one that is already remembering gets a
+    fresh memory of its own. Without ``remember`` or an image processor, the copy is
+    the plain processor.
     """
     inner = getattr(processor, "image_processor", None)
     if inner is None:
         return processor
-    remembering = copy.copy(processor)
-    remembering.image_processor = RememberedPictures(inner)
-    return remembering
+    if isinstance(inner, RememberedPictures):
+        inner = inner._inner
+    plain = copy.copy(processor)
+    plain.image_processor = RememberedPictures(inner) if remember else inner
+    return plain

@@ -8,17 +8,17 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_llava_cot.backends._batching import BatchQueue, Job
 from langchain_llava_cot.backends._grammar import stages_to_write
-from langchain_llava_cot.backends._vision_cache import ImageFeatureCache
 from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest
 from langchain_llava_cot.conversation import Conversation
 from langchain_llava_cot.images import decode_image
 
 if TYPE_CHECKING:
     from langchain_llava_cot.backends.transformers.backend import TransformersBackend
+    from langchain_llava_cot.backends.transformers.inputs import Inputs
     from langchain_llava_cot.backends.transformers.prefill import Prefill
 
 
-def _checked_samples(requests: Sequence[SampleRequest]) -> list[SampleRequest]:
+def checked_samples(requests: Sequence[SampleRequest]) -> list[SampleRequest]:
     """Validate in the caller's thread, so a bad request fails before it is queued."""
     for request in requests:
         _check_images(request.conversation)
@@ -27,7 +27,8 @@ def _checked_samples(requests: Sequence[SampleRequest]) -> list[SampleRequest]:
     return list(requests)
 
 
-def _checked_choices(requests: Sequence[ChoiceRequest]) -> list[ChoiceRequest]:
+def checked_choices(requests: Sequence[ChoiceRequest]) -> list[ChoiceRequest]:
+    """Validate choices in the caller's thread, as :func:`checked_samples` does samples."""
     for request in requests:
         _check_images(request.conversation)
     return list(requests)
@@ -39,7 +40,7 @@ def _check_images(conversation: Conversation) -> None:
         decode_image(image)
 
 
-def _group_key(request: SampleRequest, caller: int) -> tuple:
+def group_key(request: SampleRequest, caller: int) -> tuple:
     """Requests with equal keys can share one ``generate`` call.
 
     Seeded sampling keeps its caller in the key: a seeded call must give the same
@@ -54,7 +55,7 @@ def _group_key(request: SampleRequest, caller: int) -> tuple:
     return (request.temperature, request.top_p, request.seed, owner, has_images, grammar)
 
 
-def _chunks(members: list, sizes: list[int], limit: int) -> Iterator[list]:
+def chunks(members: list, sizes: list[int], limit: int) -> Iterator[list]:
     """Split ``members`` into runs whose ``sizes`` add up to at most ``limit`` (one at least)."""
     chunk: list = []
     total = 0
@@ -68,7 +69,7 @@ def _chunks(members: list, sizes: list[int], limit: int) -> Iterator[list]:
         yield chunk
 
 
-def _weak_runner(backend: TransformersBackend) -> Callable[[Sequence[Job]], list[Any]]:
+def weak_runner(backend: TransformersBackend) -> Callable[[Sequence[Job]], list[Any]]:
     """The queue's batch runner, holding the backend weakly so it can be collected."""
     ref = weakref.ref(backend)
 
@@ -82,7 +83,8 @@ def _weak_runner(backend: TransformersBackend) -> Callable[[Sequence[Job]], list
     return run
 
 
-def _shut_down(queue: BatchQueue, images: ImageFeatureCache, prefill: Prefill) -> None:
+def shut_down(queue: BatchQueue, inputs: Inputs, prefill: Prefill) -> None:
+    """Stop the worker and release the caches (the backend's finalizer)."""
     queue.close()
-    images.close()
+    inputs.close()
     prefill.clear()

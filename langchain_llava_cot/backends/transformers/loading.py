@@ -8,7 +8,8 @@ from typing import Any
 _INSTALL = "Install the extra: pip install 'langchain-llava-cot[transformers]'."
 
 
-def _import_transformers() -> Any:
+def import_transformers() -> Any:
+    """The ``transformers`` module, or an ImportError that says how to install it."""
     try:
         import transformers
     except ImportError as e:
@@ -17,7 +18,7 @@ def _import_transformers() -> Any:
     return transformers
 
 
-def _resolve_source(model: str | Path) -> str:
+def resolve_source(model: str | Path) -> str:
     """A local folder as a string, or a hub id; a missing local path fails here."""
     path = Path(model).expanduser()
     if path.exists():
@@ -42,7 +43,7 @@ def _looks_local(text: str) -> bool:
     return text.startswith(("/", "./", "../", "~", ".\\")) or "\\" in text or text.count("/") > 1
 
 
-def _check_is_vlm(source: str, *, trust_remote_code: bool) -> None:
+def check_is_vlm(source: str, *, trust_remote_code: bool) -> None:
     """Fail before loading weights when ``source`` is unavailable or not a vision-language model."""
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
@@ -71,11 +72,12 @@ def _check_is_vlm(source: str, *, trust_remote_code: bool) -> None:
         raise ValueError(msg)
 
 
-def _is_encoder_decoder(model: Any) -> bool:
+def is_encoder_decoder(model: Any) -> bool:
+    """Whether the model is an encoder-decoder (its prompts cannot be read once and reused)."""
     return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
 
 
-def _has_plain_kv_cache(model: Any) -> bool:
+def has_plain_kv_cache(model: Any) -> bool:
     """Whether every layer of the model's ``DynamicCache`` is full attention (croppable by slicing)."""
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
@@ -84,10 +86,12 @@ def _has_plain_kv_cache(model: Any) -> bool:
     return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
-def _rng_devices(model: Any) -> list:
+def rng_devices(model: Any) -> list:
+    """The CUDA device whose random state a seeded call must fork, if the model is on one."""
     device = getattr(model, "device", None)
     return [device] if device is not None and device.type == "cuda" else []
 
 
-def _name_of(model: Any) -> str:
+def name_of(model: Any) -> str:
+    """A loaded model's name: where it was loaded from, else its class."""
     return getattr(model, "name_or_path", None) or type(model).__name__
