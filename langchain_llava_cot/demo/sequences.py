@@ -61,7 +61,7 @@ __all__ = [
     "EOT",
     "JUDGE_STAGES",
     "VERIFIER_STAGES",
-    "Sequence_",
+    "TrainingSequence",
     "add_tool_prompt",
     "answer_tokens",
     "build_examples",
@@ -95,7 +95,7 @@ JUDGE_STAGES: tuple[Stage | None, ...] = (
 
 
 @dataclass
-class Sequence_:
+class TrainingSequence:
     """One training sequence."""
 
     ids: list[int]
@@ -264,10 +264,10 @@ def _call_pieces(example: Example, rng: random.Random) -> list[tuple[str, float]
 
 def tool_examples(
     processor: Any, pool: list[Example], config: TrainConfig, rng: random.Random, image_tokens: int
-) -> list[Sequence_]:
+) -> list[TrainingSequence]:
     """Tool-use sequences (see the module docstring); their examples are appended to ``pool``."""
     sums = others = 0
-    sequences: list[Sequence_] = []
+    sequences: list[TrainingSequence] = []
     for example in iter_examples("train", start=len(pool)):
         if sums >= config.tool_questions and others >= config.tool_others:
             break
@@ -276,26 +276,27 @@ def tool_examples(
             pool.append(example)
             pieces = _call_pieces(example, rng)
             prompt = prompt_text(processor, _tool_conversation(example, rng))
-            sequences.append(Sequence_(*_encode(processor, prompt, pieces, image_tokens), len(pool) - 1))
+            encoded = _encode(processor, prompt, pieces, image_tokens)
+            sequences.append(TrainingSequence(*encoded, len(pool) - 1))
             result = Turn(role="user", text=f"Tool result (add): {example.answer}")
             call = Turn(role="assistant", text=_add_call(example, example.scene.objects))
             conversation = _tool_conversation(example, rng, call, result)
             follow = [(example.target, 1.0), (EOT, 1.0)]
             ids, weights = _encode(processor, prompt_text(processor, conversation), follow, image_tokens)
-            sequences.append(Sequence_(ids, weights, len(pool) - 1))
+            sequences.append(TrainingSequence(ids, weights, len(pool) - 1))
         elif not _is_sum(example) and others < config.tool_others:
             others += 1
             pool.append(example)
             prompt = prompt_text(processor, _tool_conversation(example, rng))
             ids, weights = _encode(processor, prompt, _answer_pieces(example, rng), image_tokens)
-            sequences.append(Sequence_(ids, weights, len(pool) - 1))
+            sequences.append(TrainingSequence(ids, weights, len(pool) - 1))
     return sequences
 
 
 def build_examples(
     processor: Any, config: TrainConfig = DEFAULT_CONFIG, *, seed: int = 0, image_tokens: int = 9
-) -> tuple[list[Sequence_], list[Any]]:
-    """The training pool and its pictures (PIL images, indexed by ``Sequence_.image``).
+) -> tuple[list[TrainingSequence], list[Any]]:
+    """The training pool and its pictures (PIL images, indexed by ``TrainingSequence.image``).
 
     Answers, judge pairs, verifier rows and tool use come from training-split examples;
     off-domain requests are small talk, shapes questions without a picture, and pictures
@@ -303,20 +304,20 @@ def build_examples(
     """
     rng = random.Random(seed)
     pool = examples("train", config.answers + config.judge_pairs + config.verifier_rows)
-    sequences: list[Sequence_] = []
+    sequences: list[TrainingSequence] = []
     for i, example in enumerate(pool[: config.answers]):
         prompt = prompt_text(processor, example.conversation())
         ids, weights = _encode(processor, prompt, _answer_pieces(example, rng), image_tokens)
-        sequences.append(Sequence_(ids, weights, i))
+        sequences.append(TrainingSequence(ids, weights, i))
     judged = range(config.answers, config.answers + config.judge_pairs)
     for i in judged:
         for conversation, pieces in _judge_rows(pool[i], rng, config.verdict_weight):
             ids, weights = _encode(processor, prompt_text(processor, conversation), pieces, image_tokens)
-            sequences.append(Sequence_(ids, weights, i))
+            sequences.append(TrainingSequence(ids, weights, i))
     for i in range(judged.stop, len(pool)):
         conversation, pieces = _verifier_row(pool[i], rng, config.verdict_weight)
         ids, weights = _encode(processor, prompt_text(processor, conversation), pieces, image_tokens)
-        sequences.append(Sequence_(ids, weights, i))
+        sequences.append(TrainingSequence(ids, weights, i))
     if config.tool_questions or config.tool_others:
         sequences += tool_examples(processor, pool, config, rng, image_tokens)
     pictures: list[Any] = [example.image() for example in pool]
@@ -327,18 +328,18 @@ def build_examples(
             pictures.append(picture)
         pieces = _stage_pieces(off_domain_stages("none" if picture is None else "other"))
         ids, weights = _encode(processor, prompt_text(processor, conversation), pieces, image_tokens)
-        sequences.append(Sequence_(ids, weights, None if picture is None else len(pictures) - 1))
+        sequences.append(TrainingSequence(ids, weights, None if picture is None else len(pictures) - 1))
     return sequences, pictures
 
 
-def caption_sequences(processor: Any, pool_size: int, *, image_tokens: int = 9) -> list[Sequence_]:
+def caption_sequences(processor: Any, pool_size: int, *, image_tokens: int = 9) -> list[TrainingSequence]:
     """Summary+caption-only answers for the first ``pool_size`` answer examples (same pictures)."""
     sequences = []
     for i, example in enumerate(examples("train", pool_size)):
         prompt = prompt_text(processor, example.conversation())
         stages = {s: example.stages[s] for s in (Stage.SUMMARY, Stage.CAPTION)}
         pieces = _stage_pieces(stages)[:-1]  # no end of turn: the answer goes on
-        sequences.append(Sequence_(*_encode(processor, prompt, pieces, image_tokens), i))
+        sequences.append(TrainingSequence(*_encode(processor, prompt, pieces, image_tokens), i))
     return sequences
 
 

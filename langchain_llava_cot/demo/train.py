@@ -48,7 +48,7 @@ from langchain_llava_cot.demo.dataset import examples
 from langchain_llava_cot.demo.off_domain import SMALL_TALK, off_domain_image, off_domain_stages
 from langchain_llava_cot.demo.sequences import (
     JUDGE_STAGES,
-    Sequence_,
+    TrainingSequence,
     build_examples,
     caption_sequences,
     check_layout,
@@ -93,7 +93,7 @@ def _corpus(count: int = 3000) -> list[str]:
     return lines
 
 
-def _batches(sequences: list[Sequence_], tokens_per_batch: int, rng: random.Random) -> list[list[int]]:
+def _batches(sequences: list[TrainingSequence], tokens_per_batch: int, rng: random.Random) -> list[list[int]]:
     """Indices grouped by similar length, at most ``tokens_per_batch`` padded tokens each."""
     order = sorted(range(len(sequences)), key=lambda i: (len(sequences[i].ids), rng.random()))
     batches: list[list[int]] = []
@@ -267,7 +267,7 @@ class _Trainer:
     def done(self, until: float) -> bool:
         return self.progress() >= until
 
-    def step(self, batch: list[Sequence_]) -> None:
+    def step(self, batch: list[TrainingSequence]) -> None:
         import torch
 
         config, progress = self.config, self.progress()

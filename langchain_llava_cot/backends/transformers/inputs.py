@@ -17,8 +17,7 @@ from typing import Any
 
 from langchain_llava_cot.backends._vision_cache import ImageFeatureCache, image_token_id
 from langchain_llava_cot.conversation import Conversation, to_chat_messages
-from langchain_llava_cot.images import decode_image
-from langchain_llava_cot.images import image_key as _picture_key
+from langchain_llava_cot.images import decode_image, image_key
 
 Pair = tuple[Conversation, str]
 """A conversation and the text that follows its generation prompt."""
@@ -120,7 +119,7 @@ class Inputs:
         ):
             kept = [token for token, keep in zip(ids, mask) if keep]
             images = tuple(i for i, token in enumerate(kept) if token == self._image_token_id)
-            prompt = Prompt(conversation, text, kept, image_key(conversation), images)
+            prompt = Prompt(conversation, text, kept, conversation_keys(conversation), images)
             if tiles is not None and len(images) == 1:
                 prompt.tiles = tiles[row, -1, :1]  # its picture's tiles, as its last token sees them
             rows.append(prompt)
@@ -146,9 +145,9 @@ def pictures_of(pairs: Sequence[Pair]) -> list[bytes]:
     return [image for conversation, _ in pairs for image in conversation.images]
 
 
-def image_key(conversation: Conversation) -> tuple[str, ...]:
+def conversation_keys(conversation: Conversation) -> tuple[str, ...]:
     """Content keys of the conversation's pictures, in order."""
-    return tuple(_picture_key(image) for image in conversation.images)
+    return tuple(image_key(image) for image in conversation.images)
 
 
 class RememberedPictures:
