@@ -159,11 +159,13 @@ def side_by_side(args: argparse.Namespace, backend: Any, reference_backend: Any)
     generated: dict[str, list[int]] = {name: [] for name in walls}
     details: dict[str, Any] = {}
     vision_calls = dict.fromkeys(walls, 0)
+    processor_runs = dict.fromkeys(models, 0)  # the reference's backend remembers nothing to count
     for repeat in range(args.repeats):
         for name in walls:
             messages = _messages(repeat * 10 + len(walls[name]) + 100 * list(walls).index(name))
             # Both backends wrap one model, so this hook counts every vision-tower call.
             before = backend.vision_encoder_calls
+            runs_before = backend.image_processor_runs or 0
             if name == "reference":
                 conversation = convert_messages(messages)
                 seconds, details[name] = _timed(
@@ -181,6 +183,8 @@ def side_by_side(args: argparse.Namespace, backend: Any, reference_backend: Any)
                 details[name] = _usage(message)
             generated[name].append(details[name]["output_tokens"])
             vision_calls[name] += backend.vision_encoder_calls - before
+            if name in processor_runs:
+                processor_runs[name] += (backend.image_processor_runs or 0) - runs_before
             walls[name].append(seconds)
     median = {name: statistics.median(values) for name, values in walls.items()}
     return {
@@ -189,6 +193,7 @@ def side_by_side(args: argparse.Namespace, backend: Any, reference_backend: Any)
         "generated_tokens_mean": {name: statistics.mean(values) for name, values in generated.items()},
         "last_run": details,
         "vision_encoder_calls_per_request": {k: v / args.repeats for k, v in vision_calls.items()},
+        "image_processor_runs_per_request": {k: v / args.repeats for k, v in processor_runs.items()},
         "stage_beam_over_greedy": median["stage_beam"] / median["greedy"],
         "adaptive_over_greedy": median["adaptive"] / median["greedy"],
         "reference_over_stage_beam": median["reference"] / median["stage_beam"],
@@ -369,6 +374,8 @@ def report(results: dict) -> str:
         "vision-encoder calls per request: "
         + ", ".join(f"{k} {v:g}" for k, v in side["vision_encoder_calls_per_request"].items())
         + "   (target 1)",
+        "image-processor runs per request: "
+        + ", ".join(f"{k} {v:g}" for k, v in side["image_processor_runs_per_request"].items()),
         "",
         "throughput (stage_beam, threads over one ChatLlavaCoT):",
     ]

@@ -22,6 +22,7 @@ def test_search_cost_measures_every_figure(tmp_path: Path) -> None:
     assert side["vision_encoder_calls_per_request"] == {
         "greedy": 1.0, "stage_beam": 1.0, "adaptive": 1.0, "reference": 28.0,
     }  # fmt: skip
+    assert side["image_processor_runs_per_request"] == {"greedy": 1.0, "stage_beam": 1.0, "adaptive": 1.0}
     assert side["stage_beam_over_greedy"] > 0 and side["reference_over_stage_beam"] > 0
     assert side["adaptive_over_greedy"] > 0
     tokens = side["generated_tokens_mean"]
