@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         if args.debug:
             raise
-        bad_input = isinstance(e, (ValueError, TypeError, FileNotFoundError, ImportError))
+        bad_input = isinstance(e, (ValueError, TypeError, FileNotFoundError, IsADirectoryError, ImportError))
         Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(one_line(e))}")
         return 2 if bad_input else 1
 
@@ -159,6 +159,12 @@ def _ask(args: argparse.Namespace) -> int:
     from langchain_llava_cot.images import image_message
     from langchain_llava_cot.streaming import message_from_state
 
+    if not args.question.strip():
+        msg = "The question is empty: ask something about the picture, e.g. 'How many red squares?'."
+        raise ValueError(msg)
+    if args.image.is_dir():
+        msg = f"{str(args.image)!r} is a folder; pass an image file (PNG, JPEG...)."
+        raise IsADirectoryError(msg)
     if not args.image.is_file():
         msg = f"Image file {str(args.image)!r} does not exist."
         raise FileNotFoundError(msg)

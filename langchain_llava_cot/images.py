@@ -78,10 +78,15 @@ def image_block(data: bytes) -> dict[str, str]:
     return {"type": "image", "base64": image_base64(data), "mime_type": image_mime_type(data)}
 
 
-def image_message(image: bytes, question: str) -> HumanMessage:
-    """A user message with one image and then ``question``."""
+def image_message(image: bytes | Path, question: str) -> HumanMessage:
+    """A user message with one image (its bytes, or a path to read) and then ``question``."""
     from langchain_core.messages import HumanMessage
 
+    if isinstance(image, Path):
+        image = image.read_bytes()
+    if not isinstance(image, bytes):
+        msg = f"image_message takes the image's bytes or a Path, got {type(image).__name__}."
+        raise TypeError(msg)
     return HumanMessage(content=[image_block(image), {"type": "text", "text": question}])
 
 

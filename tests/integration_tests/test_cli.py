@@ -74,6 +74,15 @@ def _error_line(capsys) -> str:  # noqa: ANN001
     return err
 
 
+def test_an_empty_question_or_a_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    image = tmp_path / "red.png"
+    Image.new("RGB", (64, 64), "red").save(image)
+    assert main(["ask", str(image), "  ", "--model", str(tmp_path)]) == 2
+    assert "question is empty" in _error_line(capsys)
+    assert main(["ask", str(tmp_path), "How many?", "--model", str(tmp_path)]) == 2
+    assert "is a folder" in _error_line(capsys)
+
+
 def test_a_wrong_model_path_is_one_line_and_exit_2(tmp_path, capsys):
     image = tmp_path / "red.png"
     Image.new("RGB", (64, 64), "red").save(image)

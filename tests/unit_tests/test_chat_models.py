@@ -154,6 +154,14 @@ def test_image_message_labels_the_image_and_round_trips():
         convert_messages([image_message(b"not an image", "What colour?")])
 
 
+def test_image_message_reads_a_path_and_names_what_it_takes(tmp_path):
+    path = tmp_path / "blue.png"
+    Image.new("RGB", (8, 8), "blue").save(path)
+    assert convert_messages([image_message(path, "What colour?")]).images == (path.read_bytes(),)
+    with pytest.raises(TypeError, match="bytes or a Path"):
+        image_message(str(path), "What colour?")
+
+
 def test_base64_jpeg_blocks_are_not_taken_for_paths():
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8), "blue").save(buffer, format="JPEG")
