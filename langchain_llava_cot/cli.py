@@ -214,7 +214,8 @@ def _run_with_display(llm: Any, graph_input: Any, context: Any, console: Console
 
 
 def _print_step(console: Console, step: dict[str, Any]) -> None:
-    stage = step["stage"].upper()
+    span = step.get("span") or [step["stage"]]
+    stage = span[0].upper() if len(span) == 1 else f"{span[0].upper()} TO {span[-1].upper()}"
     n = len(step["candidates"])
     scores = step.get("scores")
     if n == 1:

@@ -35,6 +35,14 @@ def test_ask_prints_every_stage_and_the_answer(tiny_llava_path, tmp_path, capsys
     assert "Answer:" in out and "stage_beam:" in out
 
 
+def test_a_whole_answer_step_is_labelled_with_its_stages(tiny_llava_path, tmp_path, capsys):
+    image = tmp_path / "red.png"
+    Image.new("RGB", (64, 64), "red").save(image)
+    options = ["--model", str(tiny_llava_path), "--strategy", "best_of_n", "--candidates", "2"]
+    assert main(["ask", str(image), "How many?", *options, "--seed", "0", "--max-stage-tokens", "4"]) == 0
+    assert "SUMMARY TO CONCLUSION (2 candidates" in capsys.readouterr().out
+
+
 def test_ask_json_is_the_whole_search_record(tiny_llava_path, tmp_path, capsys):
     image = tmp_path / "red.png"
     Image.new("RGB", (64, 64), "red").save(image)
