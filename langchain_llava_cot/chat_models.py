@@ -403,6 +403,10 @@ class ChatLlavaCoT(BaseChatModel):
             tool_choice = normalise_tool_choice(tool_choice, [t["function"]["name"] for t in tools])
         return self.graph_input(messages, tools, tool_choice), self.search_context(stop, **options)
 
+    def _chunk_converter(self, graph_input: SearchState, context: SearchContext) -> ChunkConverter:
+        has_tools = bool(graph_input["conversation"].tools_prompt)
+        return ChunkConverter(self.model_name, context.strategy, self.return_tagged_text, has_tools)
+
     def _stream(
         self,
         messages: list[BaseMessage],
@@ -414,12 +418,7 @@ class ChatLlavaCoT(BaseChatModel):
         events = self.graph.stream(
             graph_input, child_config(run_manager), context=context, stream_mode=["updates", "values"]
         )
-        converter = ChunkConverter(
-            self.model_name,
-            context.strategy,
-            self.return_tagged_text,
-            bool(graph_input["conversation"].tools_prompt),
-        )
+        converter = self._chunk_converter(graph_input, context)
         for mode, data in events:
             for chunk in converter.convert(mode, data):
                 if run_manager:
@@ -438,12 +437,7 @@ class ChatLlavaCoT(BaseChatModel):
         events = self.graph.astream(
             graph_input, child_config(run_manager), context=context, stream_mode=["updates", "values"]
         )
-        converter = ChunkConverter(
-            self.model_name,
-            context.strategy,
-            self.return_tagged_text,
-            bool(graph_input["conversation"].tools_prompt),
-        )
+        converter = self._chunk_converter(graph_input, context)
         async for mode, data in events:
             for chunk in converter.convert(mode, data):
                 if run_manager:

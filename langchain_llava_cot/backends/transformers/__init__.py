@@ -10,6 +10,6 @@
 - :mod:`.jobs`: request checks, grouping into shared calls, the worker's lifetime.
 """
 
-from langchain_llava_cot.backends.transformers.backend import TransformersBackend
+from langchain_llava_cot.backends.transformers.backend import BackendSettings, TransformersBackend
 
-__all__ = ["TransformersBackend"]
+__all__ = ["BackendSettings", "TransformersBackend"]

@@ -45,6 +45,7 @@ import copy
 import logging
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -79,9 +80,35 @@ from langchain_llava_cot.backends.transformers.scoring import (
     option_splits,
 )
 
-__all__ = ["TransformersBackend"]
+__all__ = ["BackendSettings", "TransformersBackend"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """How a :class:`TransformersBackend` batches and caches (see its constructor)."""
+
+    batch_window: float = 0.005
+    max_batch_rows: int = 64
+    max_cached_images: int = 64
+    share_prefill: bool = True
+    max_cached_prefixes: int = 64
+
+    def __post_init__(self) -> None:
+        if self.max_batch_rows < 1:
+            msg = f"max_batch_rows must be at least 1, got {self.max_batch_rows}."
+            raise ValueError(msg)
+
+    @classmethod
+    def of(cls, **settings: Any) -> BackendSettings:
+        """The settings named, the defaults for the rest; an unknown name says which are known."""
+        unknown = sorted(set(settings) - {f.name for f in fields(cls)})
+        if unknown:
+            known = ", ".join(f.name for f in fields(cls))
+            msg = f"Unknown backend setting(s) {', '.join(unknown)}; the settings are {known}."
+            raise TypeError(msg)
+        return cls(**settings)
 
 
 class TransformersBackend(VLMBackend):
@@ -143,12 +170,19 @@ class TransformersBackend(VLMBackend):
         dtype: Any = "auto",
         device: str = "cpu",
         trust_remote_code: bool = False,
-        batch_window: float = 0.005,
-        max_batch_rows: int = 64,
-        max_cached_images: int = 64,
-        share_prefill: bool = True,
-        max_cached_prefixes: int = 64,
+        batch_window: float = BackendSettings.batch_window,
+        max_batch_rows: int = BackendSettings.max_batch_rows,
+        max_cached_images: int = BackendSettings.max_cached_images,
+        share_prefill: bool = BackendSettings.share_prefill,
+        max_cached_prefixes: int = BackendSettings.max_cached_prefixes,
     ) -> None:
+        settings = BackendSettings(
+            batch_window=batch_window,
+            max_batch_rows=max_batch_rows,
+            max_cached_images=max_cached_images,
+            share_prefill=share_prefill,
+            max_cached_prefixes=max_cached_prefixes,
+        )
         transformers = import_transformers()
         source = resolve_source(model)
         check_is_vlm(source, trust_remote_code=trust_remote_code)
@@ -156,43 +190,23 @@ class TransformersBackend(VLMBackend):
         loaded = transformers.AutoModelForImageTextToText.from_pretrained(
             source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
         )
-        options: dict[str, Any] = {
-            "batch_window": batch_window,
-            "max_batch_rows": max_batch_rows,
-            "max_cached_images": max_cached_images,
-            "share_prefill": share_prefill,
-            "max_cached_prefixes": max_cached_prefixes,
-        }
-        self._setup(loaded.to(device), processor, model_name=str(model), **options)
+        self._setup(loaded.to(device), processor, model_name=str(model), settings=settings)
 
     @classmethod
     def from_loaded(
-        cls, model: Any, processor: Any, *, model_name: str | None = None, **options: Any
+        cls, model: Any, processor: Any, *, model_name: str | None = None, **settings: Any
     ) -> TransformersBackend:
         """Wrap a model and processor that are already loaded (they are not copied).
 
-        ``options`` are ``batch_window``, ``max_batch_rows``, ``max_cached_images``,
+        ``settings`` are ``batch_window``, ``max_batch_rows``, ``max_cached_images``,
         ``share_prefill`` and ``max_cached_prefixes`` as in the constructor.
         """
         backend = cls.__new__(cls)
-        backend._setup(model, processor, model_name=model_name or name_of(model), **options)
+        name = model_name or name_of(model)
+        backend._setup(model, processor, model_name=name, settings=BackendSettings.of(**settings))
         return backend
 
-    def _setup(
-        self,
-        model: Any,
-        processor: Any,
-        *,
-        model_name: str,
-        batch_window: float = 0.005,
-        max_batch_rows: int = 64,
-        max_cached_images: int = 64,
-        share_prefill: bool = True,
-        max_cached_prefixes: int = 64,
-    ) -> None:
-        if max_batch_rows < 1:
-            msg = f"max_batch_rows must be at least 1, got {max_batch_rows}."
-            raise ValueError(msg)
+    def _setup(self, model: Any, processor: Any, *, model_name: str, settings: BackendSettings) -> None:
         if getattr(processor, "tokenizer", None) is None:
             msg = f"{type(processor).__name__} has no tokenizer. Pass the model's AutoProcessor."
             raise ValueError(msg)
@@ -202,12 +216,12 @@ class TransformersBackend(VLMBackend):
         self._counting_tokenizer = copy.deepcopy(tokenizer)  # the worker pads with the other
         vocab = getattr(getattr(model.config, "text_config", None) or model.config, "vocab_size", None)
         self._grammars = ToolCallGrammars(tokenizer, vocab or len(tokenizer))
-        self._max_batch_rows = max_batch_rows
-        self._inputs = Inputs(model, processor, max_cached_images=max_cached_images)
+        self._max_batch_rows = settings.max_batch_rows
+        self._inputs = Inputs(model, processor, max_cached_images=settings.max_cached_images)
         self._decoder = Decoder(model, tokenizer)
         attention = attention_of(model, self._inputs.images)
         self._share_prefill = (
-            share_prefill
+            settings.share_prefill
             and not is_encoder_decoder(model)
             and has_plain_kv_cache(model)
             and attention.can_prefill
@@ -221,14 +235,14 @@ class TransformersBackend(VLMBackend):
             attention,
             cache_argument=cache_argument(model),
             pad_token_id=pad_token_id,
-            max_entries=max_cached_prefixes,
+            max_entries=settings.max_cached_prefixes,
         )
         self.generate_calls = 0
         """``generate`` calls made so far (for tests and benchmarks)."""
         self.forward_calls = 0
         """Plain forward passes (judge choices) made so far."""
         self._queue = BatchQueue(
-            weak_runner(self), window=batch_window, name=f"TransformersBackend({model_name})"
+            weak_runner(self), window=settings.batch_window, name=f"TransformersBackend({model_name})"
         )
         self._finalizer = weakref.finalize(self, shut_down, self._queue, self._inputs, self._prefill)
         self.model_name = model_name
