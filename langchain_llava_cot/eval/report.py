@@ -64,7 +64,15 @@ class StrategyResult:
     """95% Wilson interval of the accuracy."""
     vs_greedy: tuple[float, float, float] | None = None
     """Accuracy minus greedy's on the same questions, with its paired 95% interval."""
+    vs_fewer: tuple[int, float, float, float] | None = None
+    """The same search and judge with the fewest candidates that ran: that N, and this
+    accuracy minus that one on the same questions, with its paired 95% interval."""
     records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def family(self) -> str:
+        """The name without its N: ``stage_beam:likelihood`` for ``stage_beam:likelihood:8``."""
+        return self.name.rsplit(":", 1)[0]
 
 
 @dataclass
@@ -130,6 +138,24 @@ class EvalReport:
                 f"| {r.seconds_per_question:.2f} | {r.caption_right:.1%} | {r.follows_caption:.1%} |"
             )
         return "\n".join(lines)
+
+    def scaling(self) -> list[str]:
+        """One line per search that ran at several N: what more candidates bought, paired.
+
+        >>> r = StrategyResult("stage_beam:likelihood:8", "stage_beam", 8, "likelihood")
+        >>> r.vs_fewer = (2, 0.02, 0.005, 0.035)
+        >>> EvalReport([r], "test", 1000, "demo").scaling()
+        ['stage_beam:likelihood N=2 -> N=8: +2.0 points (95% CI +0.5 to +3.5)']
+        """
+        lines = []
+        for r in self.results:
+            if r.vs_fewer is not None:
+                fewer, diff, low, high = r.vs_fewer
+                lines.append(
+                    f"{r.family} N={fewer} -> N={r.candidates}: {100 * diff:+.1f} points "
+                    f"(95% CI {100 * low:+.1f} to {100 * high:+.1f})"
+                )
+        return lines
 
 
 def _accuracy_cell(r: StrategyResult) -> str:

@@ -157,13 +157,13 @@ def run_eval(
                     bar.update(1)
             results.append(_summarize(spec, records))
             if output_dir is not None:  # a run cut short keeps what it measured, compared
-                _compare_with_greedy(results)
+                _compare_pairs(results)
                 _write_json(Path(output_dir), results, split, len(items), str(model), keep_records)
     finally:
         bar.close()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    _compare_with_greedy(results)
+    _compare_pairs(results)
     report = EvalReport(results, split, len(items), str(model))
     if output_dir is not None:
         out = Path(output_dir)
@@ -172,17 +172,21 @@ def run_eval(
     return report
 
 
-def _compare_with_greedy(results: Sequence[StrategyResult]) -> None:
-    """Set each search's paired accuracy difference from greedy, when greedy ran too."""
+def _compare_pairs(results: Sequence[StrategyResult]) -> None:
+    """Set each search's paired accuracy differences: from greedy, and from its fewest N."""
     greedy = next((r for r in results if r.strategy == "greedy"), None)
-    if greedy is None:
-        return
-    base = [r["correct"] for r in greedy.records]
-    if not base:
-        return
-    for result in results:
-        if result is not greedy and len(result.records) == len(base):
-            result.vs_greedy = paired_difference([r["correct"] for r in result.records], base)
+    searches = [r for r in results if r.strategy != "greedy" and r.records]
+    for result in searches:
+        if greedy is not None and len(greedy.records) == len(result.records):
+            result.vs_greedy = paired_difference(_correct(result), _correct(greedy))
+        fewest = min((r for r in searches if r.family == result.family), key=lambda r: r.candidates)
+        if fewest.candidates < result.candidates and len(fewest.records) == len(result.records):
+            diff, low, high = paired_difference(_correct(result), _correct(fewest))
+            result.vs_fewer = (fewest.candidates, diff, low, high)
+
+
+def _correct(result: StrategyResult) -> list[bool]:
+    return [r["correct"] for r in result.records]
 
 
 _WORKER: dict[str, Any] = {}
@@ -311,5 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if console.width < 120:  # not a wide terminal (a pipe, a CI log): do not cut the columns
         console = Console(width=120)
     console.print(report.table())
+    if report.scaling():
+        console.print("More candidates, same search and judge (paired):\n  " + "\n  ".join(report.scaling()))
     console.print(f"JSON: {report.json_path}\nplot: {report.plot_path}")
     return 0

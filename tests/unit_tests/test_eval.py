@@ -3,6 +3,8 @@ import pytest
 from langchain_llava_cot.demo.dataset import get_example, write_stages
 from langchain_llava_cot.eval import (
     GRID_STRATEGIES,
+    EvalReport,
+    StrategyResult,
     StrategySpec,
     default_strategies,
     paired_difference,
@@ -10,6 +12,7 @@ from langchain_llava_cot.eval import (
     score_record,
     wilson_interval,
 )
+from langchain_llava_cot.eval.run import _compare_pairs
 from langchain_llava_cot.stages import Stage
 
 
@@ -62,6 +65,24 @@ def test_paired_difference_pairs_the_questions() -> None:
     assert same == (0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="same"):
         paired_difference(a, b[:-1])
+
+
+def test_each_search_is_compared_with_greedy_and_with_its_fewest_candidates() -> None:
+    def result(name: str, correct: list[bool]) -> StrategyResult:
+        spec = parse_strategy(name)
+        records = [{"correct": c} for c in correct]
+        return StrategyResult(spec.name, spec.strategy, spec.candidates, spec.judge, records=records)
+
+    greedy = result("greedy", [True] * 80 + [False] * 20)
+    two = result("stage_beam:likelihood:2", [True] * 78 + [False] * 22)
+    eight = result("stage_beam:likelihood:8", [True] * 90 + [False] * 10)
+    other_judge = result("stage_beam:verifier:8", [True] * 80 + [False] * 20)
+    _compare_pairs([greedy, two, eight, other_judge])
+    assert eight.vs_greedy is not None and eight.vs_greedy[0] == pytest.approx(0.10)
+    assert eight.vs_fewer is not None and eight.vs_fewer[:2] == (2, pytest.approx(0.12))
+    assert two.vs_fewer is None and other_judge.vs_fewer is None  # nothing fewer of the same kind
+    lines = EvalReport([greedy, two, eight, other_judge], "test", 100, "demo").scaling()
+    assert len(lines) == 1 and lines[0].startswith("stage_beam:likelihood N=2 -> N=8: +12.0 points")
 
 
 def _candidate(stage: str, text: str, closed: bool = True) -> dict:
