@@ -157,8 +157,16 @@ def read_base64_image(payload: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
 
 @lru_cache(maxsize=_REMEMBERED)
 def decode_image(data: bytes) -> Image.Image:
-    """Decode validated image bytes to RGB (cached: callers must not modify the result)."""
+    """Decode validated image bytes to RGB (cached: callers must not modify the result).
+
+    A picture with transparency is laid on white first, as a viewer shows it (dropping the
+    alpha channel would turn a transparent background black).
+    """
     with Image.open(io.BytesIO(data)) as image:
+        if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert("RGB")
         return image.convert("RGB")
 
 

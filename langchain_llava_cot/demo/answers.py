@@ -27,15 +27,10 @@ import re
 from collections.abc import Callable, Sequence
 
 from langchain_llava_cot.demo.questions import Filter, Spec
-from langchain_llava_cot.demo.scenes import POSITIONS, Shape, cell_of
+from langchain_llava_cot.demo.scenes import POSITIONS, Shape, caption_order
 from langchain_llava_cot.stages import Stage
 
 __all__ = ["parse_caption", "write_stages"]
-
-
-def _criterion(f: Filter) -> str:
-    """What a walk looks for, in the words it checks each object with: ``red square``, ``small``."""
-    return " ".join(w for w in (f.size, f.colour, f.shape) if w)
 
 
 def _key(obj: Shape, f: Filter) -> str:
@@ -55,8 +50,10 @@ def _tally(objects: Sequence[Shape], f: Filter, off: int = 0) -> tuple[str, int]
     a tiny transformer learns; the count only ever goes up by one. ``off`` is added to
     the final count (a miscount, for wrong reasoning).
     """
+    if not f.words:
+        return _tally_all(objects, off)
     count, steps = 0, []
-    for o in sorted(objects, key=cell_of):
+    for o in sorted(objects, key=caption_order):
         seen = f"{o.name} at {o.position}: {_key(o, f)}"
         if f.matches(o):
             count += 1
@@ -64,7 +61,17 @@ def _tally(objects: Sequence[Shape], f: Filter, off: int = 0) -> tuple[str, int]
         else:
             steps.append(f"{seen} no")
     walk = "; ".join(steps) if steps else "nothing"
-    return f"Count {_criterion(f)}: {walk}. That is {count + off}.", count + off
+    return f"Count {f.words}: {walk}. That is {count + off}.", count + off
+
+
+def _tally_all(objects: Sequence[Shape], off: int = 0) -> tuple[str, int]:
+    """Count every object.
+
+    ``Count all: large red square at top left 1; small blue circle at center 2. That is 2.``
+    """
+    steps = [f"{o.name} at {o.position} {i}" for i, o in enumerate(sorted(objects, key=caption_order), 1)]
+    walk = "; ".join(steps) if steps else "nothing"
+    return f"Count all: {walk}. That is {len(steps) + off}.", len(steps) + off
 
 
 def _seek(objects: Sequence[Shape], wanted: str, key: Callable[[Shape], str]) -> tuple[str, Shape | None]:
@@ -76,7 +83,7 @@ def _seek(objects: Sequence[Shape], wanted: str, key: Callable[[Shape], str]) ->
     object is returned with the text (None when nothing matches).
     """
     steps = []
-    for o in sorted(objects, key=cell_of):
+    for o in sorted(objects, key=caption_order):
         seen = f"{o.name} at {o.position}"
         written = key(o)
         if written != o.position:
@@ -88,10 +95,14 @@ def _seek(objects: Sequence[Shape], wanted: str, key: Callable[[Shape], str]) ->
     return f"Find {wanted}: " + ("; ".join(steps) if steps else "nothing"), None
 
 
+def _listing(objects: Sequence[Shape]) -> str:
+    """``large red square at top left; small blue circle at center``, in caption order."""
+    return "; ".join(f"{o.name} at {o.position}" for o in sorted(objects, key=caption_order))
+
+
 def _caption(objects: Sequence[Shape]) -> str:
-    ordered = sorted(objects, key=cell_of)
-    noun = "object" if len(ordered) == 1 else "objects"
-    return f"{len(ordered)} {noun}: " + "; ".join(f"{o.name} at {o.position}" for o in ordered) + "."
+    noun = "object" if len(objects) == 1 else "objects"
+    return f"{len(objects)} {noun}: {_listing(objects)}."
 
 
 def write_stages(spec: Spec, objects: Sequence[Shape], *, error: str | None = None) -> dict[Stage, str]:
@@ -114,6 +125,31 @@ def write_stages(spec: Spec, objects: Sequence[Shape], *, error: str | None = No
         )
         reasoning, n = _tally(objects, spec.first, off)
         answer = str(n)
+    elif spec.kind == "exists":
+        assert spec.first is not None
+        f = spec.first
+        summary = f"The question asks if there is a {f.singular}. I will look for one."
+        walk, found = _seek(objects, f.words, lambda o: _key(o, f))
+        there = (found is not None) != flip
+        reasoning = f"{walk}. So yes." if there else f"{walk}. There is no {f.singular}, so no."
+        answer = "yes" if there else "no"
+    elif spec.kind == "describe":
+        summary = "The question asks what is in the picture. I will list the objects."
+        count = len(objects)
+        reasoning = f"List all: {_listing(objects) or 'nothing'}. That is {count} object{'s' * (count != 1)}."
+        answer = _listing(objects) or "nothing"
+    elif spec.kind == "attribute" and spec.cell is None:
+        assert spec.attribute is not None and spec.first is not None
+        f, thing = spec.first, spec.first.singular
+        summary = f"The question asks the {spec.attribute} of the {thing}. I will find it."
+        walk, found = _seek(objects, f.words, lambda o: _key(o, f))
+        if found:
+            value = getattr(found, spec.attribute)
+            reasoning = f"{walk}. Its {spec.attribute} is {value}."
+            answer = value
+        else:
+            reasoning = f"{walk}. There is no {thing}: none."
+            answer = "none"
     elif spec.kind == "attribute":
         assert spec.attribute is not None and spec.cell is not None
         where = POSITIONS[spec.cell]

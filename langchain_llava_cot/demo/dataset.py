@@ -1,10 +1,18 @@
 """A procedural CLEVR-like dataset: shapes drawn with PIL, questions, four-stage answers.
 
-Every example is a scene (1 to 6 shapes on a 3x3 grid: 4 colours x 3 shapes x 2
-sizes, some pairs pushed together until they touch), a question of one of five kinds
-(counting, attribute, spatial relation, comparison, arithmetic over counts), and the
-answer in the LLaVA-CoT format, where the caption lists the objects and the reasoning
-works only from the caption:
+Every example is a scene (1 to 6 shapes: 4 colours x 3 shapes x 2 sizes), a question
+(counting, attribute, spatial relation, comparison, arithmetic over counts, whether
+something is there, a description), and the answer in the LLaVA-CoT format, where the
+caption lists the objects and the reasoning works only from the caption. Examples come
+from one of three *worlds* (:data:`WORLDS`):
+
+- ``free``: what a newcomer draws and asks: shapes anywhere, in shades, on pictures of
+  any size, asked in many wordings (:mod:`~langchain_llava_cot.demo.scenes`,
+  :mod:`~langchain_llava_cot.demo.styles`, :mod:`~langchain_llava_cot.demo.phrasings`);
+- ``novel``: the free world in wordings and looks held out of training (each example has
+  new wordings, a new look, or both: :attr:`Example.novelty`);
+- ``classic``: the first demo model's world, 64x64 pictures with one shape per cell of a
+  3x3 grid and one wording per question; its examples are the same as they always were.
 
 >>> example = get_example("test", 0)
 >>> example == get_example("test", 0)  # deterministic
@@ -16,7 +24,7 @@ True
 Splits are disjoint by construction: a scene belongs to the split its content hash
 falls in (train 90%, validation 5%, test 5%), and each split draws from its own seed
 stream, keeping only scenes of its own bucket. So no test image, even one drawn again
-by chance, is ever seen in training.
+by chance, is ever seen in training. The novel world has no training split.
 
 This module holds the examples and the splits; the parts live in their own modules
 and are re-exported here, so ``from langchain_llava_cot.demo.dataset import ...``
@@ -44,7 +52,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Literal
 
@@ -56,7 +64,8 @@ from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.demo.answers import parse_caption, write_stages
 from langchain_llava_cot.demo.mistakes import perturb_objects, right_stage, wrong_stage
 from langchain_llava_cot.demo.off_domain import SMALL_TALK, off_domain_image, off_domain_stages
-from langchain_llava_cot.demo.questions import KINDS, Filter, Spec, random_spec
+from langchain_llava_cot.demo.phrasings import phrase
+from langchain_llava_cot.demo.questions import KINDS, Filter, Spec, free_spec, random_spec
 from langchain_llava_cot.demo.scenes import (
     COLOURS,
     IMAGE_SIZE,
@@ -65,9 +74,11 @@ from langchain_llava_cot.demo.scenes import (
     SIZES,
     Scene,
     Shape,
+    free_scene,
     random_scene,
 )
-from langchain_llava_cot.demo.scoring import is_correct, normalize_answer
+from langchain_llava_cot.demo.scoring import is_correct, normalize_answer, same_answer
+from langchain_llava_cot.demo.styles import NOVEL_STYLES, novel_style, training_style
 from langchain_llava_cot.images import image_message
 from langchain_llava_cot.stages import Stage, render_answer
 
@@ -80,6 +91,7 @@ __all__ = [
     "SIZES",
     "SMALL_TALK",
     "SPLITS",
+    "WORLDS",
     "Example",
     "Filter",
     "Scene",
@@ -95,6 +107,7 @@ __all__ = [
     "parse_caption",
     "perturb_objects",
     "right_stage",
+    "same_answer",
     "split_of",
     "write_stages",
     "wrong_stage",
@@ -102,6 +115,8 @@ __all__ = [
 
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
+World = Literal["free", "novel", "classic"]
+WORLDS: tuple[World, ...] = ("free", "novel", "classic")
 _TEST_BUCKETS, _VALIDATION_BUCKETS = range(0, 5), range(5, 10)
 
 
@@ -113,6 +128,11 @@ class Example:
     index: int
     scene: Scene
     spec: Spec
+    world: World = "free"
+    novelty: str = ""
+    """What the novel world holds out in this example: ``words``, ``look`` or ``both`` ("" elsewhere)."""
+    look: str = ""
+    """Its held-out look, one of :data:`~langchain_llava_cot.demo.styles.NOVEL_STYLES` ("" if none)."""
 
     @property
     def question(self) -> str:
@@ -139,14 +159,24 @@ class Example:
         """The whole answer as the model writes it (without the end-of-turn token)."""
         return render_answer(self.stages)
 
-    def image(self, size: int = IMAGE_SIZE) -> PILImage:
-        """The scene as a PIL image."""
-        return self.scene.render(size)
+    @property
+    def category(self) -> str:
+        """The kind of question, and in the novel world what is new: ``count``, ``count, new words``."""
+        new = {
+            "words": "new words",
+            "look": f"new look: {self.look}",
+            "both": f"new words and look: {self.look}",
+        }
+        return f"{self.kind}, {new[self.novelty]}" if self.novelty else self.kind
+
+    def image(self) -> PILImage:
+        """The scene as a PIL image (as its file decodes)."""
+        return self.scene.render()
 
     @cached_property
     def image_bytes(self) -> bytes:
-        """The scene as PNG bytes."""
-        return self.scene.png()
+        """The scene as an image file: PNG, or JPEG where its look says so."""
+        return self.scene.encode()
 
     def conversation(self) -> Conversation:
         """The request the engine answers: one user turn, the image then the question."""
@@ -167,29 +197,62 @@ def split_of(scene: Scene) -> Split:
     return "train"
 
 
-def iter_examples(split: Split, start: int = 0) -> Iterator[Example]:
-    """Examples of ``split`` in order, from index ``start``; endless and deterministic."""
+def iter_examples(split: Split, start: int = 0, *, world: World = "free") -> Iterator[Example]:
+    """Examples of ``split`` in ``world``, in order, from index ``start``; endless and deterministic."""
     if split not in SPLITS:
         msg = f"Unknown split {split!r}: use one of {', '.join(SPLITS)}."
         raise ValueError(msg)
+    if world not in WORLDS:
+        msg = f"Unknown world {world!r}: use one of {', '.join(WORLDS)}."
+        raise ValueError(msg)
+    if world == "novel" and split == "train":
+        msg = "The novel world is held out of training: it has only validation and test examples."
+        raise ValueError(msg)
     index, draw = 0, 0
+    draw_example = {"free": _free_example, "novel": _novel_example, "classic": _classic_example}[world]
     while True:
-        rng = random.Random(f"{split}:{draw}")
+        rng = random.Random(f"{split}:{draw}" if world == "classic" else f"{world}:{split}:{draw}")
         draw += 1
-        scene = random_scene(rng)
-        if split_of(scene) != split:
+        example = draw_example(split, index, rng)
+        if example is None:
             continue
         if index >= start:
-            yield Example(split, index, scene, random_spec(rng, scene.objects))
+            yield example
         index += 1
 
 
-def examples(split: Split, count: int, start: int = 0) -> list[Example]:
-    """``count`` examples of ``split`` from index ``start``."""
-    iterator = iter_examples(split, start)
+def _classic_example(split: Split, index: int, rng: random.Random) -> Example | None:
+    scene = random_scene(rng)
+    if split_of(scene) != split:
+        return None
+    return Example(split, index, scene, random_spec(rng, scene.objects), world="classic")
+
+
+def _free_example(split: Split, index: int, rng: random.Random) -> Example | None:
+    scene = free_scene(rng, training_style(rng))
+    if split_of(scene) != split:
+        return None
+    spec = free_spec(rng, scene.objects)
+    return Example(split, index, scene, replace(spec, text=phrase(spec, rng)))
+
+
+def _novel_example(split: Split, index: int, rng: random.Random) -> Example | None:
+    novelty = rng.choice(["words", "look", "both"])
+    look = rng.choice(NOVEL_STYLES) if novelty != "words" else ""
+    scene = free_scene(rng, novel_style(rng, look) if look else training_style(rng))
+    if split_of(scene) != split:
+        return None
+    spec = free_spec(rng, scene.objects)
+    text = phrase(spec, rng, novel=novelty != "look")
+    return Example(split, index, scene, replace(spec, text=text), world="novel", novelty=novelty, look=look)
+
+
+def examples(split: Split, count: int, start: int = 0, *, world: World = "free") -> list[Example]:
+    """``count`` examples of ``split`` in ``world``, from index ``start``."""
+    iterator = iter_examples(split, start, world=world)
     return [next(iterator) for _ in range(count)]
 
 
-def get_example(split: Split, index: int) -> Example:
-    """The example at ``index`` of ``split``."""
-    return next(iter_examples(split, index))
+def get_example(split: Split, index: int, *, world: World = "free") -> Example:
+    """The example at ``index`` of ``split`` in ``world``."""
+    return next(iter_examples(split, index, world=world))

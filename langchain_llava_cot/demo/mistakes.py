@@ -24,8 +24,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from langchain_llava_cot.demo.answers import parse_caption, write_stages
-from langchain_llava_cot.demo.questions import random_spec
-from langchain_llava_cot.demo.scenes import COLOURS, POSITIONS, SHAPES, SIZES, Shape, cell_of
+from langchain_llava_cot.demo.questions import free_spec
+from langchain_llava_cot.demo.scenes import COLOURS, POSITIONS, SHAPES, SIZES, Shape, caption_order
 from langchain_llava_cot.demo.scoring import normalize_answer
 from langchain_llava_cot.stages import Stage
 
@@ -54,11 +54,11 @@ def perturb_objects(objects: Sequence[Shape], rng: random.Random) -> tuple[Shape
             new = Shape(
                 rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(list(SIZES)), rng.choice(free)
             )
-            return tuple(sorted([*objs, new], key=cell_of))
+            return tuple(sorted([*objs, new], key=caption_order))
         if mistake == "move" and free:
             i = rng.randrange(len(objs))
             objs[i] = replace(objs[i], cell=rng.choice(free))
-            return tuple(sorted(objs, key=cell_of))
+            return tuple(sorted(objs, key=caption_order))
         if mistake in ("colour", "shape", "size"):
             i = rng.randrange(len(objs))
             pool = {"colour": list(COLOURS), "shape": list(SHAPES), "size": list(SIZES)}[mistake]
@@ -90,13 +90,15 @@ def wrong_stage(
     right = right_stage(example, stage, chosen)
     for _ in range(200):
         if stage is Stage.SUMMARY:
-            other = random_spec(rng, example.scene.objects)
+            other = free_spec(rng, example.scene.objects)
             text = write_stages(other, example.scene.objects)[Stage.SUMMARY]
         elif stage is Stage.CAPTION:
             text = write_stages(example.spec, perturb_objects(example.scene.objects, rng))[Stage.CAPTION]
         elif stage is Stage.REASONING:
             objects = _objects_of(example, chosen)
             error = rng.choice(["caption", "caption", "count", "flip", "last"])
+            if example.kind == "describe":
+                error = "caption"
             if example.spec.cell is not None and right.endswith(": none."):  # claim a made-up object
                 cell = example.spec.cell
                 made_up = Shape(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(list(SIZES)), cell)
@@ -108,6 +110,9 @@ def wrong_stage(
                 text = write_stages(example.spec, perturb_objects(objects, rng))[Stage.REASONING]
             else:
                 text = write_stages(example.spec, objects, error=error)[Stage.REASONING]
+        elif example.kind == "describe":
+            objects = perturb_objects(_objects_of(example, chosen), rng)
+            text = write_stages(example.spec, objects)[Stage.CONCLUSION]
         else:
             text = _other_answer(right, rng)
         if text != right:
@@ -132,11 +137,15 @@ def right_stage(example: Example, stage: Stage, chosen: dict[Stage, str] | None 
     if stage in (Stage.SUMMARY, Stage.CAPTION) or not chosen:
         return example.stages[stage]
     if stage is Stage.CONCLUSION and Stage.REASONING in chosen:
-        return _answer_of_reasoning(chosen[Stage.REASONING]) or example.answer
+        return _answer_of_reasoning(chosen[Stage.REASONING], example.kind) or example.answer
     return write_stages(example.spec, _objects_of(example, chosen))[stage]
 
 
-def _answer_of_reasoning(reasoning: str) -> str | None:
+def _answer_of_reasoning(reasoning: str, kind: str) -> str | None:
+    """The answer a reasoning reaches: its last word, or for a description the objects it lists."""
+    if kind == "describe":
+        listing, found, _ = reasoning.removeprefix("List all: ").rpartition(". That is ")
+        return listing if found else None
     tail = reasoning.rstrip(".").rsplit(" ", 1)[-1]
     return normalize_answer(tail)
 

@@ -1,8 +1,10 @@
 """Requests the demo model cannot answer, and the four stages it answers them with.
 
-Small talk (:data:`SMALL_TALK`) asked without a picture, or a picture that is not one of
-the drawings (:func:`off_domain_image`), gets :func:`off_domain_stages`: the model says
-what it can read, in four stages.
+Small talk (:data:`SMALL_TALK`), asked without a picture, with a drawing of shapes, or
+with a picture that is not a drawing (:func:`off_domain_image`), and a shapes question
+without its picture, get :func:`off_domain_stages`: the model says what it can read, in
+four stages (with a drawing, its caption is the drawing's). :data:`NOVEL_SMALL_TALK` is
+held out of training, to measure how far the refusal carries.
 """
 
 from __future__ import annotations
@@ -16,38 +18,70 @@ from langchain_llava_cot.stages import Stage
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-__all__ = ["SMALL_TALK", "off_domain_image", "off_domain_stages"]
+__all__ = ["NOVEL_SMALL_TALK", "PICTURE_TALK", "SMALL_TALK", "off_domain_image", "off_domain_stages"]
 
 SMALL_TALK: tuple[str, ...] = (
     "Hello", "Hello!", "hello", "Hi", "Hi!", "hi there", "Hey", "Good morning", "Hello, how are you?",
     "How are you?", "Who are you?", "What can you do?", "What are you?", "Help", "Thanks!",
     "Thank you", "Tell me a joke.", "What is the capital of France?", "What is 2 + 2?",
     "What is the weather like today?", "Write a poem about the sea.", "Translate hello to French.",
-    "What's your name?", "Can you help me?", "Describe this.", "What is in the picture?",
-    "Explain quantum physics.", "Summarize the text above.", "What day is it?", "test",
-    "Respond with a short greeting.", "What is the meaning of life?", "Say hello.",
+    "What's your name?", "Can you help me?", "Explain quantum physics.", "Summarize the text above.",
+    "What day is it?", "test", "Respond with a short greeting.", "What is the meaning of life?",
+    "Say hello.", "Good evening!", "Who made you?", "Is this picture nice?", "Do you like this?",
+    "What time is it?", "Write a story about a dragon.", "Who won the world cup?", "Sing me a song.",
+    "How old are you?", "What should I cook tonight?", "Recommend a good book.", "ok", "yes", "no",
+    "What language do you speak?", "Can you read text?", "Where is Paris?", "Make it shorter.",
+    "Why is the sky blue?", "Tell me about yourself.", "What is the square root of 16?",
+    "Who painted this?", "Is it going to rain?", "Write Python code to sort a list.",
 )  # fmt: skip
-"""Requests the shapes model cannot answer, asked without a picture."""
+"""Requests the shapes model cannot answer (trained on), with or without a picture."""
+
+NOVEL_SMALL_TALK: tuple[str, ...] = (
+    "Good afternoon!", "Howdy", "What's up?", "Nice to meet you.", "Can you tell me a fun fact?",
+    "What is the capital of Japan?", "How do I bake bread?", "Who is the president of France?",
+    "Write a haiku about autumn.", "What's the best programming language?", "Please summarize this article.",
+    "How far away is the moon?", "Is this a cat or a dog?", "What year is it?", "Can you speak Spanish?",
+    "Tell me something interesting.", "What do you think of this?", "Give me three tips for sleeping well.",
+    "How do airplanes fly?", "Bonjour",
+)  # fmt: skip
+"""Small talk held out of training: the refusal measured on requests never seen."""
+
+PICTURE_TALK: tuple[str, ...] = ("Describe this.", "What is in the picture?", "What do you see?")
+"""Requests about a picture: refused without one or with a picture that is not a drawing
+(with a drawing they are questions the model answers)."""
 
 
-def off_domain_stages(picture: Literal["none", "other"]) -> dict[Stage, str]:
+def off_domain_stages(picture: Literal["none", "other", "drawing"], caption: str = "") -> dict[Stage, str]:
     """The four stages the demo model writes when it is not asked about a drawing of shapes.
 
-    ``picture`` says what came with the request: no picture at all, or a picture that is
-    not one of the drawings (:func:`off_domain_image`).
+    ``picture`` says what came with the request: no picture at all, a picture that is not
+    one of the drawings (:func:`off_domain_image`), or a drawing (whose ``caption`` the
+    caption stage gives, as for any question about it).
     """
-    seen = "No picture is given." if picture == "none" else "The picture is not a drawing of shapes."
+    if picture == "drawing":
+        summary = "The request is not a question about the shapes in the picture, which is all I can answer."
+        seen = caption
+    else:
+        summary = "The request is not a question about a drawing of shapes, which is all I can read."
+        seen = "No picture is given." if picture == "none" else "The picture is not a drawing of shapes."
+    if picture == "drawing":
+        conclusion = (
+            "I can only answer questions about the shapes in the picture, "
+            "such as how many there are, their colours, or where they are."
+        )
+    else:
+        conclusion = (
+            "I can only answer questions about drawings of circles, squares and triangles. "
+            "Send one with a question."
+        )
     return {
-        Stage.SUMMARY: "The request is not a question about a drawing of shapes, which is all I can read.",
+        Stage.SUMMARY: summary,
         Stage.CAPTION: seen,
         Stage.REASONING: (
             "I answer questions about drawings of up to six circles, squares and triangles "
             "in red, green, blue and yellow."
         ),
-        Stage.CONCLUSION: (
-            "I can only answer questions about drawings of circles, squares and triangles. "
-            "Send one with a question."
-        ),
+        Stage.CONCLUSION: conclusion,
     }
 
 

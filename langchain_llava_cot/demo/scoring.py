@@ -19,7 +19,7 @@ from langchain_llava_cot.demo.scenes import COLOURS, SHAPES, SIZES
 if TYPE_CHECKING:
     from langchain_llava_cot.demo.dataset import Example
 
-__all__ = ["is_correct", "normalize_answer"]
+__all__ = ["is_correct", "normalize_answer", "same_answer"]
 
 _NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 _WORD = re.compile(r"[a-z]+|\d+")
@@ -51,6 +51,24 @@ def normalize_answer(text: str) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+def same_answer(text: str, expected: str, kind: str) -> bool:
+    """Whether ``text`` gives the answer ``expected`` gives, for a question of ``kind``.
+
+    Descriptions agree when they list the same objects at the same places; other answers
+    when they name the same one answer word (and ``expected`` names one).
+    """
+    if kind == "describe":
+        return _listed(text) == _listed(expected)
+    wanted = normalize_answer(expected)
+    return wanted is not None and normalize_answer(text) == wanted
+
+
 def is_correct(conclusion: str, example: Example) -> bool:
     """Whether a conclusion gives the example's answer and no other."""
-    return normalize_answer(conclusion) == example.answer
+    return same_answer(conclusion, example.answer, example.kind)
+
+
+def _listed(text: str) -> list[tuple[int, str]]:
+    from langchain_llava_cot.demo.answers import parse_caption
+
+    return sorted((o.cell, o.name) for o in parse_caption(text))

@@ -3,20 +3,21 @@
 LLaVA's own recipe, in two stages:
 
 1. **Vision.** The CLIP vision tower is pretrained alone on the scenes' own labels
-   (:mod:`langchain_llava_cot.demo.vision`): 48 px pictures in 16 px patches, one patch
-   per grid cell, a throwaway linear head naming each cell's object.
+   (:mod:`langchain_llava_cot.demo.vision`): pictures resized to 96 px, read in 16 px
+   patches (6x6), a throwaway linear head naming the object whose centre is in each patch.
 2. **Language.** The projector and the language model learn four-stage answers with the
    tower frozen; the first ``caption_phase`` of the steps see summary+caption-only
-   answers, which makes the model learn to read its 9 image tokens first.
+   answers, which makes the model learn to read its 36 image tokens first.
 
 Data flow of stage 2:
 
 - :mod:`langchain_llava_cot.demo.dataset` gives scenes, questions and four-stage answers
-  (counting reasoning walks the caption object by object with a running count);
+  (counting reasoning walks the caption object by object with a running count), mostly
+  from the free world a newcomer draws and asks in, some from the classic one;
 - :func:`~langchain_llava_cot.demo.sequences.build_examples` turns them into training
   sequences laid out exactly as the engine prompts the model, each with a per-token loss
   weight that is zero outside the assistant's reply: answers, verifier and pairwise
-  judge verdicts, off-domain requests and tool use (see
+  judge verdicts, off-domain requests, tool use and structured output (see
   :mod:`langchain_llava_cot.demo.sequences`);
 - :func:`train_demo` builds the model with
   :func:`~langchain_llava_cot.model_builders.build_tiny_vlm` (its tokenizer is trained
@@ -25,9 +26,10 @@ Data flow of stage 2:
   and saves it with ``save_pretrained`` (safetensors) and a ``training.json`` that
   records each stage (steps, tokens, seconds, phases).
 
-The bundled model is exactly this, on one torch thread (about 70 minutes)::
+The bundled model is exactly this, on one torch thread (``training.json`` records the
+steps, tokens and minutes)::
 
-    python -m langchain_llava_cot.demo.train --steps 3000 --out DIR
+    python -m langchain_llava_cot.demo.train --steps 4500 --out DIR
 
 ``--init DIR`` goes on training a saved model (stage 1 is skipped).
 """
@@ -45,15 +47,17 @@ from pathlib import Path
 from typing import Any
 
 from langchain_llava_cot.demo.dataset import examples
-from langchain_llava_cot.demo.off_domain import SMALL_TALK, off_domain_image, off_domain_stages
+from langchain_llava_cot.demo.encoding import Pictures, TrainingSequence, request
+from langchain_llava_cot.demo.off_domain import PICTURE_TALK, SMALL_TALK, off_domain_image, off_domain_stages
 from langchain_llava_cot.demo.sequences import (
     JUDGE_STAGES,
-    TrainingSequence,
     build_examples,
     caption_sequences,
     check_layout,
     judge_pair,
+    training_pool,
 )
+from langchain_llava_cot.demo.tool_rows import add_tool_prompt, structured_call
 from langchain_llava_cot.demo.train_config import DEFAULT_CONFIG, TOOLS_CONFIG, TrainConfig
 from langchain_llava_cot.judges import (
     VERDICT_PREFIX,
@@ -75,20 +79,26 @@ logger = logging.getLogger(__name__)
 
 
 def _corpus(count: int = 3000) -> list[str]:
-    """Text the tokenizer is trained on: questions, answers and judge prompts."""
+    """Text the tokenizer is trained on: questions, answers, judge prompts, tool prompts and calls.
+
+    Only training text: no held-out wording reaches the tokenizer.
+    """
     rng = random.Random(1)
-    lines = []
-    for example in examples("train", count):
+    lines = [add_tool_prompt(), add_tool_prompt("any")]
+    for example in training_pool(count, 0.15):
         lines.append(example.question)
+        call = structured_call(example, rng)
+        lines.append(call.text(example.scene.objects))
+        lines.append(json.dumps(call.schema["function"]))
         lines.extend(render_answer({s: t}) for s, t in example.stages.items())
         stage = rng.choice(JUDGE_STAGES)
         chosen, right, wrong = judge_pair(example, stage, rng)
-        task = JudgeTask(example.conversation(), stage, chosen, (right, wrong))
+        task = JudgeTask(request(example), stage, chosen, (right, wrong))
         lines.append(pairwise_prompt(task, 0, 1).question)
         lines.append(verifier_prompt(task, 0).question)
         lines.append(f"{VERDICT_PREFIX} 1. {VERDICT_PREFIX} 2. {VERIFY_PREFIX} right. {VERIFY_PREFIX} wrong.")
-    lines.extend(SMALL_TALK)
-    for picture in ("none", "other"):
+    lines.extend(SMALL_TALK + PICTURE_TALK)
+    for picture in ("none", "other", "drawing"):
         lines.extend(render_answer({s: t}) for s, t in off_domain_stages(picture).items())  # type: ignore[arg-type]
     return lines
 
@@ -175,10 +185,10 @@ def train_demo(
     if config.freeze_vision:
         tower.requires_grad_(False)
     image_tokens = model.config.image_seq_length
-    sequences, pictures = build_examples(processor, config, seed=seed, image_tokens=image_tokens)
+    sequences, pictures, answers = build_examples(processor, config, seed=seed, image_tokens=image_tokens)
     check_layout(processor, examples("train", 1)[0], image_tokens)
-    captions = caption_sequences(processor, config.answers, image_tokens=image_tokens)
-    pixels = _pixels(processor, pictures)
+    captions = caption_sequences(processor, answers, image_tokens=image_tokens)
+    pixels = pictures.tensor()
     record["prepare_seconds"] = round(time.perf_counter() - started, 1)
     logger.info("Prepared %d sequences in %.0f s", len(sequences), record["prepare_seconds"])
 
@@ -284,7 +294,7 @@ class _Trainer:
             weights[row, : len(seq.ids)] = torch.tensor(seq.weights)
             mask[row, : len(seq.ids)] = 1
         shown = [seq.image for seq in batch if seq.image is not None]
-        images = self.pixels[shown] if shown else None
+        images = self.pixels[shown].float() if shown else None
         logits = self.model(input_ids=ids, pixel_values=images, attention_mask=mask).logits
         losses = torch.nn.functional.cross_entropy(
             logits[:, :-1].reshape(-1, logits.size(-1)).float(), ids[:, 1:].reshape(-1), reduction="none"
@@ -323,31 +333,38 @@ class _Trainer:
         }
 
 
-def _pixels(processor: Any, pictures: list[Any]) -> Any:
+def _pixels(processor: Any, pictures: Any) -> Any:
     """The pictures as the saved processor makes them, in one tensor."""
-    import torch
-
-    chunks = [
-        processor.image_processor(pictures[i : i + 512], return_tensors="pt")["pixel_values"]
-        for i in range(0, len(pictures), 512)
-    ]
-    return torch.cat(chunks)
+    bank = Pictures(processor)
+    for picture in pictures:
+        bank.add(picture)
+    return bank.tensor()
 
 
 def _pretrain_vision(processor: Any, tower: Any, config: TrainConfig, seed: int) -> dict[str, Any]:
-    """Stage 1 on drawings from the training split (and off-domain pictures)."""
-    import torch
-
-    from langchain_llava_cot.demo.vision import cell_labels, pretrain_vision_tower
+    """Stage 1 on drawings from the training split of both worlds (and off-domain pictures)."""
+    from langchain_llava_cot.demo.vision import pretrain_vision_tower
 
     rng = random.Random(f"vision:{seed}")
-    scenes: list[Any] = [ex.scene for ex in examples("train", config.vision_pictures, start=100_000)]
+    classic = int(config.vision_pictures * config.classic_share)
+    scenes: list[Any] = [ex.scene for ex in examples("train", config.vision_pictures - classic)]
+    scenes += [ex.scene for ex in examples("train", classic, world="classic")]
     scenes += [None] * (config.vision_pictures // 10)
     rng.shuffle(scenes)
-    pictures = [off_domain_image(rng) if scene is None else scene.render() for scene in scenes]
-    labels = torch.tensor([cell_labels(scene) for scene in scenes])
+    pictures = (off_domain_image(rng) if scene is None else scene.render() for scene in scenes)
+    tests = {}
+    for world in ("free", "novel", "classic"):
+        held_out = [ex.scene for ex in examples("validation", config.vision_checks, world=world)]
+        tests[f"validation_{world}"] = (_pixels(processor, (scene.render() for scene in held_out)), held_out)
     return pretrain_vision_tower(
-        tower, _pixels(processor, pictures), labels, steps=config.vision_steps, seed=seed
+        tower,
+        _pixels(processor, pictures),
+        scenes,
+        steps=config.vision_steps,
+        batch_size=config.vision_batch,
+        lr=config.vision_lr,
+        seed=seed,
+        tests=tests,
     )
 
 
@@ -358,7 +375,7 @@ def _build(output_dir: Path, config: TrainConfig, seed: int) -> None:
     build_tiny_vlm(
         output_dir,
         arch="llava",
-        corpus=_corpus(),
+        corpus=_corpus(config.corpus_examples),
         vocab_size=config.vocab_size,
         hidden_size=config.hidden_size,
         num_layers=config.num_layers,

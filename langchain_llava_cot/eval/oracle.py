@@ -14,9 +14,9 @@ from typing import Any
 from langchain_llava_cot.demo.dataset import (
     Example,
     is_correct,
-    normalize_answer,
     parse_caption,
     right_stage,
+    same_answer,
 )
 from langchain_llava_cot.stages import STAGES, Stage
 
@@ -33,7 +33,7 @@ def stage_oracle(example: Example, stage: str, text: str, chosen: dict[Stage, st
     if stage == Stage.REASONING.value:
         return text.strip() == right_stage(example, Stage.REASONING, chosen)
     expected = right_stage(example, Stage.CONCLUSION, chosen) if Stage.REASONING in chosen else example.answer
-    return normalize_answer(text) == normalize_answer(expected)
+    return same_answer(text, expected, example.kind)
 
 
 def _after(candidate: Mapping[str, Any], chosen: dict[Stage, str]) -> dict[Stage, str]:
@@ -84,6 +84,5 @@ def score_record(example: Example, content: str, record: dict[str, Any]) -> dict
         "pass": any(is_correct(f, example) for f in finals),
         "decisions": decisions,
         "caption_right": stage_oracle(example, Stage.CAPTION.value, caption, {}),
-        "follows_caption": normalize_answer(stage_texts.get(Stage.CONCLUSION.value, ""))
-        == normalize_answer(implied),
+        "follows_caption": same_answer(stage_texts.get(Stage.CONCLUSION.value, ""), implied, example.kind),
     }

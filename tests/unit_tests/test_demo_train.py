@@ -23,6 +23,9 @@ TINY = replace(
     warmup_steps=1,
     tool_questions=0,
     tool_others=0,
+    structured=4,
+    vision_checks=4,
+    corpus_examples=100,
 )
 
 
@@ -32,6 +35,7 @@ def test_a_short_run_trains_both_stages_and_records_them(tmp_path):
     out = train_demo(tmp_path / "model", steps=4, config=TINY, log_every=1)
     record = json.loads((out / "training.json").read_text())
     assert record["steps"] == 4 and record["vision"]["steps"] == 3
+    assert {"validation_free", "validation_novel", "validation_classic"} <= set(record["vision"])
     assert [phase["phase"] for phase in record["phases"]] == ["captions", "all"]
     assert record["tokens_seen"] > 0 and record["history"][0]["step"] == 1
     with TransformersBackend(out) as backend:

@@ -89,3 +89,20 @@ def test_a_pictures_key_and_base64_are_made_once_per_picture():
     assert image_key.cache_info().misses == 1 and image_key.cache_info().hits == 4
     assert image_base64.cache_info().misses == 1
     assert image_key(encoded(size=(5, 5))) != image_key(data)
+
+
+def test_a_transparent_background_is_read_as_white() -> None:
+    import io
+
+    from PIL import Image
+
+    from langchain_llava_cot.images import decode_image
+
+    picture = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    picture.putpixel((3, 3), (200, 30, 30, 255))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    decoded = decode_image(buffer.getvalue())
+    assert decoded.mode == "RGB"
+    assert decoded.getpixel((0, 0)) == (255, 255, 255)
+    assert decoded.getpixel((3, 3)) == (200, 30, 30)
