@@ -287,10 +287,20 @@ def _images(
             return _images(other, base, {}, names)
     if text.startswith("data:"):
         return (_checked(_b64(text.partition(",")[2])),)
-    path = Path(text).expanduser()
-    if len(text) < 4096 and (path if path.is_absolute() else base / path).is_file():
+    if _is_file(text, base):
         return (_checked(_read_file(text, base)),)
     return (_checked(_b64(text)),)
+
+
+def _is_file(text: str, base: Path) -> bool:
+    """Whether ``text`` names a picture file (absolute, or relative to the data's folder)."""
+    if len(text) >= 4096:
+        return False
+    path = Path(text).expanduser()
+    try:
+        return (path if path.is_absolute() else base / path).is_file()
+    except OSError:  # base64 text is no file name: too long a name, say
+        return False
 
 
 def _read_file(text: str, base: Path) -> bytes:

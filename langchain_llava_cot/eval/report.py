@@ -271,8 +271,8 @@ def _plot_group(ax: Any, key: tuple[str, str | None], rows: list[StrategyResult]
         [getattr(r, cost) for r in rows],
         [100 * r.accuracy for r in rows],
         yerr=[
-            [100 * (r.accuracy - r.accuracy_interval[0]) for r in rows],
-            [100 * (r.accuracy_interval[1] - r.accuracy) for r in rows],
+            [max(0.0, 100 * (r.accuracy - r.accuracy_interval[0])) for r in rows],  # no rounding below 0
+            [max(0.0, 100 * (r.accuracy_interval[1] - r.accuracy)) for r in rows],
         ],
         marker=marker,
         color=colour,

@@ -132,6 +132,8 @@ def run_eval(
     kept = sum(log.has(spec.name, item.index) for spec in specs for item in items)
     options = {"temperature": temperature, "top_p": top_p, "seed": seed, "max_stage_tokens": max_stage_tokens}
     answerer = _Answerer(model, backend, base_url, served_model, api_key, workers, concurrency)
+    if base_url is not None and kept < len(specs) * len(items):
+        answerer.ready_backend()  # a dead server or a wrong model name: one error now, not per question
     bar = _progress(len(specs) * len(items) - kept, progress)
     results: list[StrategyResult] = []
     model_name = str(settings["model"])
@@ -209,6 +211,8 @@ def _check_options(
     if workers > 1 and (backend is not None or base_url is not None):
         msg = "Worker processes load an in-process model; with a server or a ready backend use concurrency."
         raise ValueError(msg)
+    if model is not None:
+        _local_model(model)
     return specs
 
 
@@ -290,7 +294,7 @@ class _Answerer:
         self._workers, self._concurrency = workers, concurrency
         self._pool: Any = None
 
-    def _ready_backend(self) -> Any:
+    def ready_backend(self) -> Any:
         """The shared backend, made (and the model loaded, or the server checked) at first use."""
         if self._backend is None:
             if self._base_url is not None:
@@ -329,7 +333,7 @@ class _Answerer:
         if self._workers > 1:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._ready_pool(), _worker_ask, spec, item, options)
-        return await _aask(_chat_model(self._ready_backend(), spec, options), item, options)
+        return await _aask(_chat_model(self.ready_backend(), spec, options), item, options)
 
     @property
     def in_flight(self) -> int:

@@ -99,13 +99,14 @@ def read_choice(prediction: str, choices: tuple[tuple[str, str], ...]) -> str | 
     """
     letters = {letter for letter, _ in choices}
     text = prediction.strip()
+    if (alone := text.strip("().: ").upper()) in letters:  # the letter alone, in any case: "b.", "(B)"
+        return alone
     if (found := _ANSWER_IS.search(text)) and found.group(1).upper() in letters:
         return found.group(1).upper()
     if (found := _LEADING_LETTER.match(text)) and (letter := found.group(1) or found.group(2)) in letters:
-        rest = text[found.end() :].strip()
-        option = dict(choices)[letter]
-        if not rest or not option or normalise_text(rest) == normalise_text(option):
-            return letter
+        rest = normalise_text(text[found.end() :])
+        others = {normalise_text(option) for other, option in choices if other != letter and option}
+        return None if rest in others else letter  # "B. 13" when D is 13 contradicts itself
     said = normalise_text(text)
     by_text = [letter for letter, option in choices if option and normalise_text(option) == said]
     if len(by_text) == 1:
