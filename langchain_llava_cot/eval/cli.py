@@ -124,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, errors: Any) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from langchain_llava_cot.eval.data import parse_columns
     from langchain_llava_cot.eval.run import run_eval
@@ -178,6 +179,8 @@ def _run(args: argparse.Namespace, errors: Any) -> int:
     if report.kept or report.dropped:
         torn = f"; cut {report.dropped} torn line(s) and asked those again" if report.dropped else ""
         console.print(f"Kept {report.kept} answers already in {args.out}/answers.jsonl{torn}.")
+    for line in report.failures():
+        errors.print(f"[yellow]could not ask (counted wrong): {escape(line)}[/]")
     console.print(report.table())
     if (categories := report.category_table()) is not None:
         console.print(categories)

@@ -77,7 +77,7 @@ class LlavaCoTLmms(lmms):
     ) -> None:
         super().__init__()
         if kwargs:
-            msg = f"llava_cot does not take {sorted(kwargs)} in --model_args; see langchain_llava_cot.eval.lmms."
+            msg = f"llava_cot does not take {sorted(kwargs)} in --model_args (langchain_llava_cot.eval.lmms)."
             raise TypeError(msg)
         from langchain_llava_cot.chat_models import ChatLlavaCoT
         from langchain_llava_cot.options import DEFAULT_JUDGE
@@ -87,7 +87,9 @@ class LlavaCoTLmms(lmms):
             from langchain_llava_cot.eval.serving import served_backend
 
             api_key = os.environ.get(api_key_env) or None
-            backend = served_backend(str(base_url), served_model, api_key, max_concurrency=max(8, concurrency))
+            backend = served_backend(
+                str(base_url), served_model, api_key, max_concurrency=max(8, concurrency)
+            )
         self.llm = ChatLlavaCoT(
             model=None if backend else model,
             backend=backend,
@@ -103,11 +105,13 @@ class LlavaCoTLmms(lmms):
     def generate_until(self, requests: list[Any]) -> list[GenerationResult]:
         """Answer each request with the search; the conclusion and its token counts."""
         messages = [self._message(request) for request in requests]
-        answers = self.llm.batch(messages, config={"max_concurrency": self.concurrency})
+        answers = self.llm.batch(messages, config={"max_concurrency": self.concurrency})  # type: ignore[arg-type]
         results = []
         for answer in answers:
-            usage = answer.usage_metadata or {}
-            counts = TokenCounts(input_tokens=usage.get("input_tokens"), output_tokens=usage.get("output_tokens"))
+            usage: dict[str, Any] = dict(answer.usage_metadata or {})
+            counts = TokenCounts(
+                input_tokens=usage.get("input_tokens"), output_tokens=usage.get("output_tokens")
+            )
             results.append(GenerationResult(text=str(answer.content), token_counts=counts))
         return results
 

@@ -110,6 +110,15 @@ class EvalReport:
     dropped: int = 0
     """Torn lines cut off ``answers.jsonl`` (their questions were asked again)."""
 
+    def failures(self) -> list[str]:
+        """One line per question a strategy could not ask (counted wrong), e.g. a prompt too long."""
+        return [
+            f"{r.name}, question {x['index']}: {x['error']}"
+            for r in self.results
+            for x in r.records
+            if x.get("error")
+        ]
+
     @property
     def title(self) -> str:
         """What was measured: how many questions, from where, on which model."""

@@ -381,12 +381,19 @@ async def _answer_all(
 ) -> None:
     """Ask ``items`` with ``spec``, ``answerer.in_flight`` at a time; log each answer as it is scored."""
     gate = asyncio.Semaphore(answerer.in_flight)
-    right = [0.0, 0]
+    right: list[float] = [0.0, 0.0]
 
     async def one(item: Any) -> None:
         async with gate:
-            raw = await answerer.ask(spec, item, options)
-            scored = await scorer.score(item, raw.content, raw.record)
+            try:
+                raw = await answerer.ask(spec, item, options)
+            except ValueError as e:  # this question cannot be asked (too long a prompt...): wrong, noted
+                raw = _Raw("", {}, {}, 0.0)
+                category = str(getattr(item, "category", getattr(item, "kind", "")))
+                scored: dict[str, Any] = {"correct": False, "readable": False, "well_formed": False, "pass": False,
+                          "decisions": [], "category": category, "error": str(e)}  # fmt: skip
+            else:
+                scored = await scorer.score(item, raw.content, raw.record)
         log.append(_record(spec, item, raw, scored))
         right[0] += float(scored["correct"])
         right[1] += 1

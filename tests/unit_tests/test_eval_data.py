@@ -35,9 +35,14 @@ def test_a_vlmevalkit_tsv_with_hint_reference_rows_and_other_columns(tmp_path):
     ]
     (tmp_path / "mmb.tsv").write_text("\n".join(lines) + "\n")
     first, second = load_questions(tmp_path / "mmb.tsv").questions
-    assert first.prompt() == "Count them.\nHow many?\nA. 2\nB. 3\nC. 4\nAnswer with the letter of the right option."
+    assert (
+        first.prompt()
+        == "Count them.\nHow many?\nA. 2\nB. 3\nC. 4\nAnswer with the letter of the right option."
+    )
     assert second.images == first.images == (picture,)
-    assert second.choices == (("A", "red"), ("B", "blue")) and second.answer == "A"  # given as the option's text
+    assert (
+        second.choices == (("A", "red"), ("B", "blue")) and second.answer == "A"
+    )  # given as the option's text
 
 
 def test_columns_are_named_where_the_usual_names_fail(tmp_path):
@@ -47,7 +52,12 @@ def test_columns_are_named_where_the_usual_names_fail(tmp_path):
     (tmp_path / "mathvista.jsonl").write_text(json.dumps(row) + "\n")
     columns = parse_columns("question=query,image=decoded_image,answer=ans,category=subject,index=pid")
     (question,) = load_questions(tmp_path / "mathvista.jsonl", columns).questions
-    assert (question.index, question.question, question.answer, question.category) == ("q1", "What is 2+2?", "4", "math")
+    assert (question.index, question.question, question.answer, question.category) == (
+        "q1",
+        "What is 2+2?",
+        "4",
+        "math",
+    )
     assert question.images == (picture.read_bytes(),)
     with pytest.raises(DataError, match=r"no question column .*--columns question=COLUMN"):
         load_questions(tmp_path / "mathvista.jsonl")
@@ -63,14 +73,21 @@ def test_a_row_whose_picture_cannot_be_decoded_is_skipped_with_its_index(tmp_pat
     path = write_benchmark(tmp_path / "b.tsv", rows)
     dataset = load_questions(path)
     assert [q.index for q in dataset.questions] == [str(rows[0]["index"]), str(rows[2]["index"])]
-    assert len(dataset.skipped) == 1 and dataset.skipped[0].startswith(f"row {rows[1]['index']}: picture cannot")
+    assert len(dataset.skipped) == 1 and dataset.skipped[0].startswith(
+        f"row {rows[1]['index']}: picture cannot"
+    )
 
 
 def test_an_answer_that_is_no_option_skips_its_row(tmp_path):
-    rows = [{"id": "a", "question": "Q?", "choices": ["x", "y"], "answer": "z"}, {"id": "b", "question": "Q?", "answer": "7"}]
+    rows = [
+        {"id": "a", "question": "Q?", "choices": ["x", "y"], "answer": "z"},
+        {"id": "b", "question": "Q?", "answer": "7"},
+    ]
     (tmp_path / "q.json").write_text(json.dumps(rows))
     dataset = load_questions(tmp_path / "q.json")
-    assert [q.index for q in dataset.questions] == ["b"] and "neither an option's letter" in dataset.skipped[0]
+    assert [q.index for q in dataset.questions] == ["b"] and "neither an option's letter" in dataset.skipped[
+        0
+    ]
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,9 @@ def test_a_file_is_scored_per_category_and_resumed_without_asking_again(tmp_path
         (s, f"q{i}") for s in strategies for i in range(6)
     )
     asked = len(backend.sample_calls)
-    again = run_eval(data=data, backend=backend, strategies=strategies, output_dir=tmp_path / "out", progress=False)
+    again = run_eval(
+        data=data, backend=backend, strategies=strategies, output_dir=tmp_path / "out", progress=False
+    )
     assert len(backend.sample_calls) == asked and again.kept == 12  # nothing asked twice
     assert [r.accuracy for r in again.results] == [1.0, 1.0]
     assert "unreadable" in again.markdown() and "caption right" not in again.markdown()
@@ -54,8 +56,8 @@ def test_another_runs_answers_are_not_mixed_in(tmp_path):
     run_eval(data=data, backend=ScriptedBackend(SCRIPT), strategies=["greedy"], output_dir=tmp_path / "out",
              progress=False)  # fmt: skip
     with pytest.raises(ValueError, match="holds answers of another run: temperature 0.6 \\(now 0.9\\)"):
-        run_eval(data=data, backend=ScriptedBackend(SCRIPT), strategies=["greedy"], output_dir=tmp_path / "out",
-                 progress=False, temperature=0.9)  # fmt: skip
+        run_eval(data=data, backend=ScriptedBackend(SCRIPT), strategies=["greedy"],
+                 output_dir=tmp_path / "out", progress=False, temperature=0.9)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -72,7 +74,10 @@ def test_another_runs_answers_are_not_mixed_in(tmp_path):
         (["--columns", "question=q"], "--columns names the columns of a --data file"),
         (["--shuffle", "1"], "shuffle applies to a data file"),
         (["--model", "{tmp}/nowhere"], "Model folder"),
-        (["--base-url", "http://127.0.0.1:9/v1", "--workers", "2"], "Worker processes load an in-process model"),
+        (
+            ["--base-url", "http://127.0.0.1:9/v1", "--workers", "2"],
+            "Worker processes load an in-process model",
+        ),
     ],
 )
 def test_bad_input_is_one_error_line_and_exit_2_before_any_model_loads(tmp_path, args, message):

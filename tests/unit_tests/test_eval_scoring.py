@@ -33,11 +33,16 @@ def test_multiple_choice_numbers_and_exact_text():
     assert (wrong.correct, wrong.readable, wrong.method) == (0.0, False, "choice")
     number = EvalQuestion("2", 1, "How long?", "2.5")
     assert score_answer(number, "About 2.52 metres").correct == 1.0  # within 1%
-    assert score_answer(number, "2.6").correct == 0.0 and score_answer(number, "2.6", tolerance=0.05).correct == 1.0
+    assert (
+        score_answer(number, "2.6").correct == 0.0
+        and score_answer(number, "2.6", tolerance=0.05).correct == 1.0
+    )
     assert score_answer(number, "two or three").readable is False
     assert read_number("1,024 tokens") == 1024.0 and read_number("seven") == 7.0
     text = EvalQuestion("3", 2, "What is it?", "A red square.")
-    assert score_answer(text, "a  red SQUARE").correct == 1.0 and score_answer(text, "a square").correct == 0.0
+    assert (
+        score_answer(text, "a  red SQUARE").correct == 1.0 and score_answer(text, "a square").correct == 0.0
+    )
     letter_only = EvalQuestion("4", 3, "Which? A: x B: y", "B")  # options inside the question (MMStar)
     assert score_answer(letter_only, "Answer: B").correct == 1.0
 
@@ -54,7 +59,11 @@ def _record(*conclusions: str, winner: int = 0) -> dict:
 def test_the_file_scorer_counts_the_final_judge_decision_and_pass_at_n():
     question = EvalQuestion("7", 0, "How many?", "B", choices=OPTIONS, category="count")
     scored = asyncio.run(FileScorer().score(question, "2", _record("2", "3", winner=0)))
-    assert scored["correct"] is False and scored["pass"] is True and scored["decisions"] == [("conclusion", False)]
+    assert (
+        scored["correct"] is False
+        and scored["pass"] is True
+        and scored["decisions"] == [("conclusion", False)]
+    )
     assert scored["category"] == "count" and scored["well_formed"] is True
 
 
@@ -63,11 +72,19 @@ def test_the_grader_scores_open_answers_and_its_prompt_and_verdict_are_kept():
     scorer = FileScorer(grader=Grader(grader_model))
     question = EvalQuestion("8", 0, "What is on the table?", "a red cup and a blue plate")
     scored = asyncio.run(scorer.score(question, "a red cup", _record("a red cup")))
-    assert (scored["correct"], scored["readable"], scored["method"], scored["pass"]) == (0.5, True, "grader", None)
+    assert (scored["correct"], scored["readable"], scored["method"], scored["pass"]) == (
+        0.5,
+        True,
+        "grader",
+        None,
+    )
     assert "Correct answer: a red cup and a blue plate" in scored["grader"]["prompt"]
     assert "Model's answer: a red cup" in scored["grader"]["prompt"] and scored["grader"]["verdict"] == "0.5"
     unread = asyncio.run(scorer.score(question, "plates", _record("plates")))
-    assert (unread["correct"], unread["readable"]) == (0.0, False)  # no score in the reply: wrong, not guessed
+    assert (unread["correct"], unread["readable"]) == (
+        0.0,
+        False,
+    )  # no score in the reply: wrong, not guessed
     numeric = asyncio.run(scorer.score(EvalQuestion("9", 0, "How many?", "4"), "4", _record("4")))
     assert numeric["method"] == "number"  # the grader only scores open answers
 
