@@ -390,8 +390,10 @@ async def _answer_all(
             except ValueError as e:  # this question cannot be asked (too long a prompt...): wrong, noted
                 raw = _Raw("", {}, {}, 0.0)
                 category = str(getattr(item, "category", getattr(item, "kind", "")))
-                scored: dict[str, Any] = {"correct": False, "readable": False, "well_formed": False, "pass": False,
-                          "decisions": [], "category": category, "error": str(e)}  # fmt: skip
+                scored: dict[str, Any] = {
+                    "correct": False, "readable": False, "well_formed": False, "pass": False,
+                    "decisions": [], "category": category, "error": str(e),
+                }  # fmt: skip
             else:
                 scored = await scorer.score(item, raw.content, raw.record)
         log.append(_record(spec, item, raw, scored))
