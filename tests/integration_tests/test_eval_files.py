@@ -17,7 +17,7 @@ from langchain_llava_cot.demo import DEMO_MODEL_PATH
 from langchain_llava_cot.eval import run_eval
 from langchain_llava_cot.eval.demo_files import demo_rows, write_benchmark
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(1200)
 
 ROWS = demo_rows(3, phrasing="trained")
 
@@ -54,7 +54,7 @@ def _answers(path: Path) -> list[tuple[str, str]]:
 
 
 def test_a_run_killed_with_sigkill_resumes_without_losing_or_repeating_a_question(tmp_path):
-    data = write_benchmark(tmp_path / "bench.jsonl", demo_rows(12, phrasing="trained"))
+    data = write_benchmark(tmp_path / "bench.jsonl", demo_rows(8, phrasing="trained"))
     out = tmp_path / "out"
     command = [sys.executable, "-m", "langchain_llava_cot.eval", "--data", str(data),
                "--strategies", "greedy", "--out", str(out), "--no-progress", "--seed", "3"]  # fmt: skip
@@ -67,12 +67,12 @@ def test_a_run_killed_with_sigkill_resumes_without_losing_or_repeating_a_questio
     first.send_signal(signal.SIGKILL)
     first.wait()
     kept = _answers(answers)
-    assert 3 <= len(kept) < 12, "the run must be killed in the middle"
+    assert 3 <= len(kept) < 8, "the run must be killed in the middle"
     with answers.open("ab") as file:  # as if the kill had come in the middle of writing a line
         file.write(b'{"strategy": "greedy", "index": "99", "corr')
-    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=540)
     assert second.returncode == 0, second.stderr
     assert f"Kept {len(kept)} answers already in" in second.stdout and "cut 1 torn line" in second.stdout
     final = _answers(answers)
-    assert sorted(final) == sorted(("greedy", str(i)) for i in range(12))  # none lost, none asked twice
+    assert sorted(final) == sorted(("greedy", str(i)) for i in range(8))  # none lost, none asked twice
     assert final[: len(kept)] == kept and answers.read_bytes().endswith(b"}\n")
