@@ -225,16 +225,19 @@ class Scene:
             else:
                 r = obj.radius * short
             fill = obj.fill or COLOURS[obj.colour]
-            outline = _outline(style, fill, line)
+            edge = _outline(style, fill)
+            width = line if edge else 0
             if obj.shape == "circle":
-                draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, **outline)
+                draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, outline=edge, width=width)
             elif obj.shape == "square":
                 half = r * 0.88
-                draw.rectangle([cx - half, cy - half, cx + half, cy + half], fill=fill, **outline)
+                draw.rectangle(
+                    [cx - half, cy - half, cx + half, cy + half], fill=fill, outline=edge, width=width
+                )
             else:
                 apex, base = (cy - r, cy + r) if obj.pointing == "up" else (cy + r, cy - r)
                 points = [(cx, apex), (cx - r, base), (cx + r, base)]
-                draw.polygon(points, fill=fill, **outline)
+                draw.polygon(points, fill=fill, outline=edge, width=width)
         if scale == 1:
             return image
         return image.resize((style.width, style.height), Image.Resampling.LANCZOS)
@@ -249,13 +252,11 @@ def _supersampling(style: Style) -> int:
     return 4 if style.antialias and max(style.width, style.height) <= 128 else 1
 
 
-def _outline(style: Style, fill: tuple[int, int, int], width: int) -> dict[str, object]:
-    """PIL's outline arguments for a shape drawn in ``fill`` (none when the style has no outline)."""
+def _outline(style: Style, fill: tuple[int, int, int]) -> tuple[int, ...] | None:
+    """The colour of the line around a shape drawn in ``fill`` (None when the style has no outline)."""
     if style.shaded_outline:
-        return {"outline": tuple(c * 3 // 5 for c in fill), "width": width}
-    if style.outline is not None:
-        return {"outline": style.outline, "width": width}
-    return {}
+        return tuple(c * 3 // 5 for c in fill)
+    return style.outline
 
 
 def cell_of(obj: Shape) -> int:

@@ -19,7 +19,7 @@ from langchain_llava_cot.demo.scenes import COLOURS, SHAPES, SIZES
 if TYPE_CHECKING:
     from langchain_llava_cot.demo.dataset import Example
 
-__all__ = ["is_correct", "normalize_answer", "same_answer"]
+__all__ = ["is_correct", "is_readable", "normalize_answer", "same_answer"]
 
 _NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 _WORD = re.compile(r"[a-z]+|\d+")
@@ -61,6 +61,11 @@ def same_answer(text: str, expected: str, kind: str) -> bool:
         return _listed(text) == _listed(expected)
     wanted = normalize_answer(expected)
     return wanted is not None and normalize_answer(text) == wanted
+
+
+def is_readable(text: str, kind: str) -> bool:
+    """Whether ``text`` gives an answer at all: one answer word, or for a description some objects."""
+    return bool(_listed(text)) if kind == "describe" else normalize_answer(text) is not None
 
 
 def is_correct(conclusion: str, example: Example) -> bool:

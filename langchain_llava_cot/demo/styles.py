@@ -56,7 +56,7 @@ def novel_style(rng: random.Random, look: str | None = None) -> Style:
         return Style(base.width, base.height, base.antialias, jpeg_quality=rng.randint(30, 70))
     if look == "black outline":
         grey = rng.randint(0, 60)
-        width = rng.uniform(0.008, 0.02)
-        return Style(base.width, base.height, base.antialias, outline=(grey, grey, grey), outline_width=width)
+        line = rng.uniform(0.008, 0.02)
+        return Style(base.width, base.height, base.antialias, outline=(grey, grey, grey), outline_width=line)
     msg = f"Unknown style {look!r}: use one of {', '.join(NOVEL_STYLES)}."
     raise ValueError(msg)

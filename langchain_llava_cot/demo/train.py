@@ -352,9 +352,9 @@ def _pretrain_vision(processor: Any, tower: Any, config: TrainConfig, seed: int)
     scenes += [None] * (config.vision_pictures // 10)
     rng.shuffle(scenes)
     pictures = (off_domain_image(rng) if scene is None else scene.render() for scene in scenes)
-    tests = {}
+    tests: dict[str, tuple[Any, list[Any]]] = {}
     for world in ("free", "novel", "classic"):
-        held_out = [ex.scene for ex in examples("validation", config.vision_checks, world=world)]
+        held_out: list[Any] = [ex.scene for ex in examples("validation", config.vision_checks, world=world)]
         tests[f"validation_{world}"] = (_pixels(processor, (scene.render() for scene in held_out)), held_out)
     return pretrain_vision_tower(
         tower,

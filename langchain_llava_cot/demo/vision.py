@@ -157,7 +157,7 @@ def pretrain_vision_tower(
             logger.info("vision step %d loss %.4f %.0f s", step + 1, smoothed, time.perf_counter() - started)
     tower.eval()
     parts, pictures = _accuracy(tower, heads, pixels[train:], regions[train:])
-    record = {
+    record: dict[str, Any] = {
         "steps": steps,
         "batch_size": batch_size,
         "lr": lr,

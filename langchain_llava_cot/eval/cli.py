@@ -49,6 +49,13 @@ def parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--split", default="test", choices=["test", "validation"], help="the demo's split (default test)"
     )
+    data.add_argument(
+        "--world",
+        default="free",
+        choices=["free", "novel", "classic"],
+        help="the demo's questions: free (pictures drawn freely, trained wordings; default), novel (wordings "
+        "and looks held out of training) or classic (the first demo model's grid pictures)",
+    )
     model = p.add_argument_group("model")
     model.add_argument("--model", help="model folder, answered in-process (default: the bundled demo model)")
     model.add_argument(
@@ -158,6 +165,7 @@ def _run(args: argparse.Namespace, errors: Any) -> int:
         questions=args.questions if args.questions is not None or args.data else 100,
         start=args.start,
         split=args.split,
+        world=args.world,
         shuffle=args.shuffle,
         temperature=args.temperature,
         seed=args.seed,

@@ -58,6 +58,7 @@ def run_eval(
     strategies: Iterable[str | StrategySpec] | None = None,
     questions: int | None = 100,
     split: str = "test",
+    world: str = "free",
     start: int = 0,
     shuffle: int | None = None,
     temperature: float = 0.6,
@@ -89,6 +90,8 @@ def run_eval(
         questions: How many questions to ask: the first of the file (after ``shuffle``), or of the
             demo's ``split`` from index ``start``; None asks a file's every question.
         split: The demo's ``test`` (default) or ``validation`` split.
+        world: The demo's world: ``free`` (default), ``novel`` (wordings and looks held out of
+            training) or ``classic`` (the first demo model's questions).
         start: The demo's index of the first question.
         shuffle: Shuffle a file's questions with this seed before taking the first ``questions``.
         temperature: Sampling temperature of candidates (greedy always uses 0).
@@ -115,12 +118,13 @@ def run_eval(
     """
     specs = _check_options(strategies, questions, split, concurrency, workers, backend, base_url, model)
     out = check_output_dir(output_dir)
-    items, source = _questions(data, columns, questions, shuffle, split, start, on_skip)
+    items, source = _questions(data, columns, questions, shuffle, split, world, start, on_skip)
     scorer = DemoScorer() if data is None else FileScorer(tolerance, _grader(grader))
     settings = {
         "data": source,
         "model": _model_label(model, backend, base_url, served_model),
         "split": split if data is None else None,
+        "world": world if data is None else None,
         "temperature": temperature,
         "top_p": top_p,
         "seed": seed,
@@ -222,6 +226,7 @@ def _questions(
     questions: int | None,
     shuffle: int | None,
     split: str,
+    world: str,
     start: int,
     on_skip: Callable[[str], None] | None,
 ) -> tuple[list[Any], str]:
@@ -233,7 +238,8 @@ def _questions(
         from langchain_llava_cot.demo.dataset import examples
 
         count = 100 if questions is None else questions
-        return examples(split, count, start=start), f"demo {split} split"  # type: ignore[arg-type]
+        chosen = examples(split, count, start=start, world=world)  # type: ignore[arg-type]
+        return chosen, f"demo {split} split, {world} world"
     from langchain_llava_cot.eval.data import load_questions
 
     dataset = load_questions(data, columns, questions=questions, shuffle=shuffle)

@@ -35,13 +35,13 @@ class DemoScorer:
     demo = True
 
     async def score(self, example: Example, content: str, record: Mapping[str, Any]) -> dict[str, Any]:
-        from langchain_llava_cot.demo.dataset import normalize_answer
+        from langchain_llava_cot.demo.scoring import is_readable
 
         scored = score_record(example, content, dict(record))
         scored.update(
-            category=example.kind,
+            category=example.category,
             kind=example.kind,
-            readable=normalize_answer(content) is not None,
+            readable=is_readable(content, example.kind),
             method="demo",
         )
         return scored
