@@ -30,6 +30,7 @@ from langchain_llava_cot.eval.strategies import (
     default_strategies,
     parse_strategy,
 )
+from langchain_llava_cot.options import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, model_or_demo
 
 __all__ = ["main", "run_eval"]
 
@@ -72,8 +73,8 @@ def run_eval(
     questions: int = 100,
     split: str = "test",
     start: int = 0,
-    temperature: float = 0.6,
-    top_p: float | None = 0.9,
+    temperature: float = DEFAULT_TEMPERATURE,
+    top_p: float | None = DEFAULT_TOP_P,
     seed: int = 0,
     output_dir: str | Path | None = "eval-results",
     progress: bool = True,
@@ -118,10 +119,7 @@ def run_eval(
     if workers > 1 and backend is not None:
         msg = "A ready backend cannot be shared by worker processes; pass model= with workers > 1."
         raise ValueError(msg)
-    if model is None:
-        from langchain_llava_cot.demo import DEMO_MODEL_PATH
-
-        model = DEMO_MODEL_PATH
+    model = model_or_demo(model)
     options = {"temperature": temperature, "top_p": top_p, "seed": seed, "max_stage_tokens": max_stage_tokens}
     items = examples(split, questions, start=start)  # type: ignore[arg-type]
     bar = _progress(len(specs) * len(items), progress)
@@ -279,7 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     which.add_argument(
         "--grid", action="store_true", help=f"the full grid: {len(GRID_STRATEGIES)} strategies (slow)"
     )
-    parser.add_argument("--temperature", type=float, default=0.6, help="(default 0.6)")
+    parser.add_argument(
+        "--temperature", type=float, default=DEFAULT_TEMPERATURE, help=f"(default {DEFAULT_TEMPERATURE})"
+    )
     parser.add_argument("--seed", type=int, default=0, help="(default 0)")
     parser.add_argument(
         "--out", default="eval-results", help="folder for eval.json and eval.png (default eval-results)"
