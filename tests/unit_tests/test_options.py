@@ -174,3 +174,71 @@ def test_the_eval_names_the_strategies_and_judges_the_options_know():
     assert set(JUDGES) == set(BuiltinJudge.__args__) - {"human"}
     with pytest.raises(ValueError, match="above the cap of 64"):
         parse_strategy("stage_beam:likelihood:65")
+
+
+# --- random values of every type, at every entry point ----------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from langchain_llava_cot.cli import one_line  # noqa: E402
+
+ANYTHING = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 80),
+    st.integers(),
+    st.floats(),
+    st.sampled_from([math.inf, -math.inf, math.nan, 0.0, 1e-300, 2**64]),
+    st.text(max_size=8),
+    st.sampled_from(STRATEGIES + ("greedy ", "false", "true", "human", "pairwise", "verifier", "vote", "4")),
+    st.lists(st.text(max_size=3) | st.integers(), max_size=3),
+    st.dictionaries(
+        st.sampled_from(["summary", "caption", "reasoning", "conclusion", "x"]), st.integers(-1, 9)
+    ),
+    st.builds(object),
+)
+"""Values of every type a caller or a JSON client could send, and a few that look right but are not."""
+
+OPTION_NAMES = (*SearchOptions.model_fields, "beam_width")
+RANDOM_OPTIONS = st.dictionaries(st.sampled_from(OPTION_NAMES), ANYTHING, max_size=4)
+FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+"""Bounded, so they run in every ``make test``; search longer with ``--hypothesis-seed`` and more examples."""
+
+
+def a_clear_error_or_an_answer(attempt, options):
+    """A bad value is a ValueError or TypeError that names what was wrong; a good one runs."""
+    try:
+        return attempt()
+    except (ValueError, TypeError) as error:
+        message = one_line(error)
+        assert any(name in message for name in options) or "option" in message, message
+        assert "Traceback" not in message and len(message) < 600, message
+        return None
+
+
+@FAST
+@given(RANDOM_OPTIONS)
+def test_random_options_per_call_give_a_clear_error_or_an_answer(options):
+    backend = ScriptedBackend(SCRIPT)
+    llm = ChatLlavaCoT(backend=backend, max_stage_tokens=8)
+    message = a_clear_error_or_an_answer(lambda: llm.invoke(MESSAGES, **options), options)
+    if message is None:
+        assert not backend.sample_calls  # refused before any model work
+    else:
+        assert isinstance(message.content, str) and message.response_metadata["llava_cot"]["steps"]
+
+
+@FAST
+@given(RANDOM_OPTIONS)
+def test_random_options_at_construction_give_a_clear_error_or_a_model(options):
+    a_clear_error_or_an_answer(lambda: ChatLlavaCoT(backend=ScriptedBackend(SCRIPT), **options), options)
+
+
+@FAST
+@given(RANDOM_OPTIONS)
+def test_random_json_contexts_of_the_served_graph_give_a_clear_error_or_a_search(options):
+    deployment = Deployment(models=("scripted",), make_backend=lambda name: ScriptedBackend(SCRIPT))
+    context = a_clear_error_or_an_answer(lambda: deployment.search_context(options), options)
+    if context is not None:
+        assert context.candidates <= deployment.max_candidates and context.backend is not None
