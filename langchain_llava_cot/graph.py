@@ -97,11 +97,12 @@ def _prefix(chosen: dict[Stage, str], stage: Stage) -> str:
     return f"{earlier}{STAGE_SEPARATOR}{stage.open_tag}" if earlier else stage.open_tag
 
 
-def _tokens_left(state: SearchState, budget: int | None) -> int | None:
-    if budget is None:
+def _tokens_left(state: SearchState, context: SearchContext) -> int | None:
+    """What ``max_tokens`` leaves for this step and the later ones (None: no budget)."""
+    if context.max_tokens is None:
         return None
     spent = sum(step["candidates"][step["winner"]]["completion_tokens"] for step in state.get("steps") or [])
-    return budget - spent
+    return context.max_tokens - spent
 
 
 _STAGE_TAG = re.compile(rf"</?(?:{TAG_NAMES})>", re.IGNORECASE)
@@ -163,16 +164,20 @@ def _sample_request(
     stage: Stage,
     state: SearchState,
     context: SearchContext,
-    budget: int | None,
+    room: int | None,
     chosen: dict[Stage, str] | None = None,
 ) -> SampleRequest:
-    """The request of one step: ``context.width`` continuations of the chosen prefix, within ``budget``."""
+    """The request of one step: ``context.width`` continuations of the chosen prefix.
+
+    Its token limit is the stage's, within what ``max_tokens`` and the model's context
+    (``room``) leave, one token kept for each later stage.
+    """
     span = context.span(stage)
     limit = context.token_limit(span)
-    left = _tokens_left(state, budget)
-    if left is not None:
-        later = len(STAGES) - 1 - STAGES.index(span[-1])  # each later stage keeps one token of the budget
-        limit = min(limit, max(left - later, 1))
+    later = len(STAGES) - 1 - STAGES.index(span[-1])
+    for left in (_tokens_left(state, context), room):
+        if left is not None:
+            limit = min(limit, max(left - later, 1))
     stop = (span[-1].close_tag, *(context.stop if span[-1] is Stage.CONCLUSION else ()))
     forced = state["conversation"].forced_tools if span[-1] is Stage.CONCLUSION else ()
     return SampleRequest(
@@ -215,17 +220,14 @@ def _judge_task(
     )
 
 
-def _answer_room(state: SearchState, context: SearchContext) -> int | None:
-    """New tokens the model's context leaves for the whole answer after the prompt (None: unknown)."""
-    every_tag = render_answer(dict.fromkeys(STAGES, ""))
-    return context.get_backend().tokens_left(state["conversation"], every_tag)
+def _room(state: SearchState, context: SearchContext) -> int | None:
+    """New tokens the model's context leaves for the stages not chosen yet (None: unknown).
 
-
-def _answer_budget(context: SearchContext, room: int | None) -> int | None:
-    """The whole answer's token budget: ``max_tokens``, within the room the model's context leaves."""
-    if room is None:
-        return context.max_tokens
-    return room if context.max_tokens is None else min(context.max_tokens, room)
+    The prompt counted is the request, the chosen stages, and the tags of every stage still to write.
+    """
+    chosen = _chosen_stages(state)
+    ahead = {stage: chosen.get(stage, "") for stage in STAGES}
+    return context.get_backend().tokens_left(state["conversation"], render_answer(ahead))
 
 
 def _check_before_the_first_token(context: SearchContext, room: int | None) -> None:
@@ -257,18 +259,17 @@ def _check_before_the_first_token(context: SearchContext, room: int | None) -> N
 
 
 def _expand(stage: Stage, state: SearchState, context: SearchContext) -> Step[dict[str, Any]]:
-    room = _answer_room(state, context)
+    room = _room(state, context)
     if not state.get("steps"):
         _check_before_the_first_token(context, room)
-    budget = _answer_budget(context, room)
     span = context.span(stage)
     started = time.perf_counter()
     if context.strategy == "retrace" and stage is Stage.REASONING and state.get("frontier"):
-        pending, usage = yield from _expand_frontier(state, context, budget)
+        pending, usage = yield from _expand_frontier(state, context, room)
     elif context.adaptive and context.width > 1:
-        pending, usage = yield from _expand_in_rounds(stage, state, context, budget)
+        pending, usage = yield from _expand_in_rounds(stage, state, context, room)
     else:
-        [samples] = yield SampleCall((_sample_request(stage, state, context, budget),))
+        [samples] = yield SampleCall((_sample_request(stage, state, context, room),))
         pending, usage = {"candidates": [_candidate(span, s) for s in samples]}, _sampling_usage(samples)
     candidates = pending["candidates"]
     get_stream_writer()({"event": "candidates", "stage": stage.value, "candidates": candidates})
@@ -282,7 +283,7 @@ def _expand(stage: Stage, state: SearchState, context: SearchContext) -> Step[di
 
 
 def _expand_in_rounds(
-    stage: Stage, state: SearchState, context: SearchContext, budget: int | None
+    stage: Stage, state: SearchState, context: SearchContext, room: int | None
 ) -> Step[tuple[dict, Usage]]:
     """Adaptive width: ``adaptive_start`` candidates, then the rest only if they are not enough.
 
@@ -290,7 +291,7 @@ def _expand_in_rounds(
     judge scores one of them at least ``confidence`` (that verdict is kept for the judge).
     """
     span = context.span(stage)
-    request = _sample_request(stage, state, context, budget)
+    request = _sample_request(stage, state, context, room)
     first = replace(request, n=min(context.adaptive_start, request.n))
     [samples] = yield SampleCall((first,))
     usage = _sampling_usage(samples)
@@ -314,7 +315,7 @@ def _expand_in_rounds(
 
 
 def _expand_frontier(
-    state: SearchState, context: SearchContext, budget: int | None
+    state: SearchState, context: SearchContext, room: int | None
 ) -> Step[tuple[dict, Usage]]:
     """retrace, reasoning: ``candidates // keep`` continuations of each kept caption, in one call."""
     frontier = state["frontier"] or []
@@ -322,7 +323,7 @@ def _expand_frontier(
     per_caption = max(1, context.width // len(frontier))
     requests = tuple(
         replace(
-            _sample_request(Stage.REASONING, state, context, budget, {**chosen, Stage.CAPTION: caption}),
+            _sample_request(Stage.REASONING, state, context, room, {**chosen, Stage.CAPTION: caption}),
             n=per_caption,
         )
         for caption in frontier

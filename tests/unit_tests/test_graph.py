@@ -170,10 +170,10 @@ class FillingBackend(ScriptedBackend):
     """Writes exactly as many tokens as it may, never closing a stage: the budget's worst case."""
 
     room: int | None = None
-    """What :meth:`tokens_left` answers (None: unknown)."""
+    """The context's room after the request alone (None: unknown); each word of the prefix takes one."""
 
     def tokens_left(self, conversation, prefix):
-        return self.room
+        return None if self.room is None else self.room - prefix.split().count("w")
 
     def _sample_one(self, request):
         words = " w" * request.max_new_tokens
