@@ -176,15 +176,17 @@ class FillingBackend(ScriptedBackend):
         return None if self.room is None else self.room - prefix.split().count("w")
 
     def _sample_one(self, request):
-        words = " w" * request.max_new_tokens
-        return [Sample(words, "length", (-1.0,) * request.max_new_tokens, 10, request.max_new_tokens)] * request.n
+        tokens = request.max_new_tokens
+        return [Sample(" w" * tokens, "length", (-1.0,) * tokens, 10, tokens)] * request.n
 
 
 @pytest.mark.parametrize("strategy", ["greedy", "stage_beam"])
 @pytest.mark.parametrize("max_tokens", [4, 5, 9, 100])
 def test_the_token_budget_is_never_overspent(strategy, max_tokens):
     """Stage by stage. (A best_of_n answer that lacks stages is completed with a token per stage.)"""
-    state = run(SearchContext(backend=FillingBackend({}), strategy=strategy, candidates=2, max_tokens=max_tokens))
+    backend = FillingBackend({})
+    context = SearchContext(backend=backend, strategy=strategy, candidates=2, max_tokens=max_tokens)
+    state = run(context)
     spent = sum(step["candidates"][step["winner"]]["completion_tokens"] for step in state["steps"])
     assert len(STAGES) <= spent <= max_tokens
 
