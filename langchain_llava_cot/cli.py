@@ -110,7 +110,7 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="device of an in-process model")
     for name, field in SearchOptions.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        help_text = f"{' '.join((field.description or '').split())} (default: {field.default!r})"
+        help_text = f"{' '.join((field.description or '').split())} (default: {field.default})"
         parser.add_argument(flag, default=argparse.SUPPRESS, help=help_text, **_flag_kind(name, field))
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
