@@ -79,7 +79,10 @@ class ChatLlavaCoT(BaseChatModel, SearchOptions):
 
     Each answer is written in four stages (summary, caption, reasoning, conclusion).
     With ``strategy="stage_beam"`` every stage samples ``candidates`` continuations
-    and a judge keeps the best before the next stage starts.
+    and a judge keeps the best before the next stage starts. The search options (their
+    defaults, descriptions and checks) are inherited from
+    :class:`~langchain_llava_cot.options.SearchOptions`; the fields declared here name the
+    model and how its answers are returned.
 
     Setup:
         .. code-block:: bash

@@ -197,7 +197,7 @@ def test_any_reply_gives_choice_scores_or_a_server_error(any_reply):
         assert isinstance(result, ChoiceResult) and len(result.logprobs) == len(CHOICE.options)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(plausible_replies() | JSON, min_size=12, max_size=12))
 def test_the_probe_reads_any_replies_into_capabilities(replies):
     """Probe replies are never trusted either: odd ones mean a feature is off, not a crash."""
