@@ -137,10 +137,13 @@ def finite_number(
     above: float | None = None,
 ) -> float:
     """``value`` as a float: a finite real number (numpy's too, never a bool) in the bounds."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+    try:
+        number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # a whole number too large for a float
+        number = math.inf
+    if not math.isfinite(number):
         msg = f"{name} must be a finite number, got {value!r}."
         raise ValueError(msg)
-    number = float(value)
     too_low = (low is not None and number < low) or (above is not None and number <= above)
     if too_low or (high is not None and number > high):
         bounds = [f"at least {low}" if low is not None else "", f"above {above}" if above is not None else ""]

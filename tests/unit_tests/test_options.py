@@ -51,6 +51,7 @@ ENTRY_POINTS = [construct, per_call, graph_context, served_context]
 BAD_OPTIONS = [
     ({"temperature": math.inf}, "temperature must be a finite number"),
     ({"temperature": math.nan}, "temperature must be a finite number"),
+    ({"temperature": 10**400}, "temperature must be a finite number"),
     ({"temperature": -1}, "temperature must be at least 0"),
     ({"top_p": 0}, "top_p must be above 0"),
     ({"candidates": True}, "candidates must be a whole number"),
@@ -189,7 +190,7 @@ ANYTHING = st.one_of(
     st.integers(-3, 80),
     st.integers(),
     st.floats(),
-    st.sampled_from([math.inf, -math.inf, math.nan, 0.0, 1e-300, 2**64]),
+    st.sampled_from([math.inf, -math.inf, math.nan, 0.0, 1e-300, 2**64, 10**400]),
     st.text(max_size=8),
     st.sampled_from(STRATEGIES + ("greedy ", "false", "true", "human", "pairwise", "verifier", "vote", "4")),
     st.lists(st.text(max_size=3) | st.integers(), max_size=3),
