@@ -179,10 +179,20 @@ def _logprob_entries(holder: Any, key: str, server: str) -> list[Mapping[str, An
         logprob = entry.get("logprob")
         if logprob is None:
             continue
-        if isinstance(logprob, bool) or not isinstance(logprob, numbers.Real) or math.isnan(logprob):
+        if not _is_log_probability(logprob):
             raise _malformed(server, f"has a log-probability {logprob!r} that is not a number", entry)
         kept.append(entry)
     return kept
+
+
+def _is_log_probability(value: Any) -> bool:
+    """A real number (not a bool, not NaN) that a float holds; -inf is one (a token never chosen)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return not math.isnan(float(value))
+    except OverflowError:  # a whole number too large for a float
+        return False
 
 
 def _token_logprobs(choice: Mapping[str, Any], server: str) -> list[tuple[str, float]]:
