@@ -184,12 +184,14 @@ from hypothesis import strategies as st  # noqa: E402
 
 from langchain_llava_cot.cli import one_line  # noqa: E402
 
+# No subnormal floats: the demo's training tests set torch's flush-denormal mode for the whole
+# process, and Hypothesis cannot draw subnormals after that.
 ANYTHING = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(-3, 80),
     st.integers(),
-    st.floats(),
+    st.floats(allow_subnormal=False),
     st.sampled_from([math.inf, -math.inf, math.nan, 0.0, 1e-300, 2**64, 10**400]),
     st.text(max_size=8),
     st.sampled_from(STRATEGIES + ("greedy ", "false", "true", "human", "pairwise", "verifier", "vote", "4")),
