@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from langchain_llava_cot.eval.strategies import GRID_STRATEGIES, default_strategies
+from langchain_llava_cot.options import DEFAULT_TEMPERATURE
 
 __all__ = ["main", "parser"]
 
@@ -90,7 +91,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--workers", type=int, default=1, help="in-process: parallel processes, one torch thread each"
     )
-    run.add_argument("--temperature", type=float, default=0.6, help="(default 0.6)")
+    run.add_argument(
+        "--temperature", type=float, default=DEFAULT_TEMPERATURE, help=f"(default {DEFAULT_TEMPERATURE})"
+    )
     run.add_argument("--seed", type=int, default=0, help="(default 0)")
     run.add_argument(
         "--max-stage-tokens", type=int, default=None, help="(default: the engine's per-stage limits)"

@@ -33,6 +33,7 @@ from langchain_llava_cot.eval.scorers import DemoScorer, FileScorer
 from langchain_llava_cot.eval.scoring import DEFAULT_TOLERANCE
 from langchain_llava_cot.eval.stats import paired_difference, wilson_interval
 from langchain_llava_cot.eval.strategies import StrategySpec, default_strategies, parse_strategy
+from langchain_llava_cot.options import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, model_or_demo
 
 __all__ = ["RUN_FILE", "check_output_dir", "run_eval"]
 
@@ -61,8 +62,8 @@ def run_eval(
     world: str = "free",
     start: int = 0,
     shuffle: int | None = None,
-    temperature: float = 0.6,
-    top_p: float | None = 0.9,
+    temperature: float = DEFAULT_TEMPERATURE,
+    top_p: float | None = DEFAULT_TOP_P,
     seed: int = 0,
     output_dir: str | Path | None = "eval-results",
     progress: bool = True,
@@ -314,9 +315,8 @@ class _Answerer:
                 )
             else:
                 from langchain_llava_cot.backends.transformers import TransformersBackend
-                from langchain_llava_cot.demo import DEMO_MODEL_PATH
 
-                self._backend = TransformersBackend(str(_local_model(self._model or DEMO_MODEL_PATH)))
+                self._backend = TransformersBackend(str(_local_model(model_or_demo(self._model))))
         return self._backend
 
     def _ready_pool(self) -> Any:
@@ -324,9 +324,7 @@ class _Answerer:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            from langchain_llava_cot.demo import DEMO_MODEL_PATH
-
-            model = str(_local_model(self._model or DEMO_MODEL_PATH))
+            model = str(_local_model(model_or_demo(self._model)))
             self._pool = ProcessPoolExecutor(
                 self._workers,
                 mp_context=multiprocessing.get_context("spawn"),
@@ -361,11 +359,7 @@ def _model_label(
         )
     if base_url is not None:
         return f"{served_model or 'the served model'} at {base_url}"
-    if model is None:
-        from langchain_llava_cot.demo import DEMO_MODEL_PATH
-
-        return str(DEMO_MODEL_PATH)
-    return str(model)
+    return str(model_or_demo(model))
 
 
 def _local_model(model: str | Path) -> Path:
