@@ -278,7 +278,7 @@ def _off_domain_request(
         drawing = rng.choice(drawings)
         picture = drawing.image()
         stages = off_domain_stages("drawing", drawing.stages[Stage.CAPTION])
-    user = Turn(role="user", text=text, images=(PICTURE_STAND_IN,) if picture else ())
+    user = Turn(role="user", text=text, images=(PICTURE_STAND_IN,) if picture is not None else ())
     turns: list[Turn] = [user]
     if rng.random() < 0.25:
         earlier = rng.choice(SMALL_TALK)
