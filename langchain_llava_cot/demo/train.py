@@ -43,6 +43,7 @@ import math
 import random
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -398,9 +399,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--init", default=None, help="saved demo model to continue training")
     parser.add_argument("--tools", action="store_true", help="fine-tune with TOOLS_CONFIG (add tool use)")
+    parser.add_argument("--vision-steps", type=int, default=None, help="stage 1 steps (default: config)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = TOOLS_CONFIG if args.tools else DEFAULT_CONFIG
+    if args.vision_steps is not None:
+        config = replace(config, vision_steps=args.vision_steps)
     train_demo(
         args.out,
         minutes=args.minutes,
