@@ -226,18 +226,18 @@ class Scene:
                 r = obj.radius * short
             fill = obj.fill or COLOURS[obj.colour]
             edge = _outline(style, fill)
-            width = line if edge else 0
+            stroke = line if edge else 0
             if obj.shape == "circle":
-                draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, outline=edge, width=width)
+                draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, outline=edge, width=stroke)
             elif obj.shape == "square":
                 half = r * 0.88
                 draw.rectangle(
-                    [cx - half, cy - half, cx + half, cy + half], fill=fill, outline=edge, width=width
+                    [cx - half, cy - half, cx + half, cy + half], fill=fill, outline=edge, width=stroke
                 )
             else:
                 apex, base = (cy - r, cy + r) if obj.pointing == "up" else (cy + r, cy - r)
                 points = [(cx, apex), (cx - r, base), (cx + r, base)]
-                draw.polygon(points, fill=fill, outline=edge, width=width)
+                draw.polygon(points, fill=fill, outline=edge, width=stroke)
         if scale == 1:
             return image
         return image.resize((style.width, style.height), Image.Resampling.LANCZOS)
