@@ -274,6 +274,26 @@ def test_free_scenes_keep_shapes_apart_inside_the_picture_and_clear_of_the_grid_
                     assert distance > (a.radius + b.radius) * short  # type: ignore[operator]
 
 
+@pytest.mark.parametrize("world", ["free", "novel", "classic"])
+def test_every_shape_is_drawn_where_its_caption_puts_it(world: str) -> None:
+    """The pixel at each shape's centre is the shape's own colour, whatever the picture's size.
+
+    (JPEG-compressed looks are left out: their chroma is smeared over a tiny shape.)
+    """
+    from langchain_llava_cot.demo.scenes import COLOURS
+
+    for example in examples("validation", 60, world=world):  # type: ignore[arg-type]
+        scene = example.scene
+        if scene.style.jpeg_quality is not None:
+            continue
+        picture = scene.render().convert("RGB")
+        for obj in scene.objects:
+            x = min(int(obj.x * picture.width), picture.width - 1)
+            y = min(int(obj.y * picture.height), picture.height - 1)
+            drawn, meant = picture.getpixel((x, y)), obj.fill or COLOURS[obj.colour]
+            assert max(abs(a - b) for a, b in zip(drawn, meant)) < 80, (scene.style, obj, drawn)
+
+
 def test_the_novel_world_holds_out_wordings_and_looks_and_has_no_training_split() -> None:
     from langchain_llava_cot.demo.phrasings import NOVEL, TRAINING
     from langchain_llava_cot.demo.styles import NOVEL_STYLES
