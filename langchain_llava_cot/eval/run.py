@@ -19,35 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
-import statistics
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from langchain_llava_cot.eval.answers import ANSWERS_FILE, AnswerLog
+from langchain_llava_cot.eval.asking import Answer, Answerer, chat_model, local_model
 from langchain_llava_cot.eval.report import EvalReport, StrategyResult, plot
 from langchain_llava_cot.eval.scorers import DemoScorer, FileScorer
 from langchain_llava_cot.eval.scoring import DEFAULT_TOLERANCE
-from langchain_llava_cot.eval.stats import paired_difference, wilson_interval
 from langchain_llava_cot.eval.strategies import StrategySpec, default_strategies, parse_strategy
+from langchain_llava_cot.eval.summary import compare_pairs, summarize
 
 __all__ = ["RUN_FILE", "check_output_dir", "run_eval"]
 
 RUN_FILE = "run.json"
 """What a run measured (data, model, sampling): a rerun into the same folder must match it."""
-
-
-@dataclass(frozen=True)
-class _Raw:
-    """One answer as the model gave it, before scoring."""
-
-    content: str
-    record: dict[str, Any]
-    usage: dict[str, Any]
-    seconds: float
 
 
 def run_eval(
@@ -73,7 +61,7 @@ def run_eval(
     tolerance: float = DEFAULT_TOLERANCE,
     concurrency: int = 1,
     keep_records: bool = True,
-    max_stage_tokens: int | None = None,
+    max_stage_tokens: int | Mapping[str, int] | None = None,
     workers: int = 1,
     on_skip: Callable[[str], None] | None = None,
 ) -> EvalReport:
@@ -105,7 +93,8 @@ def run_eval(
         tolerance: Numbers match within this share of the expected one.
         concurrency: Questions in flight at once.
         keep_records: Keep every question's scores in ``eval.json``.
-        max_stage_tokens: Token limit of each stage (None: the engine's defaults).
+        max_stage_tokens: Token limit of each stage, one number or one per stage name (None: the
+            engine's defaults).
         workers: Processes that answer in parallel, each loading the in-process model with one torch
             thread (on small CPU models 2 workers on 2 cores beat one with 2 threads).
         on_skip: Called with one line per row of ``data`` that was skipped (an undecodable picture...).
@@ -113,7 +102,10 @@ def run_eval(
     Returns:
         The report; ``report.table()`` renders the table.
     """
-    specs = _check_options(strategies, questions, split, concurrency, workers, backend, base_url, model)
+    options = {"temperature": temperature, "top_p": top_p, "seed": seed, "max_stage_tokens": max_stage_tokens}
+    specs = _check_options(
+        strategies, options, questions, split, concurrency, workers, backend, base_url, model
+    )
     out = check_output_dir(output_dir)
     items, source = _questions(data, columns, questions, shuffle, split, start, on_skip)
     scorer = DemoScorer() if data is None else FileScorer(tolerance, _grader(grader))
@@ -130,8 +122,7 @@ def run_eval(
         _check_same_run(out, settings)
     log = AnswerLog(out / ANSWERS_FILE if out is not None else None)
     kept = sum(log.has(spec.name, item.index) for spec in specs for item in items)
-    options = {"temperature": temperature, "top_p": top_p, "seed": seed, "max_stage_tokens": max_stage_tokens}
-    answerer = _Answerer(model, backend, base_url, served_model, api_key, workers, concurrency)
+    answerer = Answerer(model, backend, base_url, served_model, api_key, workers, concurrency)
     if base_url is not None and kept < len(specs) * len(items):
         answerer.ready_backend()  # a dead server or a wrong model name: one error now, not per question
     bar = _progress(len(specs) * len(items) - kept, progress)
@@ -144,15 +135,15 @@ def run_eval(
                 bar.set_description(spec.name)
                 asyncio.run(_answer_all(answerer, spec, todo, options, scorer, log, bar))
             records = [log.get(spec.name, item.index) for item in items]
-            results.append(_summarize(spec, records))
+            results.append(summarize(spec, records))
             if out is not None:  # a run cut short keeps what it measured, compared
-                _compare_pairs(results)
+                compare_pairs(results)
                 _write_json(out, _payload(results, settings, len(items), model_name, keep_records))
     finally:
         bar.close()
         log.close()
         answerer.close()
-    _compare_pairs(results)
+    compare_pairs(results)
     report = EvalReport(
         results, split if data is None else "file", len(items), str(model_name), source=source,
         demo=data is None, kept=kept, dropped=log.dropped,
@@ -181,6 +172,7 @@ def check_output_dir(output_dir: str | Path | None) -> Path | None:
 
 def _check_options(
     strategies: Iterable[str | StrategySpec] | None,
+    options: dict[str, Any],
     questions: int | None,
     split: str,
     concurrency: int,
@@ -198,6 +190,8 @@ def _check_options(
     if len({s.name for s in specs}) < len(specs):
         msg = f"A strategy is named twice in {[s.name for s in specs]}; name each once."
         raise ValueError(msg)
+    for spec in specs:
+        _check_search(spec, options)
     for name, value in (("questions", questions), ("concurrency", concurrency), ("workers", workers)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             msg = f"{name} must be a whole number of at least 1, got {value!r}."
@@ -212,8 +206,24 @@ def _check_options(
         msg = "Worker processes load an in-process model; with a server or a ready backend use concurrency."
         raise ValueError(msg)
     if model is not None:
-        _local_model(model)
+        local_model(model)
     return specs
+
+
+def _check_search(spec: StrategySpec, options: dict[str, Any]) -> None:
+    """Refuse now, in one line, a search the engine would refuse at every question.
+
+    Retrace with a judge that does not score, a negative temperature, a stage limit of 0...
+    """
+    from pydantic import ValidationError
+
+    from langchain_llava_cot.cli import one_line
+
+    try:
+        chat_model(None, spec, options)  # validates every search option; loads nothing
+    except (ValidationError, ValueError, TypeError) as e:
+        msg = f"{spec.name}: {one_line(e)}"
+        raise ValueError(msg) from e
 
 
 def _questions(
@@ -276,75 +286,6 @@ def _check_same_run(out: Path, settings: dict[str, Any]) -> None:
     path.write_text(json.dumps(settings, indent=1))
 
 
-class _Answerer:
-    """Asks one question with one strategy: through a shared backend, or in worker processes."""
-
-    def __init__(
-        self,
-        model: str | Path | None,
-        backend: Any,
-        base_url: str | None,
-        served_model: str | None,
-        api_key: str | None,
-        workers: int,
-        concurrency: int,
-    ) -> None:
-        self._model, self._backend, self._base_url = model, backend, base_url
-        self._served_model, self._api_key = served_model, api_key
-        self._workers, self._concurrency = workers, concurrency
-        self._pool: Any = None
-
-    def ready_backend(self) -> Any:
-        """The shared backend, made (and the model loaded, or the server checked) at first use."""
-        if self._backend is None:
-            if self._base_url is not None:
-                from langchain_llava_cot.eval.serving import served_backend
-
-                self._backend = served_backend(
-                    self._base_url,
-                    self._served_model,
-                    self._api_key,
-                    max_concurrency=max(8, self._concurrency),
-                )
-            else:
-                from langchain_llava_cot.backends.transformers import TransformersBackend
-                from langchain_llava_cot.demo import DEMO_MODEL_PATH
-
-                self._backend = TransformersBackend(str(_local_model(self._model or DEMO_MODEL_PATH)))
-        return self._backend
-
-    def _ready_pool(self) -> Any:
-        if self._pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            from langchain_llava_cot.demo import DEMO_MODEL_PATH
-
-            model = str(_local_model(self._model or DEMO_MODEL_PATH))
-            self._pool = ProcessPoolExecutor(
-                self._workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(model,),
-            )
-        return self._pool
-
-    async def ask(self, spec: StrategySpec, item: Any, options: dict[str, Any]) -> _Raw:
-        if self._workers > 1:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._ready_pool(), _worker_ask, spec, item, options)
-        return await _aask(_chat_model(self.ready_backend(), spec, options), item, options)
-
-    @property
-    def in_flight(self) -> int:
-        """Questions asked at once."""
-        return self._workers if self._workers > 1 else self._concurrency
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-
-
 def _model_label(
     model: str | Path | None, backend: Any, base_url: str | None, served_model: str | None
 ) -> str:
@@ -362,16 +303,8 @@ def _model_label(
     return str(model)
 
 
-def _local_model(model: str | Path) -> Path:
-    path = Path(model).expanduser()
-    if not path.is_dir():
-        msg = f"Model folder {str(path)!r} does not exist; pass a model folder, or --base-url for a server."
-        raise FileNotFoundError(msg)
-    return path
-
-
 async def _answer_all(
-    answerer: _Answerer,
+    answerer: Answerer,
     spec: StrategySpec,
     items: Sequence[Any],
     options: dict[str, Any],
@@ -380,6 +313,8 @@ async def _answer_all(
     bar: Any,
 ) -> None:
     """Ask ``items`` with ``spec``, ``answerer.in_flight`` at a time; log each answer as it is scored."""
+    from langchain_llava_cot.cli import one_line
+
     gate = asyncio.Semaphore(answerer.in_flight)
     right: list[float] = [0.0, 0.0]
 
@@ -388,11 +323,11 @@ async def _answer_all(
             try:
                 raw = await answerer.ask(spec, item, options)
             except ValueError as e:  # this question cannot be asked (too long a prompt...): wrong, noted
-                raw = _Raw("", {}, {}, 0.0)
+                raw = Answer("", {}, {}, 0.0)
                 category = str(getattr(item, "category", getattr(item, "kind", "")))
                 scored: dict[str, Any] = {
                     "correct": False, "readable": False, "well_formed": False, "pass": False,
-                    "decisions": [], "category": category, "error": str(e),
+                    "decisions": [], "category": category, "error": one_line(e),
                 }  # fmt: skip
             else:
                 scored = await scorer.score(item, raw.content, raw.record)
@@ -411,7 +346,7 @@ async def _answer_all(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _record(spec: StrategySpec, item: Any, raw: _Raw, scored: dict[str, Any]) -> dict[str, Any]:
+def _record(spec: StrategySpec, item: Any, raw: Answer, scored: dict[str, Any]) -> dict[str, Any]:
     """The line ``answers.jsonl`` keeps for one question and strategy."""
     return {
         "strategy": spec.name,
@@ -426,116 +361,6 @@ def _record(spec: StrategySpec, item: Any, raw: _Raw, scored: dict[str, Any]) ->
         "requests": (raw.record.get("usage") or {}).get("model_calls", 0),
         "seconds": raw.seconds,
     }
-
-
-def _chat_model(backend: Any, spec: StrategySpec, options: dict[str, Any]) -> Any:
-    from langchain_llava_cot.chat_models import ChatLlavaCoT
-
-    return ChatLlavaCoT(
-        backend=backend,
-        strategy=spec.strategy,  # type: ignore[arg-type]
-        candidates=spec.candidates,
-        adaptive=spec.adaptive,
-        judge=spec.judge or "pairwise",
-        temperature=options["temperature"],
-        top_p=options["top_p"],
-        max_stage_tokens=options["max_stage_tokens"],
-    )
-
-
-def _seed(item: Any, options: dict[str, Any]) -> int:
-    return int(options["seed"]) + int(getattr(item, "position", item.index))
-
-
-async def _aask(llm: Any, item: Any, options: dict[str, Any]) -> _Raw:
-    seed = _seed(item, options)
-    random.seed(seed)
-    started = time.perf_counter()
-    message = await llm.ainvoke([item.message()], seed=seed)
-    return _raw(message, time.perf_counter() - started)
-
-
-def _raw(message: Any, seconds: float) -> _Raw:
-    return _Raw(
-        str(message.content),
-        message.response_metadata["llava_cot"],
-        dict(message.usage_metadata or {}),
-        seconds,
-    )
-
-
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(model: str) -> None:
-    import torch
-
-    from langchain_llava_cot.backends.transformers import TransformersBackend
-
-    torch.set_num_threads(1)
-    _WORKER["backend"] = TransformersBackend(model)
-
-
-def _worker_ask(spec: StrategySpec, item: Any, options: dict[str, Any]) -> _Raw:
-    llm = _chat_model(_WORKER["backend"], spec, options)
-    seed = _seed(item, options)
-    random.seed(seed)
-    started = time.perf_counter()
-    message = llm.invoke([item.message()], seed=seed)
-    return _raw(message, time.perf_counter() - started)
-
-
-def _summarize(spec: StrategySpec, records: list[dict[str, Any]]) -> StrategyResult:
-    n = len(records)
-    result = StrategyResult(
-        spec.name, spec.strategy, spec.candidates, spec.judge, questions=n, records=records
-    )
-    if not n:
-        return result
-    correct = sum(float(r["correct"]) for r in records)
-    result.accuracy = correct / n
-    result.accuracy_interval = wilson_interval(correct, n)
-    result.well_formed = sum(r["well_formed"] for r in records) / n
-    result.unreadable = sum(not r.get("readable", True) for r in records) / n
-    passes = [r["pass"] for r in records if r.get("pass") is not None]
-    result.pass_at_n = sum(passes) / len(passes) if passes else None
-    result.tokens_per_question = statistics.mean(r["input_tokens"] + r["output_tokens"] for r in records)
-    result.generated_per_question = statistics.mean(r["output_tokens"] for r in records)
-    result.requests_per_question = statistics.mean(r.get("requests", 0) for r in records)
-    result.seconds_per_question = statistics.mean(r["seconds"] for r in records)
-    if all("caption_right" in r for r in records):
-        result.caption_right = sum(r["caption_right"] for r in records) / n
-        result.follows_caption = sum(r["follows_caption"] for r in records) / n
-    kinds: dict[str, list[float]] = {}
-    for r in records:
-        kinds.setdefault(str(r.get("category", r.get("kind", ""))), []).append(float(r["correct"]))
-    result.by_kind = {k: sum(v) / len(v) for k, v in sorted(kinds.items())}
-    decisions = [d for r in records for d in r["decisions"]]
-    if spec.strategy != "greedy" and decisions:
-        result.judge_decisions = len(decisions)
-        result.judge_agreement = sum(ok for _, ok in decisions) / len(decisions)
-        stages: dict[str, list[bool]] = {}
-        for stage, ok in decisions:
-            stages.setdefault(stage, []).append(ok)
-        result.agreement_by_stage = {k: sum(v) / len(v) for k, v in stages.items()}
-    return result
-
-
-def _compare_pairs(results: Sequence[StrategyResult]) -> None:
-    """Set each search's paired accuracy differences: from greedy, and from its fewest N."""
-    greedy = next((r for r in results if r.strategy == "greedy"), None)
-    searches = [r for r in results if r.strategy != "greedy" and r.records]
-    for result in searches:
-        if greedy is not None and len(greedy.records) == len(result.records):
-            result.vs_greedy = paired_difference(_correct(result), _correct(greedy))
-        fewest = min((r for r in searches if r.family == result.family), key=lambda r: r.candidates)
-        if fewest.candidates < result.candidates and len(fewest.records) == len(result.records):
-            diff, low, high = paired_difference(_correct(result), _correct(fewest))
-            result.vs_fewer = (fewest.candidates, diff, low, high)
-
-
-def _correct(result: StrategyResult) -> list[float]:
-    return [float(r["correct"]) for r in result.records]
 
 
 def _progress(total: int, enabled: bool) -> Any:

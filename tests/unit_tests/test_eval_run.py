@@ -60,6 +60,53 @@ def test_another_runs_answers_are_not_mixed_in(tmp_path):
                  output_dir=tmp_path / "out", progress=False, temperature=0.9)  # fmt: skip
 
 
+class _RefusesLongPrompts(ScriptedBackend):
+    """Refuses any question marked "(long)", as a backend refuses a prompt longer than its context."""
+
+    def sample(self, requests):
+        if any("(long)" in request.conversation.question for request in requests):
+            msg = "The prompt is 5,000 tokens long;\n  the model takes 1,024. Shorten the question."
+            raise ValueError(msg)
+        return super().sample(requests)
+
+
+def test_a_question_that_cannot_be_asked_is_counted_wrong_and_listed_in_one_line(tmp_path):
+    data = _file(tmp_path, 3)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    rows[1]["question"] = "How many? (long)"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    backend = _RefusesLongPrompts(SCRIPT)
+    report = run_eval(data=data, backend=backend, strategies=["greedy"], output_dir=tmp_path / "out",
+                      progress=False)  # fmt: skip
+    (greedy,) = report.results
+    assert greedy.questions == 3 and greedy.accuracy == pytest.approx(2 / 3)
+    assert report.failures() == [
+        "greedy, question q1: The prompt is 5,000 tokens long; the model takes 1,024. Shorten the question."
+    ]
+    asked = len(backend.sample_calls)
+    again = run_eval(data=data, backend=backend, strategies=["greedy"], output_dir=tmp_path / "out",
+                     progress=False)  # fmt: skip
+    assert again.kept == 3 and len(backend.sample_calls) == asked  # the refused question is not asked again
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"strategies": ["retrace:pairwise:2"]}, "retrace:pairwise:2: strategy='retrace' compares scores"),
+        ({"temperature": -1.0}, "greedy: temperature must be at least 0.0, got -1.0."),
+        ({"max_stage_tokens": {"summary": 0}}, "max_stage_tokens['summary'] must be a whole number"),
+    ],
+)
+def test_a_search_the_engine_refuses_fails_once_before_any_question(tmp_path, options, message):
+    backend = ScriptedBackend(SCRIPT)
+    options = {"strategies": ["greedy"], **options}
+    with pytest.raises(ValueError, match="^[^\n]+$") as refused:
+        run_eval(data=_file(tmp_path, 2), backend=backend, output_dir=tmp_path / "out", progress=False,
+                 **options)  # fmt: skip
+    assert message in str(refused.value) and not backend.sample_calls
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -71,6 +118,7 @@ def test_another_runs_answers_are_not_mixed_in(tmp_path):
         (["--data", "{tmp}/x.csv"], "unknown data format"),
         (["--data", "{tmp}/noanswer.jsonl"], "has no answer column"),
         (["--strategies", "beam"], "Unknown strategy 'beam'"),
+        (["--strategies", "retrace:pairwise:2"], "the 'pairwise' judge does not score"),
         (["--columns", "question=q"], "--columns names the columns of a --data file"),
         (["--shuffle", "1"], "shuffle applies to a data file"),
         (["--model", "{tmp}/nowhere"], "Model folder"),
