@@ -171,7 +171,7 @@ def _run(args: argparse.Namespace, errors: Any) -> int:
         concurrency=args.concurrency,
         workers=args.workers,
         max_stage_tokens=args.max_stage_tokens,
-        on_skip=lambda line: errors.print(f"[yellow]{line}[/]"),
+        on_skip=lambda line: errors.print(f"[yellow]{escape(' '.join(line.split()))}[/]"),
     )
     console = Console()
     if not console.is_terminal:  # a pipe, a CI log: do not cut the columns

@@ -5,11 +5,12 @@ a benchmark file's (:func:`~langchain_llava_cot.eval.data.load_questions`). Ever
 backend (in-process, a served model, or any ready backend or LangChain chat model); ``concurrency``
 questions are in flight at once (``ainvoke`` under a semaphore: requests to a server overlap, and the
 in-process engine merges concurrent requests into shared ``generate`` calls), or each of ``workers``
-processes loads its own copy of an in-process model. Each answer is scored
-(:mod:`~langchain_llava_cot.eval.scorers`) and appended at once to ``answers.jsonl``
+processes loads its own copy of an in-process model (:mod:`~langchain_llava_cot.eval.asking`). Each
+answer is scored (:mod:`~langchain_llava_cot.eval.scorers`) and appended at once to ``answers.jsonl``
 (:class:`~langchain_llava_cot.eval.answers.AnswerLog`), so the same call with the same ``output_dir``
-asks only what is not there yet. The answers of each strategy are summed up into a
-:class:`~langchain_llava_cot.eval.report.StrategyResult`.
+asks only what is not there yet. The answers of each strategy are summed up and compared in pairs
+(:mod:`~langchain_llava_cot.eval.summary`). Every option, and each strategy's search, is checked
+before the data is read or a model loaded.
 
 >>> report = run_eval(questions=500, strategies=["greedy", "stage_beam:pairwise:4"])  # doctest: +SKIP
 >>> report = run_eval(data="MMStar.tsv", base_url="http://127.0.0.1:8000/v1", concurrency=8)  # doctest: +SKIP
