@@ -46,6 +46,7 @@ class Answerer:
         base_url: An OpenAI-compatible server.
         served_model: The served model's name (None: the one the server lists).
         api_key: The server's API key.
+        timeout: Seconds one reply of the server may take (None: the backend's default).
         workers: Processes that each load the in-process model (1: none, answer in this process).
         concurrency: Questions in flight at once in this process.
     """
@@ -57,11 +58,12 @@ class Answerer:
         base_url: str | None = None,
         served_model: str | None = None,
         api_key: str | None = None,
+        timeout: float | None = None,
         workers: int = 1,
         concurrency: int = 1,
     ) -> None:
         self._model, self._backend, self._base_url = model, backend, base_url
-        self._served_model, self._api_key = served_model, api_key
+        self._served_model, self._api_key, self._timeout = served_model, api_key, timeout
         self._workers, self._concurrency = workers, concurrency
         self._pool: Any = None
 
@@ -76,6 +78,7 @@ class Answerer:
                     self._served_model,
                     self._api_key,
                     max_concurrency=max(8, self._concurrency),
+                    timeout=self._timeout,
                 )
             else:
                 from langchain_llava_cot.backends.transformers import TransformersBackend

@@ -58,6 +58,7 @@ def run_eval(
     base_url: str | None = None,
     served_model: str | None = None,
     api_key: str | None = None,
+    timeout: float | None = None,
     grader: Any = None,
     tolerance: float = DEFAULT_TOLERANCE,
     concurrency: int = 1,
@@ -89,6 +90,9 @@ def run_eval(
         base_url: An OpenAI-compatible server to answer with.
         served_model: The served model's name (None: the one the server lists).
         api_key: The server's API key.
+        timeout: Seconds one reply of the server may take, its time in the server's queue included
+            (None: the backend's 60). Raise it when more questions are in flight than the server
+            answers at once.
         grader: A :class:`~langchain_llava_cot.eval.grading.Grader` (or a LangChain chat model) that
             scores open answers of a file 0-1; None scores them by exact match.
         tolerance: Numbers match within this share of the expected one.
@@ -105,7 +109,7 @@ def run_eval(
     """
     options = {"temperature": temperature, "top_p": top_p, "seed": seed, "max_stage_tokens": max_stage_tokens}
     specs = _check_options(
-        strategies, options, questions, split, concurrency, workers, backend, base_url, model
+        strategies, options, questions, split, concurrency, workers, backend, base_url, model, timeout
     )
     out = check_output_dir(output_dir)
     items, source = _questions(data, columns, questions, shuffle, split, start, on_skip)
@@ -123,7 +127,10 @@ def run_eval(
         _check_same_run(out, settings)
     log = AnswerLog(out / ANSWERS_FILE if out is not None else None)
     kept = sum(log.has(spec.name, item.index) for spec in specs for item in items)
-    answerer = Answerer(model, backend, base_url, served_model, api_key, workers, concurrency)
+    answerer = Answerer(
+        model=model, backend=backend, base_url=base_url, served_model=served_model, api_key=api_key,
+        timeout=timeout, workers=workers, concurrency=concurrency,
+    )  # fmt: skip
     if base_url is not None and kept < len(specs) * len(items):
         answerer.ready_backend()  # a dead server or a wrong model name: one error now, not per question
     bar = _progress(len(specs) * len(items) - kept, progress)
@@ -181,6 +188,7 @@ def _check_options(
     backend: Any,
     base_url: str | None,
     model: str | Path | None,
+    timeout: float | None,
 ) -> list[StrategySpec]:
     if strategies is None:
         strategies = default_strategies()
@@ -205,6 +213,14 @@ def _check_options(
         raise ValueError(msg)
     if workers > 1 and (backend is not None or base_url is not None):
         msg = "Worker processes load an in-process model; with a server or a ready backend use concurrency."
+        raise ValueError(msg)
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+    ):
+        msg = f"timeout must be a number of seconds above 0, got {timeout!r}."
+        raise ValueError(msg)
+    if timeout is not None and base_url is None:
+        msg = "timeout is how long a served model's reply may take: pass it with base_url (--base-url)."
         raise ValueError(msg)
     if model is not None:
         local_model(model)

@@ -95,14 +95,14 @@ def test_a_question_that_cannot_be_asked_is_counted_wrong_and_listed_in_one_line
         ({"strategies": ["retrace:pairwise:2"]}, "retrace:pairwise:2: strategy='retrace' compares scores"),
         ({"temperature": -1.0}, "greedy: temperature must be at least 0.0, got -1.0."),
         ({"max_stage_tokens": {"summary": 0}}, "max_stage_tokens['summary'] must be a whole number"),
+        ({"timeout": 0, "backend": None, "base_url": "http://127.0.0.1:9/v1"}, "timeout must be a number"),
     ],
 )
 def test_a_search_the_engine_refuses_fails_once_before_any_question(tmp_path, options, message):
     backend = ScriptedBackend(SCRIPT)
-    options = {"strategies": ["greedy"], **options}
+    options = {"strategies": ["greedy"], "backend": backend, **options}
     with pytest.raises(ValueError, match="^[^\n]+$") as refused:
-        run_eval(data=_file(tmp_path, 2), backend=backend, output_dir=tmp_path / "out", progress=False,
-                 **options)  # fmt: skip
+        run_eval(data=_file(tmp_path, 2), output_dir=tmp_path / "out", progress=False, **options)
     assert message in str(refused.value) and not backend.sample_calls
     assert not (tmp_path / "out").exists()
 
@@ -119,6 +119,7 @@ def test_a_search_the_engine_refuses_fails_once_before_any_question(tmp_path, op
         (["--data", "{tmp}/noanswer.jsonl"], "has no answer column"),
         (["--strategies", "beam"], "Unknown strategy 'beam'"),
         (["--strategies", "retrace:pairwise:2"], "the 'pairwise' judge does not score"),
+        (["--timeout", "30"], "timeout is how long a served model's reply may take: pass it with base_url"),
         (["--columns", "question=q"], "--columns names the columns of a --data file"),
         (["--shuffle", "1"], "shuffle applies to a data file"),
         (["--model", "{tmp}/nowhere"], "Model folder"),
@@ -143,6 +144,24 @@ def test_bad_input_is_one_error_line_and_exit_2_before_any_model_loads(tmp_path,
     assert done.stdout.split() == ["2", "False"], done.stderr  # exit 2, and torch was never imported
     error_lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(error_lines) == 1 and error_lines[0].startswith("error: ") and message in error_lines[0]
+
+
+def test_a_server_too_slow_for_the_timeout_is_one_line_that_names_timeout(monkeypatch, capsys, tmp_path):
+    from langchain_llava_cot.backends.openai.errors import ServerTimeoutError
+    from langchain_llava_cot.eval import run
+
+    def times_out(*args, **kwargs):
+        msg = "The server at URL did not answer within the timeout (ReadTimeout()). Raise timeout=."
+        raise ServerTimeoutError(msg)
+
+    monkeypatch.setattr(run, "run_eval", times_out)  # what a slow server makes run_eval raise
+    out = str(tmp_path / "out")
+    assert main(["--base-url", "http://127.0.0.1:8000/v1", "--timeout", "90", "--out", out]) == 1
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert line.endswith(
+        "within the timeout (ReadTimeout()). Rerun the same command with a longer --timeout (now 90 s); "
+        f"the answers so far are kept in {out}/answers.jsonl."
+    )
 
 
 def test_help_describes_data_files_and_servers(capsys):
