@@ -106,7 +106,12 @@ def run_eval(
 
     Returns:
         The report; ``report.table()`` renders the table.
+
+    Raises:
+        RuntimeError: Called where an event loop runs (a notebook, async code): ``run_eval`` runs its
+            own; call it in a thread there (``await asyncio.to_thread(run_eval, ...)``).
     """
+    _check_no_running_loop()
     options = {"temperature": temperature, "top_p": top_p, "seed": seed, "max_stage_tokens": max_stage_tokens}
     specs = _check_options(
         strategies, options, questions, split, concurrency, workers, backend, base_url, model, timeout
@@ -225,6 +230,18 @@ def _check_options(
     if model is not None:
         local_model(model)
     return specs
+
+
+def _check_no_running_loop() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    msg = (
+        "run_eval runs its own event loop, and one runs here (a notebook, async code); call it in a "
+        "thread: await asyncio.to_thread(run_eval, ...)."
+    )
+    raise RuntimeError(msg)
 
 
 def _check_search(spec: StrategySpec, options: dict[str, Any]) -> None:

@@ -1,5 +1,6 @@
 """run_eval on a benchmark file with a scripted backend, and llava-cot eval's bad input: one line, exit 2."""
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -87,6 +88,18 @@ def test_a_question_that_cannot_be_asked_is_counted_wrong_and_listed_in_one_line
     again = run_eval(data=data, backend=backend, strategies=["greedy"], output_dir=tmp_path / "out",
                      progress=False)  # fmt: skip
     assert again.kept == 3 and len(backend.sample_calls) == asked  # the refused question is not asked again
+
+
+async def test_where_an_event_loop_runs_the_eval_says_to_run_it_in_a_thread(tmp_path):
+    data = _file(tmp_path, 2)
+    with pytest.raises(RuntimeError, match=r"await asyncio.to_thread\(run_eval, \.\.\.\)"):
+        run_eval(data=data, backend=ScriptedBackend(SCRIPT), strategies=["greedy"], output_dir=None,
+                 progress=False)  # fmt: skip
+    report = await asyncio.to_thread(
+        run_eval, data=data, backend=ScriptedBackend(SCRIPT), strategies=["greedy"], output_dir=None,
+        progress=False,
+    )  # fmt: skip
+    assert report.results[0].questions == 2 and report.results[0].accuracy == 1.0
 
 
 @pytest.mark.parametrize(
