@@ -19,6 +19,7 @@ before the data is read or a model loaded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
@@ -128,34 +129,26 @@ def run_eval(
         "seed": seed,
         "max_stage_tokens": max_stage_tokens,
     }
-    if out is not None:
-        _check_same_run(out, settings)
-    log = AnswerLog(out / ANSWERS_FILE if out is not None else None)
-    kept = sum(log.has(spec.name, item.index) for spec in specs for item in items)
+    model_name = str(settings["model"])
+
+    def checkpoint(results: Sequence[StrategyResult]) -> None:  # a run cut short keeps what it measured
+        if out is not None:
+            compare_pairs(results)
+            _write_json(out, _payload(results, settings, len(items), model_name, keep_records))
+
+    log = AnswerLog(out / ANSWERS_FILE if out is not None else None)  # refused while another run writes it
     answerer = Answerer(
         model=model, backend=backend, base_url=base_url, served_model=served_model, api_key=api_key,
         timeout=timeout, workers=workers, concurrency=concurrency,
     )  # fmt: skip
-    if base_url is not None and kept < len(specs) * len(items):
-        answerer.ready_backend()  # a dead server or a wrong model name: one error now, not per question
-    bar = _progress(len(specs) * len(items) - kept, progress)
-    results: list[StrategyResult] = []
-    model_name = str(settings["model"])
-    try:
-        for spec in specs:
-            todo = [item for item in items if not log.has(spec.name, item.index)]
-            if todo:
-                bar.set_description(spec.name)
-                asyncio.run(_answer_all(answerer, spec, todo, options, scorer, log, bar))
-            records = [log.get(spec.name, item.index) for item in items]
-            results.append(summarize(spec, records))
-            if out is not None:  # a run cut short keeps what it measured, compared
-                compare_pairs(results)
-                _write_json(out, _payload(results, settings, len(items), model_name, keep_records))
-    finally:
-        bar.close()
-        log.close()
-        answerer.close()
+    with log, contextlib.closing(answerer):
+        if out is not None:
+            _check_same_run(out, settings)
+        kept = sum(log.has(spec.name, item.index) for spec in specs for item in items)
+        if base_url is not None and kept < len(specs) * len(items):
+            answerer.ready_backend()  # a dead server or a wrong model name: one error now, not per question
+        with contextlib.closing(_progress(len(specs) * len(items) - kept, progress)) as bar:
+            results = _answer_strategies(specs, items, answerer, options, scorer, log, bar, checkpoint)
     compare_pairs(results)
     report = EvalReport(
         results, split if data is None else "file", len(items), str(model_name), source=source,
@@ -335,6 +328,28 @@ def _model_label(
 
         return str(DEMO_MODEL_PATH)
     return str(model)
+
+
+def _answer_strategies(
+    specs: Sequence[StrategySpec],
+    items: Sequence[Any],
+    answerer: Answerer,
+    options: dict[str, Any],
+    scorer: Any,
+    log: AnswerLog,
+    bar: Any,
+    checkpoint: Callable[[Sequence[StrategyResult]], None],
+) -> list[StrategyResult]:
+    """Each strategy's result, asking only what ``log`` lacks; ``checkpoint`` after each strategy."""
+    results: list[StrategyResult] = []
+    for spec in specs:
+        todo = [item for item in items if not log.has(spec.name, item.index)]
+        if todo:
+            bar.set_description(spec.name)
+            asyncio.run(_answer_all(answerer, spec, todo, options, scorer, log, bar))
+        results.append(summarize(spec, [log.get(spec.name, item.index) for item in items]))
+        checkpoint(results)
+    return results
 
 
 async def _answer_all(

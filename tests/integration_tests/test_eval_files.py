@@ -77,6 +77,7 @@ def test_a_run_killed_with_sigkill_resumes_without_losing_or_repeating_a_questio
     final = _answers(answers)
     assert sorted(final) == sorted(("greedy", str(i)) for i in range(8))  # none lost, none asked twice
     assert final[: len(kept)] == kept and answers.read_bytes().endswith(b"}\n")
+    print(f"\nkilled after {len(kept)} of 8 answers; the rerun kept them and asked the other {8 - len(kept)}")
 
 
 def test_a_dead_server_is_one_line_and_exit_1_after_the_skipped_rows_are_shown_as_written(tmp_path, capsys):

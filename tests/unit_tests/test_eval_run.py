@@ -59,6 +59,9 @@ def test_another_runs_answers_are_not_mixed_in(tmp_path):
     with pytest.raises(ValueError, match="holds answers of another run: temperature 0.6 \\(now 0.9\\)"):
         run_eval(data=data, backend=ScriptedBackend(SCRIPT), strategies=["greedy"],
                  output_dir=tmp_path / "out", progress=False, temperature=0.9)  # fmt: skip
+    again = run_eval(data=data, backend=ScriptedBackend(SCRIPT), strategies=["greedy"],
+                     output_dir=tmp_path / "out", progress=False)  # fmt: skip
+    assert again.kept == 2  # the refused run let go of the folder: the first one's settings resume it
 
 
 class _RefusesLongPrompts(ScriptedBackend):
