@@ -28,6 +28,10 @@ Modules:
 - :mod:`~langchain_llava_cot.eval.stats`: Wilson and paired 95% intervals.
 - :mod:`~langchain_llava_cot.eval.report`: per-strategy results, the table (what each
   column means) and the plot.
+- :mod:`~langchain_llava_cot.eval.asking`: one question asked with one strategy, through a shared
+  backend (in-process or served) or in worker processes.
+- :mod:`~langchain_llava_cot.eval.summary`: a strategy's answers summed up, and the paired
+  differences between strategies.
 - :mod:`~langchain_llava_cot.eval.run`: :func:`run_eval` over the questions (concurrently, or in
   worker processes), resuming what ``answers.jsonl`` holds.
 - :mod:`~langchain_llava_cot.eval.cli`: ``llava-cot eval`` (:func:`main`).

@@ -110,8 +110,10 @@ def served_eval(
             open_now[0] -= 1
 
     monkeypatch.setattr(openai_backend, "apost_within", counted)
+    # 8 questions in flight wait in the server's queue (llama-server answers 4 at once) on CPU cores
+    # shared with other work: a reply may take minutes, queueing included, where alone it takes a second.
     report = run_eval(
         data=data, base_url=f"{url}/v1", served_model="demo", strategies=["greedy", "best_of_n:likelihood:4"],
-        concurrency=8, output_dir=folder / "out", progress=False, max_stage_tokens=STAGE_LIMITS,
+        concurrency=8, output_dir=folder / "out", progress=False, max_stage_tokens=STAGE_LIMITS, timeout=240,
     )  # fmt: skip
     return report, most[0]
