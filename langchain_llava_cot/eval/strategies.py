@@ -75,7 +75,13 @@ def parse_strategy(text: str) -> StrategySpec:
         msg = f"N in {text!r} must be a whole number of at least 1, e.g. stage_beam:verifier:4."
         raise ValueError(msg)
     checks: dict[str, Any] = {"strategy": search, "candidates": n, "judge": parts[1], "adaptive": adaptive}
-    SearchOptions(**checks)  # the search's own checks (candidates' cap, a judge the search can use)
+    try:
+        SearchOptions(**checks)  # the search's own checks (candidates' cap, a judge the search can use)
+    except ValueError as e:  # pydantic's ValidationError is one
+        from langchain_llava_cot.cli import one_line
+
+        msg = f"{text}: {one_line(e)}"
+        raise ValueError(msg) from e
     return StrategySpec(search, n, parts[1], adaptive)
 
 
