@@ -10,15 +10,16 @@ Request flow:
          the stage explicitly (the chat-model backend's stage request)
       -> :func:`~.asking.sample_payloads` / :func:`~.asking.choice_payload`: one payload with
          ``n``, or one per candidate with distinct seeds where ``n`` is ignored; ``stop``,
-         ``logprobs``, ``seed`` only where honoured
+         ``logprobs``, ``seed`` only where honoured; a forced call's grammar where the server
+         has one, and then only the stop strings it writes at its end (:func:`~.asking.stops_in_force`)
       -> :class:`~.transport.Posts`: POSTed to ``{base_url}/chat/completions`` concurrently (at
          most ``max_concurrency`` at once), with retries and exponential backoff on 429, 5xx
          and connection errors (:func:`~.transport.post_attempts`)
 
 Response flow:
     JSON
-      -> :func:`~.replies.samples_from_reply`: each choice's text cut at the stop string
-         (always, client side) or pulled out of an explicit stage reply; log-probabilities of
+      -> :func:`~.replies.samples_from_reply`: each choice's text cut at the stop strings in
+         force (always, client side) or pulled out of an explicit stage reply; log-probabilities of
          the kept tokens; ``usage`` split over the choices -> :class:`Sample`
       -> :func:`~.replies.choice_from_reply`: ``top_logprobs`` of the one generated token
          -> :class:`ChoiceResult`
@@ -36,6 +37,7 @@ with an ``httpx.AsyncClient``. No event loop is ever started.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 import weakref
@@ -46,7 +48,12 @@ from typing import Any, TypeVar
 import httpx
 
 from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
-from langchain_llava_cot.backends.openai.asking import choice_payload, how_to_ask, sample_payloads
+from langchain_llava_cot.backends.openai.asking import (
+    choice_payload,
+    how_to_ask,
+    sample_payloads,
+    stops_in_force,
+)
 from langchain_llava_cot.backends.openai.capabilities import ServerCapabilities, probe_plan
 from langchain_llava_cot.backends.openai.errors import ImagesRejectedError
 from langchain_llava_cot.backends.openai.replies import choice_from_reply, samples_from_reply
@@ -189,7 +196,9 @@ class OpenAICompatibleBackend(VLMBackend):
         replies = yield Posts(tuple(payloads))
         out: list[list[Sample]] = [[] for _ in requests]
         for index, reply in zip(owners, replies):
-            out[index].extend(samples_from_reply(requests[index], asks[index], reply))
+            request, ask = requests[index], asks[index]
+            read_as = dataclasses.replace(request, stop=stops_in_force(request, ask, caps))
+            out[index].extend(samples_from_reply(read_as, ask, reply))
         return [samples[: request.n] for samples, request in zip(out, requests)]
 
     def _choice_plan(self, requests: Sequence[ChoiceRequest]) -> Plan[list[ChoiceResult]]:
