@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,6 +35,8 @@ from langchain_llava_cot.stages import STAGES, TAG_NAMES, Stage
 
 __all__ = [
     "CALL_END",
+    "closing_text",
+    "completed_call",
     "stages_to_write",
     "stops_under_grammar",
     "to_gbnf",
@@ -123,6 +126,73 @@ def tool_call_ebnf(constraint: ToolCallConstraint, prefix: str) -> str:
     Servers that decode under a grammar take it as is (vLLM's ``structured_outputs``).
     """
     return _ebnf(constraint.key, stages_to_write(prefix))
+
+
+# -- completing a call from where it stands ------------------------------------------
+
+_CLOSING_CHARACTERS = '<"]},0ta@.' + "".join(chr(code) for code in range(32, 127))
+"""Tried in this order where the grammar leaves a choice: a tag, then what closes JSON."""
+
+_MOST_REPEATS = 8
+"""A character chosen this often since the last forced text is passed over (it was content, not closing)."""
+
+_MOST_CLOSING_STEPS = 1024
+
+
+def closing_text(matcher: Any) -> str | None:
+    """A short text that completes ``matcher``'s grammar from where it stands (None: none found).
+
+    Greedy: where the grammar forces a text (a key, a tag) it is written; where it
+    leaves a choice, the first of ``<`` (a stage's closing tag), ``"`` (end a string or
+    write an empty one), ``]``, ``}``, ``,``, ``0``, ``t`` (``true``), then any printable
+    character, that the grammar takes; but not one chosen :data:`_MOST_REPEATS` times
+    since the grammar last forced a text (a format such as an email address takes ``}``
+    as content, and would take it forever). ``matcher`` itself is not changed.
+    """
+    probe = matcher.fork()
+    written: list[str] = []
+    chosen: Counter[str] = Counter()
+    for _ in range(_MOST_CLOSING_STEPS):
+        if probe.is_terminated():
+            return "".join(written)
+        forced = probe.find_jump_forward_string()
+        if forced and probe.accept_string(forced):
+            written.append(forced)
+            chosen.clear()
+            continue
+        allowed = (char for char in _CLOSING_CHARACTERS if chosen[char] < _MOST_REPEATS)
+        taken = next((char for char in allowed if probe.accept_string(char)), None)
+        if taken is None:
+            return None
+        written.append(taken)
+        chosen[taken] += 1
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _text_grammar(tools_key: str, stages: tuple[str, ...]) -> Any:
+    """The call's grammar compiled for matching text (no vocabulary: no token masks)."""
+    xgr = xgrammar_module()
+    return xgr.GrammarCompiler(xgr.TokenizerInfo([])).compile_grammar(tool_call_grammar(tools_key, stages))
+
+
+def completed_call(constraint: ToolCallConstraint, prefix: str, text: str) -> str | None:
+    """``text``, a continuation of ``prefix`` cut off inside its forced call, completed.
+
+    The shortest way :func:`closing_text` finds; the result ends before :data:`CALL_END`,
+    like a continuation cut at that stop string. None when the grammar does not take
+    ``text`` (it was not decoded under it) or finds no way to complete it.
+    """
+    stages = stages_to_write(prefix)
+    matcher = xgrammar_module().GrammarMatcher(
+        _text_grammar(constraint.key, stages), terminate_without_stop_token=True
+    )
+    if not matcher.accept_string(text):
+        return None
+    rest = closing_text(matcher)
+    if rest is None:
+        return None
+    return (text + rest).removesuffix(CALL_END)
 
 
 # -- EBNF text: its parts, classes without "<", llama.cpp's dialect ----------------------

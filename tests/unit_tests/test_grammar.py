@@ -15,6 +15,8 @@ from typing_extensions import TypedDict
 
 from langchain_llava_cot.backends._grammar import (
     CALL_END,
+    closing_text,
+    completed_call,
     stages_to_write,
     stops_under_grammar,
     to_gbnf,
@@ -23,7 +25,7 @@ from langchain_llava_cot.backends._grammar import (
     without_raw_angle,
 )
 from langchain_llava_cot.backends.base import ToolCallConstraint
-from langchain_llava_cot.backends.transformers.constrained import ToolCallGrammars, closing_text
+from langchain_llava_cot.backends.transformers.constrained import ToolCallGrammars
 from langchain_llava_cot.demo import DEMO_MODEL_PATH
 from langchain_llava_cot.tools import parse_tool_calls
 
@@ -138,6 +140,25 @@ def test_the_closing_text_completes_the_call_from_anywhere(schema, prefix: str) 
     args = arguments(full[full.index("<CONCLUSION>") + len("<CONCLUSION>") : -len(CALL_END)])
     assert valid(schema, args)
     assert not state.is_terminated()  # the matcher itself is left where it was
+
+
+@pytest.mark.parametrize(
+    ("schema", "cut"),
+    [
+        (Colour, CALL % "Colour" + '"colour": "a long string that never'),
+        (Shapes, CALL % "Shapes" + '"shapes": ["b", "b", "b'),
+        (Everything, CALL % "Everything" + '"anything": {"k": [1, {"j": "'),
+    ],
+)
+def test_a_call_cut_at_the_token_limit_is_completed_by_its_grammar(schema, cut: str) -> None:
+    completed = completed_call(constraint(schema), CONCLUSION, cut)
+    assert completed is not None and completed.startswith(cut) and CALL_END not in completed
+    assert valid(schema, arguments(completed))
+
+
+def test_text_the_grammar_does_not_take_is_not_completed() -> None:
+    assert completed_call(constraint(Colour), CONCLUSION, " The answer is red.") is None
+    assert completed_call(constraint(Colour), CONCLUSION, CALL % "Shapes") is None
 
 
 def decode(grammars: ToolCallGrammars, tokenizer, schema, prefix: str, limits: list[int], liked: list[str]):

@@ -11,7 +11,7 @@
          one per candidate with distinct seeds where ``n`` is ignored; ``stop``,
          ``logprobs``, ``seed`` only where honoured; a forced call's grammar where the
          server decodes under one, and then only the stop strings that the grammar
-         writes at its end (:func:`stops_in_force`)
+         writes at its end (:mod:`.forced_calls`)
 
 The :class:`Ask` made here also says how the reply is read back (:mod:`.replies`).
 All functions are pure.
@@ -19,14 +19,11 @@ All functions are pure.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from langchain_llava_cot.backends._grammar import stops_under_grammar, to_gbnf, tool_call_ebnf
 from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest
 from langchain_llava_cot.backends.langchain import (
     StageAsk,
@@ -35,10 +32,9 @@ from langchain_llava_cot.backends.langchain import (
     stage_request_text,
 )
 from langchain_llava_cot.backends.openai.capabilities import ServerCapabilities
+from langchain_llava_cot.backends.openai.forced_calls import server_grammar
 from langchain_llava_cot.conversation import Conversation, laid_out
 from langchain_llava_cot.images import image_base64, image_mime_type
-
-logger = logging.getLogger(__name__)
 
 _TOP_LOGPROBS = 20
 
@@ -107,15 +103,16 @@ def sample_payloads(model: str, request: SampleRequest, ask: Ask, caps: ServerCa
     payload["temperature"] = request.temperature
     if request.top_p is not None:
         payload["top_p"] = request.top_p
-    grammar = _grammar_field(request, ask, caps)
-    stop = stops_under_grammar(request.stop) if grammar else request.stop
+    grammar = server_grammar(request, ask.mode == "continue", caps)
+    stop = request.stop if grammar is None else grammar.stops(request.stop)
     if stop and caps.stop:
         payload["stop"] = list(stop)
     if caps.logprobs:
         payload["logprobs"] = True
     if caps.generation_config:
         payload["generation_config"] = json.dumps(_generation_config(request))
-    payload.update(grammar)
+    if grammar is not None:
+        payload.update(grammar.payload_field)
     if caps.n or request.n == 1:
         if request.n > 1:
             payload["n"] = request.n
@@ -124,43 +121,6 @@ def sample_payloads(model: str, request: SampleRequest, ask: Ask, caps: ServerCa
         return [payload]
     seeds = [None if request.seed is None else request.seed + i for i in range(request.n)]
     return [payload if seed is None else {**payload, "seed": seed} for seed in seeds]
-
-
-def stops_in_force(request: SampleRequest, ask: Ask, caps: ServerCapabilities) -> tuple[str, ...]:
-    """The stop strings that end a reply to ``request``, on the server and when it is read back.
-
-    All of the request's, unless its forced call is decoded under the server's grammar:
-    then the grammar's end is waited for, and only the stop strings it writes there count
-    (:func:`~langchain_llava_cot.backends._grammar.stops_under_grammar`).
-    """
-    if _grammar_wanted(request, ask, caps) and importlib.util.find_spec("xgrammar") is not None:
-        return stops_under_grammar(request.stop)
-    return request.stop
-
-
-def _grammar_wanted(request: SampleRequest, ask: Ask, caps: ServerCapabilities) -> bool:
-    """Whether a forced call continues the prefix on a server that decodes under a grammar."""
-    return request.tool_call is not None and ask.mode == "continue" and (caps.grammar or caps.gbnf)
-
-
-def _grammar_field(request: SampleRequest, ask: Ask, caps: ServerCapabilities) -> dict[str, Any]:
-    """The forced call's grammar in the field the server reads: vLLM's EBNF, or llama.cpp's GBNF."""
-    if not _grammar_wanted(request, ask, caps):
-        return {}
-    grammar = _call_grammar(request)
-    if grammar is None:
-        return {}
-    return {"structured_outputs": {"grammar": grammar}} if caps.grammar else {"grammar": to_gbnf(grammar)}
-
-
-def _call_grammar(request: SampleRequest) -> str | None:
-    """The forced call's grammar for the server, or None (the tools prompt alone) without xgrammar."""
-    assert request.tool_call is not None
-    try:
-        return tool_call_ebnf(request.tool_call, request.prefix)
-    except ImportError:
-        logger.warning("xgrammar is not installed: a forced tool call is asked for by the prompt alone.")
-        return None
 
 
 def _generation_config(request: SampleRequest) -> dict[str, Any]:

@@ -9,11 +9,12 @@ the stopping criterion, of one ``generate`` call whose rows all decode under one
 - a row ends where its grammar is accepted, at its final ``</CONCLUSION>``, and nowhere
   else: no stop string can end it inside the call;
 - a row does not run out of tokens inside the call: once a short text that completes
-  its grammar (:func:`closing_text`), spelt in the fewest tokens, plus
-  :data:`CLOSING_HEADROOM` tokens, no longer fits in the tokens the row has left, the row
-  writes that text and nothing else, in the fewest tokens. A string value is then closed
-  as it stands, a list ends, missing required fields get a short value their schema
-  allows (``""``, ``0``, ``true``, an enum's first value), and so do stages still open.
+  its grammar (:func:`~langchain_llava_cot.backends._grammar.closing_text`), spelt in
+  the fewest tokens, plus :data:`CLOSING_HEADROOM` tokens, no longer fits in the tokens
+  the row has left, the row writes that text and nothing else, in the fewest tokens.
+  A string value is then closed as it stands, a list ends, missing required fields get
+  a short value their schema allows (``""``, ``0``, ``true``, an enum's first value),
+  and so do stages still open.
 
 A row still ends at its token limit inside the call when its limit is shorter than the
 shortest call, when one token opened more than :data:`CLOSING_HEADROOM` tokens of
@@ -24,55 +25,21 @@ text.
 from __future__ import annotations
 
 import functools
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_llava_cot.backends._grammar import stages_to_write, tool_call_grammar, xgrammar_module
+from langchain_llava_cot.backends._grammar import (
+    closing_text,
+    stages_to_write,
+    tool_call_grammar,
+    xgrammar_module,
+)
 from langchain_llava_cot.backends.base import ToolCallConstraint
 
-__all__ = ["CLOSING_HEADROOM", "GrammarRows", "ToolCallGrammars", "closing_text"]
+__all__ = ["CLOSING_HEADROOM", "GrammarRows", "ToolCallGrammars"]
 
 CLOSING_HEADROOM = 16
 """Tokens kept in hand: a row starts closing its call while it still has this many to spare."""
-
-_CLOSING_CHARACTERS = '<"]},0ta@.' + "".join(chr(code) for code in range(32, 127))
-"""Tried in this order where the grammar leaves a choice: a tag, then what closes JSON."""
-
-_MOST_REPEATS = 8
-"""A character chosen this often since the last forced text is passed over (it was content, not closing)."""
-
-_MOST_CLOSING_STEPS = 1024
-
-
-def closing_text(matcher: Any) -> str | None:
-    """A short text that completes ``matcher``'s grammar from where it stands (None: none found).
-
-    Greedy: where the grammar forces a text (a key, a tag) it is written; where it
-    leaves a choice, the first of ``<`` (a stage's closing tag), ``"`` (end a string or
-    write an empty one), ``]``, ``}``, ``,``, ``0``, ``t`` (``true``), then any printable
-    character, that the grammar takes; but not one chosen :data:`_MOST_REPEATS` times
-    since the grammar last forced a text (a format such as an email address takes ``}``
-    as content, and would take it forever). ``matcher`` itself is not changed.
-    """
-    probe = matcher.fork()
-    written: list[str] = []
-    chosen: Counter[str] = Counter()
-    for _ in range(_MOST_CLOSING_STEPS):
-        if probe.is_terminated():
-            return "".join(written)
-        forced = probe.find_jump_forward_string()
-        if forced and probe.accept_string(forced):
-            written.append(forced)
-            chosen.clear()
-            continue
-        allowed = (char for char in _CLOSING_CHARACTERS if chosen[char] < _MOST_REPEATS)
-        taken = next((char for char in allowed if probe.accept_string(char)), None)
-        if taken is None:
-            return None
-        written.append(taken)
-        chosen[taken] += 1
-    return None
 
 
 class _TokenIndex:
