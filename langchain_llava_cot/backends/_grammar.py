@@ -179,7 +179,7 @@ def _text_grammar(tools_key: str, stages: tuple[str, ...]) -> Any:
 def completed_call(constraint: ToolCallConstraint, prefix: str, text: str) -> str | None:
     """``text``, a continuation of ``prefix`` cut off inside its forced call, completed.
 
-    The shortest way :func:`closing_text` finds; the result ends before :data:`CALL_END`,
+    By :func:`closing_text`; the result ends before :data:`CALL_END`,
     like a continuation cut at that stop string. None when the grammar does not take
     ``text`` (it was not decoded under it) or finds no way to complete it.
     """

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import HumanMessage
 from servers import DEMO_MESSAGES, STAGE_LIMITS, free_port, record_chat_requests, running_server
+from structured import fifty_tries
 
 from langchain_llava_cot import ChatLlavaCoT
 from langchain_llava_cot.backends.openai import OpenAICompatibleBackend, ServerCapabilities
@@ -142,3 +143,12 @@ def test_a_forced_tool_call_is_valid_by_construction_under_llama_cpps_grammar(
         [call] = answer.tool_calls
         assert call["name"] == "add" and set(call["args"]) == {"a", "b"}
         assert all(isinstance(value, int) for value in call["args"].values())
+
+
+def test_structured_output_is_valid_in_50_of_50_tries_through_llama_cpp(
+    llama_server: tuple[str, float],
+) -> None:
+    url, _ = llama_server
+    tries = fifty_tries(ChatLlavaCoT(backend=served(url), max_stage_tokens=STAGE_LIMITS))
+    print(f"\nstructured output through llama.cpp: {tries.summary()}")
+    assert tries.valid == tries.tries == 50, tries.failures[:1]

@@ -142,6 +142,7 @@ class Decoder:
         whole). The text ends before the grammar's last tag, :data:`CALL_END`, as if it
         were the stop string; the row's own stop strings are not looked for.
         """
+        reason: Literal["stop", "length"]
         if end is not None and end <= request.max_new_tokens:
             kept, reason = tokens[:end], "stop"
             text = _before_stop(self.decode(kept), (CALL_END,))
@@ -151,7 +152,7 @@ class Decoder:
         count = len(kept)
         return Sample(
             text=text,
-            finish_reason=reason,  # type: ignore[arg-type]
+            finish_reason=reason,
             token_logprobs=tuple(logprobs[:count]),
             prompt_tokens=int(prompt_tokens),
             completion_tokens=count,
