@@ -13,7 +13,7 @@ the stopping criterion, of one ``generate`` call whose rows all decode under one
   the fewest tokens, plus :data:`CLOSING_HEADROOM` tokens, no longer fits in the tokens
   the row has left, the row writes that text and nothing else, in the fewest tokens.
   A string value is then closed as it stands, a list ends, missing required fields get
-  a short value their schema allows (``""``, ``0``, ``true``, an enum's first value),
+  a short value their schema allows (``""``, ``0``, ``true``, one of an enum's values),
   and so do stages still open.
 
 A row still ends at its token limit inside the call when its limit is shorter than the
