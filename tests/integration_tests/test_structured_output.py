@@ -12,7 +12,7 @@ from structured import MESSAGES, SHAPES, calls_of_every_candidate, describe, fif
 
 from langchain_llava_cot import ChatLlavaCoT
 
-pytestmark = pytest.mark.timeout(1200)
+pytestmark = pytest.mark.timeout(3600)  # the fifty tries: about 1.5 CPU-minutes, far longer when busy
 
 
 @pytest.fixture(scope="module")
