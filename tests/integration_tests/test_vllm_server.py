@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from langchain_core.messages import HumanMessage
-from servers import DEMO_MESSAGES, STAGE_LIMITS, free_port, record_chat_requests, running_server
+from servers import DEMO_MESSAGES, STAGE_LIMITS, free_port, record_chat_requests, running_server, served_eval
 from structured import fifty_tries
 
 from langchain_llava_cot import ChatLlavaCoT
@@ -143,6 +143,23 @@ def test_a_forced_tool_call_is_valid_by_construction_under_vllms_grammar(vllm: t
         [call] = answer.tool_calls
         assert call["name"] == "add" and set(call["args"]) == {"a", "b"}
         assert all(isinstance(value, int) for value in call["args"].values())
+
+
+def test_the_eval_runs_a_benchmark_file_through_vllm_8_questions_at_a_time(
+    vllm: tuple[str, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ = vllm
+    started = time.perf_counter()
+    report, most_open = served_eval(url, tmp_path, monkeypatch)
+    seconds = time.perf_counter() - started
+    assert [r.questions for r in report.results] == [8, 8] and most_open > 1  # questions overlapped
+    assert all(r.tokens_per_question > 0 and r.requests_per_question >= 1 for r in report.results)
+    assert len((tmp_path / "out" / "answers.jsonl").read_text().splitlines()) == 16
+    print(
+        f"\nvLLM eval, 8 questions x 2 strategies, concurrency 8: {seconds:.1f} s, "
+        f"{most_open} requests open at most"
+    )
+    print(report.markdown())
 
 
 def test_structured_output_is_valid_in_50_of_50_tries_through_vllm(vllm: tuple[str, float]) -> None:

@@ -68,7 +68,7 @@ T = TypeVar("T")
 
 
 def _read_samples(
-    request: SampleRequest, ask: Ask, reply: dict[str, Any], caps: ServerCapabilities
+    request: SampleRequest, ask: Ask, reply: Any, caps: ServerCapabilities, server: str
 ) -> list[Sample]:
     """One reply's samples; a forced call decoded under the server's grammar is read by its rules.
 
@@ -77,9 +77,9 @@ def _read_samples(
     """
     grammar = server_grammar(request, ask.mode == "continue", caps)
     if grammar is None:
-        return samples_from_reply(request, ask, reply)
+        return samples_from_reply(request, ask, reply, server=server)
     read_as = dataclasses.replace(request, stop=grammar.stops(request.stop))
-    return [grammar.closed(sample) for sample in samples_from_reply(read_as, ask, reply)]
+    return [grammar.closed(sample) for sample in samples_from_reply(read_as, ask, reply, server=server)]
 
 
 class _LoopState:
@@ -208,7 +208,7 @@ class OpenAICompatibleBackend(VLMBackend):
         replies = yield Posts(tuple(payloads))
         out: list[list[Sample]] = [[] for _ in requests]
         for index, reply in zip(owners, replies):
-            out[index].extend(_read_samples(requests[index], asks[index], reply, caps))
+            out[index].extend(_read_samples(requests[index], asks[index], reply, caps, self.base_url))
         return [samples[: request.n] for samples, request in zip(out, requests)]
 
     def _choice_plan(self, requests: Sequence[ChoiceRequest]) -> Plan[list[ChoiceResult]]:
@@ -222,7 +222,7 @@ class OpenAICompatibleBackend(VLMBackend):
         for request in requests:
             self._check_images(request.conversation, caps)
         replies = yield Posts(tuple(choice_payload(self.model, r) for r in requests))
-        return [choice_from_reply(request, reply) for request, reply in zip(requests, replies)]
+        return [choice_from_reply(r, reply, server=self.base_url) for r, reply in zip(requests, replies)]
 
     def _capabilities_plan(self) -> Plan[ServerCapabilities]:
         if self.capabilities is None:
