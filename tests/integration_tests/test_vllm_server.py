@@ -17,6 +17,7 @@ import httpx
 import pytest
 from langchain_core.messages import HumanMessage
 from servers import DEMO_MESSAGES, STAGE_LIMITS, free_port, record_chat_requests, running_server, served_eval
+from structured import fifty_tries
 
 from langchain_llava_cot import ChatLlavaCoT
 from langchain_llava_cot.backends.openai import OpenAICompatibleBackend, ServerCapabilities
@@ -161,3 +162,10 @@ def test_the_eval_runs_a_benchmark_file_through_vllm_8_questions_at_a_time(
         f"{most_open} requests open at most"
     )
     print(report.markdown())
+
+
+def test_structured_output_is_valid_in_50_of_50_tries_through_vllm(vllm: tuple[str, float]) -> None:
+    url, _ = vllm
+    tries = fifty_tries(ChatLlavaCoT(backend=served(url), max_stage_tokens=STAGE_LIMITS))
+    print(f"\nstructured output through vLLM: {tries.summary()}")
+    assert tries.valid == tries.tries == 50, tries.failures[:1]

@@ -9,7 +9,9 @@
          the stage explicitly (the chat-model backend's stage request)
       -> :func:`sample_payloads` / :func:`choice_payload`: one payload with ``n``, or
          one per candidate with distinct seeds where ``n`` is ignored; ``stop``,
-         ``logprobs``, ``seed`` only where honoured
+         ``logprobs``, ``seed`` only where honoured; a forced call's grammar where the
+         server decodes under one, and then only the stop strings that the grammar
+         writes at its end (:mod:`.forced_calls`)
 
 The :class:`Ask` made here also says how the reply is read back (:mod:`.replies`).
 All functions are pure.
@@ -19,12 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from langchain_llava_cot.backends._grammar import to_gbnf, tool_call_ebnf
 from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest
 from langchain_llava_cot.backends.langchain import (
     StageAsk,
@@ -33,10 +33,9 @@ from langchain_llava_cot.backends.langchain import (
     stage_request_text,
 )
 from langchain_llava_cot.backends.openai.capabilities import ServerCapabilities
+from langchain_llava_cot.backends.openai.forced_calls import server_grammar
 from langchain_llava_cot.conversation import Conversation, laid_out
 from langchain_llava_cot.images import image_base64, image_mime_type
-
-logger = logging.getLogger(__name__)
 
 _TOP_LOGPROBS = 20
 
@@ -124,14 +123,16 @@ def sample_payloads(model: str, request: SampleRequest, ask: Ask, caps: ServerCa
     payload["temperature"] = request.temperature
     if request.top_p is not None:
         payload["top_p"] = request.top_p
-    if request.stop and caps.stop:
-        payload["stop"] = list(request.stop)
+    grammar = server_grammar(request, ask.mode == "continue", caps)
+    stop = request.stop if grammar is None else grammar.stops(request.stop)
+    if stop and caps.stop:
+        payload["stop"] = list(stop)
     if caps.logprobs:
         payload["logprobs"] = True
     if caps.generation_config:
         payload["generation_config"] = json.dumps(_generation_config(request))
-    if request.tool_call is not None and ask.mode == "continue":
-        payload.update(_grammar_field(request, caps))
+    if grammar is not None:
+        payload.update(grammar.payload_field)
     if caps.n or request.n == 1:
         if request.n > 1:
             payload["n"] = request.n
@@ -140,24 +141,6 @@ def sample_payloads(model: str, request: SampleRequest, ask: Ask, caps: ServerCa
         return [payload]
     seeds = [None if request.seed is None else request.seed + i for i in range(request.n)]
     return [payload if seed is None else {**payload, "seed": seed} for seed in seeds]
-
-
-def _grammar_field(request: SampleRequest, caps: ServerCapabilities) -> dict[str, Any]:
-    """The forced call's grammar in the field the server reads: vLLM's EBNF, or llama.cpp's GBNF."""
-    grammar = _call_grammar(request) if caps.grammar or caps.gbnf else None
-    if grammar is None:
-        return {}
-    return {"structured_outputs": {"grammar": grammar}} if caps.grammar else {"grammar": to_gbnf(grammar)}
-
-
-def _call_grammar(request: SampleRequest) -> str | None:
-    """The forced call's grammar for the server, or None (the tools prompt alone) without xgrammar."""
-    assert request.tool_call is not None
-    try:
-        return tool_call_ebnf(request.tool_call, request.prefix)
-    except ImportError:
-        logger.warning("xgrammar is not installed: a forced tool call is asked for by the prompt alone.")
-        return None
 
 
 def _generation_config(request: SampleRequest) -> dict[str, Any]:

@@ -10,16 +10,18 @@ Request flow:
          the stage explicitly (the chat-model backend's stage request)
       -> :func:`~.asking.sample_payloads` / :func:`~.asking.choice_payload`: one payload with
          ``n``, or one per candidate with distinct seeds where ``n`` is ignored; ``stop``,
-         ``logprobs``, ``seed`` only where honoured
+         ``logprobs``, ``seed`` only where honoured; a forced call's grammar where the server
+         has one, and then only the stop strings it writes at its end (:mod:`.forced_calls`)
       -> :class:`~.transport.Posts`: POSTed to ``{base_url}/chat/completions`` concurrently (at
          most ``max_concurrency`` at once), with retries and exponential backoff on 429, 5xx
          and connection errors (:func:`~.transport.post_attempts`)
 
 Response flow:
     JSON
-      -> :func:`~.replies.samples_from_reply`: each choice's text cut at the stop string
-         (always, client side) or pulled out of an explicit stage reply; log-probabilities of
-         the kept tokens; ``usage`` split over the choices -> :class:`Sample`
+      -> :func:`~.replies.samples_from_reply`: each choice's text cut at the stop strings in
+         force (always, client side) or pulled out of an explicit stage reply; log-probabilities
+         of the kept tokens; ``usage`` split over the choices -> :class:`Sample`; a forced call
+         its token limit cut is closed by its grammar (:mod:`.forced_calls`)
       -> :func:`~.replies.choice_from_reply`: ``top_logprobs`` of the one generated token
          -> :class:`ChoiceResult`
     HTTP errors -> :func:`~.errors.error_for`: :class:`~.errors.ModelNotServedError`,
@@ -36,6 +38,7 @@ with an ``httpx.AsyncClient``. No event loop is ever started.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 import weakref
@@ -46,9 +49,10 @@ from typing import Any, TypeVar
 import httpx
 
 from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
-from langchain_llava_cot.backends.openai.asking import choice_payload, how_to_ask, sample_payloads
+from langchain_llava_cot.backends.openai.asking import Ask, choice_payload, how_to_ask, sample_payloads
 from langchain_llava_cot.backends.openai.capabilities import ServerCapabilities, probe_plan
 from langchain_llava_cot.backends.openai.errors import ImagesRejectedError
+from langchain_llava_cot.backends.openai.forced_calls import server_grammar
 from langchain_llava_cot.backends.openai.replies import choice_from_reply, samples_from_reply
 from langchain_llava_cot.backends.openai.transport import (
     Plan,
@@ -61,6 +65,21 @@ from langchain_llava_cot.backends.openai.transport import (
 from langchain_llava_cot.conversation import Conversation
 
 T = TypeVar("T")
+
+
+def _read_samples(
+    request: SampleRequest, ask: Ask, reply: Any, caps: ServerCapabilities, server: str
+) -> list[Sample]:
+    """One reply's samples; a forced call decoded under the server's grammar is read by its rules.
+
+    Only the stop strings the grammar writes at its end are cut, and a call its token
+    limit cut short is completed by the grammar (:mod:`.forced_calls`).
+    """
+    grammar = server_grammar(request, ask.mode == "continue", caps)
+    if grammar is None:
+        return samples_from_reply(request, ask, reply, server=server)
+    read_as = dataclasses.replace(request, stop=grammar.stops(request.stop))
+    return [grammar.closed(sample) for sample in samples_from_reply(read_as, ask, reply, server=server)]
 
 
 class _LoopState:
@@ -189,7 +208,7 @@ class OpenAICompatibleBackend(VLMBackend):
         replies = yield Posts(tuple(payloads))
         out: list[list[Sample]] = [[] for _ in requests]
         for index, reply in zip(owners, replies):
-            out[index].extend(samples_from_reply(requests[index], asks[index], reply, server=self.base_url))
+            out[index].extend(_read_samples(requests[index], asks[index], reply, caps, self.base_url))
         return [samples[: request.n] for samples, request in zip(out, requests)]
 
     def _choice_plan(self, requests: Sequence[ChoiceRequest]) -> Plan[list[ChoiceResult]]:
