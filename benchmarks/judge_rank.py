@@ -39,16 +39,6 @@ JUDGES = ("likelihood", "verifier", "pairwise")
 STAGES_RANKED = ("caption", "reasoning", "conclusion")
 
 
-def within_question_auc(scores: list[float], labels: list[bool]) -> float | None:
-    """Share of (right, wrong) pairs ordered right by ``scores`` (ties count half)."""
-    right = [s for s, ok in zip(scores, labels) if ok]
-    wrong = [s for s, ok in zip(scores, labels) if not ok]
-    if not right or not wrong:
-        return None
-    wins = sum(1.0 if r > w else 0.5 if r == w else 0.0 for r in right for w in wrong)
-    return wins / (len(right) * len(wrong))
-
-
 def measure(
     model: str | None, questions: int, candidates: int, seed: int, reward_model: str | None = None
 ) -> dict[str, Any]:
@@ -59,7 +49,7 @@ def measure(
     from langchain_llava_cot.backends.transformers import TransformersBackend
     from langchain_llava_cot.demo import DEMO_MODEL_PATH
     from langchain_llava_cot.demo.dataset import examples
-    from langchain_llava_cot.eval import stage_oracle
+    from langchain_llava_cot.eval import ranking_auc, stage_oracle
     from langchain_llava_cot.judges import JudgeTask, LikelihoodJudge, PairwiseJudge, VerifierJudge
     from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, cut_stage, render_answer
 
@@ -106,7 +96,7 @@ def measure(
                     greedy_right = stage_oracle(example, stage.value, greedy_text, chosen)
                     for name, judge in judges.items():
                         verdict = drive(judge.select(task, backend), backend)
-                        auc = within_question_auc(list(verdict.scores), labels) if verdict.scores else None
+                        auc = ranking_auc(list(verdict.scores), labels) if verdict.scores else None
                         rows.setdefault((name, stage.value), []).append(
                             {
                                 "right": labels[verdict.winner],

@@ -13,7 +13,7 @@ Modules:
   (``greedy``, ``STRATEGY:JUDGE:N``), the quick set and the full grid.
 - :mod:`~langchain_llava_cot.eval.oracle`: scoring one answer: the stage oracles and
   a search record checked against the ground truth.
-- :mod:`~langchain_llava_cot.eval.stats`: Wilson and paired 95% intervals.
+- :mod:`~langchain_llava_cot.eval.stats`: Wilson and paired 95% intervals, the ranking AUC.
 - :mod:`~langchain_llava_cot.eval.report`: per-strategy results, the table (what each
   column means) and the plot.
 - :mod:`~langchain_llava_cot.eval.run`: :func:`run_eval` over the held-out questions
@@ -25,7 +25,7 @@ Modules:
 from langchain_llava_cot.eval.oracle import score_record, stage_oracle
 from langchain_llava_cot.eval.report import EvalReport, StrategyResult, plot
 from langchain_llava_cot.eval.run import main, run_eval
-from langchain_llava_cot.eval.stats import paired_difference, wilson_interval
+from langchain_llava_cot.eval.stats import paired_difference, ranking_auc, wilson_interval
 from langchain_llava_cot.eval.strategies import (
     ADAPTIVE_SUFFIX,
     GRID_STRATEGIES,
@@ -49,6 +49,7 @@ __all__ = [
     "paired_difference",
     "parse_strategy",
     "plot",
+    "ranking_auc",
     "run_eval",
     "score_record",
     "stage_oracle",
