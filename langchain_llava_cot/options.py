@@ -33,7 +33,7 @@ from typing import Literal
 from langchain_llava_cot.backends import cached_backend
 from langchain_llava_cot.backends.base import VLMBackend
 from langchain_llava_cot.demo import DEMO_MODEL_PATH
-from langchain_llava_cot.judges import Judge, JudgeSpec, VoteJudge, resolve_judge
+from langchain_llava_cot.judges import AutoJudge, BuiltinJudge, Judge, JudgeSpec, VoteJudge, resolve_judge
 from langchain_llava_cot.stages import STAGES, Stage
 
 __all__ = [
@@ -66,9 +66,9 @@ RETRACE_Z = 0.2533
 MAX_CANDIDATES = 64
 """Default cap on ``candidates``: each candidate is a row of every batch, so a typo costs a lot."""
 
-DEFAULT_JUDGE: Literal["pairwise", "likelihood", "verifier"] = "likelihood"
-"""The judge used unless one is named: the one that ranks best on the demo model
-(``benchmarks/judge_rank.py``)."""
+DEFAULT_JUDGE: BuiltinJudge = "auto"
+"""The judge used unless one is named: the one that fits the model and the backend, chosen
+once per run (:class:`~langchain_llava_cot.judges.AutoJudge`)."""
 
 
 @dataclass
@@ -146,13 +146,20 @@ class SearchContext:
             msg = "With base_url, name the served model too: SearchContext(base_url=..., model='<name>')."
             raise ValueError(msg)
         self.stop = tuple(self.stop)
-        self.resolved_judge = self._judge_of_strategy(resolve_judge(self.judge, seed=self.seed))
+        self.resolved_judge = self._judge_of_strategy(self._named_judge())
         self._check_search_shape()
         self._stage_tokens = _stage_token_limits(self.max_stage_tokens)
 
+    def _named_judge(self) -> Judge:
+        """The ``judge`` option as a judge; ``"auto"`` chooses at the run's first verdict."""
+        if isinstance(self.judge, str) and self.judge == "auto":
+            needs_scores = self.strategy == "retrace" or self.confidence is not None
+            return AutoJudge(strategy=self.strategy, needs_scores=needs_scores, seed=self.seed)
+        return resolve_judge(self.judge, seed=self.seed)
+
     def _judge_of_strategy(self, judge: Judge) -> Judge:
         """``vote`` counts conclusions, weighed by the judge's scores; retrace needs scores."""
-        if self.strategy == "vote" and not isinstance(judge, VoteJudge):
+        if self.strategy == "vote" and not isinstance(judge, (VoteJudge, AutoJudge)):
             return VoteJudge(scorer=judge)  # says what to do if the judge does not score
         if self.strategy == "retrace" and not judge.scores:
             msg = (
