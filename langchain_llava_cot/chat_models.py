@@ -86,7 +86,7 @@ class ChatLlavaCoT(BaseChatModel):
             bundled demo model.
         strategy: ``"greedy"``, ``"best_of_n"``, ``"vote"``, ``"stage_beam"`` or ``"retrace"``.
         candidates: candidates per step (N).
-        judge: ``"likelihood"`` (default), ``"verifier"``, ``"pairwise"``, ``"vote"``, a Judge
+        judge: ``"auto"`` (default), ``"likelihood"``, ``"verifier"``, ``"pairwise"``, ``"vote"``, a Judge
             or a function.
         backend: a ready :class:`VLMBackend` or a LangChain chat model to drive instead.
         base_url: an OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama).
@@ -151,9 +151,8 @@ class ChatLlavaCoT(BaseChatModel):
     max_candidates: int = MAX_CANDIDATES
     """The cap on ``candidates`` (a typo like 1000 fails fast); raise it if you mean more."""
     judge: Any = DEFAULT_JUDGE
-    """``"likelihood"``, ``"verifier"``, ``"pairwise"``, ``"vote"``, a Judge, or a function
-    ``(JudgeTask) -> int``;
-    the default is the judge that ranks best on the demo model."""
+    """``"auto"`` (the default: the judge that fits the model and the backend), ``"likelihood"``,
+    ``"verifier"``, ``"pairwise"``, ``"vote"``, a Judge, or a function ``(JudgeTask) -> int``."""
     temperature: float = 0.6
     """Sampling temperature of the candidates (greedy always uses 0)."""
     top_p: float | None = 0.9

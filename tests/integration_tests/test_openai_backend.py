@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import HumanMessage
 from PIL import Image, ImageDraw
-from servers import free_port, running_server
+from servers import DEMO_MESSAGES, STAGE_LIMITS, free_port, running_server
 
 from langchain_llava_cot import ChatLlavaCoT
 from langchain_llava_cot.backends.base import SampleRequest
@@ -32,6 +32,7 @@ from langchain_llava_cot.backends.openai import (
     ServerCapabilities,
 )
 from langchain_llava_cot.conversation import Conversation, Turn
+from langchain_llava_cot.demo import DEMO_MODEL_PATH
 from langchain_llava_cot.judges import PairwiseJudge
 
 pytestmark = pytest.mark.timeout(120)
@@ -68,6 +69,33 @@ def served(tiny_llava_path: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     command = [str(cli), "serve", str(tiny_llava_path), "--host", "127.0.0.1", "--port", str(port)]
     with running_server(command, ready_url=f"http://127.0.0.1:{port}/health", log_path=log_path, env=env):
         yield f"http://127.0.0.1:{port}/v1", str(tiny_llava_path)
+
+
+@pytest.fixture(scope="session")
+def served_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``transformers serve`` pinned to the bundled demo model; yields its base URL."""
+    port = free_port()
+    cli = Path(sys.executable).with_name("transformers")
+    log_path = tmp_path_factory.mktemp("serve-demo") / "serve.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    command = [str(cli), "serve", str(DEMO_MODEL_PATH), "--host", "127.0.0.1", "--port", str(port)]
+    with running_server(command, ready_url=f"http://127.0.0.1:{port}/health", log_path=log_path, env=env):
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+def test_stage_beam_with_no_judge_named_works_on_a_server_without_logprobs(served_demo: str) -> None:
+    """The default judge used to be likelihood everywhere, and failed here ("this backend gave none")."""
+    llm = ChatLlavaCoT(
+        base_url=served_demo, strategy="stage_beam", candidates=2, seed=0, max_stage_tokens=STAGE_LIMITS
+    )
+    answer = llm.invoke(DEMO_MESSAGES)
+    record = answer.response_metadata["llava_cot"]
+    assert record["judge"]["name"] == "pairwise" and "no token log-probabilities" in record["judge"]["reason"]
+    assert [s["stage"] for s in record["steps"]] == STAGE_NAMES and answer.content.strip()
+    assert all(c["mean_logprob"] is None for s in record["steps"] for c in s["candidates"])
+    methods = {c["method"] for s in record["steps"] for c in s["comparisons"]}
+    assert methods and methods <= {"generated", "unparseable", "identical", "precheck"}  # written verdicts
+    assert answer.response_metadata["model_name"] == str(DEMO_MODEL_PATH)
 
 
 @pytest.fixture(scope="session")
