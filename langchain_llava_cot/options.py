@@ -146,16 +146,11 @@ class SearchContext:
             msg = "With base_url, name the served model too: SearchContext(base_url=..., model='<name>')."
             raise ValueError(msg)
         self.stop = tuple(self.stop)
-        self.resolved_judge = self._judge_of_strategy(self._named_judge())
+        needs_scores = self.strategy == "retrace" or self.confidence is not None
+        named = resolve_judge(self.judge, seed=self.seed, strategy=self.strategy, needs_scores=needs_scores)
+        self.resolved_judge = self._judge_of_strategy(named)
         self._check_search_shape()
         self._stage_tokens = _stage_token_limits(self.max_stage_tokens)
-
-    def _named_judge(self) -> Judge:
-        """The ``judge`` option as a judge; ``"auto"`` chooses at the run's first verdict."""
-        if isinstance(self.judge, str) and self.judge == "auto":
-            needs_scores = self.strategy == "retrace" or self.confidence is not None
-            return AutoJudge(strategy=self.strategy, needs_scores=needs_scores, seed=self.seed)
-        return resolve_judge(self.judge, seed=self.seed)
 
     def _judge_of_strategy(self, judge: Judge) -> Judge:
         """``vote`` counts conclusions, weighed by the judge's scores; retrace needs scores."""

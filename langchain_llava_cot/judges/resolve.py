@@ -53,14 +53,20 @@ def chat_model_judge(
     raise ValueError(msg)
 
 
-def resolve_judge(spec: JudgeSpec, *, seed: int | None = None) -> Judge:
-    """Turn a ``judge=`` option into a :class:`Judge`."""
+def resolve_judge(
+    spec: JudgeSpec, *, seed: int | None = None, strategy: str = "stage_beam", needs_scores: bool = False
+) -> Judge:
+    """Turn a ``judge=`` option into a :class:`Judge`.
+
+    ``strategy`` and ``needs_scores`` (the search compares scores with a threshold) are what
+    ``"auto"`` chooses for.
+    """
     if isinstance(spec, Judge):
         return spec
     if isinstance(spec, BaseChatModel):
         return chat_model_judge(spec, seed=seed)
     if spec == "auto":
-        return AutoJudge(seed=seed)
+        return AutoJudge(strategy=strategy, needs_scores=needs_scores, seed=seed)
     if spec == "pairwise":
         return PairwiseJudge(seed=seed)
     if spec == "likelihood":

@@ -115,6 +115,8 @@ class ServedRewardJudge(Judge):
     max_retries: int = 2
     name: str = "served_reward"
     scores: bool = field(default=True, init=False)
+    task_name: Literal["classify", "token_classify"] = field(default="classify", init=False, repr=False)
+    """The pooling task asked for: ``classify`` (one score), ``token_classify`` (one per step)."""
 
     def __post_init__(self) -> None:
         from langchain_llava_cot.backends.openai.pooling import PoolingClient
@@ -145,8 +147,6 @@ class ServedRewardJudge(Judge):
             0, prompt_tokens=pooled.prompt_tokens, calls=1,
             scores=tuple(self._score(by_text[text]) for text in task.candidates),
         )  # fmt: skip
-
-    task_name: Literal["classify", "token_classify"] = field(default="classify", init=False, repr=False)
 
     def _input(self, task: JudgeTask, index: int) -> Any:
         """Candidate ``index`` as the server reads it: text, or the conversation and the answer."""

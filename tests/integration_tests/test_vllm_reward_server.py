@@ -24,14 +24,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
 from PIL import Image
-from servers import DEMO_MESSAGES, STAGE_LIMITS, free_port, running_server
+from servers import DEMO_MESSAGES, STAGE_LIMITS, free_port, running_servers
 from transformers import AutoModel, AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
 
 from langchain_llava_cot import ChatLlavaCoT, ServedProcessRewardJudge, ServedRewardJudge
@@ -50,7 +49,7 @@ STEP = "<step>"
 
 pytestmark = [
     pytest.mark.skipif(not VLLM_PYTHON.exists(), reason="the real-server lane: make test-servers"),
-    pytest.mark.timeout(900),
+    pytest.mark.timeout(1800),  # a slow start counts against the first test
 ]
 
 
@@ -125,16 +124,12 @@ def servers(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
             models["process"], "process", free_port(), "--pooler-config", json.dumps(pooler)
         ),
     }
-    urls = {}
+    urls = {
+        name: f"http://127.0.0.1:{command[command.index('--port') + 1]}" for name, command in commands.items()
+    }
     started = time.monotonic()
-    with ExitStack() as stack:
-        for name, command in commands.items():
-            url = f"http://127.0.0.1:{command[command.index('--port') + 1]}"
-            log = folder / f"{name}.log"
-            stack.enter_context(
-                running_server(command, ready_url=f"{url}/health", log_path=log, env=env, timeout=600)
-            )
-            urls[name] = url
+    specs = [(commands[name], f"{urls[name]}/health", folder / f"{name}.log") for name in commands]
+    with running_servers(specs, env=env, timeout=900):  # each starts in 30-60 s on 2 idle cores
         print(f"\nvLLM reward servers ready {time.monotonic() - started:.0f} s after start")
         yield urls
 
