@@ -49,7 +49,7 @@ STEP = "<step>"
 
 pytestmark = [
     pytest.mark.skipif(not VLLM_PYTHON.exists(), reason="the real-server lane: make test-servers"),
-    pytest.mark.timeout(1800),  # a slow start counts against the first test
+    pytest.mark.timeout(3600),  # a slow start counts against the first test
 ]
 
 
@@ -129,7 +129,7 @@ def servers(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
     }
     started = time.monotonic()
     specs = [(commands[name], f"{urls[name]}/health", folder / f"{name}.log") for name in commands]
-    with running_servers(specs, env=env, timeout=900):  # each starts in 30-60 s on 2 idle cores
+    with running_servers(specs, env=env, timeout=2400):  # 30-60 s on 2 idle cores; 25 min seen under load
         print(f"\nvLLM reward servers ready {time.monotonic() - started:.0f} s after start")
         yield urls
 
