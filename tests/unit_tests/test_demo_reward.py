@@ -78,7 +78,8 @@ def test_a_short_run_trains_a_reward_model_the_judge_loads(tokenizer, tmp_path):
 
 
 def test_fit_report_ranks_the_rows_as_the_judge_reads_them(tokenizer):
-    rows = [row for example in examples("train", 2, 100_000) for row in made_up_rows(example, random.Random(0))]
+    rng = random.Random(0)
+    rows = [row for example in examples("train", 2, 100_000) for row in made_up_rows(example, rng)]
     config = RewardConfig(hidden_size=32, num_layers=1, num_heads=2, steps=2, batch_size=4, warmup_steps=1)
     model, _ = train_reward_model(rows, tokenizer, config)
     report = fit_report(model, tokenizer, rows)
