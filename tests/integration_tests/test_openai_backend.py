@@ -35,7 +35,7 @@ from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.demo import DEMO_MODEL_PATH
 from langchain_llava_cot.judges import PairwiseJudge
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(600)  # the first test also waits for the server, minutes on a busy machine
 
 STAGE_NAMES = ["summary", "caption", "reasoning", "conclusion"]
 
@@ -67,7 +67,8 @@ def served(tiny_llava_path: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     command = [str(cli), "serve", str(tiny_llava_path), "--host", "127.0.0.1", "--port", str(port)]
-    with running_server(command, ready_url=f"http://127.0.0.1:{port}/health", log_path=log_path, env=env):
+    ready = f"http://127.0.0.1:{port}/health"
+    with running_server(command, ready_url=ready, log_path=log_path, env=env, timeout=300):
         yield f"http://127.0.0.1:{port}/v1", str(tiny_llava_path)
 
 
@@ -84,7 +85,6 @@ def served_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/v1"
 
 
-@pytest.mark.timeout(600)  # the demo's answers are longer than the tiny model's, and verdicts are written
 def test_stage_beam_with_no_judge_named_works_on_a_server_without_logprobs(served_demo: str) -> None:
     """The default judge used to be likelihood everywhere, and failed here ("this backend gave none").
 
