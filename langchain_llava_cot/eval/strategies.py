@@ -86,11 +86,11 @@ def parse_strategy(text: str) -> StrategySpec:
 
 
 def default_strategies(judge: str | None = None) -> tuple[str, ...]:
-    """The quick set: greedy, and both searches at N=4 with ``judge`` (None: ChatLlavaCoT's default)."""
+    """The quick set: greedy, and both searches at N=4 with ``judge`` (None: the demo model's default)."""
     if judge is None:
-        from langchain_llava_cot.options import DEFAULT_JUDGE
+        from langchain_llava_cot.judges import DEMO_JUDGE
 
-        judge = DEFAULT_JUDGE
+        judge = DEMO_JUDGE
     return ("greedy", f"best_of_n:{judge}:4", f"stage_beam:{judge}:4")
 
 

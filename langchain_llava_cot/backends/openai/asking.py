@@ -1,7 +1,7 @@
 """How a request is put to the server: its messages, how the prefix is asked for, its payloads.
 
     SampleRequest / ChoiceRequest
-      -> :func:`_openai_messages`: the conversation as OpenAI ``messages``, images as
+      -> :func:`openai_messages`: the conversation as OpenAI ``messages``, images as
          ``image_url`` data URLs before the text
       -> :func:`how_to_ask`: continue the prefix as a final assistant message
          (``continue_final_message``) where the server honours it; else send the
@@ -50,7 +50,7 @@ class Ask:
     prefix: str = ""
 
 
-def _openai_messages(conversation: Conversation, last_user_text: str | None = None) -> list[dict[str, Any]]:
+def openai_messages(conversation: Conversation, last_user_text: str | None = None) -> list[dict[str, Any]]:
     """The conversation as OpenAI chat messages (:func:`laid_out`).
 
     Each image is an ``image_url`` data URL before its turn's text.
@@ -75,19 +75,19 @@ def _data_url(image: bytes) -> str:
 def how_to_ask(conversation: Conversation, prefix: str, stop: Sequence[str], caps: ServerCapabilities) -> Ask:
     """Continue ``prefix`` where the server can; otherwise ask for the stage explicitly."""
     if not prefix:
-        return Ask(_openai_messages(conversation), "fresh")
+        return Ask(openai_messages(conversation), "fresh")
     if caps.continuation:
-        messages = [*_openai_messages(conversation), {"role": "assistant", "content": prefix}]
+        messages = [*openai_messages(conversation), {"role": "assistant", "content": prefix}]
         return Ask(messages, "continue", prefix=prefix)
     ask = read_prefix(prefix, stop)
     if ask is not None and not ask.chosen:
         # Only the first opening tag: LLaVA-CoT writes it unasked, so send the conversation alone.
-        return Ask(_openai_messages(conversation), "explicit", stage=ask, prefix=prefix)
+        return Ask(openai_messages(conversation), "explicit", stage=ask, prefix=prefix)
     if ask is not None:
         text = stage_request_text(conversation.question, ask)
-        return Ask(_openai_messages(conversation, text), "explicit", stage=ask, prefix=prefix)
+        return Ask(openai_messages(conversation, text), "explicit", stage=ask, prefix=prefix)
     text = prefix_request_text(conversation.question, prefix)
-    return Ask(_openai_messages(conversation, text), "fresh", prefix=prefix)
+    return Ask(openai_messages(conversation, text), "fresh", prefix=prefix)
 
 
 def routing_key(conversation: Conversation) -> str:
@@ -154,7 +154,7 @@ def _generation_config(request: SampleRequest) -> dict[str, Any]:
 
 def choice_payload(model: str, request: ChoiceRequest) -> dict[str, Any]:
     """A one-token, greedy completion after the prefix, asking for the top log-probabilities."""
-    messages = [*_openai_messages(request.conversation), {"role": "assistant", "content": request.prefix}]
+    messages = [*openai_messages(request.conversation), {"role": "assistant", "content": request.prefix}]
     payload = _base_payload(model, Ask(messages, "continue"), 1, routing_key(request.conversation))
     payload.update(temperature=0.0, logprobs=True, top_logprobs=_TOP_LOGPROBS)
     return payload

@@ -165,6 +165,7 @@ class TransformersBackend(VLMBackend):
     """
 
     supports_choice = True
+    gives_logprobs = True
 
     def __init__(
         self,
