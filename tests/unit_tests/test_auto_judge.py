@@ -28,7 +28,7 @@ LLAVA_COT = "Xkev/Llama-3.2V-11B-cot"
 
 def test_the_default_is_auto():
     assert DEFAULT_JUDGE == "auto" and ChatLlavaCoT.model_fields["judge"].default == "auto"
-    assert isinstance(SearchContext(ScriptedBackend(SCRIPT)).resolved_judge, AutoJudge)
+    assert isinstance(SearchContext(backend=ScriptedBackend(SCRIPT)).resolved_judge, AutoJudge)
 
 
 @pytest.mark.parametrize(
@@ -84,7 +84,7 @@ def test_a_vote_is_weighed_by_likelihood_only_where_there_are_log_probabilities(
 def test_the_demo_in_process_keeps_the_judge_measured_best_on_it():
     backend = ScriptedBackend(SCRIPT, model_name=str(DEMO_MODEL_PATH))
     state = build_graph().invoke(
-        {"conversation": _conversation()}, context=SearchContext(backend, candidates=2)
+        {"conversation": _conversation()}, context=SearchContext(backend=backend, candidates=2)
     )
     assert state["judge"] == {
         "name": "likelihood",
