@@ -24,6 +24,7 @@ from langchain_llava_cot.backends.openai.errors import (
     ImagesRejectedError,
     ModelNotServedError,
     ServerError,
+    ServerPromptTooLongError,
     ServerTimeoutError,
     ServerUnreachableError,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "OpenAICompatibleBackend",
     "ServerCapabilities",
     "ServerError",
+    "ServerPromptTooLongError",
     "ServerTimeoutError",
     "ServerUnreachableError",
 ]

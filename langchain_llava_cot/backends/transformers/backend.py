@@ -52,7 +52,14 @@ from typing import Any, TypeVar
 from langchain_llava_cot.backends._batching import BatchQueue, Job
 from langchain_llava_cot.backends._grammar import ToolCallGrammars
 from langchain_llava_cot.backends._prefix_cache import cache_argument, output_cache
-from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
+from langchain_llava_cot.backends.base import (
+    ChoiceRequest,
+    ChoiceResult,
+    PromptTooLongError,
+    Sample,
+    SampleRequest,
+    VLMBackend,
+)
 from langchain_llava_cot.backends.transformers.attention import attention_of
 from langchain_llava_cot.backends.transformers.decoding import Decoder, as_set, chosen_logprobs
 from langchain_llava_cot.backends.transformers.inputs import Inputs, Prompt
@@ -348,7 +355,7 @@ class TransformersBackend(VLMBackend):
                     f"The prompt is about {length:,} tokens, but the model reads at most {limit:,}: "
                     "shorten the question or the conversation."
                 )
-                raise ValueError(msg)
+                raise PromptTooLongError(msg)
         return requests
 
     # -- the worker thread --------------------------------------------------------
