@@ -29,15 +29,15 @@ from langchain_llava_cot.server.model_names import CLIENT_JUDGES, search_of
 
 __all__ = ["SEARCH_OPTIONS", "Call", "ChatRequest", "call_of", "parse_request"]
 
-_NOT_PER_REQUEST = {"backend", "model", "base_url", "device", "stop"}
+_DEPLOYER_ONLY = ("max_candidates",)
+"""Search options only the server's command line sets."""
+
+_NOT_PER_REQUEST = {"backend", "model", "base_url", "device", "stop", *_DEPLOYER_ONLY}
 
 SEARCH_OPTIONS: tuple[str, ...] = tuple(
     f.name for f in fields(SearchContext) if f.init and f.name not in _NOT_PER_REQUEST
 )
 """The fields a request may add to OpenAI's: the chat model's per-call search options."""
-
-_DEPLOYER_ONLY = ("max_candidates",)
-"""Search options only the server's command line sets."""
 
 _IGNORED = ("user", "metadata", "store", "service_tier", "parallel_tool_calls")
 """OpenAI fields accepted that change nothing here."""
@@ -255,7 +255,7 @@ def _search_options(request: ChatRequest, served: str) -> dict[str, Any]:
         if name not in SEARCH_OPTIONS:
             msg = (
                 f"Unknown field {name!r}. Besides OpenAI's chat fields, a request may set the search "
-                f"options {', '.join(o for o in SEARCH_OPTIONS if o not in _DEPLOYER_ONLY)}."
+                f"options {', '.join(SEARCH_OPTIONS)}."
             )
             raise APIError(400, msg, code="unknown_field", param=name)
         if name in named and named[name] != given[name]:
