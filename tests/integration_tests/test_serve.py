@@ -226,6 +226,57 @@ def test_a_wrong_key_is_a_401_and_an_unreachable_model_a_503(demo_llm: ChatLlava
         assert "Traceback" not in unreachable.value.response.text
 
 
+@pytest.fixture
+def picture_site(tmp_path: Path):
+    """A plain HTTP server on 127.0.0.1 serving the bundled picture as /example.png; yields its URL."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    (tmp_path / "example.png").write_bytes(EXAMPLE_IMAGE.read_bytes())
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    site = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{site.server_address[1]}"
+    site.shutdown()
+    site.server_close()
+
+
+def url_question(url: str) -> list[dict]:
+    parts = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": DEMO_QUESTION}]
+    return [{"role": "user", "content": parts}]
+
+
+def test_picture_urls_are_fetched_only_when_the_server_allows_it(
+    demo_llm: ChatLlavaCoT, client: openai.OpenAI, picture_site: str
+) -> None:
+    with pytest.raises(openai.BadRequestError, match="--allow-image-urls"):
+        client.chat.completions.create(model=SERVED, messages=url_question(f"{picture_site}/example.png"))
+    allowing = ServerSettings(served_model_name=SERVED, allow_image_urls=True, max_request_bytes=100_000)
+    with BackgroundServer(create_app(demo_llm, allowing)) as running:
+        fetching = openai.OpenAI(base_url=running.url, api_key="unused", max_retries=0)
+        by_url = fetching.chat.completions.create(
+            model=f"greedy@{SERVED}", messages=url_question(f"{picture_site}/example.png")
+        )
+        inline = fetching.chat.completions.create(model=f"greedy@{SERVED}", messages=picture_question())
+        assert by_url.choices[0].message.content == inline.choices[0].message.content  # the same picture
+        with pytest.raises(openai.BadRequestError, match="answered HTTP 404"):
+            fetching.chat.completions.create(
+                model=SERVED, messages=url_question(f"{picture_site}/missing.png")
+            )
+    small = ServerSettings(
+        served_model_name=SERVED, allow_image_urls=True, max_request_bytes=1_000
+    )  # < 1,498
+    with BackgroundServer(create_app(demo_llm, small)) as running:
+        limited = openai.OpenAI(base_url=running.url, api_key="unused", max_retries=0)
+        with pytest.raises(
+            openai.APIStatusError, match="The picture at .* is over the server's limit"
+        ) as refused:
+            limited.chat.completions.create(
+                model=SERVED, messages=url_question(f"{picture_site}/example.png")
+            )
+        assert refused.value.status_code == 413
+
+
 def test_sixteen_clients_at_once_share_batches_and_each_gets_its_own_answer(
     server: BackgroundServer, client: openai.OpenAI, demo_llm: ChatLlavaCoT
 ) -> None:
