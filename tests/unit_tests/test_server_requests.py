@@ -246,3 +246,19 @@ def test_a_run_cancelled_before_it_started_tells_its_reader():
         return run.done
 
     assert asyncio.run(read())
+
+
+def test_importing_the_server_package_loads_no_model_or_web_library():
+    import subprocess
+    import sys
+
+    import langchain_llava_cot.server as server
+
+    assert sorted(server.__all__) == sorted(
+        ["RECORD_FIELD", "SEARCH_OPTIONS", "APIError", "BackgroundServer", "ServerSettings", "create_app"]
+        + ["listed_models", "search_of"]
+    )
+    heavy = "{'torch', 'starlette', 'uvicorn'}"
+    code = f"import sys, langchain_llava_cot.server; print(sorted({heavy} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
