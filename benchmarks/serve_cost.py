@@ -13,7 +13,10 @@ search (``--strategy``, ``--candidates``, unseeded so concurrent searches may sh
 Each side loads the model once and runs one torch thread. For each concurrency (default 1 and
 16) the two run interleaved ``--repeats`` times (direct, server, direct, ...) and the medians of
 answers per second are compared: ``server / direct`` is the server's throughput as a fraction of
-direct calls'.
+direct calls'. On a machine shared with other work, wall time measures the scheduler as much as
+the server, so each run also counts the CPU seconds it cost (Linux: this process, plus the
+server's process for the server side): ``server CPU / direct CPU`` is the server's overhead in
+work done, whatever share of the CPU each run got.
 """
 
 from __future__ import annotations
@@ -98,7 +101,16 @@ def start_server(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen,
         time.sleep(0.25)
 
 
-async def measure(args: argparse.Namespace, url: str) -> dict:
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds (user + system, all threads) used so far by this process, or by process ``pid``."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+async def measure(args: argparse.Namespace, url: str, server_pid: int) -> dict:
     """Answers per second of both sides at each concurrency, interleaved ``--repeats`` times."""
     import openai
 
@@ -122,15 +134,22 @@ async def measure(args: argparse.Namespace, url: str) -> dict:
     for concurrency in args.concurrency:
         requests = max(args.requests, concurrency)
         seconds: dict[str, list[float]] = {side: [] for side in sides}
+        cpu: dict[str, list[float]] = {side: [] for side in sides}
         for _ in range(args.repeats):
             for side, ask in sides.items():
+                before = cpu_seconds() + cpu_seconds(server_pid)
                 seconds[side].append(await answer_all(ask, asked[:requests], concurrency))
+                cpu[side].append((cpu_seconds() + cpu_seconds(server_pid) - before) / requests)
         rates = {side: requests / statistics.median(runs) for side, runs in seconds.items()}
+        cpu_per_answer = {side: statistics.median(runs) for side, runs in cpu.items()}
         results[str(concurrency)] = {
             "requests": requests,
             "wall_seconds": seconds,
             "answers_per_second": rates,
             "server_over_direct": rates["server"] / rates["direct"],
+            "cpu_seconds_per_answer": cpu,
+            "cpu_seconds_per_answer_median": cpu_per_answer,
+            "server_cpu_over_direct": cpu_per_answer["server"] / cpu_per_answer["direct"],
         }
     await client.close()
     return results
@@ -155,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     process, url = start_server(args, log)
     try:
         load_at_start = os.getloadavg()
-        throughput = asyncio.run(measure(args, url))
+        throughput = asyncio.run(measure(args, url, process.pid))
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -197,6 +216,11 @@ def report(results: dict) -> str:
             f"{concurrency:>3} concurrent, {entry['requests']} requests: "
             f"direct {rates['direct']:.2f} answers/s, server {rates['server']:.2f} answers/s, "
             f"server / direct = {entry['server_over_direct']:.2f}"
+        )
+        cpu = entry["cpu_seconds_per_answer_median"]
+        lines.append(
+            f"{'':>16}CPU seconds per answer: direct {cpu['direct']:.2f}, server {cpu['server']:.2f} "
+            f"(its process and the client's), server / direct = {entry['server_cpu_over_direct']:.2f}"
         )
     return "\n".join(lines)
 

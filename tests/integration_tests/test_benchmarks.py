@@ -89,3 +89,5 @@ def test_serve_cost_compares_the_server_with_direct_calls(tmp_path: Path) -> Non
         rates = entry["answers_per_second"]
         assert rates["direct"] > 0 and rates["server"] > 0
         assert entry["server_over_direct"] == rates["server"] / rates["direct"]
+        cpu = entry["cpu_seconds_per_answer_median"]
+        assert cpu["direct"] > 0 and cpu["server"] > 0
