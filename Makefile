@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test unit integration lint bench eval clean vllm-venv llama-server test-servers
+.PHONY: setup demo test unit integration lint bench eval clean vllm-venv lmms-venv llama-server test-servers
 
 setup: $(STAMP)
 
@@ -35,13 +35,18 @@ integration: $(STAMP)
 vllm-venv:
 	bash .ci/setup-vllm
 
+# lmms-eval in its own venv with this package installed (.ci/setup-lmms): lmms-eval as it is would
+# replace the CPU torch with a CUDA build; tests/integration_tests/test_lmms_eval.py runs when it exists.
+lmms-venv:
+	bash .ci/setup-lmms
+
 # llama.cpp's llama-server, built from the llama-cpp-python sdist into ~/.cache (or $LLAMA_CPP_HOME),
 # and the demo model converted to GGUF beside it (.ci/setup-llama-server).
 llama-server: $(STAMP)
 	bash .ci/setup-llama-server
 
 test-servers: $(STAMP) vllm-venv llama-server
-	$(BIN)/python -m pytest tests/integration_tests/test_vllm_server.py tests/integration_tests/test_llama_cpp_server.py tests/integration_tests/test_postgres_runs.py -q -s
+	$(BIN)/python -m pytest tests/integration_tests/test_vllm_server.py tests/integration_tests/test_serve_vllm.py tests/integration_tests/test_llama_cpp_server.py tests/integration_tests/test_postgres_runs.py -q -s
 
 lint: $(STAMP)
 	$(BIN)/ruff check langchain_llava_cot tests benchmarks examples graphs
@@ -55,4 +60,4 @@ eval: $(STAMP)
 	$(BIN)/llava-cot eval --questions 500 --out runs/eval
 
 clean:
-	rm -rf $(VENV) .venv-vllm .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-vllm .venv-lmms .pytest_cache .ruff_cache

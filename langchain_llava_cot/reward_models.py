@@ -38,6 +38,7 @@ class RewardModelJudge(ScoreJudge):
         device: str = "cpu",
         max_length: int = 2048,
         batch_size: int = 16,
+        allow_pickle: bool = False,
     ) -> None:
         """Load the reward model, or wrap a loaded one.
 
@@ -46,15 +47,19 @@ class RewardModelJudge(ScoreJudge):
                 ``AutoModelForSequenceClassification`` (then pass its ``tokenizer`` too).
             tokenizer: Its tokenizer; None loads the folder's.
             device: Where a folder's model runs.
-            max_length: Longest text read, in tokens; longer ones lose their beginning,
-                so the candidate, which comes last, is always read.
+            max_length: Longest text read, in tokens, and never more than the model's
+                positions; longer ones lose their beginning, so the candidate, which comes
+                last, is always read.
             batch_size: Texts per forward pass.
+            allow_pickle: Also load weights saved as pickle (``pytorch_model.bin``), which
+                can run code when read; off: safetensors only.
         """
-        import transformers
+        from langchain_llava_cot.options import whole_number
 
+        whole_number("max_length", max_length, low=1)
+        whole_number("batch_size", batch_size, low=1)
         if isinstance(model, (str, Path)):
-            tokenizer = tokenizer or transformers.AutoTokenizer.from_pretrained(str(model))
-            model = transformers.AutoModelForSequenceClassification.from_pretrained(str(model)).to(device)
+            model, tokenizer = _load(model, tokenizer, device=device, allow_pickle=allow_pickle)
         elif tokenizer is None:
             msg = "A loaded reward model needs its tokenizer: RewardModelJudge(model, tokenizer)."
             raise ValueError(msg)
@@ -69,7 +74,9 @@ class RewardModelJudge(ScoreJudge):
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         self.model, self.tokenizer = model.eval(), tokenizer
-        self.max_length, self.batch_size = max_length, batch_size
+        positions = _positions(model.config)
+        self.max_length = min(max_length, positions) if positions else max_length
+        self.batch_size = batch_size
         super().__init__(self.rewards, name="reward_model")
 
     def rewards(self, task: JudgeTask) -> list[float]:
@@ -96,6 +103,38 @@ class RewardModelJudge(ScoreJudge):
             self.tokenizer.truncation_side = side
         logits = self.model(**encoded.to(self.model.device)).logits
         return logits[:, 0].float().tolist()
+
+
+def _load(model: str | Path, tokenizer: Any, *, device: str, allow_pickle: bool) -> tuple[Any, Any]:
+    """A reward model and its tokenizer from a folder (or a hub id); safetensors only unless allowed."""
+    import transformers
+
+    from langchain_llava_cot.backends.transformers.loading import resolve_source
+
+    source = resolve_source(model)  # a missing folder fails here, saying so
+    folder = Path(source)
+    if not allow_pickle and folder.is_dir() and not any(folder.glob("*.safetensors")):
+        msg = (
+            f"Reward model folder {source!r} has no .safetensors weights. RewardModelJudge loads "
+            "safetensors only, since pickled weights (pytorch_model.bin) can run code when read: "
+            "save the model with save_pretrained (safetensors by default), or pass allow_pickle=True "
+            "if you trust the file."
+        )
+        raise ValueError(msg)
+    tokenizer = tokenizer or transformers.AutoTokenizer.from_pretrained(source)
+    loaded = transformers.AutoModelForSequenceClassification.from_pretrained(
+        source, use_safetensors=None if allow_pickle else True
+    )
+    return loaded.to(device), tokenizer
+
+
+def _positions(config: Any) -> int | None:
+    """The most tokens the model reads, when its config says."""
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def text_reward_judge(reward_model: str | Path | RewardModelJudge) -> StageJudges:

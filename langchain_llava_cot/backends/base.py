@@ -174,6 +174,16 @@ class VLMBackend(ABC):
         """Async :meth:`sample`."""
         return await asyncio.to_thread(self.sample, requests)
 
+    def tokens_left(self, conversation: Conversation, prefix: str) -> int | None:
+        """How many new tokens fit in the model's context after ``conversation`` and ``prefix``.
+
+        The search asks with every stage's tags as the prefix, before its first token: a
+        request with no room for an answer, or with stage limits that cannot fit, fails
+        there, and the answer's token budget is kept within the room. None (the default)
+        when the backend cannot tell; a server reports its own limit.
+        """
+        return None
+
     def choose(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
         """Score each request's options from one forward pass."""
         msg = f"{type(self).__name__} cannot score choices; the judge generates verdicts instead."

@@ -20,7 +20,7 @@ from langchain_llava_cot.demo.dataset import (
 )
 from langchain_llava_cot.stages import STAGES, Stage
 
-__all__ = ["score_record", "stage_oracle"]
+__all__ = ["final_texts", "score_record", "stage_oracle", "well_formed"]
 
 
 def stage_oracle(example: Example, stage: str, text: str, chosen: dict[Stage, str]) -> bool:
@@ -43,16 +43,43 @@ def _after(candidate: Mapping[str, Any], chosen: dict[Stage, str]) -> dict[Stage
     return {**chosen, Stage.CAPTION: candidate["follows"]}
 
 
+def well_formed(record: Mapping[str, Any]) -> bool:
+    """Whether the answer is well-formed.
+
+    Every chosen stage came out of the model closed by its own tag, with no repair, and all four
+    stages have text.
+    """
+    for step in record.get("steps") or []:
+        winner = step["candidates"][step["winner"]]
+        if not winner["closed"] or winner["problems"]:
+            return False
+    stage_texts = record.get("chosen") or {}
+    return all(stage_texts.get(s.value, "").strip() for s in STAGES)
+
+
+def final_texts(record: Mapping[str, Any], content: str) -> list[str]:
+    """The answers the last step chose among.
+
+    The N conclusions (or the whole answers' conclusions), or ``content`` alone when the record
+    has no step.
+    """
+    steps = record.get("steps") or []
+    if not steps:
+        return [content]
+    last = steps[-1]
+    if len(last["span"]) > 1:
+        return [c["stages"].get(Stage.CONCLUSION.value, "") for c in last["candidates"]]
+    return [c["text"] for c in last["candidates"]]
+
+
 def score_record(example: Example, content: str, record: dict[str, Any]) -> dict[str, Any]:
     """Score one search record against the example's ground truth."""
     steps = record.get("steps") or []
     chosen: dict[Stage, str] = {}
     decisions: list[tuple[str, bool]] = []
-    well_formed = True
     for step in steps:
         candidates = step["candidates"]
         winner = candidates[step["winner"]]
-        well_formed = well_formed and bool(winner["closed"]) and not winner["problems"]
         if len(step["span"]) > 1:  # whole answers
             labels = [is_correct(c["stages"].get(Stage.CONCLUSION.value, ""), example) for c in candidates]
             stage_name = "answer"
@@ -68,20 +95,12 @@ def score_record(example: Example, content: str, record: dict[str, Any]) -> dict
         for name, text in winner["stages"].items():
             chosen[Stage(name)] = text
     stage_texts = record.get("chosen") or {}
-    well_formed = well_formed and all(stage_texts.get(s.value, "").strip() for s in STAGES)
-    last = steps[-1] if steps else None
-    if last is None:
-        finals = [content]
-    elif len(last["span"]) > 1:
-        finals = [c["stages"].get(Stage.CONCLUSION.value, "") for c in last["candidates"]]
-    else:
-        finals = [c["text"] for c in last["candidates"]]
     caption = stage_texts.get(Stage.CAPTION.value, "")
     implied = right_stage(example, Stage.CONCLUSION, {Stage.CAPTION: caption})
     return {
         "correct": is_correct(content, example),
-        "well_formed": well_formed,
-        "pass": any(is_correct(f, example) for f in finals),
+        "well_formed": well_formed(record),
+        "pass": any(is_correct(f, example) for f in final_texts(record, content)),
         "decisions": decisions,
         "caption_right": stage_oracle(example, Stage.CAPTION.value, caption, {}),
         "follows_caption": normalize_answer(stage_texts.get(Stage.CONCLUSION.value, ""))

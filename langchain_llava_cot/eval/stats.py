@@ -9,7 +9,7 @@ from collections.abc import Sequence
 __all__ = ["paired_difference", "wilson_interval"]
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """The Wilson score interval of a proportion (95% by default).
 
     >>> tuple(round(x, 3) for x in wilson_interval(80, 100))
@@ -23,11 +23,12 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def paired_difference(a: Sequence[bool], b: Sequence[bool], z: float = 1.96) -> tuple[float, float, float]:
+def paired_difference(a: Sequence[float], b: Sequence[float], z: float = 1.96) -> tuple[float, float, float]:
     """Accuracy of ``a`` minus that of ``b`` on the same questions, with a 95% interval.
 
-    The interval is the normal one of the mean per-question difference (each -1, 0 or 1),
-    which pairs the questions: far tighter than two separate intervals.
+    The interval is the normal one of the mean per-question difference (each -1, 0 or 1, or
+    anything between for graded 0-1 scores), which pairs the questions: far tighter than two
+    separate intervals.
 
     >>> diff, low, high = paired_difference([True] * 60 + [False] * 40, [True] * 50 + [False] * 50)
     >>> round(diff, 2), low > 0
@@ -36,7 +37,7 @@ def paired_difference(a: Sequence[bool], b: Sequence[bool], z: float = 1.96) -> 
     if len(a) != len(b) or not a:
         msg = "Compare two strategies on the same, non-empty list of questions."
         raise ValueError(msg)
-    diffs = [int(x) - int(y) for x, y in zip(a, b)]
+    diffs = [float(x) - float(y) for x, y in zip(a, b)]
     mean = sum(diffs) / len(diffs)
     spread = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
     half = z * spread / math.sqrt(len(diffs))

@@ -20,7 +20,16 @@ from langchain_llava_cot.backends.base import VLMBackend
 from langchain_llava_cot.conversation import Conversation
 from langchain_llava_cot.stages import Stage
 
-__all__ = ["Comparison", "Judge", "JudgeTask", "Verdict", "best_index", "ranked", "reads_logits"]
+__all__ = [
+    "Comparison",
+    "Judge",
+    "JudgeTask",
+    "Verdict",
+    "best_index",
+    "check_verdict_tokens",
+    "ranked",
+    "reads_logits",
+]
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,9 @@ class Judge(ABC):
     scores: bool = False
     """Whether its verdicts score every candidate (``Verdict.scores``): what vote weights,
     retracing and adaptive width read."""
+    asks_a_person: bool = False
+    """Whether it interrupts the graph for a person's choice: the graph then needs a
+    checkpointer, and the run a resume."""
 
     @abstractmethod
     def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
@@ -119,3 +131,10 @@ def reads_logits(backend: VLMBackend, read_logits: bool | None) -> bool:
         msg = f"{type(backend).__name__} cannot score choices; set read_logits=None or False."
         raise ValueError(msg)
     return read_logits
+
+
+def check_verdict_tokens(value: object) -> None:
+    """A written verdict's token limit must be a whole number of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        msg = f"max_verdict_tokens must be a whole number of at least 1 got {value!r}."
+        raise ValueError(msg)

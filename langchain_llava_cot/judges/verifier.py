@@ -8,7 +8,15 @@ from typing import Literal
 
 from langchain_llava_cot._calls import ChoiceCall, SampleCall, Step
 from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest, VLMBackend
-from langchain_llava_cot.judges.base import Comparison, Judge, JudgeTask, Verdict, best_index, reads_logits
+from langchain_llava_cot.judges.base import (
+    Comparison,
+    Judge,
+    JudgeTask,
+    Verdict,
+    best_index,
+    check_verdict_tokens,
+    reads_logits,
+)
 from langchain_llava_cot.judges.prompts import VERIFY_OPTIONS, VERIFY_PREFIX, parse_check, verifier_prompt
 from langchain_llava_cot.stages import STAGES, Stage, parse_answer
 
@@ -45,6 +53,7 @@ class VerifierJudge(Judge):
     scores: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
+        check_verdict_tokens(self.max_verdict_tokens)
         if not self.answer_stages:
             msg = "answer_stages must name at least one stage, e.g. (Stage.REASONING, Stage.CONCLUSION)."
             raise ValueError(msg)

@@ -1,7 +1,8 @@
 """``llava-cot serve``: start the OpenAI-compatible server from the command line.
 
-The model and the search defaults take the same options as ``llava-cot ask`` (added by the
-CLI); this module adds the server's own (:func:`add_serve_options`) and runs it (:func:`serve`)::
+The model and the search defaults take the same flags as ``llava-cot ask`` (the CLI adds them,
+one per search option); this module adds the server's own (:func:`add_serve_options`) and runs
+it (:func:`serve`)::
 
     llava-cot serve --port 8000 --strategy stage_beam --candidates 4
     llava-cot serve --base-url http://127.0.0.1:9000/v1 --model llava-cot --api-key-env LLAVA_COT_KEY
@@ -11,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from langchain_llava_cot.images import DEFAULT_MAX_PIXELS
-from langchain_llava_cot.options import MAX_CANDIDATES
 from langchain_llava_cot.server.settings import DEFAULT_MAX_REQUEST_BYTES, ServerSettings
 
 __all__ = ["add_serve_options", "serve", "settings_of"]
@@ -24,7 +25,7 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def add_serve_options(parser: argparse.ArgumentParser) -> None:
-    """Add the server's own options to ``parser`` (the search options are the CLI's)."""
+    """Add the server's own options to ``parser`` (the model's and the search's are the CLI's)."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
     parser.add_argument(
@@ -37,9 +38,6 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
         "--served-model-name",
         help="the model name clients send; default: llava-cot-demo, the model folder's name, or --model "
         "with --base-url",
-    )
-    parser.add_argument(
-        "--max-candidates", type=int, default=MAX_CANDIDATES, help="most candidates a request may ask for"
     )
     parser.add_argument(
         "--max-image-pixels",
@@ -64,11 +62,14 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
         choices=["critical", "error", "warning", "info", "debug"],
         help="uvicorn's",
     )
-    parser.set_defaults(run=serve)
 
 
-def serve(args: argparse.Namespace) -> int:
-    """Load the model, then serve until interrupted (Ctrl-C)."""
+def serve(args: argparse.Namespace, search_options: Mapping[str, Any]) -> int:
+    """Load the model, then serve until interrupted (Ctrl-C).
+
+    ``search_options`` are the search flags given (the requests' defaults; ``max_candidates`` is
+    also the cap no request can raise).
+    """
     try:
         import starlette  # noqa: F401
         import uvicorn
@@ -80,7 +81,7 @@ def serve(args: argparse.Namespace) -> int:
     from langchain_llava_cot.server.app import create_app
 
     settings = settings_of(args)
-    llm = _chat_model(args)
+    llm = _chat_model(args, search_options)
     console = Console(stderr=True, highlight=False)
     with console.status("loading the model..."):
         llm.get_backend()
@@ -124,20 +125,13 @@ def _default_name(args: argparse.Namespace) -> str:
     return Path(args.model).expanduser().resolve().name or "llava-cot"
 
 
-def _chat_model(args: argparse.Namespace) -> Any:
+def _chat_model(args: argparse.Namespace, search_options: Mapping[str, Any]) -> Any:
     from langchain_llava_cot.chat_models import ChatLlavaCoT
 
     return ChatLlavaCoT(
         model=args.model,
         base_url=args.base_url,
-        strategy=args.strategy,
-        candidates=args.candidates,
-        adaptive=args.adaptive,
-        judge=args.judge,
-        temperature=args.temperature,
-        seed=args.seed,
-        max_stage_tokens=args.max_stage_tokens,
         device=args.device,
-        max_candidates=args.max_candidates,
         max_image_pixels=args.max_image_pixels,
+        **search_options,
     )

@@ -22,14 +22,11 @@ from __future__ import annotations
 
 from typing import Any, get_args
 
-from langchain_llava_cot.judges.resolve import BuiltinJudge
-from langchain_llava_cot.options import Strategy
+from langchain_llava_cot.judges import BuiltinJudge
+from langchain_llava_cot.options import STRATEGIES
 from langchain_llava_cot.server.errors import APIError
 
-__all__ = ["CLIENT_JUDGES", "STRATEGIES", "listed_models", "search_of"]
-
-STRATEGIES: tuple[str, ...] = get_args(Strategy)
-"""The strategies a name may start with."""
+__all__ = ["CLIENT_JUDGES", "listed_models", "search_of"]
 
 CLIENT_JUDGES: tuple[str, ...] = tuple(j for j in get_args(BuiltinJudge) if j != "human")
 """The judges a client may name (the human judge waits for a person at the server)."""

@@ -16,28 +16,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from langchain_llava_cot.cli import one_line
-from langchain_llava_cot.options import SearchContext
+from langchain_llava_cot.options import SearchOptions
 from langchain_llava_cot.server.errors import APIError
-from langchain_llava_cot.server.model_names import CLIENT_JUDGES, search_of
+from langchain_llava_cot.server.model_names import search_of
 
 __all__ = ["SEARCH_OPTIONS", "Call", "ChatRequest", "call_of", "parse_request"]
 
 _DEPLOYER_ONLY = ("max_candidates",)
 """Search options only the server's command line sets."""
 
-_NOT_PER_REQUEST = {"backend", "model", "base_url", "device", "stop", *_DEPLOYER_ONLY}
-
 SEARCH_OPTIONS: tuple[str, ...] = tuple(
-    f.name for f in fields(SearchContext) if f.init and f.name not in _NOT_PER_REQUEST
+    name for name in SearchOptions.model_fields if name not in {"stop", *_DEPLOYER_ONLY}
 )
-"""The fields a request may add to OpenAI's: the chat model's per-call search options."""
+"""The fields a request may add to OpenAI's: the search options (``stop`` is OpenAI's own)."""
 
 _IGNORED = ("user", "metadata", "store", "service_tier", "parallel_tool_calls")
 """OpenAI fields accepted that change nothing here."""
@@ -261,11 +259,6 @@ def _search_options(request: ChatRequest, served: str) -> dict[str, Any]:
         if name in named and named[name] != given[name]:
             msg = f"The model name sets {name}={named[name]!r} and the body {name}={given[name]!r}; keep one."
             raise APIError(400, msg, code="invalid_value", param=name)
-    if given.get("judge") == "human":
-        msg = (
-            f"The human judge waits for a person at the server; a client may use {', '.join(CLIENT_JUDGES)}."
-        )
-        raise APIError(400, msg, code="invalid_value", param="judge")
     return {**named, **given}
 
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -111,3 +112,34 @@ def vllm_serving_demo(folder: Path) -> Iterator[str]:
         command, ready_url=f"{url}/v1/models", log_path=folder / "vllm.log", env=env, timeout=300
     ):
         yield url
+
+
+def served_eval(
+    url: str, folder: Path, monkeypatch: pytest.MonkeyPatch, questions: int = 8
+) -> tuple[Any, int]:
+    """``llava-cot eval``'s run on a tiny benchmark file through a server at ``url``, 8 questions in flight.
+
+    Returns the report and the most requests that were open at once.
+    """
+    from langchain_llava_cot.backends.openai import backend as openai_backend
+    from langchain_llava_cot.eval import run_eval
+    from langchain_llava_cot.eval.demo_files import demo_rows, write_benchmark
+
+    data = write_benchmark(folder / "bench.jsonl", demo_rows(questions, phrasing="trained"))
+    post = openai_backend.apost_within
+    open_now, most = [0], [0]
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        open_now[0] += 1
+        most[0] = max(most[0], open_now[0])
+        try:
+            return await post(*args, **kwargs)
+        finally:
+            open_now[0] -= 1
+
+    monkeypatch.setattr(openai_backend, "apost_within", counted)
+    report = run_eval(
+        data=data, base_url=f"{url}/v1", served_model="demo", strategies=["greedy", "best_of_n:likelihood:4"],
+        concurrency=8, output_dir=folder / "out", progress=False, max_stage_tokens=STAGE_LIMITS,
+    )  # fmt: skip
+    return report, most[0]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from langchain_core.messages import HumanMessage
-from servers import DEMO_MESSAGES, STAGE_LIMITS, free_port, record_chat_requests, running_server
+from servers import DEMO_MESSAGES, STAGE_LIMITS, free_port, record_chat_requests, running_server, served_eval
 
 from langchain_llava_cot import ChatLlavaCoT
 from langchain_llava_cot.backends.openai import OpenAICompatibleBackend, ServerCapabilities
@@ -142,3 +142,21 @@ def test_a_forced_tool_call_is_valid_by_construction_under_llama_cpps_grammar(
         [call] = answer.tool_calls
         assert call["name"] == "add" and set(call["args"]) == {"a", "b"}
         assert all(isinstance(value, int) for value in call["args"].values())
+
+
+def test_the_eval_runs_a_benchmark_file_through_llama_cpp_8_questions_at_a_time(
+    llama_server: tuple[str, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ = llama_server
+    started = time.perf_counter()
+    report, most_open = served_eval(url, tmp_path, monkeypatch)
+    seconds = time.perf_counter() - started
+    assert [r.questions for r in report.results] == [8, 8] and most_open > 1  # questions overlapped
+    assert all(r.tokens_per_question > 0 and r.requests_per_question >= 1 for r in report.results)
+    lines = (tmp_path / "out" / "answers.jsonl").read_text().splitlines()
+    assert len(lines) == 16
+    print(
+        f"\nllama.cpp eval, 8 questions x 2 strategies, concurrency 8: {seconds:.1f} s, "
+        f"{most_open} requests open at most"
+    )
+    print(report.markdown())

@@ -45,7 +45,7 @@ pytestmark = pytest.mark.timeout(30)
 
 MODEL = "tiny-vlm"
 _KNOWN_FIELDS = {"model", "messages", "max_tokens", "temperature", "top_p", "seed", "stop", "n", "logprobs"}
-_KNOWN_FIELDS |= {"top_logprobs", "generation_config", "stream"}  # no structured_outputs: 422
+_KNOWN_FIELDS |= {"top_logprobs", "generation_config", "stream", "user"}  # no structured_outputs: 422
 
 
 def answer(variant: int) -> str:

@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 from langchain_core.messages import HumanMessage
-from servers import DEMO_MESSAGES, STAGE_LIMITS, VLLM_PYTHON, record_chat_requests, vllm_serving_demo
+from servers import (
+    DEMO_MESSAGES,
+    STAGE_LIMITS,
+    VLLM_PYTHON,
+    record_chat_requests,
+    served_eval,
+    vllm_serving_demo,
+)
 
 from langchain_llava_cot import ChatLlavaCoT
 from langchain_llava_cot.backends.openai import OpenAICompatibleBackend, ServerCapabilities
@@ -119,3 +127,20 @@ def test_a_forced_tool_call_is_valid_by_construction_under_vllms_grammar(vllm: t
         [call] = answer.tool_calls
         assert call["name"] == "add" and set(call["args"]) == {"a", "b"}
         assert all(isinstance(value, int) for value in call["args"].values())
+
+
+def test_the_eval_runs_a_benchmark_file_through_vllm_8_questions_at_a_time(
+    vllm: tuple[str, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ = vllm
+    started = time.perf_counter()
+    report, most_open = served_eval(url, tmp_path, monkeypatch)
+    seconds = time.perf_counter() - started
+    assert [r.questions for r in report.results] == [8, 8] and most_open > 1  # questions overlapped
+    assert all(r.tokens_per_question > 0 and r.requests_per_question >= 1 for r in report.results)
+    assert len((tmp_path / "out" / "answers.jsonl").read_text().splitlines()) == 16
+    print(
+        f"\nvLLM eval, 8 questions x 2 strategies, concurrency 8: {seconds:.1f} s, "
+        f"{most_open} requests open at most"
+    )
+    print(report.markdown())

@@ -11,7 +11,6 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from langchain_llava_cot import ChatLlavaCoT
-from langchain_llava_cot.backends.base import PromptTooLongError
 from langchain_llava_cot.server import ServerSettings, create_app
 from langchain_llava_cot.stages import Stage
 
@@ -105,8 +104,10 @@ def test_options_in_the_model_name_and_the_body_reach_the_search():
         ({"candidates": 65}, "above the cap of 64"),
         ({"strategy": "beam"}, "Unknown strategy 'beam'"),
         ({"strategy": "retrace", "judge": "pairwise"}, "does not score"),
-        ({"temperature": "hot"}, "temperature must be a number"),
+        ({"temperature": "hot"}, "temperature must be a finite number"),
         ({"max_stage_tokens": {"intro": 5}}, "unknown stage 'intro'"),
+        ({"judge": "human"}, "The human judge interrupts the search"),
+        ({"adaptive": "yes"}, "adaptive must be true or false"),
     ],
 )
 def test_the_chat_models_own_checks_answer_bad_options_with_400(fields, says):
@@ -143,17 +144,18 @@ def test_limits_are_413s():
 
 @dataclass
 class TooShortContext(ScriptedBackend):
-    """Refuses every prompt, as a backend does one over its context."""
+    """A model whose context leaves three tokens after the prompt."""
 
-    def sample(self, requests):
-        raise PromptTooLongError("The prompt is about 2,000 tokens, but the model reads at most 1,024.")
+    def tokens_left(self, conversation, prefix):
+        return 3
 
 
 def test_a_prompt_over_the_models_context_is_a_413_even_when_streamed():
     client = served(backend=TooShortContext(SCRIPT))
-    for stream in (False, True):
+    for stream in (False, True):  # the search's own check, before the first token
         reply = post(client, stream=stream)
-        assert reply.status_code == 413 and "reads at most 1,024" in reply.json()["error"]["message"]
+        assert reply.status_code == 413 and "room for 3 new tokens" in reply.json()["error"]["message"]
+    assert not client.app.state.server.llm.get_backend().sample_calls
 
 
 @dataclass

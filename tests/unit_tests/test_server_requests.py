@@ -92,7 +92,6 @@ def test_search_options_come_from_the_body_and_the_model_name():
     [
         ({"candiates": 4}, "candiates", "Unknown field 'candiates'"),
         ({"max_candidates": 100}, "max_candidates", "--max-candidates"),
-        ({"judge": "human"}, "judge", "waits for a person"),
         ({"model": "greedy@llava-cot-demo", "strategy": "best_of_n"}, "strategy", "keep one"),
         ({"max_tokens": 10, "max_completion_tokens": 20}, "max_completion_tokens", "send one of them"),
         ({"n": 3}, "n", "n must be 1"),

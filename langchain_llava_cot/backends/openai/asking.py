@@ -17,6 +17,7 @@ All functions are pure.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -90,8 +91,27 @@ def how_to_ask(conversation: Conversation, prefix: str, stop: Sequence[str], cap
     return Ask(_openai_messages(conversation, text), "fresh", prefix=prefix)
 
 
-def _base_payload(model: str, ask: Ask, max_tokens: int) -> dict[str, Any]:
-    payload: dict[str, Any] = {"model": model, "messages": ask.messages, "max_tokens": max_tokens}
+def routing_key(conversation: Conversation) -> str:
+    """One question's key, the same for every request of its search (candidates and verdicts).
+
+    Sent as the OpenAI ``user`` field and the ``X-SMG-Routing-Key`` header
+    (:data:`~.transport.ROUTING_HEADER`), so that a router that
+    pins a key to a replica keeps a question, whose requests share the picture and prompt prefix,
+    where that prefix is cached. Keyed by the pictures (a judge's prompt asks about the same
+    pictures in other words), or by the whole conversation when it has none.
+    """
+    images = conversation.images
+    digest = hashlib.sha256(b"".join(hashlib.sha256(i).digest() for i in images)).hexdigest()
+    return f"llava-cot-{(digest if images else conversation.fingerprint)[:16]}"
+
+
+def _base_payload(model: str, ask: Ask, max_tokens: int, key: str) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "model": model,
+        "messages": ask.messages,
+        "max_tokens": max_tokens,
+        "user": key,
+    }
     if ask.mode == "continue":
         payload["continue_final_message"] = True
         payload["add_generation_prompt"] = False
@@ -100,7 +120,7 @@ def _base_payload(model: str, ask: Ask, max_tokens: int) -> dict[str, Any]:
 
 def sample_payloads(model: str, request: SampleRequest, ask: Ask, caps: ServerCapabilities) -> list[dict]:
     """The payloads for one request: one asking for ``n`` choices, or ``n`` asking for one each."""
-    payload = _base_payload(model, ask, request.max_new_tokens)
+    payload = _base_payload(model, ask, request.max_new_tokens, routing_key(request.conversation))
     payload["temperature"] = request.temperature
     if request.top_p is not None:
         payload["top_p"] = request.top_p
@@ -152,6 +172,6 @@ def _generation_config(request: SampleRequest) -> dict[str, Any]:
 def choice_payload(model: str, request: ChoiceRequest) -> dict[str, Any]:
     """A one-token, greedy completion after the prefix, asking for the top log-probabilities."""
     messages = [*_openai_messages(request.conversation), {"role": "assistant", "content": request.prefix}]
-    payload = _base_payload(model, Ask(messages, "continue"), 1)
+    payload = _base_payload(model, Ask(messages, "continue"), 1, routing_key(request.conversation))
     payload.update(temperature=0.0, logprobs=True, top_logprobs=_TOP_LOGPROBS)
     return payload

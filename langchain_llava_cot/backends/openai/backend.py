@@ -189,7 +189,7 @@ class OpenAICompatibleBackend(VLMBackend):
         replies = yield Posts(tuple(payloads))
         out: list[list[Sample]] = [[] for _ in requests]
         for index, reply in zip(owners, replies):
-            out[index].extend(samples_from_reply(requests[index], asks[index], reply))
+            out[index].extend(samples_from_reply(requests[index], asks[index], reply, server=self.base_url))
         return [samples[: request.n] for samples, request in zip(out, requests)]
 
     def _choice_plan(self, requests: Sequence[ChoiceRequest]) -> Plan[list[ChoiceResult]]:
@@ -203,7 +203,7 @@ class OpenAICompatibleBackend(VLMBackend):
         for request in requests:
             self._check_images(request.conversation, caps)
         replies = yield Posts(tuple(choice_payload(self.model, r) for r in requests))
-        return [choice_from_reply(request, reply) for request, reply in zip(requests, replies)]
+        return [choice_from_reply(r, reply, server=self.base_url) for r, reply in zip(requests, replies)]
 
     def _capabilities_plan(self) -> Plan[ServerCapabilities]:
         if self.capabilities is None:

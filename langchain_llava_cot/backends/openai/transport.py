@@ -67,7 +67,7 @@ def post_within(client: httpx.Client, payload: dict[str, Any], seconds: float) -
     call for as long as it likes; the body is read chunk by chunk against one deadline.
     """
     deadline = time.monotonic() + seconds
-    with client.stream("POST", "/chat/completions", json=payload) as response:
+    with client.stream("POST", "/chat/completions", json=payload, headers=_headers(payload)) as response:
         body = bytearray()
         for chunk in response.iter_raw():
             body += chunk
@@ -82,10 +82,22 @@ def post_within(client: httpx.Client, payload: dict[str, Any], seconds: float) -
 async def apost_within(client: httpx.AsyncClient, payload: dict[str, Any], seconds: float) -> httpx.Response:
     """The async :func:`post_within`: the whole request is cancelled at the deadline."""
     try:
-        return await asyncio.wait_for(client.post("/chat/completions", json=payload), seconds)
+        return await asyncio.wait_for(
+            client.post("/chat/completions", json=payload, headers=_headers(payload)), seconds
+        )
     except asyncio.TimeoutError as e:
         msg = f"the whole reply took over {seconds:g} s"
         raise httpx.ReadTimeout(msg) from e
+
+
+ROUTING_HEADER = "X-SMG-Routing-Key"
+"""The header that carries a request's routing key (its ``user`` field) too: SGLang's model gateway
+reads it for sticky routing (its ``consistent_hashing`` and ``manual`` policies)."""
+
+
+def _headers(payload: dict[str, Any]) -> dict[str, str]:
+    """The request's routing key (its ``user`` field) as a header too, for routers that read headers."""
+    return {ROUTING_HEADER: payload["user"]} if "user" in payload else {}
 
 
 def post_attempts(payload: dict[str, Any], base_url: str, max_retries: int, probe: bool) -> _Attempt:

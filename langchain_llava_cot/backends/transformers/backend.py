@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 import weakref
 from collections.abc import Sequence
@@ -86,6 +87,7 @@ from langchain_llava_cot.backends.transformers.scoring import (
     choose_through_prefill,
     option_splits,
 )
+from langchain_llava_cot.conversation import Conversation
 
 __all__ = ["BackendSettings", "TransformersBackend"]
 
@@ -340,23 +342,42 @@ class TransformersBackend(VLMBackend):
         config = getattr(self._model.config, "text_config", None) or self._model.config
         return getattr(config, "max_position_embeddings", None)
 
+    def tokens_left(self, conversation: Conversation, prefix: str) -> int | None:
+        """New tokens that fit in the model's positions after the prompt (None: the config does not say)."""
+        limit = self.context_length
+        if limit is None:
+            return None
+        return limit - self._prompt_tokens(conversation, prefix)
+
     def _fitting(self, requests: list[_Request]) -> list[_Request]:
-        """``requests``, once each prompt is known to fit the context (checked in the caller's thread)."""
+        """``requests``, once each prompt is known to fit the context (checked in the caller's thread).
+
+        A continuation never runs past the model's positions: its ``max_new_tokens`` is cut
+        to what is left after the prompt.
+        """
         limit = self.context_length
         if limit is None:
             return requests
-        per_image = max(int(getattr(self._model.config, "image_seq_length", 1) or 1) - 1, 0)
+        fitting = []
         for request in requests:
-            prompt = self._inputs.prompt(request.conversation, request.prefix)
-            length = len(self._counting_tokenizer(prompt, add_special_tokens=False)["input_ids"])
-            length += per_image * len(request.conversation.images)
+            length = self._prompt_tokens(request.conversation, request.prefix)
             if length >= limit:
                 msg = (
                     f"The prompt is about {length:,} tokens, but the model reads at most {limit:,}: "
                     "shorten the question or the conversation."
                 )
                 raise PromptTooLongError(msg)
-        return requests
+            if isinstance(request, SampleRequest) and length + request.max_new_tokens > limit:
+                request = dataclasses.replace(request, max_new_tokens=limit - length)  # type: ignore[call-arg]
+            fitting.append(request)
+        return fitting  # type: ignore[return-value]
+
+    def _prompt_tokens(self, conversation: Conversation, prefix: str) -> int:
+        """About how many tokens the model reads for ``conversation`` and ``prefix``, pictures included."""
+        per_image = max(int(getattr(self._model.config, "image_seq_length", 1) or 1) - 1, 0)
+        prompt = self._inputs.prompt(conversation, prefix)
+        length = len(self._counting_tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        return length + per_image * len(conversation.images)
 
     # -- the worker thread --------------------------------------------------------
 
