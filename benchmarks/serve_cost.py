@@ -84,7 +84,7 @@ def start_server(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen,
     with open(log, "wb") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 600
     while True:
         if process.poll() is not None:
             raise RuntimeError(
@@ -97,7 +97,7 @@ def start_server(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen,
             pass
         if time.monotonic() > deadline:
             process.kill()
-            raise RuntimeError(f"llava-cot serve did not start in 180 s:\n{log.read_text()[-2000:]}")
+            raise RuntimeError(f"llava-cot serve did not start in 600 s:\n{log.read_text()[-2000:]}")
         time.sleep(0.25)
 
 

@@ -386,7 +386,7 @@ def test_the_command_serves_with_a_key(tmp_path: Path) -> None:
     env = {**os.environ, "LLAVA_COT_TEST_KEY": "k3y", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     url = f"http://127.0.0.1:{port}"
     with running_server(
-        command, ready_url=f"{url}/health", log_path=tmp_path / "serve.log", env=env, timeout=120
+        command, ready_url=f"{url}/health", log_path=tmp_path / "serve.log", env=env, timeout=300
     ):
         assert httpx.get(f"{url}/v1/models").status_code == 401
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="k3y", max_retries=0)
