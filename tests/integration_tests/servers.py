@@ -92,7 +92,11 @@ def running_server(
 
 @contextmanager
 def vllm_serving_demo(folder: Path) -> Iterator[str]:
-    """vLLM on 127.0.0.1 serving the demo model as "demo" (cache and log in ``folder``); yields its URL."""
+    """vLLM on 127.0.0.1 serving the demo model as "demo" (cache and log in ``folder``); yields its URL.
+
+    It may take 600 s to be ready: on this project's 2-core machine, shared with other jobs, vLLM took
+    over 300 s to start.
+    """
     port = free_port()
     env = {
         **os.environ,
@@ -109,7 +113,7 @@ def vllm_serving_demo(folder: Path) -> Iterator[str]:
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     with running_server(
-        command, ready_url=f"{url}/v1/models", log_path=folder / "vllm.log", env=env, timeout=300
+        command, ready_url=f"{url}/v1/models", log_path=folder / "vllm.log", env=env, timeout=600
     ):
         yield url
 
