@@ -40,7 +40,7 @@ from typing_extensions import Self
 
 from langchain_llava_cot.backends import cached_backend
 from langchain_llava_cot.backends.base import VLMBackend
-from langchain_llava_cot.judges import Judge, VoteJudge, resolve_judge
+from langchain_llava_cot.judges import AutoJudge, BuiltinJudge, Judge, VoteJudge, resolve_judge
 from langchain_llava_cot.stages import STAGES, Stage
 
 __all__ = [
@@ -81,9 +81,9 @@ DEFAULT_STAGE_TOKENS: Mapping[Stage, int] = {
 }
 """Token limit of each stage unless ``max_stage_tokens`` says otherwise."""
 
-DEFAULT_JUDGE = "likelihood"
-"""The judge used unless one is named: the one that ranks best on the demo model
-(``benchmarks/judge_rank.py``)."""
+DEFAULT_JUDGE: BuiltinJudge = "auto"
+"""The judge used unless one is named: the one that fits the model and the backend, chosen
+once per run (:class:`~langchain_llava_cot.judges.AutoJudge`)."""
 
 DEFAULT_TEMPERATURE = 0.6
 """LLaVA-CoT's recommended sampling temperature."""
@@ -240,8 +240,9 @@ class SearchOptions(BaseModel):
     candidates: Annotated[int, checked(whole_number, low=1)] = 4
     """Candidates per step (N); greedy always samples 1."""
     judge: Any = DEFAULT_JUDGE
-    """Who picks among candidates: likelihood, verifier, pairwise, vote, human, a Judge, a LangChain
-    chat model, or a function (JudgeTask) -> int."""
+    """Who picks among candidates: auto (the default: the judge that fits the model and the backend),
+    likelihood, verifier, pairwise, vote, human, a Judge, a LangChain chat model, or a function
+    (JudgeTask) -> int."""
     temperature: Annotated[float, checked(finite_number, low=0.0)] = DEFAULT_TEMPERATURE
     """Sampling temperature of candidates; greedy always uses 0."""
     top_p: Annotated[float | None, checked(finite_number, none=True, above=0.0, high=1.0)] = DEFAULT_TOP_P
@@ -286,7 +287,9 @@ class SearchOptions(BaseModel):
                 "is a row of every batch); raise max_candidates if you mean it."
             )
             raise ValueError(msg)
-        judge = self._judge_of_strategy(resolve_judge(self.judge, seed=self.seed))
+        needs_scores = self.strategy == "retrace" or self.confidence is not None
+        named = resolve_judge(self.judge, seed=self.seed, strategy=self.strategy, needs_scores=needs_scores)
+        judge = self._judge_of_strategy(named)
         if self.adaptive and self.strategy not in ADAPTIVE_STRATEGIES:
             msg = f"adaptive=True is for strategy 'stage_beam' or 'retrace', not {self.strategy!r}."
             raise ValueError(msg)
@@ -310,7 +313,7 @@ class SearchOptions(BaseModel):
 
     def _judge_of_strategy(self, judge: Judge) -> Judge:
         """``vote`` counts conclusions, weighed by the judge's scores; retrace needs scores."""
-        if self.strategy == "vote" and not isinstance(judge, VoteJudge):
+        if self.strategy == "vote" and not isinstance(judge, (VoteJudge, AutoJudge)):
             return VoteJudge(scorer=judge)  # says what to do if the judge does not score
         if self.strategy == "retrace" and not judge.scores:
             msg = (

@@ -165,6 +165,9 @@ class VLMBackend(ABC):
     """The model's name, reported in ``response_metadata["model_name"]``."""
     supports_choice: bool = False
     """Whether :meth:`choose` reads a verdict from one forward pass."""
+    gives_logprobs: bool | None = None
+    """Whether samples come with token log-probabilities; None when that is not known
+    before the model answers (a server not probed yet, a LangChain chat model)."""
 
     @abstractmethod
     def sample(self, requests: Sequence[SampleRequest]) -> list[list[Sample]]:

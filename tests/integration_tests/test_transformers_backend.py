@@ -104,8 +104,6 @@ def test_stop_string_cuts_text_and_tokens(backend: TransformersBackend) -> None:
 
 
 def test_single_token_stops_end_rows_by_token_id(backend: TransformersBackend) -> None:
-    from langchain_llava_cot.backends.transformers.decoding import _RowStops
-
     tokenizer = backend._inputs.tokenizer
     tag = tokenizer.convert_tokens_to_ids("</CAPTION>")
     text_ids = tokenizer.encode(" red circle", add_special_tokens=False)
@@ -116,7 +114,7 @@ def test_single_token_stops_end_rows_by_token_id(backend: TransformersBackend) -
         ),  # several tokens: decoded
         SampleRequest(RED_CIRCLE, "<CAPTION>", stop=("</CAPTION>",), max_new_tokens=50),
     ]
-    stops = _RowStops(2, rows, backend._decoder.decode, backend._decoder.single_token_id)
+    stops = backend._decoder.stops(2, rows)
     step = torch.tensor([[9, 9, *text_ids[:-1], tag]] * 3)
     assert backend._decoder.single_token_id("</CAPTION>") == tag
     assert backend._decoder.single_token_id("circle") is None

@@ -23,13 +23,14 @@ from servers import (
     served_eval,
     vllm_serving_demo,
 )
+from structured import fifty_tries
 
 from langchain_llava_cot import ChatLlavaCoT
 from langchain_llava_cot.backends.openai import OpenAICompatibleBackend, ServerCapabilities
 
 pytestmark = [
     pytest.mark.skipif(not VLLM_PYTHON.exists(), reason="the real-server lane: make test-servers"),
-    pytest.mark.timeout(600),
+    pytest.mark.timeout(1200),  # the first test also waits for the server's start
 ]
 
 
@@ -144,3 +145,10 @@ def test_the_eval_runs_a_benchmark_file_through_vllm_8_questions_at_a_time(
         f"{most_open} requests open at most"
     )
     print(report.markdown())
+
+
+def test_structured_output_is_valid_in_50_of_50_tries_through_vllm(vllm: tuple[str, float]) -> None:
+    url, _ = vllm
+    tries = fifty_tries(ChatLlavaCoT(backend=served(url), max_stage_tokens=STAGE_LIMITS))
+    print(f"\nstructured output through vLLM: {tries.summary()}")
+    assert tries.valid == tries.tries == 50, tries.failures[:1]

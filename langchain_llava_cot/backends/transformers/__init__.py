@@ -6,6 +6,7 @@
 - :mod:`.attention`: where pictures live in the KV cache (self- or cross-attention), chosen once;
 - :mod:`.prefill`: prompts read once through the prefix KV cache, and its counters;
 - :mod:`.decoding`: generation settings and seeds, where a row ends, its log-probabilities;
+- :mod:`.constrained`: forced tool calls under their grammar: masks, where a row ends, closing in time;
 - :mod:`.scoring`: options' log-probabilities for judges;
 - :mod:`.jobs`: request checks, grouping into shared calls, the worker's lifetime.
 """

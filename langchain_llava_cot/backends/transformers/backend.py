@@ -9,6 +9,7 @@
   (prompt tokens, or Mllama's cross-attention layers);
 - :mod:`.prefill`: prompts read once through the prefix KV cache, and its counters;
 - :mod:`.decoding`: generation settings and seeds, per-row stops, the cut samples;
+- :mod:`.constrained`: forced tool calls decoded under their grammar, each row ended and closed in time;
 - :mod:`.scoring`: the options' log-probabilities for judges;
 - :mod:`.jobs`: request checks, grouping into shared calls, the worker's lifetime.
 
@@ -51,7 +52,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from langchain_llava_cot.backends._batching import BatchQueue, Job
-from langchain_llava_cot.backends._grammar import ToolCallGrammars
 from langchain_llava_cot.backends._prefix_cache import cache_argument, output_cache
 from langchain_llava_cot.backends.base import (
     ChoiceRequest,
@@ -62,6 +62,7 @@ from langchain_llava_cot.backends.base import (
     VLMBackend,
 )
 from langchain_llava_cot.backends.transformers.attention import attention_of
+from langchain_llava_cot.backends.transformers.constrained import ToolCallGrammars
 from langchain_llava_cot.backends.transformers.decoding import Decoder, as_set, chosen_logprobs
 from langchain_llava_cot.backends.transformers.inputs import Inputs, Prompt
 from langchain_llava_cot.backends.transformers.jobs import (
@@ -171,6 +172,7 @@ class TransformersBackend(VLMBackend):
     """
 
     supports_choice = True
+    gives_logprobs = True
 
     def __init__(
         self,
@@ -425,11 +427,16 @@ class TransformersBackend(VLMBackend):
         with torch.inference_mode():
             inputs, prompts = self._sample_inputs(requests, rows)
         prompt_length = inputs["input_ids"].shape[1]
-        stops = StoppingCriteriaList([self._decoder.stops(prompt_length, rows)])
-        constrained = {}
+        grammar = None
         if first.tool_call is not None:  # the group shares its constraint (see group_key)
-            processor = self._grammars.processor(first.tool_call, first.prefix)
-            constrained["logits_processor"] = LogitsProcessorList([processor])
+            limits = [row.max_new_tokens for row in rows]
+            grammar = self._grammars.processor(first.tool_call, first.prefix, limits, prompt_length)
+        row_stops = self._decoder.stops(prompt_length, rows, by_grammar=grammar is not None)
+        stops = StoppingCriteriaList([row_stops])
+        constrained = {}
+        if grammar is not None:  # the grammar masks each row's tokens and says where the row ends
+            stops.append(grammar.stopping())
+            constrained["logits_processor"] = LogitsProcessorList([grammar])
         self.generate_calls += 1
         with torch.inference_mode(), self._decoder.seeded(first):
             out = self._model.generate(
@@ -438,11 +445,13 @@ class TransformersBackend(VLMBackend):
         new_tokens = out.sequences[:, prompt_length:].tolist()
         logprobs = chosen_logprobs(out.logits, out.sequences[:, prompt_length:])
         prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
-        eos = as_set(settings.eos_token_id)
-        samples = [
-            self._decoder.cut(row_tokens, row_logprobs, request, eos, prompt)
-            for row_tokens, row_logprobs, request, prompt in zip(new_tokens, logprobs, rows, prompt_tokens)
-        ]
+        written = list(zip(new_tokens, logprobs, rows, prompt_tokens))
+        if grammar is None:
+            eos = as_set(settings.eos_token_id)
+            samples = [self._decoder.cut(t, lp, r, eos, p) for t, lp, r, p in written]
+        else:
+            cut = self._decoder.cut_at_grammar_end
+            samples = [cut(t, lp, r, end, p) for (t, lp, r, p), end in zip(written, grammar.ends)]
         if prompts is not None:
             repeated = [prompt for prompt, request in zip(prompts, requests) for _ in range(request.n)]
             self._prefill.keep_written(repeated, new_tokens, samples, output_cache(out), prompt_length)
