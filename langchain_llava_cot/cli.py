@@ -3,6 +3,7 @@
 ``llava-cot ask IMAGE QUESTION`` runs the search graph and shows each stage as its
 judge chooses it: a live line while candidates are sampled and judged, then every
 candidate with the winner marked. ``--json`` prints the whole search record instead.
+``llava-cot serve`` serves the search to OpenAI clients (:mod:`langchain_llava_cot.server`).
 """
 
 from __future__ import annotations
@@ -91,6 +92,15 @@ def _parser() -> argparse.ArgumentParser:
     _add_search_options(demo)
     demo.add_argument("--json", action="store_true", help="print the whole search record as JSON")
     demo.set_defaults(run=_demo)
+
+    from langchain_llava_cot.server.command import add_serve_options, serve
+
+    serving = commands.add_parser(
+        "serve", help="serve the search behind an OpenAI-compatible endpoint", formatter_class=defaults
+    )
+    _add_search_options(serving)
+    add_serve_options(serving)
+    serving.set_defaults(run=lambda args: serve(args, _search_flags(args)))
 
     for name, (_, text) in _DELEGATED.items():
         commands.add_parser(name, help=text, add_help=False)

@@ -47,7 +47,7 @@ from langgraph.runtime import get_runtime
 from langgraph.types import Overwrite
 
 from langchain_llava_cot._calls import SampleCall, Step, adrive, drive, finished
-from langchain_llava_cot.backends.base import Sample, SampleRequest, ToolCallConstraint
+from langchain_llava_cot.backends.base import PromptTooLongError, Sample, SampleRequest, ToolCallConstraint
 from langchain_llava_cot.conversation import Conversation
 from langchain_llava_cot.judges import Comparison, JudgeTask, StepScore, Verdict, best_index, ranked
 from langchain_llava_cot.options import SearchContext
@@ -247,7 +247,7 @@ def _check_before_the_first_token(context: SearchContext, room: int | None) -> N
             f"The prompt leaves the model room for {max(room, 0):,} new tokens, fewer than one per stage: "
             "shorten the question or the conversation, or send fewer pictures."
         )
-        raise ValueError(msg)
+        raise PromptTooLongError(msg)
     if (
         context.max_tokens is not None or context.max_stage_tokens is not None
     ) and context.answer_tokens > room:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ImageError",
+    "ImageTooLargeError",
     "decode_image",
     "image_base64",
     "image_block",
@@ -45,6 +46,10 @@ DEFAULT_MAX_PIXELS = 40_000_000
 
 class ImageError(ValueError):
     """An image in the input cannot be used."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image has more pixels than the limit, or is a decompression bomb."""
 
 
 _REMEMBERED = 64
@@ -103,13 +108,13 @@ def validate_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> byte
                         f"{max_pixels:,} pixels (a possible decompression bomb). Resize it "
                         "before sending, or raise `max_image_pixels`."
                     )
-                    raise ImageError(msg)
+                    raise ImageTooLargeError(msg)
                 image.load()
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         msg = f"Image rejected as a decompression bomb: {e}. Resize it before sending."
-        raise ImageError(msg) from e
+        raise ImageTooLargeError(msg) from e
     except UnidentifiedImageError as e:
         msg = "Image data is not a readable image. Send PNG, JPEG, GIF or WebP bytes."
         raise ImageError(msg) from e

@@ -26,7 +26,19 @@ from typing import Any, Literal
 
 from langchain_llava_cot.conversation import Conversation
 
-__all__ = ["ChoiceRequest", "ChoiceResult", "Sample", "SampleRequest", "ToolCallConstraint", "VLMBackend"]
+__all__ = [
+    "ChoiceRequest",
+    "ChoiceResult",
+    "PromptTooLongError",
+    "Sample",
+    "SampleRequest",
+    "ToolCallConstraint",
+    "VLMBackend",
+]
+
+
+class PromptTooLongError(ValueError):
+    """A prompt is longer than the model reads; the message says by how much."""
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ real-server tests ask it, and how they see what was sent."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from langchain_llava_cot.demo import DEMO_QUESTION, EXAMPLE_IMAGE
+from langchain_llava_cot.demo import DEMO_MODEL_PATH, DEMO_QUESTION, EXAMPLE_IMAGE
 from langchain_llava_cot.images import image_message
 
 DEMO_MESSAGES = [image_message(EXAMPLE_IMAGE.read_bytes(), DEMO_QUESTION)]
@@ -23,6 +24,9 @@ DEMO_MESSAGES = [image_message(EXAMPLE_IMAGE.read_bytes(), DEMO_QUESTION)]
 
 STAGE_LIMITS = {"summary": 60, "caption": 120, "reasoning": 300, "conclusion": 60}
 """Stage limits whose sum, with the prompt, fits the demo model's 1,024 positions."""
+
+VLLM_PYTHON = Path(__file__).parents[2] / ".venv-vllm" / "bin" / "python"
+"""The real-server lane's vLLM (its CPU build), from ``make vllm-venv``."""
 
 
 def record_chat_requests(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
@@ -113,6 +117,36 @@ def _wait_until_ready(
         if time.monotonic() > deadline:
             pytest.fail(f"{name} was not ready within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
         time.sleep(0.25)
+
+
+@contextmanager
+def vllm_serving_demo(folder: Path) -> Iterator[str]:
+    """vLLM on 127.0.0.1 serving the demo model as "demo" (cache and log in ``folder``); yields its URL.
+
+    It may take 600 s to be ready: on this project's 2-core machine, shared with other jobs, vLLM took
+    over 300 s to start.
+    """
+    port = free_port()
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_TARGET_DEVICE": "cpu",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "VLLM_CACHE_ROOT": str(folder / "cache"),
+    }
+    command = [
+        str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(DEMO_MODEL_PATH),
+        "--served-model-name", "demo", "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "1024",
+        "--dtype", "float32", "--max-num-seqs", "16", "--enforce-eager",
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    # About 25 s on an idle machine; over 600 s measured on two cores shared by a training run and other
+    # tests (each of vLLM's three processes imports torch and vLLM).
+    with running_server(
+        command, ready_url=f"{url}/v1/models", log_path=folder / "vllm.log", env=env, timeout=900
+    ):
+        yield url
 
 
 def served_eval(

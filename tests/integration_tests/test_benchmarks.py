@@ -82,3 +82,15 @@ def test_cache_ab_switches_the_prefix_cache_of_a_random_mllama(tmp_path: Path) -
         < on["prompt_tokens_asked_for"]
         == results["whole prompts"]["prompt_tokens_asked_for"]
     )
+
+
+def test_serve_cost_compares_the_server_with_direct_calls(tmp_path: Path) -> None:
+    small = ("--strategy", "greedy", "--requests", "2", "--concurrency", "1", "2", "--repeats", "1")
+    results = _run("serve_cost.py", *small, out=tmp_path / "serve.json")
+    assert set(results["throughput"]) == {"1", "2"}
+    for entry in results["throughput"].values():
+        rates = entry["answers_per_second"]
+        assert rates["direct"] > 0 and rates["server"] > 0
+        assert entry["server_over_direct"] == rates["server"] / rates["direct"]
+        cpu = entry["cpu_seconds_per_answer_median"]
+        assert cpu["direct"] > 0 and cpu["server"] > 0

@@ -8,7 +8,6 @@ the partial assistant message, and vLLM's prefix cache.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
@@ -16,14 +15,18 @@ from pathlib import Path
 import httpx
 import pytest
 from langchain_core.messages import HumanMessage
-from servers import DEMO_MESSAGES, STAGE_LIMITS, free_port, record_chat_requests, running_server, served_eval
+from servers import (
+    DEMO_MESSAGES,
+    STAGE_LIMITS,
+    VLLM_PYTHON,
+    record_chat_requests,
+    served_eval,
+    vllm_serving_demo,
+)
 from structured import fifty_tries
 
 from langchain_llava_cot import ChatLlavaCoT
 from langchain_llava_cot.backends.openai import OpenAICompatibleBackend, ServerCapabilities
-from langchain_llava_cot.demo import DEMO_MODEL_PATH
-
-VLLM_PYTHON = Path(__file__).parents[2] / ".venv-vllm" / "bin" / "python"
 
 pytestmark = [
     pytest.mark.skipif(not VLLM_PYTHON.exists(), reason="the real-server lane: make test-servers"),
@@ -34,28 +37,8 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def vllm(tmp_path_factory: pytest.TempPathFactory):
     """vLLM on 127.0.0.1 serving the demo model as "demo"; yields (base URL, start-up seconds)."""
-    folder = tmp_path_factory.mktemp("vllm")
-    port = free_port()
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "VLLM_TARGET_DEVICE": "cpu",
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "VLLM_NO_USAGE_STATS": "1",
-        "VLLM_CACHE_ROOT": str(folder / "cache"),
-    }
-    command = [
-        str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(DEMO_MODEL_PATH),
-        "--served-model-name", "demo", "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "1024",
-        "--dtype", "float32", "--max-num-seqs", "16", "--enforce-eager",
-    ]  # fmt: skip
     started = time.monotonic()
-    url = f"http://127.0.0.1:{port}"
-    # About 25 s on an idle machine; 637 s here with two cores shared by a training run and other tests
-    # (each of vLLM's three processes imports torch and vLLM).
-    with running_server(
-        command, ready_url=f"{url}/v1/models", log_path=folder / "vllm.log", env=env, timeout=900
-    ):
+    with vllm_serving_demo(tmp_path_factory.mktemp("vllm")) as url:
         yield url, time.monotonic() - started
 
 

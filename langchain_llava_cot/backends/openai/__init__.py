@@ -25,6 +25,7 @@ from langchain_llava_cot.backends.openai.errors import (
     ImagesRejectedError,
     ModelNotServedError,
     ServerError,
+    ServerPromptTooLongError,
     ServerTimeoutError,
     ServerUnreachableError,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "OpenAICompatibleBackend",
     "ServerCapabilities",
     "ServerError",
+    "ServerPromptTooLongError",
     "ServerTimeoutError",
     "ServerUnreachableError",
 ]

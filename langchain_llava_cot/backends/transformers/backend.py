@@ -53,7 +53,14 @@ from typing import Any, TypeVar
 
 from langchain_llava_cot.backends._batching import BatchQueue, Job
 from langchain_llava_cot.backends._prefix_cache import cache_argument, output_cache
-from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
+from langchain_llava_cot.backends.base import (
+    ChoiceRequest,
+    ChoiceResult,
+    PromptTooLongError,
+    Sample,
+    SampleRequest,
+    VLMBackend,
+)
 from langchain_llava_cot.backends.transformers.attention import attention_of
 from langchain_llava_cot.backends.transformers.constrained import ToolCallGrammars
 from langchain_llava_cot.backends.transformers.decoding import Decoder, as_set, chosen_logprobs
@@ -361,7 +368,7 @@ class TransformersBackend(VLMBackend):
                     f"The prompt is about {length:,} tokens, but the model reads at most {limit:,}: "
                     "shorten the question or the conversation."
                 )
-                raise ValueError(msg)
+                raise PromptTooLongError(msg)
             if isinstance(request, SampleRequest) and length + request.max_new_tokens > limit:
                 request = dataclasses.replace(request, max_new_tokens=limit - length)  # type: ignore[call-arg]
             fitting.append(request)
