@@ -5,6 +5,8 @@
 - :mod:`.inputs`: prompts, the processor and the image feature cache;
 - :mod:`.attention`: where pictures live in the KV cache (self- or cross-attention), chosen once;
 - :mod:`.prefill`: prompts read once through the prefix KV cache, and its counters;
+- :mod:`.vision_cache`: each distinct picture encoded once (an LRU cache of image features);
+- :mod:`.prefix_cache`: prompts' KV states by token ids, and the caches built from them;
 - :mod:`.decoding`: generation settings and seeds, where a row ends, its log-probabilities;
 - :mod:`.scoring`: options' log-probabilities for judges;
 - :mod:`.jobs`: request checks, grouping into shared calls, the worker's lifetime.

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_llava_cot.backends._prefix_cache import Layers, growing_cache, kv_layers
-from langchain_llava_cot.backends._vision_cache import ImageFeatureCache, cross_attention_layers
 from langchain_llava_cot.backends.transformers.inputs import Inputs, Prompt
+from langchain_llava_cot.backends.transformers.prefix_cache import Layers, growing_cache, kv_layers
+from langchain_llava_cot.backends.transformers.vision_cache import ImageFeatureCache, cross_attention_layers
 
 
 class SelfAttention:

@@ -3,11 +3,12 @@
 :class:`TransformersBackend` is the public face; its collaborators each own one part:
 
 - :mod:`.inputs`: chat-templated prompts, the processor and the image feature cache
-  (each distinct picture encoded once, its features handed to ``generate`` and
-  ``forward`` instead of pixels where the architecture allows);
+  (:mod:`.vision_cache`: each distinct picture encoded once, its features handed to
+  ``generate`` and ``forward`` instead of pixels where the architecture allows);
 - :mod:`.attention`: where the model's pictures live in its KV cache, chosen once
   (prompt tokens, or Mllama's cross-attention layers);
-- :mod:`.prefill`: prompts read once through the prefix KV cache, and its counters;
+- :mod:`.prefill`: prompts read once through the prefix KV cache (:mod:`.prefix_cache`),
+  and its counters;
 - :mod:`.decoding`: generation settings and seeds, per-row stops, the cut samples;
 - :mod:`.scoring`: the options' log-probabilities for judges;
 - :mod:`.jobs`: request checks, grouping into shared calls, the worker's lifetime.
@@ -51,7 +52,6 @@ from typing import Any, TypeVar
 
 from langchain_llava_cot.backends._batching import BatchQueue, Job
 from langchain_llava_cot.backends._grammar import ToolCallGrammars
-from langchain_llava_cot.backends._prefix_cache import cache_argument, output_cache
 from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
 from langchain_llava_cot.backends.transformers.attention import attention_of
 from langchain_llava_cot.backends.transformers.decoding import Decoder, as_set, chosen_logprobs
@@ -73,6 +73,7 @@ from langchain_llava_cot.backends.transformers.loading import (
     resolve_source,
 )
 from langchain_llava_cot.backends.transformers.prefill import Prefill
+from langchain_llava_cot.backends.transformers.prefix_cache import cache_argument, output_cache
 from langchain_llava_cot.backends.transformers.scoring import (
     choose_sequences,
     choose_single_tokens,

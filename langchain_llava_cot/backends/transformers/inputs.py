@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_llava_cot.backends._vision_cache import ImageFeatureCache, image_token_id
+from langchain_llava_cot.backends.transformers.vision_cache import ImageFeatureCache, image_token_id
 from langchain_llava_cot.conversation import Conversation, to_chat_messages
 from langchain_llava_cot.images import decode_image, image_key
 

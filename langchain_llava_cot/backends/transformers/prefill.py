@@ -1,6 +1,6 @@
 """Prompts read once: the prefix KV cache, what reads through it, and its counters.
 
-A :class:`~langchain_llava_cot.backends._prefix_cache.PrefixCache` keeps the KV
+A :class:`~langchain_llava_cot.backends.transformers.prefix_cache.PrefixCache` keeps the KV
 states of prompts already read, keyed by their images and token ids. A new prompt
 (the next stage's prefix: image + question + chosen stages + opening tag) reuses the
 longest common token prefix of a cached one and the model reads only the rest
@@ -18,16 +18,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_llava_cot.backends._prefix_cache import (
+from langchain_llava_cot.backends.base import Sample, SampleRequest
+from langchain_llava_cot.backends.transformers.attention import SelfAttention
+from langchain_llava_cot.backends.transformers.inputs import Inputs, Prompt
+from langchain_llava_cot.backends.transformers.prefix_cache import (
     KVPrefix,
     Layers,
     PrefixCache,
     common_length,
     stack_left_padded,
 )
-from langchain_llava_cot.backends.base import Sample, SampleRequest
-from langchain_llava_cot.backends.transformers.attention import SelfAttention
-from langchain_llava_cot.backends.transformers.inputs import Inputs, Prompt
 
 
 class Prefill:

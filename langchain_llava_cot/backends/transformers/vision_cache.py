@@ -43,7 +43,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_llava_cot.backends._prefix_cache import cache_argument
+from langchain_llava_cot.backends.transformers.prefix_cache import cache_argument
 from langchain_llava_cot.images import image_key
 
 __all__ = [
