@@ -7,7 +7,7 @@ Request flow:
       -> :func:`~.asking.how_to_ask`: continue the prefix as a final assistant message
          (``continue_final_message``) where the server honours it; else send the
          conversation alone when the prefix is only the first opening tag, or ask for
-         the stage explicitly (the chat-model backend's stage request)
+         the stage explicitly (the stage-asking protocol: :mod:`~langchain_llava_cot.backends.stage_asking`)
       -> :func:`~.asking.sample_payloads` / :func:`~.asking.choice_payload`: one payload with
          ``n``, or one per candidate with distinct seeds where ``n`` is ignored; ``stop``,
          ``logprobs``, ``seed`` only where honoured
@@ -28,7 +28,8 @@ Response flow:
 
 Sync and async share one implementation: request planning is a generator that yields
 :class:`~.transport.Posts` and receives replies, and the retry loop is a generator that
-yields posts and sleeps; :meth:`OpenAICompatibleBackend.sample` runs them with a sync
+yields posts and sleeps; both are run by the package's one generator driver
+(:mod:`langchain_llava_cot._driving`): :meth:`OpenAICompatibleBackend.sample` with a sync
 ``httpx.Client`` (threads for concurrency), :meth:`~OpenAICompatibleBackend.asample`
 with an ``httpx.AsyncClient``. No event loop is ever started.
 """
@@ -41,10 +42,11 @@ import time
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
+from langchain_llava_cot._driving import adrive, drive
 from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
 from langchain_llava_cot.backends.openai.asking import choice_payload, how_to_ask, sample_payloads
 from langchain_llava_cot.backends.openai.capabilities import ServerCapabilities, probe_plan
@@ -59,8 +61,6 @@ from langchain_llava_cot.backends.openai.transport import (
     post_within,
 )
 from langchain_llava_cot.conversation import Conversation
-
-T = TypeVar("T")
 
 
 class _LoopState:
@@ -144,23 +144,23 @@ class OpenAICompatibleBackend(VLMBackend):
 
     def probe(self) -> ServerCapabilities:
         """Detect (once) and return what the server honours."""
-        return self._run(self._capabilities_plan())
+        return drive(self._capabilities_plan(), self._post_all)
 
     async def aprobe(self) -> ServerCapabilities:
         """Async :meth:`probe`."""
-        return await self._arun(self._capabilities_plan())
+        return await adrive(self._capabilities_plan(), self._apost_all)
 
     def sample(self, requests: Sequence[SampleRequest]) -> list[list[Sample]]:
-        return self._run(self._sample_plan(requests))
+        return drive(self._sample_plan(requests), self._post_all)
 
     async def asample(self, requests: Sequence[SampleRequest]) -> list[list[Sample]]:
-        return await self._arun(self._sample_plan(requests))
+        return await adrive(self._sample_plan(requests), self._apost_all)
 
     def choose(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
-        return self._run(self._choice_plan(requests))
+        return drive(self._choice_plan(requests), self._post_all)
 
     async def achoose(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
-        return await self._arun(self._choice_plan(requests))
+        return await adrive(self._choice_plan(requests), self._apost_all)
 
     def close(self) -> None:
         """Close the sync HTTP client (async clients close with :meth:`aclose`)."""
@@ -218,23 +218,7 @@ class OpenAICompatibleBackend(VLMBackend):
             )
             raise ImagesRejectedError(msg)
 
-    # transports: run a plan with sync or async HTTP
-
-    def _run(self, plan: Plan[T]) -> T:
-        try:
-            posts = next(plan)
-            while True:
-                posts = plan.send(self._post_all(posts))
-        except StopIteration as done:
-            return done.value
-
-    async def _arun(self, plan: Plan[T]) -> T:
-        try:
-            posts = next(plan)
-            while True:
-                posts = plan.send(await self._apost_all(posts))
-        except StopIteration as done:
-            return done.value
+    # transports: run a plan with sync or async HTTP (:mod:`langchain_llava_cot._driving`)
 
     def _post_all(self, posts: Posts) -> list[Any]:
         if len(posts.payloads) == 1:
@@ -245,43 +229,34 @@ class OpenAICompatibleBackend(VLMBackend):
 
     def _post_one(self, payload: dict[str, Any], probe: bool) -> Any:
         client = self._sync_client()
-        attempts = post_attempts(payload, self.base_url, self.max_retries, probe)
-        try:
-            action = next(attempts)
-            while True:
-                if isinstance(action, Post):
-                    try:
-                        outcome: Any = post_within(client, action.payload, self.timeout)
-                    except httpx.TransportError as e:
-                        outcome = e
-                else:
-                    time.sleep(action)
-                    outcome = None
-                action = attempts.send(outcome)
-        except StopIteration as done:
-            return done.value
+
+        def attempt(action: Post | float) -> Any:
+            if not isinstance(action, Post):
+                time.sleep(action)
+                return None
+            try:
+                return post_within(client, action.payload, self.timeout)
+            except httpx.TransportError as e:
+                return e
+
+        return drive(post_attempts(payload, self.base_url, self.max_retries, probe), attempt)
 
     async def _apost_all(self, posts: Posts) -> list[Any]:
         state = self._loop_state()
         return list(await asyncio.gather(*(self._apost_one(state, p, posts.probe) for p in posts.payloads)))
 
     async def _apost_one(self, state: _LoopState, payload: dict[str, Any], probe: bool) -> Any:
-        attempts = post_attempts(payload, self.base_url, self.max_retries, probe)
-        try:
-            action = next(attempts)
-            while True:
-                if isinstance(action, Post):
-                    try:
-                        async with state.semaphore:
-                            outcome: Any = await apost_within(state.client, action.payload, self.timeout)
-                    except httpx.TransportError as e:
-                        outcome = e
-                else:
-                    await asyncio.sleep(action)
-                    outcome = None
-                action = attempts.send(outcome)
-        except StopIteration as done:
-            return done.value
+        async def attempt(action: Post | float) -> Any:
+            if not isinstance(action, Post):
+                await asyncio.sleep(action)
+                return None
+            try:
+                async with state.semaphore:
+                    return await apost_within(state.client, action.payload, self.timeout)
+            except httpx.TransportError as e:
+                return e
+
+        return await adrive(post_attempts(payload, self.base_url, self.max_retries, probe), attempt)
 
     def _sync_client(self) -> httpx.Client:
         with self._client_lock:
