@@ -2,7 +2,9 @@
 
 - :mod:`.backend`: :class:`TransformersBackend`, the requests' way through the collaborators;
 - :mod:`.loading`: where a model comes from and what it supports;
-- :mod:`.inputs`: prompts, the processor and the image feature cache;
+- :mod:`.prompts`: each request's prompt prepared once, in the caller's thread (picture, template,
+  tokens, pixels);
+- :mod:`.inputs`: prepared prompts as batches, and the image feature cache;
 - :mod:`.attention`: where pictures live in the KV cache (self- or cross-attention), chosen once;
 - :mod:`.prefill`: prompts read once through the prefix KV cache, and its counters;
 - :mod:`.vision_cache`: each distinct picture encoded once (an LRU cache of image features);
