@@ -8,10 +8,13 @@ deployments) at the module-level :data:`graph`; tests build their own with
 
 - Input is JSON: ``{"messages": [...]}`` with LangChain/OpenAI-style messages, images as
   ``{"type": "image", "base64": ..., "mime_type": ...}`` or ``image_url`` data URLs.
-- Run options are the JSON context, a :class:`~langchain_llava_cot.options.SearchContext`:
-  ``{"strategy": "stage_beam", "candidates": 4, "judge": "pairwise", "model": "<folder>"}``
-  or ``{"base_url": "http://127.0.0.1:8000/v1", "model": "<served name>"}``. The backend
-  is created on first use and cached per process; no ``model`` means the bundled demo model.
+- The deployer configures the backend, the models, the judges and the limits with
+  ``LLAVA_COT_*`` environment variables (:class:`~langchain_llava_cot.deployment.Deployment`);
+  a client's JSON context (:class:`~langchain_llava_cot.deployment.ClientContext`) chooses the
+  search options within them, e.g. ``{"strategy": "stage_beam", "candidates": 4, "judge":
+  "pairwise"}``, and ``model`` among the deployer's models. A context naming a URL, a device,
+  a backend or a limit is refused before any model work; at most ``LLAVA_COT_MAX_LOADED_MODELS``
+  models stay loaded.
 - ``prepare`` starts a fresh search for the thread's latest question, the search nodes
   are the engine's own (:func:`~langchain_llava_cot.graph.add_search_nodes`), and ``respond``
   appends the answer as the same ``AIMessage`` ``ChatLlavaCoT`` returns: the conclusion as
@@ -35,9 +38,9 @@ from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
 from langchain_llava_cot.conversation import Conversation
+from langchain_llava_cot.deployment import ClientContext, Deployment
 from langchain_llava_cot.graph import add_search_nodes
 from langchain_llava_cot.messages import convert_messages
-from langchain_llava_cot.options import SearchContext
 from langchain_llava_cot.stages import STAGES
 from langchain_llava_cot.state import SearchProgress, fresh_search
 from langchain_llava_cot.streaming import message_from_state
@@ -63,31 +66,39 @@ def conversation_of(state: Mapping[str, Any]) -> Conversation:
     return convert_messages(convert_to_messages(state["messages"]))
 
 
-def prepare(state: ServedState) -> dict[str, Any]:
-    """Check the request and start a fresh search for the latest question."""
-    conversation_of(state)  # a bad image or message fails here, before any model call
-    return fresh_search()
-
-
-def respond(state: ServedState, runtime: Runtime[SearchContext]) -> dict[str, Any]:
-    """Append the chosen answer to the thread, as the same ``AIMessage`` ChatLlavaCoT returns."""
-    model_name = runtime.context.get_backend().model_name
-    return {"messages": [message_from_state(state, model_name, runtime.context.strategy)]}
-
-
-def make_graph(**compile_options: Any) -> Any:
+def make_graph(deployment: Deployment | None = None, **compile_options: Any) -> Any:
     """Build and compile the served graph; ``compile_options`` go to ``compile()``.
+
+    Args:
+        deployment: What the deployer allows; None reads the ``LLAVA_COT_*`` environment variables.
+        compile_options: e.g. ``checkpointer=``.
 
     Example::
 
-        graph = make_graph(checkpointer=InMemorySaver())
+        graph = make_graph(Deployment(models=("/path/to/model",)), checkpointer=InMemorySaver())
         graph.invoke({"messages": [{"role": "user", "content": [...]}]}, config,
-                     context={"model": "/path/to/model", "candidates": 2})
+                     context={"strategy": "stage_beam", "candidates": 2})
     """
-    builder = StateGraph(ServedState, input_schema=ServedInput, context_schema=SearchContext)
+    deployment = Deployment.from_env() if deployment is None else deployment
+
+    def prepare(state: ServedState, runtime: Runtime[ClientContext]) -> dict[str, Any]:
+        """Check the client's options and the request, and start a fresh search for the latest question."""
+        deployment.search_context(runtime.context)  # refused here, before any model call
+        conversation_of(state)  # a bad image or message fails here too
+        return fresh_search()
+
+    def respond(state: ServedState, runtime: Runtime[ClientContext]) -> dict[str, Any]:
+        """Append the chosen answer to the thread, as the same ``AIMessage`` ChatLlavaCoT returns."""
+        context = deployment.search_context(runtime.context)
+        model_name = context.get_backend().model_name
+        return {"messages": [message_from_state(state, model_name, context.strategy)]}
+
+    builder = StateGraph(ServedState, input_schema=ServedInput, context_schema=ClientContext)
     builder.add_node("prepare", prepare)
     builder.add_node("respond", respond)
-    add_search_nodes(builder, after="respond", conversation_of=conversation_of)
+    add_search_nodes(
+        builder, after="respond", conversation_of=conversation_of, context_of=deployment.search_context
+    )
     builder.add_edge(START, "prepare")
     builder.add_edge("prepare", f"expand_{STAGES[0].value}")
     return builder.compile(name="llava_cot", **compile_options)

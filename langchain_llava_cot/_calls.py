@@ -80,7 +80,22 @@ class FunctionCall:
         return await result if inspect.isawaitable(result) else result
 
 
-Call = Union[SampleCall, ChoiceCall, FunctionCall]  # noqa: UP007 - a runtime alias on Python 3.10
+@dataclass(frozen=True)
+class ClientCall:
+    """Call a client that has a sync and an async form of one request (a served reward model)."""
+
+    run_sync: Callable[[Any], Any]
+    run_async: Callable[[Any], Awaitable[Any]]
+    argument: Any
+
+    def run(self, backend: VLMBackend) -> Any:
+        return self.run_sync(self.argument)
+
+    async def arun(self, backend: VLMBackend) -> Any:
+        return await self.run_async(self.argument)
+
+
+Call = Union[SampleCall, ChoiceCall, FunctionCall, ClientCall]  # noqa: UP007 - a runtime alias on Python 3.10
 Step = Generator[Call, Any, T]
 """A piece of search logic that yields backend calls and returns a ``T``."""
 

@@ -20,7 +20,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, ModelProfile
@@ -35,8 +35,6 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
-    ValidationInfo,
-    field_validator,
     model_validator,
 )
 from typing_extensions import Self
@@ -44,11 +42,18 @@ from typing_extensions import Self
 from langchain_llava_cot.backends import create_backend
 from langchain_llava_cot.backends.base import VLMBackend
 from langchain_llava_cot.conversation import check_request
-from langchain_llava_cot.demo import DEMO_MODEL_PATH
 from langchain_llava_cot.graph import build_graph
 from langchain_llava_cot.images import DEFAULT_MAX_PIXELS
 from langchain_llava_cot.messages import convert_messages, normalise_tool_choice
-from langchain_llava_cot.options import DEFAULT_JUDGE, MAX_CANDIDATES, RETRACE_Z, SearchContext, Strategy
+from langchain_llava_cot.options import (
+    SearchContext,
+    SearchOptions,
+    checked,
+    finite_number,
+    model_or_demo,
+    true_or_false,
+    whole_number,
+)
 from langchain_llava_cot.state import SearchState
 from langchain_llava_cot.streaming import PROVIDER, ChunkConverter, child_config
 from langchain_llava_cot.tools import render_tools_prompt
@@ -69,12 +74,15 @@ _PROFILE = ModelProfile(
 )
 
 
-class ChatLlavaCoT(BaseChatModel):
+class ChatLlavaCoT(BaseChatModel, SearchOptions):
     """LLaVA-CoT with stage-level beam search, as a LangChain chat model.
 
     Each answer is written in four stages (summary, caption, reasoning, conclusion).
     With ``strategy="stage_beam"`` every stage samples ``candidates`` continuations
-    and a judge keeps the best before the next stage starts.
+    and a judge keeps the best before the next stage starts. The search options (their
+    defaults, descriptions and checks) are inherited from
+    :class:`~langchain_llava_cot.options.SearchOptions`; the fields declared here name the
+    model and how its answers are returned.
 
     Setup:
         .. code-block:: bash
@@ -86,7 +94,7 @@ class ChatLlavaCoT(BaseChatModel):
             bundled demo model.
         strategy: ``"greedy"``, ``"best_of_n"``, ``"vote"``, ``"stage_beam"`` or ``"retrace"``.
         candidates: candidates per step (N).
-        judge: ``"likelihood"`` (default), ``"verifier"``, ``"pairwise"``, ``"vote"``, a Judge
+        judge: ``"auto"`` (default), ``"likelihood"``, ``"verifier"``, ``"pairwise"``, ``"vote"``, a Judge
             or a function.
         backend: a ready :class:`VLMBackend` or a LangChain chat model to drive instead.
         base_url: an OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama).
@@ -128,49 +136,11 @@ class ChatLlavaCoT(BaseChatModel):
     """Base URL of an OpenAI-compatible server, e.g. ``http://127.0.0.1:8000/v1``."""
     api_key: SecretStr | None = None
     """API key of that server, if it needs one."""
-    strategy: Strategy = "stage_beam"
-    """How to search: ``greedy``, ``best_of_n``, ``vote``, ``stage_beam`` or ``retrace``."""
-    candidates: int = 4
-    """Candidates per step (N)."""
-    adaptive: bool = False
-    """stage_beam and retrace: sample ``adaptive_start`` candidates first, and the rest only
-    when they disagree and none scores ``confidence``."""
-    adaptive_start: int = 2
-    """Candidates of an adaptive step's first round."""
-    confidence: float | None = None
-    """Adaptive steps stop after the first round when the judge scores a candidate this high."""
-    keep: int = 2
-    """retrace: captions kept for the reasoning step."""
-    max_retraces: int = 3
-    """retrace: times the search may go back to sample captions again."""
-    retrace_threshold: float | None = None
-    """retrace: the score the ``keep``-th best reasoning must reach (None: mean + z x std of
-    the run's reasoning scores, ``retrace_z``)."""
-    retrace_z: float = RETRACE_Z
-    """retrace: z of the relative threshold (the paper's 0.2533)."""
-    max_candidates: int = MAX_CANDIDATES
-    """The cap on ``candidates`` (a typo like 1000 fails fast); raise it if you mean more."""
-    judge: Any = DEFAULT_JUDGE
-    """``"likelihood"``, ``"verifier"``, ``"pairwise"``, ``"vote"``, a Judge, or a function
-    ``(JudgeTask) -> int``;
-    the default is the judge that ranks best on the demo model."""
-    temperature: float = 0.6
-    """Sampling temperature of the candidates (greedy always uses 0)."""
-    top_p: float | None = 0.9
-    """Nucleus sampling of the candidates."""
-    max_tokens: int | None = None
-    """Token budget of the whole answer, all stages together."""
-    max_stage_tokens: int | dict[str, int] | None = None
-    """Token limit per stage: one number, or a mapping like ``{"reasoning": 512}``."""
-    stop: list[str] | None = None
-    """Stop strings for the conclusion."""
-    seed: int | None = None
-    """Makes sampling and judging reproducible."""
-    return_tagged_text: bool = False
+    return_tagged_text: Annotated[bool, checked(true_or_false)] = False
     """Return the whole tagged answer as content instead of the conclusion alone."""
-    allow_local_images: bool = False
+    allow_local_images: Annotated[bool, checked(true_or_false)] = False
     """Read images given as local file paths (off: only base64 and data URLs)."""
-    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    max_image_pixels: Annotated[int, checked(whole_number, low=1)] = DEFAULT_MAX_PIXELS
     """Largest image accepted, in pixels."""
     device: str = "cpu"
     """Device of an in-process model: ``cpu``, ``cuda``, ``cuda:1``..."""
@@ -180,9 +150,9 @@ class ChatLlavaCoT(BaseChatModel):
     """Allow a model's own code to run (off unless you trust it)."""
     streaming: bool = False
     """Accepted for compatibility: answers are always built from the stage stream."""
-    timeout: float = 120.0
+    timeout: Annotated[float, checked(finite_number, above=0.0)] = 120.0
     """Seconds to wait for a server's answer."""
-    max_retries: int = 2
+    max_retries: Annotated[int, checked(whole_number, low=0)] = 2
     """Retries of a failed server request."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -194,21 +164,9 @@ class ChatLlavaCoT(BaseChatModel):
     _backend_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _graph: Any = PrivateAttr(default=None)
 
-    @field_validator(
-        "candidates", "max_candidates", "max_tokens", "seed", "temperature", "top_p", "max_stage_tokens",
-        "adaptive_start", "confidence", "keep", "max_retraces", "retrace_threshold", "retrace_z",
-        mode="before",
-    )  # fmt: skip
-    @classmethod
-    def _no_bools(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, bool):
-            msg = f"{info.field_name} must be a number, not {value!r}."
-            raise ValueError(msg)
-        return value
-
     @model_validator(mode="after")
     def _check_options(self) -> Self:
-        self.search_context(backend=None)  # checks the search options without loading a model
+        _refuse_a_person(self)
         in_process = self.backend is None and self.base_url is None
         if (
             in_process
@@ -255,7 +213,7 @@ class ChatLlavaCoT(BaseChatModel):
         )
         if max_tokens := kwargs.get("max_tokens", self.max_tokens):
             params["ls_max_tokens"] = max_tokens
-        if stop := stop or self.stop:
+        if stop := stop or list(self.stop):
             params["ls_stop"] = stop
         return params
 
@@ -276,8 +234,7 @@ class ChatLlavaCoT(BaseChatModel):
             return self._backend
 
     def search_context(self, stop: Sequence[str] | None = None, **overrides: Any) -> SearchContext:
-        """The graph's runtime context for this model's options, with ``overrides``."""
-        options: dict[str, Any] = {name: getattr(self, name) for name in _SEARCH_OPTIONS}
+        """The graph's runtime context: this model's search options with ``overrides``, and its backend."""
         fixed = sorted(_MODEL_OPTIONS & set(overrides))
         if fixed:
             msg = (
@@ -285,14 +242,11 @@ class ChatLlavaCoT(BaseChatModel):
                 f"ChatLlavaCoT({fixed[0]}=...) for another model."
             )
             raise TypeError(msg)
-        options.update({k: v for k, v in overrides.items() if k != "backend"})
-        unknown = set(options) - set(SearchContext.__dataclass_fields__)
-        if unknown:
-            accepted = sorted(SearchContext.__dataclass_fields__)
-            msg = f"Unknown option(s) {sorted(unknown)}; ChatLlavaCoT accepts {accepted}."
-            raise TypeError(msg)
-        backend = overrides["backend"] if "backend" in overrides else self.get_backend()
-        return SearchContext(backend=backend, stop=tuple(stop or self.stop or ()), **options)
+        if stop:
+            overrides["stop"] = stop
+        context = SearchContext.of(self, self.get_backend(), **overrides)
+        _refuse_a_person(context)
+        return context
 
     def graph_input(
         self,
@@ -416,7 +370,7 @@ class ChatLlavaCoT(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         graph_input, context = self._prepare(messages, stop, kwargs)
         events = self.graph.stream(
-            graph_input, child_config(run_manager), context=context, stream_mode=["updates", "values"]
+            graph_input, _run_config(run_manager, context), context=context, stream_mode=["updates", "values"]
         )
         converter = self._chunk_converter(graph_input, context)
         for mode, data in events:
@@ -435,7 +389,7 @@ class ChatLlavaCoT(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         graph_input, context = self._prepare(messages, stop, kwargs)
         events = self.graph.astream(
-            graph_input, child_config(run_manager), context=context, stream_mode=["updates", "values"]
+            graph_input, _run_config(run_manager, context), context=context, stream_mode=["updates", "values"]
         )
         converter = self._chunk_converter(graph_input, context)
         async for mode, data in events:
@@ -458,15 +412,28 @@ def _parsed_or_raise(parsed: Any) -> Any:
     return parsed
 
 
-_MODEL_OPTIONS = frozenset({"model", "base_url", "device"})
+_MODEL_OPTIONS = frozenset({"model", "base_url", "device", "backend"})
 """Options that name the model: set on the chat model, never per call."""
 
-_SEARCH_OPTIONS = tuple(
-    name
-    for name in SearchContext.__dataclass_fields__
-    if name in ChatLlavaCoT.model_fields and name not in _MODEL_OPTIONS | {"backend", "stop"}
-)
-"""The chat model's fields that are search options, passed to its SearchContext as they are."""
+
+def _refuse_a_person(options: SearchOptions) -> None:
+    """A chat model's call runs to its end: a judge that waits for a person cannot answer there."""
+    if options.asks_a_person:
+        msg = (
+            "The human judge interrupts the search for a person's choice, which needs a checkpointer and a "
+            "resume: run build_graph(checkpointer=...) with SearchContext(judge='human') and resume with "
+            "Command(resume=<index>), or pick another judge for ChatLlavaCoT."
+        )
+        raise ValueError(msg)
+
+
+def _run_config(run_manager: Any, context: SearchContext) -> dict[str, Any]:
+    """The graph's config: nested under this model's run, with the steps the search needs.
+
+    A chain passes its own recursion limit (LangChain's 25) down to the graph, which a
+    retrace with many tries needs more than.
+    """
+    return {**(child_config(run_manager) or {}), "recursion_limit": context.graph_steps + 1}
 
 
 def _looks_like_local_path(model: str) -> bool:
@@ -485,7 +452,7 @@ def _make_backend(llm: ChatLlavaCoT) -> VLMBackend:
         msg = f"backend must be a VLMBackend or a LangChain chat model, got {type(llm.backend).__name__}."
         raise TypeError(msg)
     return create_backend(
-        llm.model or DEMO_MODEL_PATH,
+        model_or_demo(llm.model),
         llm.base_url,
         api_key=llm.api_key.get_secret_value() if llm.api_key else None,
         device=llm.device,

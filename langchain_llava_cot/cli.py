@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import types
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin
 
 from rich.console import Console
 from rich.markup import escape
@@ -97,35 +98,46 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_search_options(parser: argparse.ArgumentParser) -> None:
-    from langchain_llava_cot.options import DEFAULT_JUDGE
+    """The model flags, and a flag per search option, read from :class:`SearchOptions`.
+
+    A flag left out leaves the option's own default (argparse's ``SUPPRESS``), so every
+    default and every check stays in the one declaration.
+    """
+    from langchain_llava_cot.options import SearchOptions
 
     parser.add_argument("--model", help="model folder or hub id; None: the bundled demo model")
     parser.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    parser.add_argument(
-        "--strategy",
-        choices=["greedy", "best_of_n", "vote", "stage_beam", "retrace"],
-        default="stage_beam",
-        help="how to search",
-    )
-    parser.add_argument("--candidates", type=int, default=4, help="candidates per step")
-    parser.add_argument(
-        "--adaptive",
-        action="store_true",
-        help="stage_beam, retrace: sample 2 first, the rest only if they differ",
-    )
-    parser.add_argument(
-        "--judge",
-        choices=["likelihood", "verifier", "pairwise", "vote"],
-        default=DEFAULT_JUDGE,
-        help="who picks",
-    )
-    parser.add_argument("--temperature", type=float, default=0.6, help="sampling temperature of candidates")
-    parser.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
-    parser.add_argument(
-        "--max-stage-tokens", type=int, default=None, help="token limit of each stage; None: per-stage limits"
-    )
     parser.add_argument("--device", default="cpu", help="device of an in-process model")
+    for name, field in SearchOptions.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{' '.join((field.description or '').split())} (default: {field.default})"
+        parser.add_argument(flag, default=argparse.SUPPRESS, help=help_text, **_flag_kind(name, field))
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+
+
+def _flag_kind(name: str, field: Any) -> dict[str, Any]:
+    """How argparse reads an option's flag, from its declared type."""
+    if name == "judge":  # named judges only: objects and functions come from Python
+        from langchain_llava_cot.judges import BuiltinJudge
+
+        return {"choices": [j for j in get_args(BuiltinJudge) if j != "human"]}
+    if name == "stop":
+        return {"action": "append", "metavar": "TEXT"}
+    kind = field.annotation
+    if get_origin(kind) in (Union, types.UnionType):  # X | None, int | dict: the first kind
+        kind = next(k for k in get_args(kind) if k is not type(None))
+    if get_origin(kind) is Literal:
+        return {"choices": list(get_args(kind))}
+    if kind is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    return {"type": kind if kind in (int, float) else int}  # int | dict (stage limits): one number here
+
+
+def _search_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The search options given on the command line (those not given keep their defaults)."""
+    from langchain_llava_cot.options import SearchOptions
+
+    return {name: value for name, value in vars(args).items() if name in SearchOptions.model_fields}
 
 
 DEMO_MODEL_NOTE = (
@@ -145,11 +157,14 @@ def _quiet_loading() -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from langchain_llava_cot.demo import DEMO_QUESTION, demo_image_path
+    from langchain_llava_cot.options import SearchOptions
 
     args.image, args.question = demo_image_path(), DEMO_QUESTION
     console = Console(stderr=args.json, highlight=False)
     console.print(f"[bold]Question:[/] {DEMO_QUESTION}  [dim](image: {args.image})[/]")
-    search = f"Search: {args.strategy}, {args.candidates} candidates, {args.judge} judge."
+    options = SearchOptions(**_search_flags(args))
+    judge = "the judge that fits the model" if options.judge == "auto" else f"{options.judge} judge"
+    search = f"Search: {options.strategy}, {options.candidates} candidates, {judge}."
     console.print(f"[dim]{DEMO_MODEL_NOTE} {search}[/]\n")
     return _ask(args)
 
@@ -169,18 +184,7 @@ def _ask(args: argparse.Namespace) -> int:
         msg = f"Image file {str(args.image)!r} does not exist."
         raise FileNotFoundError(msg)
     _quiet_loading()
-    llm = ChatLlavaCoT(
-        model=args.model,
-        base_url=args.base_url,
-        strategy=args.strategy,
-        candidates=args.candidates,
-        adaptive=args.adaptive,
-        judge=args.judge,
-        temperature=args.temperature,
-        seed=args.seed,
-        max_stage_tokens=args.max_stage_tokens,
-        device=args.device,
-    )
+    llm = ChatLlavaCoT(model=args.model, base_url=args.base_url, device=args.device, **_search_flags(args))
     message = image_message(args.image.read_bytes(), args.question)
     console = Console(stderr=args.json, highlight=False)
     if args.model is None and args.base_url is None and args.run is _ask:
@@ -189,7 +193,7 @@ def _ask(args: argparse.Namespace) -> int:
     with console.status("loading the model...") as status:
         context = llm.search_context()
         state = _run_with_display(llm, graph_input, context, console, status)
-    answer = message_from_state(state, llm.model_name, args.strategy)
+    answer = message_from_state(state, llm.model_name, context.strategy)
     if args.json:
         print(json.dumps({**answer.response_metadata, "usage": answer.usage_metadata}, indent=2))
     else:
@@ -200,6 +204,7 @@ def _ask(args: argparse.Namespace) -> int:
 def _run_with_display(llm: Any, graph_input: Any, context: Any, console: Console, status: Status) -> Any:
     """Stream the graph, updating the live status line and printing each chosen stage."""
     state: Any = {}
+    shown_judge = False
     events = llm.graph.stream(graph_input, context=context, stream_mode=["tasks", "custom", "values"])
     for mode, data in events:
         if mode == "values":
@@ -209,8 +214,16 @@ def _run_with_display(llm: Any, graph_input: Any, context: Any, console: Console
             doing = f"sampling {context.width} candidate(s)" if action == "expand" else "judging"
             status.update(f"{doing} for [bold]{stage}[/]...")
         elif mode == "custom" and data.get("event") == "chosen":
+            if data.get("judge") and not shown_judge:
+                shown_judge = True
+                console.print(f"[dim]Judge: {escape(_judge_line(data['judge']))}[/]\n")
             _print_step(console, data["step"])
     return state
+
+
+def _judge_line(judge: dict[str, Any]) -> str:
+    """Which judge ran and why, in one line: ``likelihood (the demo model: ...)``."""
+    return f"{judge['name']} ({judge['reason']})"
 
 
 def _print_step(console: Console, step: dict[str, Any]) -> None:
@@ -243,6 +256,8 @@ def _print_step(console: Console, step: dict[str, Any]) -> None:
         console.print(
             f" {mark} [{style}]{escape(text)}[/]{flags}" if style else f" {mark} {escape(text)}{flags}"
         )
+        for line in _step_lines((step.get("step_scores") or [None] * (index + 1))[index]):
+            console.print(f"     [dim]{escape(line)}[/]")
     if retrace := step.get("retrace"):
         verdict = "going back to the caption" if retrace["retraced"] else "kept"
         score = "none" if retrace["kth_score"] is None else f"{retrace['kth_score']:+.2f}"
@@ -253,9 +268,24 @@ def _print_step(console: Console, step: dict[str, Any]) -> None:
     console.print()
 
 
+def _step_lines(steps: list[dict[str, Any]] | None) -> list[str]:
+    """A candidate's step scores, one line each, the weakest marked."""
+    if not steps:
+        return []
+    weakest = min(range(len(steps)), key=lambda i: steps[i]["score"])
+    lines = []
+    for i, found in enumerate(steps):
+        text = " ".join(found["text"].split())
+        short = text if len(text) <= 60 else f"{text[:57]}..."
+        lines.append(f"[{found['score']:+.2f}] {short}{'  <- weakest step' if i == weakest else ''}")
+    return lines
+
+
 def _print_summary(console: Console, record: dict[str, Any], usage: Any) -> None:
     conclusion = record["chosen"].get("conclusion", "")
     console.print(f"[bold]Answer:[/] {escape(conclusion)}")
+    if record.get("judge"):
+        console.print(f"[dim]Judge: {escape(_judge_line(record['judge']))}[/]")
     console.print(
         f"[dim]{record['strategy']}: {usage['output_tokens']} tokens generated, "
         f"{usage['input_tokens']} read, {record['usage'].get('model_calls', 0)} model calls, "

@@ -32,6 +32,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import re
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +40,8 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableLambda
-from langgraph.config import get_stream_writer
+from langgraph.config import get_config, get_stream_writer
+from langgraph.constants import CONF, CONFIG_KEY_CHECKPOINTER
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import get_runtime
 from langgraph.types import Overwrite
@@ -47,9 +49,17 @@ from langgraph.types import Overwrite
 from langchain_llava_cot._calls import SampleCall, Step, adrive, drive, finished
 from langchain_llava_cot.backends.base import Sample, SampleRequest, ToolCallConstraint
 from langchain_llava_cot.conversation import Conversation
-from langchain_llava_cot.judges import Comparison, JudgeTask, Verdict, best_index, ranked
+from langchain_llava_cot.judges import Comparison, JudgeTask, StepScore, Verdict, best_index, ranked
 from langchain_llava_cot.options import SearchContext
-from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, cut_stage, parse_answer, render_answer
+from langchain_llava_cot.stages import (
+    STAGE_SEPARATOR,
+    STAGES,
+    TAG_NAMES,
+    Stage,
+    cut_stage,
+    parse_answer,
+    render_answer,
+)
 from langchain_llava_cot.state import (
     CandidateRecord,
     Expansion,
@@ -58,11 +68,12 @@ from langchain_llava_cot.state import (
     RetraceProgress,
     SearchState,
     StepRecord,
+    StepScoreRecord,
     Usage,
     add_usage,
 )
 
-__all__ = ["add_search_nodes", "build_graph", "next_stage_node"]
+__all__ = ["add_search_nodes", "build_graph", "next_stage_node", "step_scores_record"]
 
 
 NodeName = Literal["expand_summary", "expand_caption", "expand_reasoning", "expand_conclusion", "__end__"]
@@ -88,10 +99,14 @@ def _prefix(chosen: dict[Stage, str], stage: Stage) -> str:
 
 
 def _tokens_left(state: SearchState, context: SearchContext) -> int | None:
+    """What ``max_tokens`` leaves for this step and the later ones (None: no budget)."""
     if context.max_tokens is None:
         return None
     spent = sum(step["candidates"][step["winner"]]["completion_tokens"] for step in state.get("steps") or [])
     return context.max_tokens - spent
+
+
+_STAGE_TAG = re.compile(rf"</?(?:{TAG_NAMES})>", re.IGNORECASE)
 
 
 def _candidate(span: tuple[Stage, ...], sample: Sample) -> CandidateRecord:
@@ -100,8 +115,10 @@ def _candidate(span: tuple[Stage, ...], sample: Sample) -> CandidateRecord:
     stopped = sample.finish_reason == "stop"
     if len(span) == 1:
         text, closed = cut_stage(first, sample.text)
-        closed = closed or stopped
-        problems = [] if closed else [f"{first.open_tag} cut at the token limit; closed"]
+        problems = [] if closed else _unclosed(first, sample.text, stopped)
+        closed = closed or not problems
+        if not text:
+            problems.append(f"{first.open_tag} is empty")
         stages = {first.value: text}
     else:
         full = first.open_tag + sample.text + (last.close_tag if stopped else "")
@@ -122,6 +139,14 @@ def _candidate(span: tuple[Stage, ...], sample: Sample) -> CandidateRecord:
     )
 
 
+def _unclosed(stage: Stage, generated: str, stopped: bool) -> list[str]:
+    """What is wrong with a stage that its closing tag did not end (none when a stop string did)."""
+    tag = _STAGE_TAG.search(generated)
+    if tag is not None:
+        return [f"{stage.open_tag} ended at {tag.group(0)} instead of {stage.close_tag}; cut there"]
+    return [] if stopped else [f"{stage.open_tag} cut at the token limit; closed"]
+
+
 def _leading_stages(found: dict[Stage, str], span: tuple[Stage, ...]) -> dict[Stage, str]:
     """The stages of ``span`` present without a gap from its start."""
     kept: dict[Stage, str] = {}
@@ -137,14 +162,23 @@ _ROUND_SEED = 7919
 
 
 def _sample_request(
-    stage: Stage, state: SearchState, context: SearchContext, chosen: dict[Stage, str] | None = None
+    stage: Stage,
+    state: SearchState,
+    context: SearchContext,
+    room: int | None,
+    chosen: dict[Stage, str] | None = None,
 ) -> SampleRequest:
-    """The request of one step: ``context.width`` continuations of the chosen prefix."""
+    """The request of one step: ``context.width`` continuations of the chosen prefix.
+
+    Its token limit is the stage's, within what ``max_tokens`` and the model's context
+    (``room``) leave, one token kept for each later stage.
+    """
     span = context.span(stage)
     limit = context.token_limit(span)
-    left = _tokens_left(state, context)
-    if left is not None:
-        limit = min(limit, max(left, 1))
+    later = len(STAGES) - 1 - STAGES.index(span[-1])
+    for left in (_tokens_left(state, context), room):
+        if left is not None:
+            limit = min(limit, max(left - later, 1))
     stop = (span[-1].close_tag, *(context.stop if span[-1] is Stage.CONCLUSION else ()))
     forced = state["conversation"].forced_tools if span[-1] is Stage.CONCLUSION else ()
     return SampleRequest(
@@ -187,15 +221,56 @@ def _judge_task(
     )
 
 
+def _room(state: SearchState, context: SearchContext) -> int | None:
+    """New tokens the model's context leaves for the stages not chosen yet (None: unknown).
+
+    The prompt counted is the request, the chosen stages, and the tags of every stage still to write.
+    """
+    chosen = _chosen_stages(state)
+    ahead = {stage: chosen.get(stage, "") for stage in STAGES}
+    return context.get_backend().tokens_left(state["conversation"], render_answer(ahead))
+
+
+def _check_before_the_first_token(context: SearchContext, room: int | None) -> None:
+    """What would fail later fails now: a person's judge without a checkpointer, a request too long."""
+    if context.asks_a_person and get_config().get(CONF, {}).get(CONFIG_KEY_CHECKPOINTER) is None:
+        msg = (
+            "The human judge interrupts the search for a person's choice: compile the graph with a "
+            "checkpointer (build_graph(checkpointer=InMemorySaver())), run it with a thread_id, and resume "
+            "each stage with Command(resume=<index>)."
+        )
+        raise ValueError(msg)
+    if room is None:
+        return
+    if room < len(STAGES):
+        msg = (
+            f"The prompt leaves the model room for {max(room, 0):,} new tokens, fewer than one per stage: "
+            "shorten the question or the conversation, or send fewer pictures."
+        )
+        raise ValueError(msg)
+    if (
+        context.max_tokens is not None or context.max_stage_tokens is not None
+    ) and context.answer_tokens > room:
+        msg = (
+            f"The answer may take {context.answer_tokens:,} tokens (max_stage_tokens, max_tokens), but only "
+            f"{room:,} fit in the model's context after the prompt: lower them, or shorten the question, the "
+            "conversation or the pictures."
+        )
+        raise ValueError(msg)
+
+
 def _expand(stage: Stage, state: SearchState, context: SearchContext) -> Step[dict[str, Any]]:
+    room = _room(state, context)
+    if not state.get("steps"):
+        _check_before_the_first_token(context, room)
     span = context.span(stage)
     started = time.perf_counter()
     if context.strategy == "retrace" and stage is Stage.REASONING and state.get("frontier"):
-        pending, usage = yield from _expand_frontier(state, context)
+        pending, usage = yield from _expand_frontier(state, context, room)
     elif context.adaptive and context.width > 1:
-        pending, usage = yield from _expand_in_rounds(stage, state, context)
+        pending, usage = yield from _expand_in_rounds(stage, state, context, room)
     else:
-        [samples] = yield SampleCall((_sample_request(stage, state, context),))
+        [samples] = yield SampleCall((_sample_request(stage, state, context, room),))
         pending, usage = {"candidates": [_candidate(span, s) for s in samples]}, _sampling_usage(samples)
     candidates = pending["candidates"]
     get_stream_writer()({"event": "candidates", "stage": stage.value, "candidates": candidates})
@@ -208,21 +283,23 @@ def _expand(stage: Stage, state: SearchState, context: SearchContext) -> Step[di
     return {"pending": expansion, "usage": usage}
 
 
-def _expand_in_rounds(stage: Stage, state: SearchState, context: SearchContext) -> Step[tuple[dict, Usage]]:
+def _expand_in_rounds(
+    stage: Stage, state: SearchState, context: SearchContext, room: int | None
+) -> Step[tuple[dict, Usage]]:
     """Adaptive width: ``adaptive_start`` candidates, then the rest only if they are not enough.
 
     The first round is enough when its candidates are all the same text, or when the
     judge scores one of them at least ``confidence`` (that verdict is kept for the judge).
     """
     span = context.span(stage)
-    request = _sample_request(stage, state, context)
+    request = _sample_request(stage, state, context, room)
     first = replace(request, n=min(context.adaptive_start, request.n))
     [samples] = yield SampleCall((first,))
     usage = _sampling_usage(samples)
     candidates = [_candidate(span, s) for s in samples]
     if len(candidates) == request.n:
         return {"candidates": candidates, "stopped_early": None}, usage
-    if len({c["text"].strip() for c in candidates}) == 1:
+    if len(candidates) > 1 and len({c["text"].strip() for c in candidates}) == 1:
         return {"candidates": candidates, "stopped_early": "agreement"}, usage
     if context.confidence is not None:
         task = _judge_task(stage, [s.value for s in span], state, candidates)
@@ -230,7 +307,8 @@ def _expand_in_rounds(stage: Stage, state: SearchState, context: SearchContext) 
         usage = add_usage(usage, _verdict_usage(verdict))
         if any(score is not None and score >= context.confidence for score in verdict.scores):
             kept = {"winner": verdict.winner, "scores": list(verdict.scores),
-                    "comparisons": [vars(c) for c in verdict.comparisons]}  # fmt: skip
+                    "comparisons": [vars(c) for c in verdict.comparisons],
+                    "step_scores": step_scores_record(verdict.step_scores)}  # fmt: skip
             return {"candidates": candidates, "stopped_early": "confidence", "verdict": kept}, usage
     seed = None if request.seed is None else request.seed + _ROUND_SEED
     [more] = yield SampleCall((replace(request, n=request.n - first.n, seed=seed),))
@@ -238,14 +316,16 @@ def _expand_in_rounds(stage: Stage, state: SearchState, context: SearchContext) 
     return {"candidates": candidates + [_candidate(span, s) for s in more], "stopped_early": None}, usage
 
 
-def _expand_frontier(state: SearchState, context: SearchContext) -> Step[tuple[dict, Usage]]:
+def _expand_frontier(
+    state: SearchState, context: SearchContext, room: int | None
+) -> Step[tuple[dict, Usage]]:
     """retrace, reasoning: ``candidates // keep`` continuations of each kept caption, in one call."""
     frontier = state["frontier"] or []
     chosen = _chosen_stages(state)
     per_caption = max(1, context.width // len(frontier))
     requests = tuple(
         replace(
-            _sample_request(Stage.REASONING, state, context, {**chosen, Stage.CAPTION: caption}),
+            _sample_request(Stage.REASONING, state, context, room, {**chosen, Stage.CAPTION: caption}),
             n=per_caption,
         )
         for caption in frontier
@@ -272,7 +352,11 @@ def _judge(stage: Stage, state: SearchState, context: SearchContext) -> Step[dic
         verdict = yield from _judge_groups(stage, state, context, pending)
     elif kept := pending.get("verdict"):  # an adaptive first round the judge already scored
         comparisons = tuple(Comparison(**c) for c in kept["comparisons"])
-        verdict = Verdict(kept["winner"], comparisons, scores=tuple(kept["scores"]))
+        steps = tuple(
+            None if found is None else tuple(StepScore(**s) for s in found)
+            for found in kept.get("step_scores") or ()
+        )
+        verdict = Verdict(kept["winner"], comparisons, scores=tuple(kept["scores"]), step_scores=steps)
     elif judge is None:
         verdict = yield from finished(Verdict(0))
     else:
@@ -291,19 +375,31 @@ def _judge(stage: Stage, state: SearchState, context: SearchContext) -> Step[dic
     )
     if "stopped_early" in pending:
         step["stopped_early"] = pending["stopped_early"]
+    if any(found is not None for found in verdict.step_scores):
+        step["step_scores"] = step_scores_record(verdict.step_scores)
     winner = candidates[verdict.winner]
     update: dict[str, Any] = {
         "chosen": {stage.value: "", **winner["stages"]},
         "pending": None,
         "usage": _verdict_usage(verdict),
     }
+    if judge is not None:
+        update["judge"] = context.resolved_judge.describe()
     if context.strategy == "retrace" and stage is Stage.CAPTION:
         step["kept"] = _kept(verdict, candidates, context.keep)
         update["frontier"] = [candidates[i]["stages"][stage.value] for i in step["kept"]]
     if pending.get("groups"):
         update |= _retrace_decision(state, context, step, verdict)
-    get_stream_writer()({"event": "chosen", "stage": stage.value, "step": step})
+    get_stream_writer()({"event": "chosen", "stage": stage.value, "step": step, "judge": update.get("judge")})
     return {**update, "steps": [step]}
+
+
+def step_scores_record(found: Sequence[tuple[StepScore, ...] | None]) -> list[list[StepScoreRecord] | None]:
+    """A verdict's step scores as the record keeps them: ``{"text", "score"}`` per step."""
+    return [
+        None if steps is None else [StepScoreRecord(text=s.text, score=s.score) for s in steps]
+        for steps in found
+    ]
 
 
 def _judge_groups(
@@ -312,6 +408,7 @@ def _judge_groups(
     """Score each kept caption's reasoning candidates (after that caption); the best wins."""
     candidates = pending["candidates"]
     scores: list[float | None] = [None] * len(candidates)
+    steps: list[tuple[StepScore, ...] | None] = [None] * len(candidates)
     comparisons: list[Comparison] = []
     prompt = written = calls = 0
     for group in pending.get("groups") or []:
@@ -321,6 +418,8 @@ def _judge_groups(
         verdict = yield from context.resolved_judge.score(task, context.get_backend())
         for i, score in zip(group, verdict.scores):
             scores[i] = score
+        for i, found in zip(group, verdict.step_scores):
+            steps[i] = found
         comparisons += [replace(c, first=group[c.first], second=group[c.second], winner=group[c.winner])
                         for c in verdict.comparisons]  # fmt: skip
         prompt, written, calls = (
@@ -329,7 +428,8 @@ def _judge_groups(
             calls + verdict.calls,
         )
     logprobs = [c["mean_logprob"] for c in candidates]
-    return Verdict(best_index(scores, logprobs), tuple(comparisons), prompt, written, calls, tuple(scores))
+    winner = best_index(scores, logprobs)
+    return Verdict(winner, tuple(comparisons), prompt, written, calls, tuple(scores), tuple(steps))
 
 
 def _kept(verdict: Verdict, candidates: Sequence[CandidateRecord], keep: int) -> list[int]:
@@ -390,13 +490,22 @@ def _retrace_decision(
 StageLogic = Callable[[Stage, SearchState, SearchContext], Step[dict[str, Any]]]
 ConversationOf = Callable[[Mapping[str, Any]], Conversation]
 """Reads the conversation from a graph's state (the default: its ``conversation`` key)."""
+ContextOf = Callable[[Any], SearchContext]
+"""Makes the search's context from a graph's runtime context (the default: it is one)."""
 
 
-def _node(logic: StageLogic, stage: Stage, conversation_of: ConversationOf | None = None) -> RunnableLambda:
+def _node(
+    logic: StageLogic,
+    stage: Stage,
+    conversation_of: ConversationOf | None = None,
+    context_of: ContextOf | None = None,
+) -> RunnableLambda:
     """Wrap stage logic as a node that runs with the backend's sync or async methods."""
 
     def context() -> SearchContext:
-        found = get_runtime(SearchContext).context
+        found = get_runtime().context
+        if context_of is not None:
+            return context_of(found)
         if not isinstance(found, SearchContext):
             msg = (
                 "The search graph needs `context=SearchContext(backend=...)` in invoke/stream "
@@ -432,6 +541,7 @@ def add_search_nodes(
     *,
     after: str = END,
     conversation_of: ConversationOf | None = None,
+    context_of: ContextOf | None = None,
 ) -> dict[str, str]:
     """Add the expand and judge nodes of every stage to ``builder``.
 
@@ -440,14 +550,16 @@ def add_search_nodes(
         after: where to go once every stage is chosen.
         conversation_of: reads the conversation from the state, for graphs that keep
             it elsewhere (e.g. derive it from ``messages``); None reads ``conversation``.
+        context_of: makes the :class:`SearchContext` from the graph's runtime context, for
+            graphs whose context is something else (e.g. a served client's); None takes it as it is.
 
     Returns:
         The path map of :func:`next_stage_node`, for the edge that enters the search.
     """
     routes = {f"expand_{s.value}": f"expand_{s.value}" for s in STAGES} | {END: after}
     for stage in STAGES:
-        builder.add_node(f"expand_{stage.value}", _node(_expand, stage, conversation_of))
-        builder.add_node(f"judge_{stage.value}", _node(_judge, stage, conversation_of))
+        builder.add_node(f"expand_{stage.value}", _node(_expand, stage, conversation_of, context_of))
+        builder.add_node(f"judge_{stage.value}", _node(_judge, stage, conversation_of, context_of))
         builder.add_edge(f"expand_{stage.value}", f"judge_{stage.value}")
         later = {
             k: v for k, v in routes.items() if k == END or STAGES.index(Stage(k[7:])) > STAGES.index(stage)

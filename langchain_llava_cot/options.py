@@ -1,7 +1,7 @@
-"""Search strategies as configuration of one engine.
+"""The search options, declared once, and the graph's context made of them.
 
-Every strategy runs the same graph; :class:`SearchContext` decides how wide each step
-is, how far it writes, and whether a judge prunes it:
+Every strategy runs the same graph; the options decide how wide each step is, how far
+it writes, and whether a judge prunes it:
 
 ==============  ==========  =====================  ===========================================
 strategy        candidates  one step writes        judge
@@ -18,35 +18,60 @@ strategy        candidates  one step writes        judge
 ``adaptive=True`` (stage_beam, retrace) samples each step in rounds: ``adaptive_start``
 candidates first, the rest only when those disagree and no score clears ``confidence``.
 
-The context names its model either as a ready ``backend`` or, for a graph run from
-JSON (``langgraph dev``, the LangGraph SDK), as ``model`` / ``base_url`` options: the
-backend is then created on first use and shared by every run in the process.
+One declaration, one check (as vLLM's ``SamplingParams``): :class:`SearchOptions` holds
+each option's name, default, description (the docstring under it) and check. The chat
+model inherits its fields, per-call options merge over them in :meth:`SearchContext.of`,
+:class:`SearchContext` is the options plus a backend (the graph's context), the served
+graph's client context (:mod:`langchain_llava_cot.deployment`) is the options limited by
+the deployer, and the CLI's flags and the eval's strategy specs are read from it. A bad
+value therefore fails the same way, before any model work, wherever it came from.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PrivateAttr, ValidationInfo, model_validator
+from typing_extensions import Self
 
 from langchain_llava_cot.backends import cached_backend
 from langchain_llava_cot.backends.base import VLMBackend
-from langchain_llava_cot.demo import DEMO_MODEL_PATH
-from langchain_llava_cot.judges import Judge, JudgeSpec, VoteJudge, resolve_judge
+from langchain_llava_cot.judges import AutoJudge, BuiltinJudge, Judge, VoteJudge, resolve_judge
 from langchain_llava_cot.stages import STAGES, Stage
 
 __all__ = [
+    "ADAPTIVE_STRATEGIES",
     "DEFAULT_JUDGE",
     "DEFAULT_STAGE_TOKENS",
+    "DEFAULT_TEMPERATURE",
+    "DEFAULT_TOP_P",
     "MAX_CANDIDATES",
+    "MAX_RETRACES",
+    "MAX_SEED",
     "RETRACE_Z",
+    "STRATEGIES",
+    "WHOLE_ANSWER_STRATEGIES",
     "SearchContext",
+    "SearchOptions",
     "Strategy",
     "cached_backend",
+    "checked",
+    "finite_number",
+    "model_or_demo",
+    "true_or_false",
+    "whole_number",
 ]
 
 Strategy = Literal["greedy", "best_of_n", "vote", "stage_beam", "retrace"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+WHOLE_ANSWER_STRATEGIES: tuple[str, ...] = ("best_of_n", "vote")
+"""Strategies whose one step writes the whole answer."""
+ADAPTIVE_STRATEGIES: tuple[str, ...] = ("stage_beam", "retrace")
+"""Strategies that can sample a step in rounds (``adaptive=True``)."""
 
 DEFAULT_STAGE_TOKENS: Mapping[Stage, int] = {
     Stage.SUMMARY: 128,
@@ -56,9 +81,15 @@ DEFAULT_STAGE_TOKENS: Mapping[Stage, int] = {
 }
 """Token limit of each stage unless ``max_stage_tokens`` says otherwise."""
 
-_STRATEGIES = ("greedy", "best_of_n", "vote", "stage_beam", "retrace")
-_WHOLE_ANSWERS = ("best_of_n", "vote")
-_ADAPTIVE = ("stage_beam", "retrace")
+DEFAULT_JUDGE: BuiltinJudge = "auto"
+"""The judge used unless one is named: the one that fits the model and the backend, chosen
+once per run (:class:`~langchain_llava_cot.judges.AutoJudge`)."""
+
+DEFAULT_TEMPERATURE = 0.6
+"""LLaVA-CoT's recommended sampling temperature."""
+
+DEFAULT_TOP_P = 0.9
+"""LLaVA-CoT's recommended nucleus sampling."""
 
 RETRACE_Z = 0.2533
 """The paper's z in its retrace threshold, mean + z x std of the reasoning scores."""
@@ -66,93 +97,223 @@ RETRACE_Z = 0.2533
 MAX_CANDIDATES = 64
 """Default cap on ``candidates``: each candidate is a row of every batch, so a typo costs a lot."""
 
-DEFAULT_JUDGE: Literal["pairwise", "likelihood", "verifier"] = "likelihood"
-"""The judge used unless one is named: the one that ranks best on the demo model
-(``benchmarks/judge_rank.py``)."""
+MAX_RETRACES = 16
+"""Most times retrace may go back: each time samples and judges two more stages."""
+
+MAX_SEED = 2**32 - 1
+"""The largest seed: every backend's random generator takes it (numpy's is 32 bits)."""
 
 
-@dataclass
-class SearchContext:
-    """Runtime options of the search graph (its LangGraph ``context_schema``)."""
+def model_or_demo(model: str | Path | None) -> str | Path:
+    """``model``, or the bundled demo model's folder when None: the one place that default lives."""
+    if model:
+        return model
+    from langchain_llava_cot.demo import DEMO_MODEL_PATH
 
-    backend: VLMBackend | None = None
-    """The model to sample from and to judge with; None creates one from ``model``/``base_url``."""
-    strategy: Strategy = "stage_beam"
-    candidates: int = 4
-    """Candidates per step (N). Ignored by ``greedy``."""
-    judge: JudgeSpec = DEFAULT_JUDGE
-    temperature: float = 0.6
-    """Sampling temperature of candidates; ``greedy`` always uses 0."""
-    top_p: float | None = 0.9
-    max_stage_tokens: int | Mapping[Stage | str, int] | None = None
-    """Token limit per stage: one number for all, or a mapping by stage."""
-    max_tokens: int | None = None
-    """Token budget of the whole chosen answer, all stages together."""
-    stop: tuple[str, ...] = ()
+    return DEMO_MODEL_PATH
+
+
+# --- the checks each option's declaration names ----------------------------------------------
+
+
+def whole_number(name: str, value: object, *, low: int | None = None, high: int | None = None) -> int:
+    """``value`` as an int: a whole number (numpy's too, never a bool) within ``[low, high]``."""
+    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    number = int(value) if whole else None  # type: ignore[call-overload]
+    if number is None or (low is not None and number < low) or (high is not None and number > high):
+        bounds = [f"of at least {low}"] if low is not None else []
+        bounds += [f"at most {high}"] if high is not None else []
+        msg = f"{name} must be a whole number{' ' if bounds else ''}{' and '.join(bounds)}, got {value!r}."
+        raise ValueError(msg)
+    return number
+
+
+def finite_number(
+    name: str,
+    value: object,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    above: float | None = None,
+) -> float:
+    """``value`` as a float: a finite real number (numpy's too, never a bool) in the bounds."""
+    try:
+        number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # a whole number too large for a float
+        number = math.inf
+    if not math.isfinite(number):
+        msg = f"{name} must be a finite number, got {value!r}."
+        raise ValueError(msg)
+    too_low = (low is not None and number < low) or (above is not None and number <= above)
+    if too_low or (high is not None and number > high):
+        bounds = [f"at least {low}" if low is not None else "", f"above {above}" if above is not None else ""]
+        bounds.append(f"at most {high}" if high is not None else "")
+        msg = f"{name} must be {' and '.join(b for b in bounds if b)}, got {value!r}."
+        raise ValueError(msg)
+    return number
+
+
+def true_or_false(name: str, value: object) -> bool:
+    """``value`` if it is a bool: the text ``"false"`` is refused, not read as true."""
+    if not isinstance(value, bool):
+        msg = f"{name} must be true or false, got {value!r}."
+        raise ValueError(msg)
+    return value
+
+
+def checked(function: Callable[..., Any], *, none: bool = False, **bounds: Any) -> BeforeValidator:
+    """A field's check: ``function(field_name, value, **bounds)``; None passes where ``none``."""
+
+    def check(value: Any, info: ValidationInfo) -> Any:
+        if value is None and none:
+            return None
+        return function(info.field_name, value, **bounds)
+
+    return BeforeValidator(check)
+
+
+def _strategy(name: str, value: object) -> str:
+    if value not in STRATEGIES:
+        msg = f"Unknown strategy {value!r}: use one of {', '.join(STRATEGIES)}."
+        raise ValueError(msg)
+    return value  # type: ignore[return-value]
+
+
+def _stop_strings(name: str, value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        msg = f"{name} must be a list of strings, e.g. ['Observation:'], got {value!r}."
+        raise ValueError(msg)
+    if not all(isinstance(text, str) for text in value):
+        msg = f"{name} must be a list of strings, got {value!r}."
+        raise ValueError(msg)
+    if any(not text for text in value):
+        msg = f"{name} holds an empty string, which would stop before the first token; remove it."
+        raise ValueError(msg)
+    return tuple(value)
+
+
+def _stage_limits(name: str, value: object) -> int | dict[str, int]:
+    if isinstance(value, Mapping):
+        limits = {}
+        for key, limit in value.items():
+            try:
+                stage = Stage(key)
+            except ValueError:
+                msg = f"{name} has unknown stage {key!r}: use {[s.value for s in STAGES]}."
+                raise ValueError(msg) from None
+            limits[stage.value] = whole_number(f"{name}[{stage.value!r}]", limit, low=1)
+        return limits
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return whole_number(name, value, low=1)
+    msg = f"{name} must be a whole number, a mapping like {{'reasoning': 512}}, or None, got {value!r}."
+    raise ValueError(msg)
+
+
+def _backend(name: str, value: object) -> VLMBackend:
+    if not isinstance(value, VLMBackend):
+        msg = (
+            f"{name} must be a VLMBackend, got {type(value).__name__}; a LangChain chat model goes "
+            "through ChatModelBackend(chat_model) or ChatLlavaCoT(backend=chat_model)."
+        )
+        raise ValueError(msg)
+    return value
+
+
+# --- the declaration -------------------------------------------------------------------------
+
+
+class SearchOptions(BaseModel):
+    """The search options: each one's name, default, description and check, once.
+
+    Example::
+
+        SearchOptions(strategy="retrace", candidates=6, judge="verifier")
+        SearchOptions(candidates=0)  # ValidationError: candidates must be a whole number of at least 1
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, use_attribute_docstrings=True)
+
+    strategy: Annotated[Strategy, checked(_strategy)] = "stage_beam"
+    """How to search: greedy, best_of_n, vote, stage_beam or retrace."""
+    candidates: Annotated[int, checked(whole_number, low=1)] = 4
+    """Candidates per step (N); greedy always samples 1."""
+    judge: Any = DEFAULT_JUDGE
+    """Who picks among candidates: auto (the default: the judge that fits the model and the backend),
+    likelihood, verifier, pairwise, vote, human, a Judge, a LangChain chat model, or a function
+    (JudgeTask) -> int."""
+    temperature: Annotated[float, checked(finite_number, low=0.0)] = DEFAULT_TEMPERATURE
+    """Sampling temperature of candidates; greedy always uses 0."""
+    top_p: Annotated[float | None, checked(finite_number, none=True, above=0.0, high=1.0)] = DEFAULT_TOP_P
+    """Nucleus sampling of candidates (None: off)."""
+    max_tokens: Annotated[int | None, checked(whole_number, none=True, low=len(STAGES))] = None
+    """Token budget of the whole chosen answer, all stages together (at least one per stage)."""
+    max_stage_tokens: Annotated[int | dict[str, int] | None, checked(_stage_limits, none=True)] = None
+    """Token limit per stage: one number for all, or a mapping like {"reasoning": 512}."""
+    stop: Annotated[tuple[str, ...], checked(_stop_strings)] = ()
     """Extra stop strings for the conclusion."""
-    seed: int | None = None
+    seed: Annotated[int | None, checked(whole_number, none=True, low=0, high=MAX_SEED)] = None
     """Makes sampling and the judge's pairing reproducible."""
-    model: str | None = None
-    """Without ``backend``: a local model folder (None: the bundled demo model), or the
-    name a server at ``base_url`` serves."""
-    base_url: str | None = None
-    """Without ``backend``: an OpenAI-compatible server, e.g. ``http://127.0.0.1:8000/v1``."""
-    device: str = "cpu"
-    """Without ``backend``: device of an in-process model."""
-    max_candidates: int = MAX_CANDIDATES
-    """The cap on ``candidates``; raise it if you mean more."""
-    adaptive: bool = False
-    """stage_beam and retrace: sample each step in rounds and stop early when the first
-    round agrees (the same text) or its best score clears ``confidence``."""
-    adaptive_start: int = 2
+    max_candidates: Annotated[int, checked(whole_number, low=1)] = MAX_CANDIDATES
+    """The cap on candidates (a typo like 1000 fails fast); raise it if you mean more."""
+    adaptive: Annotated[bool, checked(true_or_false)] = False
+    """stage_beam and retrace: sample each step in rounds and stop early when the first round
+    agrees or its best score clears confidence."""
+    adaptive_start: Annotated[int, checked(whole_number, low=1)] = 2
     """Candidates of an adaptive step's first round."""
-    confidence: float | None = None
-    """Adaptive steps stop after the first round when the judge scores one candidate at
-    least this high (a scoring judge only; None: stop on agreement only)."""
-    keep: int = 2
-    """retrace: captions kept after the caption step; the reasoning step samples
-    ``candidates // keep`` continuations of each."""
-    max_retraces: int = 3
+    confidence: Annotated[float | None, checked(finite_number, none=True)] = None
+    """Adaptive steps stop after the first round when the judge scores a candidate at least this
+    high (a scoring judge only; None: stop on agreement only)."""
+    keep: Annotated[int, checked(whole_number, low=1)] = 2
+    """retrace: captions kept after the caption step; the reasoning step samples candidates // keep
+    continuations of each."""
+    max_retraces: Annotated[int, checked(whole_number, low=0, high=MAX_RETRACES)] = 3
     """retrace: how many times the search may go back to sample captions again."""
-    retrace_threshold: float | None = None
-    """retrace: the score the ``keep``-th best reasoning must reach. None uses the paper's
-    rule over this run's reasoning scores so far: mean + ``retrace_z`` x std."""
-    retrace_z: float = RETRACE_Z
-    resolved_judge: Judge = field(init=False, repr=False)
+    retrace_threshold: Annotated[float | None, checked(finite_number, none=True)] = None
+    """retrace: the score the keep-th best reasoning must reach (None: mean + retrace_z x std of the
+    run's reasoning scores so far)."""
+    retrace_z: Annotated[float, checked(finite_number)] = RETRACE_Z
+    """retrace: z of the relative threshold (the paper's 0.2533)."""
 
-    def __post_init__(self) -> None:
-        if self.strategy not in _STRATEGIES:
-            msg = f"Unknown strategy {self.strategy!r}: use one of {', '.join(_STRATEGIES)}."
-            raise ValueError(msg)
-        _check_whole("max_candidates", self.max_candidates, low=1)
-        _check_whole("candidates", self.candidates, low=1)
+    _judge: Judge | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _check_together(self) -> Self:
+        """The checks that read several options at once."""
         if self.candidates > self.max_candidates:
             msg = (
                 f"candidates={self.candidates} is above the cap of {self.max_candidates} (each candidate "
                 "is a row of every batch); raise max_candidates if you mean it."
             )
             raise ValueError(msg)
-        _check_number("temperature", self.temperature, low=0.0)
-        if self.top_p is not None:
-            _check_number("top_p", self.top_p, low=0.0, high=1.0)
-            if self.top_p == 0:
-                msg = "top_p must be above 0 (it keeps the most likely tokens up to that mass), or None."
-                raise ValueError(msg)
-        if self.max_tokens is not None:
-            _check_whole("max_tokens", self.max_tokens, low=1)
-        if self.seed is not None:
-            _check_whole("seed", self.seed, low=None)
-        if self.base_url and not self.model:
-            msg = "With base_url, name the served model too: SearchContext(base_url=..., model='<name>')."
+        needs_scores = self.strategy == "retrace" or self.confidence is not None
+        named = resolve_judge(self.judge, seed=self.seed, strategy=self.strategy, needs_scores=needs_scores)
+        judge = self._judge_of_strategy(named)
+        if self.adaptive and self.strategy not in ADAPTIVE_STRATEGIES:
+            msg = f"adaptive=True is for strategy 'stage_beam' or 'retrace', not {self.strategy!r}."
             raise ValueError(msg)
-        self.stop = tuple(self.stop)
-        self.resolved_judge = self._judge_of_strategy(resolve_judge(self.judge, seed=self.seed))
-        self._check_search_shape()
-        self._stage_tokens = _stage_token_limits(self.max_stage_tokens)
+        if self.adaptive and self.adaptive_start < 2 and self.confidence is None:
+            msg = (
+                "adaptive_start must be at least 2: one candidate always agrees with itself. Set "
+                "confidence= to let a single candidate that scores that high end the step."
+            )
+            raise ValueError(msg)
+        if self.confidence is not None and not judge.scores:
+            msg = f"confidence= reads a judge's scores, and the {judge.name!r} judge has none."
+            raise ValueError(msg)
+        if self.strategy == "retrace" and self.keep > self.candidates:
+            msg = (
+                f"keep={self.keep} is more than candidates={self.candidates}: retrace keeps the best "
+                "keep captions of the candidates; lower keep or raise candidates."
+            )
+            raise ValueError(msg)
+        self._judge = judge
+        return self
 
     def _judge_of_strategy(self, judge: Judge) -> Judge:
         """``vote`` counts conclusions, weighed by the judge's scores; retrace needs scores."""
-        if self.strategy == "vote" and not isinstance(judge, VoteJudge):
+        if self.strategy == "vote" and not isinstance(judge, (VoteJudge, AutoJudge)):
             return VoteJudge(scorer=judge)  # says what to do if the judge does not score
         if self.strategy == "retrace" and not judge.scores:
             msg = (
@@ -162,28 +323,73 @@ class SearchContext:
             raise ValueError(msg)
         return judge
 
-    def _check_search_shape(self) -> None:
-        if self.adaptive and self.strategy not in _ADAPTIVE:
-            msg = f"adaptive=True is for strategy 'stage_beam' or 'retrace', not {self.strategy!r}."
-            raise ValueError(msg)
-        _check_whole("adaptive_start", self.adaptive_start, low=1)
-        if self.confidence is not None:
-            _check_number("confidence", self.confidence, low=float("-inf"))
-            if not self.resolved_judge.scores:
-                name = self.resolved_judge.name
-                msg = f"confidence= reads a judge's scores, and the {name!r} judge has none."
-                raise ValueError(msg)
-        _check_whole("keep", self.keep, low=1)
-        _check_whole("max_retraces", self.max_retraces, low=0)
-        if self.retrace_threshold is not None:
-            _check_number("retrace_threshold", self.retrace_threshold, low=float("-inf"))
-        _check_number("retrace_z", self.retrace_z, low=float("-inf"))
+    @property
+    def resolved_judge(self) -> Judge:
+        """The judge the search runs (``judge`` made a :class:`Judge`, a vote's wrapped)."""
+        assert self._judge is not None  # set by the check, which every construction runs
+        return self._judge
+
+    @property
+    def asks_a_person(self) -> bool:
+        """Whether the judge interrupts the graph for a person (it needs a checkpointer and a resume)."""
+        return self.resolved_judge.asks_a_person
+
+    def search_options(self) -> dict[str, Any]:
+        """The search options by name, as this object holds them (a chat model's, or a context's)."""
+        return {name: getattr(self, name) for name in SearchOptions.model_fields}
+
+    @property
+    def stage_tokens(self) -> dict[Stage, int]:
+        """Each stage's token limit."""
+        option = self.max_stage_tokens
+        if option is None:
+            return dict(DEFAULT_STAGE_TOKENS)
+        if isinstance(option, int):
+            return dict.fromkeys(STAGES, option)
+        return {**DEFAULT_STAGE_TOKENS, **{Stage(key): limit for key, limit in option.items()}}
+
+    @property
+    def answer_tokens(self) -> int:
+        """The most tokens a whole chosen answer may take: every stage's limit, within ``max_tokens``."""
+        every_stage = sum(self.stage_tokens.values())
+        return every_stage if self.max_tokens is None else min(every_stage, self.max_tokens)
+
+    @property
+    def graph_steps(self) -> int:
+        """The most graph steps one search takes (a run's ``recursion_limit`` must allow them).
+
+        An expand and a judge per stage, and per retrace a caption and a reasoning step again.
+        """
+        retraces = self.max_retraces if self.strategy == "retrace" else 0
+        return 2 * len(STAGES) + 4 * retraces
+
+
+class SearchContext(SearchOptions):
+    """Runtime options of the search graph (its LangGraph ``context_schema``): the options and a backend.
+
+    Example::
+
+        graph.invoke({"conversation": conversation}, context=SearchContext(backend=backend, candidates=3))
+    """
+
+    backend: Annotated[Any, checked(_backend, none=True)] = None
+    """The model to sample from and to judge with; None runs the bundled demo model in-process."""
+
+    @classmethod
+    def of(cls, options: SearchOptions, backend: VLMBackend | None = None, **changes: Any) -> SearchContext:
+        """The context of ``options`` (a chat model's, a context's) with ``changes``: the merge point."""
+        unknown = set(changes) - set(SearchOptions.model_fields)
+        if unknown:
+            accepted = sorted(SearchOptions.model_fields)
+            msg = f"Unknown option(s) {sorted(unknown)}; the search accepts {accepted}."
+            raise TypeError(msg)
+        return cls(backend=backend, **{**options.search_options(), **changes})
 
     def get_backend(self) -> VLMBackend:
-        """The ``backend``, or the process-wide one that ``model``/``base_url`` describe."""
+        """The ``backend``, or the process-wide bundled demo model."""
         if self.backend is not None:
-            return self.backend
-        return cached_backend(self.model or DEMO_MODEL_PATH, self.base_url, self.device)
+            return self.backend  # type: ignore[no-any-return]
+        return cached_backend(model_or_demo(None))
 
     @property
     def width(self) -> int:
@@ -197,49 +403,11 @@ class SearchContext:
 
     def span(self, first: Stage) -> tuple[Stage, ...]:
         """The stages one step writes when it starts at ``first``."""
-        if self.strategy in _WHOLE_ANSWERS:
+        if self.strategy in WHOLE_ANSWER_STRATEGIES:
             return STAGES[STAGES.index(first) :]
         return (first,)
 
     def token_limit(self, span: tuple[Stage, ...]) -> int:
         """Token limit of a step that writes ``span``."""
-        return sum(self._stage_tokens[s] for s in span)
-
-
-def _stage_token_limits(option: int | Mapping[Stage | str, int] | None) -> dict[Stage, int]:
-    limits = dict(DEFAULT_STAGE_TOKENS)
-    if option is None:
-        return limits
-    if not isinstance(option, Mapping):
-        _check_whole("max_stage_tokens", option, low=1)
-        return dict.fromkeys(STAGES, option)
-    for key, value in option.items():
-        try:
-            stage = Stage(key)
-        except ValueError as e:
-            msg = f"max_stage_tokens has unknown stage {key!r}: use {[s.value for s in STAGES]}."
-            raise ValueError(msg) from e
-        _check_whole(f"max_stage_tokens[{stage.value!r}]", value, low=1)
-        limits[stage] = value
-    return limits
-
-
-def _check_whole(name: str, value: object, *, low: int | None) -> None:
-    """``value`` must be a whole number (not a bool), of at least ``low`` when given."""
-    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if not whole or (low is not None and int(value) < low):  # type: ignore[call-overload]
-        bound = f" of at least {low}" if low is not None else ""
-        msg = f"{name} must be a whole number{bound}, got {value!r}."
-        raise ValueError(msg)
-
-
-def _check_number(name: str, value: object, *, low: float, high: float | None = None) -> None:
-    """``value`` must be a real number (not a bool) in ``[low, high]``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value:
-        msg = f"{name} must be a number, got {value!r}."
-        raise ValueError(msg)
-    number = float(value)  # type: ignore[arg-type]
-    if number < low or (high is not None and number > high):
-        bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
-        msg = f"{name} must be {bounds}, got {value!r}."
-        raise ValueError(msg)
+        limits = self.stage_tokens
+        return sum(limits[s] for s in span)

@@ -153,6 +153,9 @@ class VLMBackend(ABC):
     """The model's name, reported in ``response_metadata["model_name"]``."""
     supports_choice: bool = False
     """Whether :meth:`choose` reads a verdict from one forward pass."""
+    gives_logprobs: bool | None = None
+    """Whether samples come with token log-probabilities; None when that is not known
+    before the model answers (a server not probed yet, a LangChain chat model)."""
 
     @abstractmethod
     def sample(self, requests: Sequence[SampleRequest]) -> list[list[Sample]]:
@@ -161,6 +164,16 @@ class VLMBackend(ABC):
     async def asample(self, requests: Sequence[SampleRequest]) -> list[list[Sample]]:
         """Async :meth:`sample`."""
         return await asyncio.to_thread(self.sample, requests)
+
+    def tokens_left(self, conversation: Conversation, prefix: str) -> int | None:
+        """How many new tokens fit in the model's context after ``conversation`` and ``prefix``.
+
+        The search asks with every stage's tags as the prefix, before its first token: a
+        request with no room for an answer, or with stage limits that cannot fit, fails
+        there, and the answer's token budget is kept within the room. None (the default)
+        when the backend cannot tell; a server reports its own limit.
+        """
+        return None
 
     def choose(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
         """Score each request's options from one forward pass."""

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, get_args
+
+from langchain_llava_cot.judges import BuiltinJudge
+from langchain_llava_cot.options import ADAPTIVE_STRATEGIES, STRATEGIES, SearchOptions
 
 __all__ = [
     "ADAPTIVE_SUFFIX",
@@ -32,11 +36,17 @@ class StrategySpec:
         return f"{self.strategy}{ADAPTIVE_SUFFIX if self.adaptive else ''}:{self.judge}:{self.candidates}"
 
 
-SEARCHES: tuple[str, ...] = ("best_of_n", "stage_beam", "vote", "retrace")
+_GRID_ORDER = ("best_of_n", "stage_beam")
+SEARCHES: tuple[str, ...] = (*_GRID_ORDER, *(s for s in STRATEGIES if s not in ("greedy", *_GRID_ORDER)))
+"""The searches an eval can name: every strategy but greedy (the grid's two first)."""
 ADAPTIVE_SUFFIX = "+adaptive"
 """Appended to ``stage_beam`` or ``retrace`` in a spec: sample each step in rounds."""
-JUDGES: tuple[str, ...] = ("verifier", "pairwise", "likelihood", "vote")
-"""The judges an eval can name (the human judge needs a person)."""
+_JUDGE_ORDER = ("verifier", "pairwise", "likelihood")
+JUDGES: tuple[str, ...] = (
+    *_JUDGE_ORDER,
+    *(j for j in get_args(BuiltinJudge) if j not in ("human", *_JUDGE_ORDER)),
+)
+"""The judges an eval can name: every built-in one but the human judge, which needs a person."""
 
 
 def parse_strategy(text: str) -> StrategySpec:
@@ -49,7 +59,7 @@ def parse_strategy(text: str) -> StrategySpec:
     parts = text.split(":")
     search = parts[0].removesuffix(ADAPTIVE_SUFFIX)
     adaptive = parts[0].endswith(ADAPTIVE_SUFFIX)
-    known = search in SEARCHES and (not adaptive or search in ("stage_beam", "retrace"))
+    known = search in SEARCHES and (not adaptive or search in ADAPTIVE_STRATEGIES)
     if len(parts) != 3 or not known or parts[1] not in JUDGES:
         msg = (
             f"Unknown strategy {text!r}. Write 'greedy' or STRATEGY:JUDGE:N with STRATEGY "
@@ -64,15 +74,23 @@ def parse_strategy(text: str) -> StrategySpec:
     if n < 1:
         msg = f"N in {text!r} must be a whole number of at least 1, e.g. stage_beam:verifier:4."
         raise ValueError(msg)
+    checks: dict[str, Any] = {"strategy": search, "candidates": n, "judge": parts[1], "adaptive": adaptive}
+    try:
+        SearchOptions(**checks)  # the search's own checks (candidates' cap, a judge the search can use)
+    except ValueError as e:  # pydantic's ValidationError is one
+        from langchain_llava_cot.cli import one_line
+
+        msg = f"{text}: {one_line(e)}"
+        raise ValueError(msg) from e
     return StrategySpec(search, n, parts[1], adaptive)
 
 
 def default_strategies(judge: str | None = None) -> tuple[str, ...]:
-    """The quick set: greedy, and both searches at N=4 with ``judge`` (None: ChatLlavaCoT's default)."""
+    """The quick set: greedy, and both searches at N=4 with ``judge`` (None: the demo model's default)."""
     if judge is None:
-        from langchain_llava_cot.options import DEFAULT_JUDGE
+        from langchain_llava_cot.judges import DEMO_JUDGE
 
-        judge = DEFAULT_JUDGE
+        judge = DEMO_JUDGE
     return ("greedy", f"best_of_n:{judge}:4", f"stage_beam:{judge}:4")
 
 

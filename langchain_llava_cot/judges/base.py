@@ -2,7 +2,8 @@
 
 A judge reads a :class:`JudgeTask` (the request, the stages chosen so far, the
 candidates) and returns a :class:`Verdict` (the winner's index, the comparisons it made,
-its token usage, and each candidate's score for judges that score). :func:`best_index`
+its token usage, each candidate's score for judges that score, and each step's score
+(:class:`StepScore`) for judges that score steps). :func:`best_index`
 and :func:`ranked` order candidates by score, ties broken by mean token log-probability;
 :func:`reads_logits` tells model judges whether to read a verdict from one forward pass.
 """
@@ -20,7 +21,17 @@ from langchain_llava_cot.backends.base import VLMBackend
 from langchain_llava_cot.conversation import Conversation
 from langchain_llava_cot.stages import Stage
 
-__all__ = ["Comparison", "Judge", "JudgeTask", "Verdict", "best_index", "ranked", "reads_logits"]
+__all__ = [
+    "Comparison",
+    "Judge",
+    "JudgeTask",
+    "StepScore",
+    "Verdict",
+    "best_index",
+    "check_verdict_tokens",
+    "ranked",
+    "reads_logits",
+]
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,14 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class StepScore:
+    """One step of a candidate, as a process judge split it, and its score (higher is better)."""
+
+    text: str
+    score: float
+
+
+@dataclass(frozen=True)
 class Verdict:
     """A judge's choice and how it was reached."""
 
@@ -58,6 +77,9 @@ class Verdict:
     calls: int = 0
     scores: tuple[float | None, ...] = ()
     """Each candidate's score, for judges that score (higher is better)."""
+    step_scores: tuple[tuple[StepScore, ...] | None, ...] = ()
+    """Each candidate's steps and their scores, for judges that score steps (process reward
+    models, the verifier on whole answers); ``scores`` aggregates them."""
 
 
 class Judge(ABC):
@@ -67,6 +89,9 @@ class Judge(ABC):
     scores: bool = False
     """Whether its verdicts score every candidate (``Verdict.scores``): what vote weights,
     retracing and adaptive width read."""
+    asks_a_person: bool = False
+    """Whether it interrupts the graph for a person's choice: the graph then needs a
+    checkpointer, and the run a resume."""
 
     @abstractmethod
     def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
@@ -81,6 +106,10 @@ class Judge(ABC):
             msg = f"The {self.name!r} judge does not score candidates."
             raise TypeError(msg)
         return self.select(task, backend)
+
+    def describe(self) -> dict[str, str]:
+        """Which judge this is and why it judges: the run's ``record["judge"]``."""
+        return {"name": self.name, "reason": "named by the judge option"}
 
     def vote_weight(self, score: float) -> float:
         """How much a candidate with ``score`` counts in a weighted vote.
@@ -119,3 +148,10 @@ def reads_logits(backend: VLMBackend, read_logits: bool | None) -> bool:
         msg = f"{type(backend).__name__} cannot score choices; set read_logits=None or False."
         raise ValueError(msg)
     return read_logits
+
+
+def check_verdict_tokens(value: object) -> None:
+    """A written verdict's token limit must be a whole number of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        msg = f"max_verdict_tokens must be a whole number of at least 1 got {value!r}."
+        raise ValueError(msg)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -29,13 +30,14 @@ class FunctionJudge(Judge):
     def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
         """Call the function and check its answer."""
         winner = yield FunctionCall(self.function, task)
-        if not isinstance(winner, int) or not 0 <= winner < len(task.candidates):
+        whole = isinstance(winner, numbers.Integral) and not isinstance(winner, bool)  # numpy's too
+        if not whole or not 0 <= int(winner) < len(task.candidates):  # type: ignore[call-overload]
             msg = (
                 f"Judge function returned {winner!r}; it must return the index (0 to "
-                f"{len(task.candidates) - 1}) of the best candidate."
+                f"{len(task.candidates) - 1}) of the best candidate, a whole number (not a bool)."
             )
             raise ValueError(msg)
-        return Verdict(winner, calls=1)
+        return Verdict(int(winner), calls=1)  # type: ignore[call-overload]
 
 
 @dataclass

@@ -39,6 +39,7 @@ class HumanJudge(Judge):
     """
 
     name: str = field(default="human", init=False)
+    asks_a_person: bool = field(default=True, init=False)
 
     def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
         """Interrupt with the candidates; on resume, check and return the person's choice."""

@@ -20,7 +20,14 @@ from dataclasses import dataclass, field, replace
 
 from langchain_llava_cot._calls import ChoiceCall, SampleCall, Step
 from langchain_llava_cot.backends.base import SampleRequest, VLMBackend
-from langchain_llava_cot.judges.base import Comparison, Judge, JudgeTask, Verdict, reads_logits
+from langchain_llava_cot.judges.base import (
+    Comparison,
+    Judge,
+    JudgeTask,
+    Verdict,
+    check_verdict_tokens,
+    reads_logits,
+)
 from langchain_llava_cot.judges.prompts import pairwise_prompt, parse_verdict, verdict_choice
 from langchain_llava_cot.judges.verifier import VerifierJudge
 from langchain_llava_cot.stages import Stage
@@ -50,6 +57,9 @@ class PairwiseJudge(Judge):
     backend: VLMBackend | None = None
     """The model that judges; None uses the search's own backend."""
     name: str = field(default="pairwise", init=False)
+
+    def __post_init__(self) -> None:
+        check_verdict_tokens(self.max_verdict_tokens)
 
     def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
         """Run the pre-check (reasoning), then the knockout, one batched backend call per round."""

@@ -28,11 +28,14 @@ class StageJudges(Judge):
     default: JudgeSpec = "likelihood"
     name: str = "stage_judges"
     scores: bool = field(default=False, init=False)
+    asks_a_person: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self._by_stage = {_stage_key(key): resolve_judge(spec) for key, spec in self.judges.items()}
         self._default = resolve_judge(self.default)
-        self.scores = all(judge.scores for judge in (*self._by_stage.values(), self._default))
+        judges = (*self._by_stage.values(), self._default)
+        self.scores = all(judge.scores for judge in judges)
+        self.asks_a_person = any(judge.asks_a_person for judge in judges)
 
     def judge_of(self, stage: Stage | None) -> Judge:
         """The judge of ``stage`` (None: whole answers)."""

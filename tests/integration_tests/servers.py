@@ -60,30 +60,59 @@ def running_server(
 
     Fails the test, with the end of the server's log, if it exits or is not ready in time.
     """
-    name = Path(command[0]).name
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=cwd, env=dict(env), stdout=log, stderr=subprocess.STDOUT)
+    with running_servers([(command, ready_url, log_path)], env=env, cwd=cwd, timeout=timeout):
+        yield
+
+
+@contextmanager
+def running_servers(
+    servers: Sequence[tuple[Sequence[str], str, Path]],
+    *,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    timeout: float = 90,
+) -> Iterator[None]:
+    """Start every ``(command, ready_url, log_path)`` at once, wait until all answer 200, then yield.
+
+    They start side by side, so slow starts overlap; all are terminated afterwards. Fails the
+    test, with the end of a server's log, if one exits or is not ready in time.
+    """
+    processes = []
     try:
+        for command, _, log_path in servers:
+            with open(log_path, "wb") as log:
+                processes.append(
+                    subprocess.Popen(command, cwd=cwd, env=dict(env), stdout=log, stderr=subprocess.STDOUT)
+                )
         deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"{name} exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(ready_url, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"{name} was not ready within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.25)
+        for process, (command, ready_url, log_path) in zip(processes, servers):
+            _wait_until_ready(process, Path(command[0]).name, ready_url, log_path, deadline, timeout)
         yield
     finally:
-        process.terminate()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_until_ready(
+    process: subprocess.Popen, name: str, ready_url: str, log_path: Path, deadline: float, timeout: float
+) -> None:
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"{name} exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            if httpx.get(ready_url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{name} was not ready within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.25)
 
 
 def served_eval(
@@ -110,8 +139,10 @@ def served_eval(
             open_now[0] -= 1
 
     monkeypatch.setattr(openai_backend, "apost_within", counted)
+    # 8 questions in flight wait in the server's queue (llama-server answers 4 at once) on CPU cores
+    # shared with other work: a reply may take minutes, queueing included, where alone it takes a second.
     report = run_eval(
         data=data, base_url=f"{url}/v1", served_model="demo", strategies=["greedy", "best_of_n:likelihood:4"],
-        concurrency=8, output_dir=folder / "out", progress=False, max_stage_tokens=STAGE_LIMITS,
+        concurrency=8, output_dir=folder / "out", progress=False, max_stage_tokens=STAGE_LIMITS, timeout=240,
     )  # fmt: skip
     return report, most[0]

@@ -104,7 +104,6 @@ def test_stop_string_cuts_text_and_tokens(backend: TransformersBackend) -> None:
 
 
 def test_single_token_stops_end_rows_by_token_id(backend: TransformersBackend) -> None:
-    from langchain_llava_cot.backends.transformers.decoding import _RowStops
 
     tokenizer = backend._prompts.tokenizer
     tag = tokenizer.convert_tokens_to_ids("</CAPTION>")
@@ -116,7 +115,7 @@ def test_single_token_stops_end_rows_by_token_id(backend: TransformersBackend) -
         ),  # several tokens: decoded
         SampleRequest(RED_CIRCLE, "<CAPTION>", stop=("</CAPTION>",), max_new_tokens=50),
     ]
-    stops = _RowStops(2, rows, backend._decoder.decode, backend._decoder.single_token_id)
+    stops = backend._decoder.stops(2, rows)
     step = torch.tensor([[9, 9, *text_ids[:-1], tag]] * 3)
     assert backend._decoder.single_token_id("</CAPTION>") == tag
     assert backend._decoder.single_token_id("circle") is None
@@ -269,3 +268,40 @@ def test_our_calls_raise_no_future_warning_from_transformers(tiny_vlm_path: Path
         warnings.simplefilter("error", FutureWarning)
         message = llm.invoke([HumanMessage(content="How many circles?")])
     assert message.response_metadata["llava_cot"]["steps"]
+
+
+def test_a_request_with_no_room_for_an_answer_fails_before_the_first_token(
+    tiny_llava_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fifty pictures, or stage limits beyond the context, fail at once, not after three stages."""
+    from langchain_llava_cot import ChatLlavaCoT
+    from langchain_llava_cot.images import image_message
+
+    llm = ChatLlavaCoT(model=str(tiny_llava_path), strategy="greedy")
+    backend = llm.get_backend()
+    calls: list[object] = []
+    monkeypatch.setattr(backend, "sample", lambda requests: calls.append(requests))
+    block = image_message(png("red"), "?").content[0]
+    many = HumanMessage(content=[block] * 50 + [{"type": "text", "text": "How many red circles?"}])
+    with pytest.raises(ValueError, match="fewer than one per stage"):
+        llm.invoke([many])
+    one = image_message(png("red"), "How many red circles?")
+    with pytest.raises(ValueError, match=r"answer may take 4,096 tokens .* but only [\d,]+ fit"):
+        llm.invoke([one], max_stage_tokens=1024)
+    assert calls == []
+
+
+def test_a_long_question_gets_the_room_its_context_leaves(tiny_llava_path: Path) -> None:
+    """With the default stage limits, the answer's budget is what the context leaves after the prompt."""
+    from langchain_llava_cot import ChatLlavaCoT
+
+    llm = ChatLlavaCoT(model=str(tiny_llava_path), strategy="greedy")
+    backend = llm.get_backend()
+    limit = backend.context_length
+    assert limit is not None
+    question = "How many circles? " * (limit // 12)
+    room = backend.tokens_left(Conversation((Turn("user", question),)), "")
+    assert room is not None and 100 < room < 1152  # less than the stages' default limits (1,152)
+    message = llm.invoke([HumanMessage(question)])
+    spent = message.usage_metadata["output_tokens"]
+    assert 0 < spent <= room

@@ -263,9 +263,12 @@ def test_unsupported_message_type():
         ({"beam": 3}, ValueError, "Extra inputs are not permitted"),
         ({"judge": "oracle"}, ValueError, "Unknown judge"),
         ({"candidates": 1000}, ValueError, "above the cap of 64"),
-        ({"candidates": True}, ValueError, "candidates must be a number, not True"),
+        ({"candidates": True}, ValueError, "candidates must be a whole number of at least 1, got True"),
         ({"temperature": -1}, ValueError, "temperature must be at least 0"),
-        ({"top_p": 2}, ValueError, "top_p must be from"),
+        ({"top_p": 2}, ValueError, "top_p must be above 0.0 and at most 1.0"),
+        ({"timeout": float("inf")}, ValueError, "timeout must be a finite number"),
+        ({"timeout": float("nan")}, ValueError, "timeout must be a finite number"),
+        ({"timeout": 0}, ValueError, "timeout must be above 0.0"),
         ({"max_stage_tokens": {"caption": -5}}, ValueError, "must be a whole number of at least 1"),
     ],
 )
@@ -316,17 +319,3 @@ def test_tools_prompt_opens_the_system_turn_unless_the_template_renders_tools():
     )
     assert to_chat_messages(conversation)[0]["content"][-1]["text"] == "TOOLS\n\nBe brief."
     assert to_chat_messages(conversation, tools_in_template=True)[0]["content"][-1]["text"] == "Be brief."
-
-
-def test_every_search_option_is_an_option_of_the_chat_model():
-    import dataclasses
-
-    from langchain_llava_cot.chat_models import _SEARCH_OPTIONS
-    from langchain_llava_cot.options import SearchContext
-
-    given = {f.name for f in dataclasses.fields(SearchContext) if f.init} - {"backend"}
-    assert given - set(ChatLlavaCoT.model_fields) == set()
-    llm = ChatLlavaCoT(backend=ScriptedBackend({}), strategy="retrace", keep=3, retrace_z=1.0)
-    context = llm.search_context()
-    assert (context.strategy, context.keep, context.retrace_z) == ("retrace", 3, 1.0)
-    assert {"strategy", "keep", "adaptive"} <= set(_SEARCH_OPTIONS)

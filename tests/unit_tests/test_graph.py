@@ -1,8 +1,10 @@
 import asyncio
+from dataclasses import replace
 
 import pytest
 from fakes import SCRIPT, ScriptedBackend, prefers_three
 
+from langchain_llava_cot.backends.base import Sample
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.graph import build_graph
 from langchain_llava_cot.options import SearchContext
@@ -111,6 +113,33 @@ def test_candidate_that_skips_to_another_stage_is_cut_at_that_tag():
     script = dict(SCRIPT, **{Stage.CAPTION: [" red <REASONING> so 3 </REASONING>"]})
     state = run(SearchContext(backend=ScriptedBackend(script), strategy="greedy"))
     assert state["chosen"]["caption"] == "red"
+    caption = state["steps"][1]["candidates"][0]
+    assert caption["problems"] == ["<CAPTION> ended at <REASONING> instead of </CAPTION>; cut there"]
+
+
+class StoppingBackend(ScriptedBackend):
+    """A server's continuation: it ended its turn ("stop") without the stage's closing tag."""
+
+    def _sample_one(self, request):
+        return [replace(s, finish_reason="stop") for s in super()._sample_one(request)]
+
+
+def test_a_continuation_that_starts_with_another_stages_tag_is_an_empty_stage_with_its_problems():
+    script = dict(SCRIPT, **{Stage.CAPTION: [" <REASONING> so three"]})
+    state = run(SearchContext(backend=StoppingBackend(script), strategy="greedy"))
+    caption = state["steps"][1]["candidates"][0]
+    assert caption["text"] == "" and not caption["closed"]
+    assert caption["problems"] == [
+        "<CAPTION> ended at <REASONING> instead of </CAPTION>; cut there",
+        "<CAPTION> is empty",
+    ]
+
+
+def test_a_continuation_the_server_stopped_at_the_closing_tag_is_clean():
+    script = dict(SCRIPT, **{Stage.CAPTION: [" three red circles"]})  # the server cut the stop string off
+    state = run(SearchContext(backend=StoppingBackend(script), strategy="greedy"))
+    caption = state["steps"][1]["candidates"][0]
+    assert caption["closed"] and caption["problems"] == []
 
 
 def test_malformed_candidates_still_compete_and_lose_to_the_better_one():
@@ -134,7 +163,53 @@ def test_token_budget_limits_later_stages():
     backend = ScriptedBackend(SCRIPT)
     run(SearchContext(backend=backend, strategy="greedy", max_tokens=6))
     limits = [call[0].max_new_tokens for call in backend.sample_calls]
-    assert limits == [6, 2, 1, 1]  # summary spends 4 words, caption 3: the budget is spent
+    assert limits == [3, 1, 1, 1]  # one token kept for each later stage; this fake overspends its limits
+
+
+class FillingBackend(ScriptedBackend):
+    """Writes exactly as many tokens as it may, never closing a stage: the budget's worst case."""
+
+    room: int | None = None
+    """The context's room after the request alone (None: unknown); each word of the prefix takes one."""
+
+    def tokens_left(self, conversation, prefix):
+        return None if self.room is None else self.room - prefix.split().count("w")
+
+    def _sample_one(self, request):
+        tokens = request.max_new_tokens
+        return [Sample(" w" * tokens, "length", (-1.0,) * tokens, 10, tokens)] * request.n
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "stage_beam"])
+@pytest.mark.parametrize("max_tokens", [4, 5, 9, 100])
+def test_the_token_budget_is_never_overspent(strategy, max_tokens):
+    """Stage by stage. (A best_of_n answer that lacks stages is completed with a token per stage.)"""
+    backend = FillingBackend({})
+    context = SearchContext(backend=backend, strategy=strategy, candidates=2, max_tokens=max_tokens)
+    state = run(context)
+    spent = sum(step["candidates"][step["winner"]]["completion_tokens"] for step in state["steps"])
+    assert len(STAGES) <= spent <= max_tokens
+
+
+def test_the_model_context_bounds_the_answer_and_a_request_too_long_fails_before_the_first_token():
+    backend = FillingBackend({})
+    backend.room = 50  # less than the default stage limits: the answer gets the room, no more
+    state = run(SearchContext(backend=backend, strategy="greedy"))
+    assert sum(step["candidates"][0]["completion_tokens"] for step in state["steps"]) <= 50
+    backend.room = 3  # not one token per stage
+    with pytest.raises(ValueError, match="room for 3 new tokens, fewer than one per stage"):
+        run(SearchContext(backend=backend, strategy="greedy"))
+    backend.room = 500
+    with pytest.raises(ValueError, match="answer may take 2,048 tokens.*only 500 fit"):
+        run(SearchContext(backend=backend, strategy="greedy", max_stage_tokens=512))
+    assert len(backend.sample_calls) == 4  # only the first run sampled
+
+
+def test_a_human_judge_without_a_checkpointer_fails_before_sampling():
+    backend = ScriptedBackend(SCRIPT)
+    with pytest.raises(ValueError, match="compile the graph with a checkpointer"):
+        run(SearchContext(backend=backend, judge="human"))
+    assert not backend.sample_calls
 
 
 def test_stop_strings_apply_to_the_conclusion_only():
@@ -199,12 +274,12 @@ def test_missing_context_is_a_clear_error():
         ({"candidates": 0}, "candidates must be a whole number of at least 1"),
         ({"strategy": "mcts"}, "Unknown strategy"),
         ({"max_stage_tokens": {"epilogue": 3}}, "unknown stage"),
-        ({"max_tokens": 0}, "max_tokens must be a whole number of at least 1"),
+        ({"max_tokens": 3}, "max_tokens must be a whole number of at least 4"),
         ({"candidates": True}, "candidates must be a whole number"),
         ({"candidates": 1000}, "above the cap of 64"),
         ({"temperature": -1}, "temperature must be at least 0"),
-        ({"temperature": "hot"}, "temperature must be a number"),
-        ({"top_p": 1.5}, "top_p must be from 0.0 to 1.0"),
+        ({"temperature": "hot"}, "temperature must be a finite number"),
+        ({"top_p": 1.5}, "top_p must be above 0.0 and at most 1.0"),
         ({"top_p": 0}, "top_p must be above 0"),
         ({"max_stage_tokens": {"reasoning": 0}}, r"max_stage_tokens\['reasoning'\] must be a whole number"),
         ({"max_stage_tokens": True}, "max_stage_tokens must be a whole number"),

@@ -106,8 +106,13 @@ def test_likelihood_judge_picks_highest_mean_logprob():
 
 
 def test_likelihood_judge_without_logprobs_says_what_to_do():
-    with pytest.raises(ValueError, match="judge='pairwise'"):
+    with pytest.raises(ValueError, match="judge='auto' or 'pairwise'"):
         drive(LikelihoodJudge().select(task(["a", "b"], (None, None)), None), None)
+
+
+def test_a_candidate_without_logprobs_ranks_last_under_likelihood():
+    verdict = drive(LikelihoodJudge().select(task(["", "b", "c"], (None, -3.0, -1.0)), None), None)
+    assert verdict.winner == 2 and verdict.scores == (None, -3.0, -1.0)
 
 
 def test_function_judge_sync_and_async():
@@ -123,10 +128,23 @@ def test_function_judge_sync_and_async():
         drive(FunctionJudge(pick_last).select(task(["a", "b"]), backend), backend)
 
 
-@pytest.mark.parametrize("garbage", [7, -1, "1", None])
+@pytest.mark.parametrize("garbage", [7, -1, "1", None, True, False, 1.0])
 def test_function_judge_returning_garbage_is_rejected(garbage):
     with pytest.raises(ValueError, match="must return the index"):
         drive(FunctionJudge(lambda t: garbage).select(task(["a", "b"]), None), None)
+
+
+def test_function_judge_may_return_a_numpy_integer():
+    numpy = pytest.importorskip("numpy")
+    verdict = drive(FunctionJudge(lambda t: numpy.int64(1)).select(task(["a", "b"]), None), None)
+    assert verdict.winner == 1 and type(verdict.winner) is int
+
+
+@pytest.mark.parametrize("judge", [VerifierJudge, PairwiseJudge])
+@pytest.mark.parametrize("tokens", [0, -3, True, 2.5])
+def test_a_verdict_token_limit_that_cannot_hold_a_verdict_is_refused_at_once(judge, tokens):
+    with pytest.raises(ValueError, match="max_verdict_tokens must be a whole number of at least 1"):
+        judge(max_verdict_tokens=tokens)
 
 
 def test_unknown_judge_name():

@@ -122,3 +122,47 @@ def test_a_text_reward_model_judges_what_it_can_read(reward_model_dir):
     assert isinstance(judge.judge_of(Stage.REASONING), RewardModelJudge)
     assert isinstance(judge.judge_of(None), RewardModelJudge)  # whole answers
     assert judge.judge_of(Stage.CAPTION).name == "likelihood"  # it cannot see the picture
+
+
+def test_max_length_is_capped_to_the_models_positions(tmp_path):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(DEMO_MODEL_PATH)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=1, n_head=2, num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    GPT2ForSequenceClassification(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    judge = RewardModelJudge(tmp_path)  # max_length 2048 asked; the model has 128 positions
+    assert judge.max_length == 128
+    long = task("a b " * 200 + "three", "a b " * 200 + "two")
+    scores = drive(judge.score(long, None), None).scores
+    assert len(scores) == 2 and all(isinstance(s, float) for s in scores)
+
+
+def test_a_missing_reward_model_folder_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        RewardModelJudge(tmp_path / "no-such-model")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        RewardModelJudge(str(tmp_path / "no" / "such" / "model"))
+
+
+def test_pickled_weights_load_only_when_allowed(reward_model_dir, tmp_path):
+    pickled = tmp_path / "pickled"
+    model = LlamaForSequenceClassification.from_pretrained(reward_model_dir)
+    model.config.save_pretrained(pickled)
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")  # the old, pickled format
+    AutoTokenizer.from_pretrained(reward_model_dir).save_pretrained(pickled)
+    assert (pickled / "pytorch_model.bin").is_file() and not list(pickled.glob("*.safetensors"))
+    with pytest.raises(ValueError, match="safetensors only.*allow_pickle=True"):
+        RewardModelJudge(pickled)
+    judge = RewardModelJudge(pickled, allow_pickle=True)
+    assert drive(judge.score(task("two", "three"), None), None).scores
+
+
+@pytest.mark.parametrize("options", [{"max_length": 0}, {"batch_size": 0}, {"max_length": True}])
+def test_bad_reward_model_options_are_refused(reward_model_dir, options):
+    with pytest.raises(ValueError, match="must be a whole number of at least 1"):
+        RewardModelJudge(reward_model_dir, **options)

@@ -11,6 +11,8 @@ from fakes import SCRIPT, ScriptedBackend, prefers_three
 from langgraph.checkpoint.sqlite import SqliteSaver
 from PIL import Image
 
+from langchain_llava_cot.demo import DEMO_MODEL_PATH
+from langchain_llava_cot.deployment import Deployment
 from langchain_llava_cot.options import SearchContext
 from langchain_llava_cot.state import checkpoint_serializer
 
@@ -111,8 +113,98 @@ def test_a_bad_image_fails_before_any_model_call():
     assert not backend.sample_calls
 
 
-def test_context_from_json_names_the_model_instead_of_a_backend():
-    context = SearchContext(**{"model": "/some/model", "strategy": "greedy", "judge": "human", "stop": ["x"]})
-    assert context.backend is None and context.model == "/some/model" and context.stop == ("x",)
-    with pytest.raises(ValueError, match="name the served model"):
-        SearchContext(base_url="http://127.0.0.1:1/v1")
+# --- the trust boundary: the deployer configures, a client chooses within it ---------------
+
+
+class CountingFactory:
+    """Makes a scripted backend per model name, and counts what it was asked to load."""
+
+    def __init__(self):
+        self.loaded = []
+
+    def __call__(self, model):
+        self.loaded.append(model)
+        return ScriptedBackend(SCRIPT, model_name=model)
+
+
+def served(**deployment_options):
+    factory = CountingFactory()
+    deployment = Deployment(models=("small", "large"), make_backend=factory, **deployment_options)
+    return make_graph(deployment), factory
+
+
+def ask(graph, context):
+    return graph.invoke({"messages": [user_message("How many red circles?", png_base64(4))]}, context=context)
+
+
+def test_a_client_chooses_the_search_and_one_of_the_deployers_models():
+    graph, factory = served()
+    state = ask(graph, {"model": "large", "strategy": "greedy", "judge": "likelihood"})
+    assert state["messages"][-1].response_metadata["model_name"] == "large"
+    assert factory.loaded == ["large"]
+    ask(graph, {})  # no model: the deployer's first
+    assert factory.loaded == ["large", "small"]
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({"base_url": "http://attacker.example/v1"}, "base_url is the deployer's choice"),
+        ({"device": "cuda:7"}, "device is the deployer's choice"),
+        ({"backend": "anything"}, "backend is the deployer's choice"),
+        ({"max_candidates": 1000, "candidates": 200}, "max_candidates is the deployer's choice"),
+        ({"model": "/etc"}, "model '/etc' is not served here: choose one of \\['small', 'large'\\]"),
+        ({"model": "../small"}, "is not served here"),
+        ({"candidates": 17}, "candidates=17 is above this server's cap of 16"),
+        ({"strategy": "retrace", "max_retraces": 4}, "max_retraces=4 is above this server's cap of 3"),
+        ({"max_stage_tokens": {"reasoning": 5000}}, "max_stage_tokens=5000 is above this server's cap"),
+        ({"judge": "human"}, "judge 'human' is not offered here"),
+        ({"temperature": "hot"}, "temperature must be a finite number"),
+        ({"adaptive": "false"}, "adaptive must be true or false"),
+    ],
+)
+def test_a_client_is_refused_what_the_deployer_did_not_allow_before_any_model_work(context, message):
+    graph, factory = served(judges=("likelihood", "pairwise"))
+    with pytest.raises(ValueError, match=message):
+        ask(graph, context)
+    assert factory.loaded == []
+
+
+def test_the_model_cache_is_bounded():
+    factory = CountingFactory()
+    deployment = Deployment(models=("a", "b", "c"), make_backend=factory, max_loaded_models=2)
+    for model in ("a", "b", "a", "c", "a"):
+        deployment.backend(model)
+    assert deployment.loaded_models == ("c", "a")
+    assert factory.loaded == ["a", "b", "c"]  # "a" stayed loaded: it was used last before "c" came
+
+
+def test_the_deployment_is_read_from_the_environment():
+    deployment = Deployment.from_env(
+        {
+            "LLAVA_COT_MODELS": "big, small",
+            "LLAVA_COT_BASE_URL": "http://127.0.0.1:8000/v1",
+            "LLAVA_COT_JUDGES": "likelihood,verifier",
+            "LLAVA_COT_MAX_CANDIDATES": "8",
+            "LLAVA_COT_MAX_LOADED_MODELS": "1",
+        }
+    )
+    assert deployment.models == ("big", "small") and deployment.base_url == "http://127.0.0.1:8000/v1"
+    assert (deployment.judges, deployment.max_candidates, deployment.max_loaded_models) == (
+        ("likelihood", "verifier"),
+        8,
+        1,
+    )
+    default = Deployment.from_env({})
+    assert default.models == (str(DEMO_MODEL_PATH),) and default.base_url is None
+    with pytest.raises(ValueError, match="LLAVA_COT_MAX_CANDIDATES must be a whole number"):
+        Deployment.from_env({"LLAVA_COT_MAX_CANDIDATES": "lots"})
+    with pytest.raises(ValueError, match="LLAVA_COT_JUDGES"):
+        Deployment.from_env({"LLAVA_COT_JUDGES": "oracle"})
+
+
+def test_the_client_context_schema_lists_the_refused_fields_so_none_is_dropped_silently():
+    schema = make_graph(Deployment(models=("m",), make_backend=CountingFactory())).get_context_jsonschema()
+    assert {"base_url", "device", "backend", "max_candidates", "model", "candidates"} <= set(
+        schema["properties"]
+    )

@@ -103,6 +103,16 @@ def test_adaptive_width_never_goes_below_one_or_above_n():
         SearchContext(backend=backend, adaptive=True, confidence=0.5, judge="pairwise")
 
 
+def test_one_candidate_never_agrees_with_itself():
+    backend = ScriptedBackend(SCRIPT)
+    context = SearchContext(backend=backend, candidates=3, adaptive=True, adaptive_start=1, confidence=1e9)
+    state = run(context)  # one candidate first; no score reaches the confidence, so the rest follow
+    assert [len(s["candidates"]) for s in state["steps"]] == [3, 3, 3, 3]
+    assert all(s["stopped_early"] is None for s in state["steps"])
+    with pytest.raises(ValueError, match="one candidate always agrees with itself"):
+        SearchContext(backend=backend, adaptive=True, adaptive_start=1)
+
+
 # --- retrace --------------------------------------------------------------------------------
 
 

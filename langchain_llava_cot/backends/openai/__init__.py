@@ -8,6 +8,7 @@
 - :mod:`.asking`: how a request is put to the server: messages, continuation or an explicit
   stage request, payloads;
 - :mod:`.replies`: how a reply is read back into samples and choice scores;
+- :mod:`.forced_calls`: a forced call's grammar on a server: its field, its stops, closing a cut call;
 - :mod:`.transport`: POSTs within a deadline, retries with backoff;
 - :mod:`.errors`: :class:`ServerError` and its subclasses, and which one an HTTP error reply is.
 """

@@ -106,7 +106,7 @@ def probe_plan(model: str) -> Plan[ServerCapabilities]:
         generation_config = not isinstance(config_reply, ServerError)
     first_token = _first_token(logprobs_reply)
     return ServerCapabilities(
-        n=_ok(n_reply) and len(n_reply.get("choices") or ()) >= 2,
+        n=_ok(n_reply) and isinstance(n_reply.get("choices"), list) and len(n_reply["choices"]) >= 2,
         stop=_ok(stop_reply),
         logprobs=first_token is not None,
         top_logprobs=bool(first_token and first_token.get("top_logprobs")),
@@ -118,20 +118,28 @@ def probe_plan(model: str) -> Plan[ServerCapabilities]:
     )
 
 
-def _content(reply: dict[str, Any]) -> str | None:
-    choices = reply.get("choices") or [{}]
-    return (choices[0].get("message") or {}).get("content")
+def _content(reply: dict[str, Any]) -> Any:
+    return _field(_field(_first_choice(reply), "message"), "content")
 
 
 def _ok(reply: Any) -> bool:
     return isinstance(reply, dict)
 
 
+def _first_choice(reply: Any) -> Any:
+    choices = reply.get("choices") if _ok(reply) else None
+    return choices[0] if isinstance(choices, list) and choices else None
+
+
+def _field(holder: Any, name: str) -> Any:
+    """``holder[name]`` when ``holder`` is an object; None for anything else a server may send."""
+    return holder.get(name) if isinstance(holder, dict) else None
+
+
 def _first_token(reply: Any) -> dict[str, Any] | None:
-    if not _ok(reply) or not reply.get("choices"):
-        return None
-    content = (reply["choices"][0].get("logprobs") or {}).get("content") or []
-    return content[0] if content else None
+    content = _field(_field(_first_choice(reply), "logprobs"), "content")
+    first = content[0] if isinstance(content, list) and content else None
+    return first if isinstance(first, dict) else None
 
 
 def _continued(plain: Any, continued: Any, finished: Any) -> bool:
@@ -140,14 +148,18 @@ def _continued(plain: Any, continued: Any, finished: Any) -> bool:
     Its prompt then lacks the end-of-turn and new-turn tokens: it is shorter than the same
     message as a finished turn (vLLM's ``continue_final_message``), or, on a server that
     always continues a final assistant message (llama.cpp's assistant prefill), only the
-    one or two tokens of "OK" longer than the user turn alone.
+    one or two tokens of "OK" longer than the user turn alone. A server whose counts do not
+    grow with the prompt (the finished turn no longer than the user turn alone) tells nothing,
+    and is not taken to continue.
     """
-    if not (_ok(plain) and _ok(continued) and _ok(finished)):
+    alone, used, full = (_field(_field(r, "usage"), "prompt_tokens") for r in (plain, continued, finished))
+    counts = (alone, used, full)
+    if not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
         return False
-    alone, used, full = ((r.get("usage") or {}).get("prompt_tokens") for r in (plain, continued, finished))
-    if not (isinstance(alone, int) and isinstance(used, int) and isinstance(full, int)):
+    assert isinstance(alone, int) and isinstance(used, int) and isinstance(full, int)
+    if full <= alone:
         return False
-    return used < full or used - alone <= 2
+    return used < full or alone < used <= alone + 2
 
 
 def _probe_image() -> str:

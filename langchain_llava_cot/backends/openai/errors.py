@@ -64,13 +64,22 @@ def _error_message(response: httpx.Response) -> str:
     return json.dumps(body)[:300]
 
 
-def error_for(response: httpx.Response, payload: dict[str, Any], base_url: str) -> ServerError:
-    """The project error for an HTTP error reply, saying what to do about it."""
+def error_for(
+    response: httpx.Response, payload: dict[str, Any], base_url: str, path: str = "/chat/completions"
+) -> ServerError:
+    """The project error for an HTTP error reply to a POST to ``path``, saying what to do about it."""
     status, message, model = response.status_code, _error_message(response), payload.get("model")
+    models = "/models" if path == "/chat/completions" else "/v1/models"
     if _MODEL_MISSING.search(message):
         msg = (
             f"The server at {base_url} does not serve model {model!r} (HTTP {status}: {message}). "
-            f"Pass one of the served names as model=; GET {base_url}/models lists them."
+            f"Pass one of the served names as model=; GET {base_url}{models} lists them."
+        )
+        return ModelNotServedError(msg, status=status)
+    if status == 404 and path != "/chat/completions":
+        msg = (
+            f"HTTP 404 from {base_url}{path}: {message}. Serve the model with vLLM's pooling runner "
+            "(--runner pooling), and check base_url: the server's root, where vLLM serves /pooling."
         )
         return ModelNotServedError(msg, status=status)
     if status == 404:

@@ -10,6 +10,7 @@
 - :mod:`.vision_cache`: each distinct picture encoded once (an LRU cache of image features);
 - :mod:`.prefix_cache`: prompts' KV states by token ids, and the caches built from them;
 - :mod:`.decoding`: generation settings and seeds, where a row ends, its log-probabilities;
+- :mod:`.constrained`: forced tool calls under their grammar: masks, where a row ends, closing in time;
 - :mod:`.scoring`: options' log-probabilities for judges;
 - :mod:`.jobs`: request checks, grouping into shared calls, the worker's lifetime.
 """

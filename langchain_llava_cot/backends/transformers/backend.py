@@ -12,6 +12,7 @@
 - :mod:`.prefill`: prompts read once through the prefix KV cache (:mod:`.prefix_cache`),
   and its counters;
 - :mod:`.decoding`: generation settings and seeds, per-row stops, the cut samples;
+- :mod:`.constrained`: forced tool calls decoded under their grammar, each row ended and closed in time;
 - :mod:`.scoring`: the options' log-probabilities for judges;
 - :mod:`.jobs`: request checks, grouping into shared calls, the worker's lifetime.
 
@@ -46,6 +47,7 @@ Neither the model's generation config nor the processor is changed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import weakref
 from collections.abc import Iterable, Sequence
@@ -54,9 +56,9 @@ from pathlib import Path
 from typing import Any
 
 from langchain_llava_cot.backends._batching import BatchQueue, Job
-from langchain_llava_cot.backends._grammar import ToolCallGrammars
 from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
 from langchain_llava_cot.backends.transformers.attention import attention_of
+from langchain_llava_cot.backends.transformers.constrained import ToolCallGrammars
 from langchain_llava_cot.backends.transformers.decoding import Decoder, as_set, chosen_logprobs
 from langchain_llava_cot.backends.transformers.inputs import Inputs
 from langchain_llava_cot.backends.transformers.jobs import (
@@ -83,6 +85,7 @@ from langchain_llava_cot.backends.transformers.scoring import (
     choose_through_prefill,
 )
 from langchain_llava_cot.backends.transformers.vision_cache import image_token_id
+from langchain_llava_cot.conversation import Conversation
 
 __all__ = ["BackendSettings", "TransformersBackend"]
 
@@ -166,6 +169,7 @@ class TransformersBackend(VLMBackend):
     """
 
     supports_choice = True
+    gives_logprobs = True
 
     def __init__(
         self,
@@ -342,11 +346,30 @@ class TransformersBackend(VLMBackend):
         config = getattr(self._model.config, "text_config", None) or self._model.config
         return getattr(config, "max_position_embeddings", None)
 
+    def tokens_left(self, conversation: Conversation, prefix: str) -> int | None:
+        """New tokens that fit in the model's positions after the prompt (None: the config does not say)."""
+        limit = self.context_length
+        if limit is None:
+            return None
+        return limit - len(self._prompts.prompt(conversation, prefix).ids)
+
     def _prepared_samples(self, requests: Sequence[SampleRequest]) -> list[PreparedSample]:
-        """Each request checked and its prompt prepared, in the caller's thread."""
+        """Each request checked and its prompt prepared, in the caller's thread.
+
+        A continuation never runs past the model's positions: its ``max_new_tokens`` is cut
+        to what is left after the prompt.
+        """
         prepared = [self._prompts.sample(request) for request in checked_samples(requests)]
         self._check_fits(item.prompt.ids for item in prepared)
-        return prepared
+        limit = self.context_length
+        if limit is None:
+            return prepared
+        return [
+            dataclasses.replace(item, request=dataclasses.replace(item.request, max_new_tokens=left))
+            if (left := limit - len(item.prompt.ids)) < item.request.max_new_tokens
+            else item
+            for item in prepared
+        ]
 
     def _prepared_choices(self, requests: Sequence[ChoiceRequest]) -> list[PreparedChoice]:
         """Each choice's prompt and options prepared, in the caller's thread."""
@@ -416,11 +439,16 @@ class TransformersBackend(VLMBackend):
         with torch.inference_mode():
             inputs, prefilled = self._sample_inputs(items, prompts)
         prompt_length = inputs["input_ids"].shape[1]
-        stops = StoppingCriteriaList([self._decoder.stops(prompt_length, rows)])
-        constrained = {}
+        grammar = None
         if first.tool_call is not None:  # the group shares its constraint (see group_key)
-            processor = self._grammars.processor(first.tool_call, first.prefix)
-            constrained["logits_processor"] = LogitsProcessorList([processor])
+            limits = [row.max_new_tokens for row in rows]
+            grammar = self._grammars.processor(first.tool_call, first.prefix, limits, prompt_length)
+        row_stops = self._decoder.stops(prompt_length, rows, by_grammar=grammar is not None)
+        stops = StoppingCriteriaList([row_stops])
+        constrained = {}
+        if grammar is not None:  # the grammar masks each row's tokens and says where the row ends
+            stops.append(grammar.stopping())
+            constrained["logits_processor"] = LogitsProcessorList([grammar])
         self.generate_calls += 1
         with torch.inference_mode(), self._decoder.seeded(first):
             out = self._model.generate(
@@ -429,11 +457,13 @@ class TransformersBackend(VLMBackend):
         new_tokens = out.sequences[:, prompt_length:].tolist()
         logprobs = chosen_logprobs(out.logits, out.sequences[:, prompt_length:])
         prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
-        eos = as_set(settings.eos_token_id)
-        samples = [
-            self._decoder.cut(row_tokens, row_logprobs, request, eos, prompt)
-            for row_tokens, row_logprobs, request, prompt in zip(new_tokens, logprobs, rows, prompt_tokens)
-        ]
+        written = list(zip(new_tokens, logprobs, rows, prompt_tokens))
+        if grammar is None:
+            eos = as_set(settings.eos_token_id)
+            samples = [self._decoder.cut(t, lp, r, eos, p) for t, lp, r, p in written]
+        else:
+            cut = self._decoder.cut_at_grammar_end
+            samples = [cut(t, lp, r, end, p) for (t, lp, r, p), end in zip(written, grammar.ends)]
         if prefilled:
             self._prefill.keep_written(prompts, new_tokens, samples, output_cache(out), prompt_length)
         grouped, start = [], 0
