@@ -26,7 +26,9 @@ variable                        default                             what it sets
 ``LLAVA_COT_BASE_URL``          none: models run in-process         an OpenAI-compatible server
 ``LLAVA_COT_API_KEY``           none                                that server's key
 ``LLAVA_COT_DEVICE``            ``cpu``                             device of in-process models
-``LLAVA_COT_JUDGES``            every built-in judge                judges a client may name (none named: auto, else the first)
+``LLAVA_COT_JUDGES``            every built-in judge                judges a client may name (one
+                                                                    who names none gets auto, or
+                                                                    the first if auto is not listed)
 ``LLAVA_COT_MAX_CANDIDATES``    16                                  cap on ``candidates``
 ``LLAVA_COT_MAX_RETRACES``      3                                   cap on ``max_retraces``
 ``LLAVA_COT_MAX_STAGE_TOKENS``  1024                                cap on any stage's token limit

@@ -104,7 +104,8 @@ def test_stop_string_cuts_text_and_tokens(backend: TransformersBackend) -> None:
 
 
 def test_single_token_stops_end_rows_by_token_id(backend: TransformersBackend) -> None:
-    tokenizer = backend._inputs.tokenizer
+
+    tokenizer = backend._prompts.tokenizer
     tag = tokenizer.convert_tokens_to_ids("</CAPTION>")
     text_ids = tokenizer.encode(" red circle", add_special_tokens=False)
     rows = [
@@ -229,14 +230,14 @@ def test_tools_go_through_the_chat_template_when_it_has_a_tool_format(tiny_llava
         (Turn("user", "How many?", (png("red"),)),), tools_prompt=render_tools_prompt(tools), tools=tools
     )
     plain = TransformersBackend(tiny_llava_path)
-    assert "You can call these tools" in plain._inputs.prompt(conversation, "<SUMMARY>")
+    assert "You can call these tools" in plain._prompts.render(conversation, "<SUMMARY>")
 
     with_tool_format = TransformersBackend(tiny_llava_path)
-    template = with_tool_format._inputs.processor.chat_template
-    with_tool_format._inputs.processor.chat_template = (
+    template = with_tool_format._prompts.processor.chat_template
+    with_tool_format._prompts.processor.chat_template = (
         "{% if tools %}TOOLS {{ tools | tojson }}\n{% endif %}" + template
     )
-    prompt = with_tool_format._inputs.prompt(conversation, "<SUMMARY>")
+    prompt = with_tool_format._prompts.render(conversation, "<SUMMARY>")
     assert prompt.startswith('TOOLS [{"type": "function"') and "You can call these tools" not in prompt
 
 

@@ -89,3 +89,13 @@ def test_a_pictures_key_and_base64_are_made_once_per_picture():
     assert image_key.cache_info().misses == 1 and image_key.cache_info().hits == 4
     assert image_base64.cache_info().misses == 1
     assert image_key(encoded(size=(5, 5))) != image_key(data)
+
+
+def test_the_picture_validation_decodes_is_the_one_backends_get():
+    data = encoded(size=(7, 5), mode="P")
+    decode_image.cache_clear()
+    validate_image(data)
+    assert decode_image.cache_info().misses == 1
+    picture = decode_image(bytes(data))  # the same picture, arriving as another bytes object
+    assert decode_image.cache_info().misses == 1 and decode_image.cache_info().hits == 1
+    assert picture.mode == "RGB" and picture.size == (7, 5)

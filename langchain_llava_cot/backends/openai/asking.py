@@ -6,7 +6,7 @@
       -> :func:`how_to_ask`: continue the prefix as a final assistant message
          (``continue_final_message``) where the server honours it; else send the
          conversation alone when the prefix is only the first opening tag, or ask for
-         the stage explicitly (the chat-model backend's stage request)
+         the stage explicitly (the stage-asking protocol: :mod:`~langchain_llava_cot.backends.stage_asking`)
       -> :func:`sample_payloads` / :func:`choice_payload`: one payload with ``n``, or
          one per candidate with distinct seeds where ``n`` is ignored; ``stop``,
          ``logprobs``, ``seed`` only where honoured; a forced call's grammar where the
@@ -26,14 +26,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest
-from langchain_llava_cot.backends.langchain import (
+from langchain_llava_cot.backends.openai.capabilities import ServerCapabilities
+from langchain_llava_cot.backends.openai.forced_calls import server_grammar
+from langchain_llava_cot.backends.stage_asking import (
     StageAsk,
     prefix_request_text,
     read_prefix,
     stage_request_text,
 )
-from langchain_llava_cot.backends.openai.capabilities import ServerCapabilities
-from langchain_llava_cot.backends.openai.forced_calls import server_grammar
 from langchain_llava_cot.conversation import Conversation, laid_out
 from langchain_llava_cot.images import image_base64, image_mime_type
 

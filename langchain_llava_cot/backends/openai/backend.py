@@ -7,7 +7,7 @@ Request flow:
       -> :func:`~.asking.how_to_ask`: continue the prefix as a final assistant message
          (``continue_final_message``) where the server honours it; else send the
          conversation alone when the prefix is only the first opening tag, or ask for
-         the stage explicitly (the chat-model backend's stage request)
+         the stage explicitly (the stage-asking protocol: :mod:`~langchain_llava_cot.backends.stage_asking`)
       -> :func:`~.asking.sample_payloads` / :func:`~.asking.choice_payload`: one payload with
          ``n``, or one per candidate with distinct seeds where ``n`` is ignored; ``stop``,
          ``logprobs``, ``seed`` only where honoured; a forced call's grammar where the server
@@ -30,10 +30,10 @@ Response flow:
 
 Sync and async share one implementation: request planning is a generator that yields
 :class:`~.transport.Posts` and receives replies, and the retry loop is a generator that
-yields posts and sleeps; the backend's :class:`~.transport.Session` runs them with a sync
-``httpx.Client`` (threads for concurrency) for :meth:`OpenAICompatibleBackend.sample`, and
-with an ``httpx.AsyncClient`` for :meth:`~OpenAICompatibleBackend.asample`. No event loop
-is ever started.
+yields posts and sleeps; the backend's :class:`~.transport.Session` runs both with the
+package's one generator driver (:mod:`langchain_llava_cot._driving`): with a sync
+``httpx.Client`` (threads for concurrency) for :meth:`OpenAICompatibleBackend.sample`, with an
+``httpx.AsyncClient`` for :meth:`~OpenAICompatibleBackend.asample`. No event loop is ever started.
 """
 
 from __future__ import annotations

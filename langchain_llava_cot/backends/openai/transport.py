@@ -5,7 +5,8 @@ POST concurrently to one path) and receives the replies; the retry loop
 (:func:`post_attempts`) is a generator that yields posts and sleeps, retrying with
 exponential backoff on 429, 5xx and connection errors (:func:`_retry_delay`). Neither
 does any I/O, so sync and async HTTP share them: a :class:`Session` runs a plan with an
-``httpx.Client`` (threads for concurrency) or an ``httpx.AsyncClient``, each reply read
+``httpx.Client`` (threads for concurrency) or an ``httpx.AsyncClient`` through the package's one
+generator driver (:mod:`langchain_llava_cot._driving`), each reply read
 within one deadline (:func:`post_within`, :func:`apost_within`). The chat backend and the
 served reward models each hold one session.
 """
@@ -25,6 +26,7 @@ from typing import Any, TypeVar, Union
 
 import httpx
 
+from langchain_llava_cot._driving import adrive, drive
 from langchain_llava_cot.backends.openai.errors import (
     ServerError,
     ServerTimeoutError,
@@ -213,21 +215,11 @@ class Session:
 
     def run(self, plan: Plan[T]) -> T:
         """Run ``plan`` with sync HTTP (threads for concurrent posts)."""
-        try:
-            posts = next(plan)
-            while True:
-                posts = plan.send(self._post_all(posts))
-        except StopIteration as done:
-            return done.value
+        return drive(plan, self._post_all)
 
     async def arun(self, plan: Plan[T]) -> T:
         """Run ``plan`` with async HTTP."""
-        try:
-            posts = next(plan)
-            while True:
-                posts = plan.send(await self._apost_all(posts))
-        except StopIteration as done:
-            return done.value
+        return await adrive(plan, self._apost_all)
 
     def close(self) -> None:
         """Close the sync HTTP client (async clients close with :meth:`aclose`)."""
@@ -250,43 +242,37 @@ class Session:
 
     def _post_one(self, payload: dict[str, Any], posts: Posts) -> Any:
         client = self._sync_client()
-        attempts = post_attempts(payload, self.base_url, self.max_retries, posts.probe, posts.path)
-        try:
-            action = next(attempts)
-            while True:
-                if isinstance(action, Post):
-                    try:
-                        outcome: Any = post_within(client, action, self.seconds)
-                    except httpx.TransportError as e:
-                        outcome = e
-                else:
-                    time.sleep(action)
-                    outcome = None
-                action = attempts.send(outcome)
-        except StopIteration as done:
-            return done.value
+
+        def attempt(action: Post | float) -> Any:
+            if not isinstance(action, Post):
+                time.sleep(action)
+                return None
+            try:
+                return post_within(client, action, self.seconds)
+            except httpx.TransportError as e:
+                return e
+
+        return drive(
+            post_attempts(payload, self.base_url, self.max_retries, posts.probe, posts.path), attempt
+        )
 
     async def _apost_all(self, posts: Posts) -> list[Any]:
         state = self._loop_state()
         return list(await asyncio.gather(*(self._apost_one(state, p, posts) for p in posts.payloads)))
 
     async def _apost_one(self, state: _LoopState, payload: dict[str, Any], posts: Posts) -> Any:
+        async def attempt(action: Post | float) -> Any:
+            if not isinstance(action, Post):
+                await asyncio.sleep(action)
+                return None
+            try:
+                async with state.semaphore:
+                    return await apost_within(state.client, action, self.seconds)
+            except httpx.TransportError as e:
+                return e
+
         attempts = post_attempts(payload, self.base_url, self.max_retries, posts.probe, posts.path)
-        try:
-            action = next(attempts)
-            while True:
-                if isinstance(action, Post):
-                    try:
-                        async with state.semaphore:
-                            outcome: Any = await apost_within(state.client, action, self.seconds)
-                    except httpx.TransportError as e:
-                        outcome = e
-                else:
-                    await asyncio.sleep(action)
-                    outcome = None
-                action = attempts.send(outcome)
-        except StopIteration as done:
-            return done.value
+        return await adrive(attempts, attempt)
 
     def _sync_client(self) -> httpx.Client:
         with self._client_lock:
