@@ -29,7 +29,6 @@ value therefore fails the same way, before any model work, wherever it came from
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -40,6 +39,8 @@ from typing_extensions import Self
 
 from langchain_llava_cot.backends import cached_backend
 from langchain_llava_cot.backends.base import VLMBackend
+from langchain_llava_cot.bundled import DEMO_MODEL_PATH
+from langchain_llava_cot.checks import finite_number, true_or_false, whole_number
 from langchain_llava_cot.judges import AutoJudge, BuiltinJudge, Judge, VoteJudge, resolve_judge
 from langchain_llava_cot.stages import STAGES, Stage
 
@@ -108,57 +109,10 @@ def model_or_demo(model: str | Path | None) -> str | Path:
     """``model``, or the bundled demo model's folder when None: the one place that default lives."""
     if model:
         return model
-    from langchain_llava_cot.demo import DEMO_MODEL_PATH
-
     return DEMO_MODEL_PATH
 
 
 # --- the checks each option's declaration names ----------------------------------------------
-
-
-def whole_number(name: str, value: object, *, low: int | None = None, high: int | None = None) -> int:
-    """``value`` as an int: a whole number (numpy's too, never a bool) within ``[low, high]``."""
-    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    number = int(value) if whole else None  # type: ignore[call-overload]
-    if number is None or (low is not None and number < low) or (high is not None and number > high):
-        bounds = [f"of at least {low}"] if low is not None else []
-        bounds += [f"at most {high}"] if high is not None else []
-        msg = f"{name} must be a whole number{' ' if bounds else ''}{' and '.join(bounds)}, got {value!r}."
-        raise ValueError(msg)
-    return number
-
-
-def finite_number(
-    name: str,
-    value: object,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    above: float | None = None,
-) -> float:
-    """``value`` as a float: a finite real number (numpy's too, never a bool) in the bounds."""
-    try:
-        number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
-    except OverflowError:  # a whole number too large for a float
-        number = math.inf
-    if not math.isfinite(number):
-        msg = f"{name} must be a finite number, got {value!r}."
-        raise ValueError(msg)
-    too_low = (low is not None and number < low) or (above is not None and number <= above)
-    if too_low or (high is not None and number > high):
-        bounds = [f"at least {low}" if low is not None else "", f"above {above}" if above is not None else ""]
-        bounds.append(f"at most {high}" if high is not None else "")
-        msg = f"{name} must be {' and '.join(b for b in bounds if b)}, got {value!r}."
-        raise ValueError(msg)
-    return number
-
-
-def true_or_false(name: str, value: object) -> bool:
-    """``value`` if it is a bool: the text ``"false"`` is refused, not read as true."""
-    if not isinstance(value, bool):
-        msg = f"{name} must be true or false, got {value!r}."
-        raise ValueError(msg)
-    return value
 
 
 def checked(function: Callable[..., Any], *, none: bool = False, **bounds: Any) -> BeforeValidator:

@@ -63,7 +63,7 @@ class RewardModelJudge(ScoreJudge):
             allow_pickle: Also load weights saved as pickle (``pytorch_model.bin``), which
                 can run code when read; off: safetensors only.
         """
-        from langchain_llava_cot.options import whole_number
+        from langchain_llava_cot.checks import whole_number
 
         whole_number("max_length", max_length, low=1)
         whole_number("batch_size", batch_size, low=1)

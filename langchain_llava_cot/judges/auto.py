@@ -59,7 +59,7 @@ def model_kind(name: str) -> ModelKind:
     >>> model_kind("Xkev/Llama-3.2V-11B-cot"), model_kind("/models/llava-cot-11b"), model_kind("llava:34b")
     ('llava_cot', 'llava_cot', 'other')
     """
-    from langchain_llava_cot.demo import DEMO_MODEL_PATH
+    from langchain_llava_cot.bundled import DEMO_MODEL_PATH
 
     try:
         if Path(name).expanduser().resolve() == DEMO_MODEL_PATH.resolve():

@@ -15,20 +15,10 @@ import ast
 import re
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "langchain_llava_cot"
 WING = "the wing"
 TOP = "LangChain"
-
-KNOWN_CROSSINGS = {
-    ("langchain_llava_cot.options", "langchain_llava_cot.demo"): (
-        "options.py resolves the demo model's path; issue 28, step 1 resolves it once, above the engine"
-    ),
-}
-"""Imports that run against the layers today, each with the work that removes it."""
-
 
 def _layer_table() -> list[tuple[str, list[str]]]:
     """The README's Architecture rows: each layer's name and module paths, top layer first."""
@@ -115,20 +105,13 @@ def test_every_module_is_in_one_layer_of_the_readme_table():
 
 def test_no_import_runs_up_the_layers():
     crossings, _ = _crossings()
-    unknown = sorted(crossings - set(KNOWN_CROSSINGS))
+    unknown = sorted(crossings)
     assert not unknown, f"Imports that run up the README's layers (importer, imported): {unknown}"
 
 
 def test_the_engine_never_imports_the_wing():
     crossings, layers = _crossings()
-    into_wing = sorted((a, b) for a, b in crossings - set(KNOWN_CROSSINGS) if layers[b] == WING)
+    into_wing = sorted((a, b) for a, b in crossings if layers[b] == WING)
     assert not into_wing, f"The engine imports the wing (demo/, eval/, model_builders.py): {into_wing}"
     engine = {module for module, layer in layers.items() if layer not in (TOP, WING)}
     assert "langchain_llava_cot.graph" in engine and "langchain_llava_cot.backends.base" in engine
-
-
-@pytest.mark.parametrize("crossing", sorted(KNOWN_CROSSINGS))
-def test_each_known_crossing_is_still_there(crossing: tuple[str, str]):
-    """A crossing that is gone must leave KNOWN_CROSSINGS too, so the table stays strict."""
-    crossings, _ = _crossings()
-    assert crossing in crossings, f"{crossing} is gone: remove it from KNOWN_CROSSINGS."
