@@ -46,7 +46,7 @@ llama-server: $(STAMP)
 	bash .ci/setup-llama-server
 
 test-servers: $(STAMP) vllm-venv llama-server
-	$(BIN)/python -m pytest tests/integration_tests/test_vllm_server.py tests/integration_tests/test_llama_cpp_server.py tests/integration_tests/test_postgres_runs.py -q -s
+	$(BIN)/python -m pytest tests/integration_tests/test_vllm_server.py tests/integration_tests/test_serve_vllm.py tests/integration_tests/test_llama_cpp_server.py tests/integration_tests/test_postgres_runs.py -q -s
 
 lint: $(STAMP)
 	$(BIN)/ruff check langchain_llava_cot tests benchmarks examples graphs

@@ -16,10 +16,16 @@ Per judge and stage:
 
 Judges: ``likelihood`` (mean token log-probability), ``verifier`` (log p(right) -
 log p(wrong), :class:`~langchain_llava_cot.judges.VerifierJudge`), ``pairwise`` (the
-knockout, top-1 only), and with ``--reward-model DIR`` ``reward`` (a text reward model,
-:func:`~langchain_llava_cot.reward_models.text_reward_judge`; captions stay with likelihood)::
+knockout, top-1 only), with ``--reward-model DIR`` ``reward`` (a text reward model,
+:func:`~langchain_llava_cot.reward_models.text_reward_judge`; captions stay with likelihood),
+and with ``--served-reward URL --served-model NAME`` ``served_reward``: a reward model served
+by vLLM's pooling runner (:class:`~langchain_llava_cot.judges.ServedRewardJudge`; with
+``--step-tag`` a process reward model, :class:`~langchain_llava_cot.judges.ServedProcessRewardJudge`;
+with ``--served-images`` it reads the picture and ranks captions too, else captions stay with
+likelihood)::
 
     python benchmarks/judge_rank.py --questions 200 --out benchmarks/judge-rank.json
+    python benchmarks/judge_rank.py --served-reward http://127.0.0.1:8001 --served-model rm --served-images
 """
 
 from __future__ import annotations
@@ -39,18 +45,27 @@ JUDGES = ("likelihood", "verifier", "pairwise")
 STAGES_RANKED = ("caption", "reasoning", "conclusion")
 
 
-def within_question_auc(scores: list[float], labels: list[bool]) -> float | None:
-    """Share of (right, wrong) pairs ordered right by ``scores`` (ties count half)."""
-    right = [s for s, ok in zip(scores, labels) if ok]
-    wrong = [s for s, ok in zip(scores, labels) if not ok]
-    if not right or not wrong:
-        return None
-    wins = sum(1.0 if r > w else 0.5 if r == w else 0.0 for r in right for w in wrong)
-    return wins / (len(right) * len(wrong))
+def served_reward_judge(url: str, model: str, *, images: bool, step_tag: str | None) -> Any:
+    """The served reward model as ``judge_rank`` ranks it: captions by likelihood unless it reads pictures."""
+    from langchain_llava_cot.judges import ServedProcessRewardJudge, ServedRewardJudge, StageJudges
+
+    if step_tag:
+        served: Any = ServedProcessRewardJudge(url, model, images=images, step_tag=step_tag)
+    else:
+        served = ServedRewardJudge(url, model, images=images)
+    if images:
+        return served
+    by_likelihood = {"summary": "likelihood", "caption": "likelihood"}
+    return StageJudges(by_likelihood, default=served, name="served_reward")
 
 
 def measure(
-    model: str | None, questions: int, candidates: int, seed: int, reward_model: str | None = None
+    model: str | None,
+    questions: int,
+    candidates: int,
+    seed: int,
+    reward_model: str | None = None,
+    served: Any = None,
 ) -> dict[str, Any]:
     import torch
 
@@ -59,7 +74,7 @@ def measure(
     from langchain_llava_cot.backends.transformers import TransformersBackend
     from langchain_llava_cot.demo import DEMO_MODEL_PATH
     from langchain_llava_cot.demo.dataset import examples
-    from langchain_llava_cot.eval import stage_oracle
+    from langchain_llava_cot.eval import ranking_auc, stage_oracle
     from langchain_llava_cot.judges import JudgeTask, LikelihoodJudge, PairwiseJudge, VerifierJudge
     from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, cut_stage, render_answer
 
@@ -74,6 +89,8 @@ def measure(
         from langchain_llava_cot.reward_models import text_reward_judge
 
         judges["reward"] = text_reward_judge(reward_model)
+    if served is not None:
+        judges["served_reward"] = served
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
     started = time.perf_counter()
     for example in examples("test", questions):
@@ -106,7 +123,7 @@ def measure(
                     greedy_right = stage_oracle(example, stage.value, greedy_text, chosen)
                     for name, judge in judges.items():
                         verdict = drive(judge.select(task, backend), backend)
-                        auc = within_question_auc(list(verdict.scores), labels) if verdict.scores else None
+                        auc = ranking_auc(list(verdict.scores), labels) if verdict.scores else None
                         rows.setdefault((name, stage.value), []).append(
                             {
                                 "right": labels[verdict.winner],
@@ -149,9 +166,20 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reward-model", default=None, help="also rank with this text reward model")
+    parser.add_argument("--served-reward", default=None, help="also rank with the model vLLM serves here")
+    parser.add_argument("--served-model", default=None, help="the served reward model's name")
+    parser.add_argument("--served-images", action="store_true", help="the served reward model reads pictures")
+    parser.add_argument("--step-tag", default=None, help="the served model scores steps at this tag")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
-    report = measure(args.model, args.questions, args.candidates, args.seed, args.reward_model)
+    served = None
+    if args.served_reward:
+        if not args.served_model:
+            parser.error("--served-reward needs --served-model, the name vLLM serves it under")
+        served = served_reward_judge(
+            args.served_reward, args.served_model, images=args.served_images, step_tag=args.step_tag
+        )
+    report = measure(args.model, args.questions, args.candidates, args.seed, args.reward_model, served)
     print(f"{report['questions']} held-out questions, N={report['candidates']}, {report['seconds']} s")
     print(f"{'stage':<11}{'judge':<12}{'mixed':>6}{'top-1':>8}{'random':>8}{'AUC':>7}{'rescues':>9}")
     for r in report["results"]:

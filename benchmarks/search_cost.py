@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> dict:
     backend = TransformersBackend(path)
     reference_backend = TransformersBackend.from_loaded(
         backend._model,
-        backend._inputs.processor,
+        backend._prompts.processor,
         model_name="reference",
         batch_window=0.0,
         max_cached_images=0,

@@ -2,7 +2,8 @@
 
 Search steps and judges are generators: they ``yield`` a call and receive its result.
 :func:`drive` runs such a generator with the backend's sync methods and
-:func:`adrive` with its async ones, so no search logic has a sync/async twin::
+:func:`adrive` with its async ones (both through :mod:`langchain_llava_cot._driving`,
+the one generator driver), so no search logic has a sync/async twin::
 
     def step(backend):
         [samples] = yield SampleCall((request,))
@@ -19,6 +20,7 @@ from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union
 
+from langchain_llava_cot import _driving
 from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest, VLMBackend
 
 T = TypeVar("T")
@@ -78,29 +80,34 @@ class FunctionCall:
         return await result if inspect.isawaitable(result) else result
 
 
-Call = Union[SampleCall, ChoiceCall, FunctionCall]  # noqa: UP007 - a runtime alias on Python 3.10
+@dataclass(frozen=True)
+class ClientCall:
+    """Call a client that has a sync and an async form of one request (a served reward model)."""
+
+    run_sync: Callable[[Any], Any]
+    run_async: Callable[[Any], Awaitable[Any]]
+    argument: Any
+
+    def run(self, backend: VLMBackend) -> Any:
+        return self.run_sync(self.argument)
+
+    async def arun(self, backend: VLMBackend) -> Any:
+        return await self.run_async(self.argument)
+
+
+Call = Union[SampleCall, ChoiceCall, FunctionCall, ClientCall]  # noqa: UP007 - a runtime alias on Python 3.10
 Step = Generator[Call, Any, T]
 """A piece of search logic that yields backend calls and returns a ``T``."""
 
 
 def drive(step: Step[T], backend: VLMBackend) -> T:
     """Run ``step`` to completion with the backend's sync methods."""
-    try:
-        call = next(step)
-        while True:
-            call = step.send(call.run(backend))
-    except StopIteration as done:
-        return done.value
+    return _driving.drive(step, lambda call: call.run(backend))
 
 
 async def adrive(step: Step[T], backend: VLMBackend) -> T:
     """Run ``step`` to completion with the backend's async methods."""
-    try:
-        call = next(step)
-        while True:
-            call = step.send(await call.arun(backend))
-    except StopIteration as done:
-        return done.value
+    return await _driving.adrive(step, lambda call: call.arun(backend))
 
 
 def finished(value: T) -> Step[T]:

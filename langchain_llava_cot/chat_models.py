@@ -94,7 +94,7 @@ class ChatLlavaCoT(BaseChatModel, SearchOptions):
             bundled demo model.
         strategy: ``"greedy"``, ``"best_of_n"``, ``"vote"``, ``"stage_beam"`` or ``"retrace"``.
         candidates: candidates per step (N).
-        judge: ``"likelihood"`` (default), ``"verifier"``, ``"pairwise"``, ``"vote"``, a Judge
+        judge: ``"auto"`` (default), ``"likelihood"``, ``"verifier"``, ``"pairwise"``, ``"vote"``, a Judge
             or a function.
         backend: a ready :class:`VLMBackend` or a LangChain chat model to drive instead.
         base_url: an OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama).

@@ -3,6 +3,7 @@
 ``llava-cot ask IMAGE QUESTION`` runs the search graph and shows each stage as its
 judge chooses it: a live line while candidates are sampled and judged, then every
 candidate with the winner marked. ``--json`` prints the whole search record instead.
+``llava-cot serve`` serves the search to OpenAI clients (:mod:`langchain_llava_cot.server`).
 """
 
 from __future__ import annotations
@@ -92,6 +93,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print the whole search record as JSON")
     demo.set_defaults(run=_demo)
 
+    from langchain_llava_cot.server.command import add_serve_options, serve
+
+    serving = commands.add_parser(
+        "serve", help="serve the search behind an OpenAI-compatible endpoint", formatter_class=defaults
+    )
+    _add_search_options(serving)
+    add_serve_options(serving)
+    serving.set_defaults(run=lambda args: serve(args, _search_flags(args)))
+
     for name, (_, text) in _DELEGATED.items():
         commands.add_parser(name, help=text, add_help=False)
     return parser
@@ -163,7 +173,8 @@ def _demo(args: argparse.Namespace) -> int:
     console = Console(stderr=args.json, highlight=False)
     console.print(f"[bold]Question:[/] {DEMO_QUESTION}  [dim](image: {args.image})[/]")
     options = SearchOptions(**_search_flags(args))
-    search = f"Search: {options.strategy}, {options.candidates} candidates, {options.judge} judge."
+    judge = "the judge that fits the model" if options.judge == "auto" else f"{options.judge} judge"
+    search = f"Search: {options.strategy}, {options.candidates} candidates, {judge}."
     console.print(f"[dim]{DEMO_MODEL_NOTE} {search}[/]\n")
     return _ask(args)
 
@@ -203,6 +214,7 @@ def _ask(args: argparse.Namespace) -> int:
 def _run_with_display(llm: Any, graph_input: Any, context: Any, console: Console, status: Status) -> Any:
     """Stream the graph, updating the live status line and printing each chosen stage."""
     state: Any = {}
+    shown_judge = False
     events = llm.graph.stream(graph_input, context=context, stream_mode=["tasks", "custom", "values"])
     for mode, data in events:
         if mode == "values":
@@ -212,8 +224,16 @@ def _run_with_display(llm: Any, graph_input: Any, context: Any, console: Console
             doing = f"sampling {context.width} candidate(s)" if action == "expand" else "judging"
             status.update(f"{doing} for [bold]{stage}[/]...")
         elif mode == "custom" and data.get("event") == "chosen":
+            if data.get("judge") and not shown_judge:
+                shown_judge = True
+                console.print(f"[dim]Judge: {escape(_judge_line(data['judge']))}[/]\n")
             _print_step(console, data["step"])
     return state
+
+
+def _judge_line(judge: dict[str, Any]) -> str:
+    """Which judge ran and why, in one line: ``likelihood (the demo model: ...)``."""
+    return f"{judge['name']} ({judge['reason']})"
 
 
 def _print_step(console: Console, step: dict[str, Any]) -> None:
@@ -246,6 +266,8 @@ def _print_step(console: Console, step: dict[str, Any]) -> None:
         console.print(
             f" {mark} [{style}]{escape(text)}[/]{flags}" if style else f" {mark} {escape(text)}{flags}"
         )
+        for line in _step_lines((step.get("step_scores") or [None] * (index + 1))[index]):
+            console.print(f"     [dim]{escape(line)}[/]")
     if retrace := step.get("retrace"):
         verdict = "going back to the caption" if retrace["retraced"] else "kept"
         score = "none" if retrace["kth_score"] is None else f"{retrace['kth_score']:+.2f}"
@@ -256,9 +278,24 @@ def _print_step(console: Console, step: dict[str, Any]) -> None:
     console.print()
 
 
+def _step_lines(steps: list[dict[str, Any]] | None) -> list[str]:
+    """A candidate's step scores, one line each, the weakest marked."""
+    if not steps:
+        return []
+    weakest = min(range(len(steps)), key=lambda i: steps[i]["score"])
+    lines = []
+    for i, found in enumerate(steps):
+        text = " ".join(found["text"].split())
+        short = text if len(text) <= 60 else f"{text[:57]}..."
+        lines.append(f"[{found['score']:+.2f}] {short}{'  <- weakest step' if i == weakest else ''}")
+    return lines
+
+
 def _print_summary(console: Console, record: dict[str, Any], usage: Any) -> None:
     conclusion = record["chosen"].get("conclusion", "")
     console.print(f"[bold]Answer:[/] {escape(conclusion)}")
+    if record.get("judge"):
+        console.print(f"[dim]Judge: {escape(_judge_line(record['judge']))}[/]")
     console.print(
         f"[dim]{record['strategy']}: {usage['output_tokens']} tokens generated, "
         f"{usage['input_tokens']} read, {record['usage'].get('model_calls', 0)} model calls, "

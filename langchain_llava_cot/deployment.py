@@ -26,7 +26,9 @@ variable                        default                             what it sets
 ``LLAVA_COT_BASE_URL``          none: models run in-process         an OpenAI-compatible server
 ``LLAVA_COT_API_KEY``           none                                that server's key
 ``LLAVA_COT_DEVICE``            ``cpu``                             device of in-process models
-``LLAVA_COT_JUDGES``            every built-in judge                judges a client may name
+``LLAVA_COT_JUDGES``            every built-in judge                judges a client may name (one
+                                                                    who names none gets auto, or
+                                                                    the first if auto is not listed)
 ``LLAVA_COT_MAX_CANDIDATES``    16                                  cap on ``candidates``
 ``LLAVA_COT_MAX_RETRACES``      3                                   cap on ``max_retraces``
 ``LLAVA_COT_MAX_STAGE_TOKENS``  1024                                cap on any stage's token limit
@@ -192,7 +194,14 @@ class Deployment:
             return context
         client = context if isinstance(context, ClientContext) else ClientContext(**dict(context or {}))
         model = self._check_limits(client)
-        return SearchContext.of(client, self.backend(model), max_candidates=self.max_candidates)
+        judge = self._judge_of(client)
+        return SearchContext.of(client, self.backend(model), max_candidates=self.max_candidates, judge=judge)
+
+    def _judge_of(self, client: ClientContext) -> Any:
+        """The client's judge; one who named none gets ``auto``, or the deployer's first judge without it."""
+        if "judge" in client.model_fields_set or client.judge in self.judges:
+            return client.judge
+        return self.judges[0]
 
     def _check_limits(self, client: ClientContext) -> str:
         """Refuse what is beyond this deployment's limits; return the model the client chose."""
@@ -200,8 +209,9 @@ class Deployment:
         if model not in self.models:
             msg = f"model {client.model!r} is not served here: choose one of {list(self.models)}."
             raise ValueError(msg)
-        if not isinstance(client.judge, str) or client.judge not in self.judges:
-            msg = f"judge {client.judge!r} is not offered here: choose one of {list(self.judges)}."
+        judge = self._judge_of(client)
+        if not isinstance(judge, str) or judge not in self.judges:
+            msg = f"judge {judge!r} is not offered here: choose one of {list(self.judges)}."
             raise ValueError(msg)
         limits = (
             ("candidates", client.candidates, self.max_candidates, "LLAVA_COT_MAX_CANDIDATES"),

@@ -47,9 +47,9 @@ from langgraph.runtime import get_runtime
 from langgraph.types import Overwrite
 
 from langchain_llava_cot._calls import SampleCall, Step, adrive, drive, finished
-from langchain_llava_cot.backends.base import Sample, SampleRequest, ToolCallConstraint
+from langchain_llava_cot.backends.base import PromptTooLongError, Sample, SampleRequest, ToolCallConstraint
 from langchain_llava_cot.conversation import Conversation
-from langchain_llava_cot.judges import Comparison, JudgeTask, Verdict, best_index, ranked
+from langchain_llava_cot.judges import Comparison, JudgeTask, StepScore, Verdict, best_index, ranked
 from langchain_llava_cot.options import SearchContext
 from langchain_llava_cot.stages import (
     STAGE_SEPARATOR,
@@ -68,11 +68,12 @@ from langchain_llava_cot.state import (
     RetraceProgress,
     SearchState,
     StepRecord,
+    StepScoreRecord,
     Usage,
     add_usage,
 )
 
-__all__ = ["add_search_nodes", "build_graph", "next_stage_node"]
+__all__ = ["add_search_nodes", "build_graph", "next_stage_node", "step_scores_record"]
 
 
 NodeName = Literal["expand_summary", "expand_caption", "expand_reasoning", "expand_conclusion", "__end__"]
@@ -246,7 +247,7 @@ def _check_before_the_first_token(context: SearchContext, room: int | None) -> N
             f"The prompt leaves the model room for {max(room, 0):,} new tokens, fewer than one per stage: "
             "shorten the question or the conversation, or send fewer pictures."
         )
-        raise ValueError(msg)
+        raise PromptTooLongError(msg)
     if (
         context.max_tokens is not None or context.max_stage_tokens is not None
     ) and context.answer_tokens > room:
@@ -306,7 +307,8 @@ def _expand_in_rounds(
         usage = add_usage(usage, _verdict_usage(verdict))
         if any(score is not None and score >= context.confidence for score in verdict.scores):
             kept = {"winner": verdict.winner, "scores": list(verdict.scores),
-                    "comparisons": [vars(c) for c in verdict.comparisons]}  # fmt: skip
+                    "comparisons": [vars(c) for c in verdict.comparisons],
+                    "step_scores": step_scores_record(verdict.step_scores)}  # fmt: skip
             return {"candidates": candidates, "stopped_early": "confidence", "verdict": kept}, usage
     seed = None if request.seed is None else request.seed + _ROUND_SEED
     [more] = yield SampleCall((replace(request, n=request.n - first.n, seed=seed),))
@@ -350,7 +352,11 @@ def _judge(stage: Stage, state: SearchState, context: SearchContext) -> Step[dic
         verdict = yield from _judge_groups(stage, state, context, pending)
     elif kept := pending.get("verdict"):  # an adaptive first round the judge already scored
         comparisons = tuple(Comparison(**c) for c in kept["comparisons"])
-        verdict = Verdict(kept["winner"], comparisons, scores=tuple(kept["scores"]))
+        steps = tuple(
+            None if found is None else tuple(StepScore(**s) for s in found)
+            for found in kept.get("step_scores") or ()
+        )
+        verdict = Verdict(kept["winner"], comparisons, scores=tuple(kept["scores"]), step_scores=steps)
     elif judge is None:
         verdict = yield from finished(Verdict(0))
     else:
@@ -369,19 +375,31 @@ def _judge(stage: Stage, state: SearchState, context: SearchContext) -> Step[dic
     )
     if "stopped_early" in pending:
         step["stopped_early"] = pending["stopped_early"]
+    if any(found is not None for found in verdict.step_scores):
+        step["step_scores"] = step_scores_record(verdict.step_scores)
     winner = candidates[verdict.winner]
     update: dict[str, Any] = {
         "chosen": {stage.value: "", **winner["stages"]},
         "pending": None,
         "usage": _verdict_usage(verdict),
     }
+    if judge is not None:
+        update["judge"] = context.resolved_judge.describe()
     if context.strategy == "retrace" and stage is Stage.CAPTION:
         step["kept"] = _kept(verdict, candidates, context.keep)
         update["frontier"] = [candidates[i]["stages"][stage.value] for i in step["kept"]]
     if pending.get("groups"):
         update |= _retrace_decision(state, context, step, verdict)
-    get_stream_writer()({"event": "chosen", "stage": stage.value, "step": step})
+    get_stream_writer()({"event": "chosen", "stage": stage.value, "step": step, "judge": update.get("judge")})
     return {**update, "steps": [step]}
+
+
+def step_scores_record(found: Sequence[tuple[StepScore, ...] | None]) -> list[list[StepScoreRecord] | None]:
+    """A verdict's step scores as the record keeps them: ``{"text", "score"}`` per step."""
+    return [
+        None if steps is None else [StepScoreRecord(text=s.text, score=s.score) for s in steps]
+        for steps in found
+    ]
 
 
 def _judge_groups(
@@ -390,6 +408,7 @@ def _judge_groups(
     """Score each kept caption's reasoning candidates (after that caption); the best wins."""
     candidates = pending["candidates"]
     scores: list[float | None] = [None] * len(candidates)
+    steps: list[tuple[StepScore, ...] | None] = [None] * len(candidates)
     comparisons: list[Comparison] = []
     prompt = written = calls = 0
     for group in pending.get("groups") or []:
@@ -399,6 +418,8 @@ def _judge_groups(
         verdict = yield from context.resolved_judge.score(task, context.get_backend())
         for i, score in zip(group, verdict.scores):
             scores[i] = score
+        for i, found in zip(group, verdict.step_scores):
+            steps[i] = found
         comparisons += [replace(c, first=group[c.first], second=group[c.second], winner=group[c.winner])
                         for c in verdict.comparisons]  # fmt: skip
         prompt, written, calls = (
@@ -407,7 +428,8 @@ def _judge_groups(
             calls + verdict.calls,
         )
     logprobs = [c["mean_logprob"] for c in candidates]
-    return Verdict(best_index(scores, logprobs), tuple(comparisons), prompt, written, calls, tuple(scores))
+    winner = best_index(scores, logprobs)
+    return Verdict(winner, tuple(comparisons), prompt, written, calls, tuple(scores), tuple(steps))
 
 
 def _kept(verdict: Verdict, candidates: Sequence[CandidateRecord], keep: int) -> list[int]:

@@ -4,9 +4,9 @@ Every image is checked here, before any model work: it must decode, it must not 
 truncated, and it must not be a decompression bomb. What passes is kept as its
 original encoded bytes. What backends need from those bytes is made once per picture
 and remembered (one search asks for the same picture at every stage and judge call):
-:func:`decode_image` gives an RGB picture, :func:`image_key` its content hash (the key
-of every cache), :func:`image_base64` its base64 text and :func:`image_mime_type` its
-MIME type.
+:func:`decode_image` gives an RGB picture (the one validation decoded), :func:`image_key`
+its content hash (the key of every cache), :func:`image_base64` its base64 text and
+:func:`image_mime_type` its MIME type.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ImageError",
+    "ImageTooLargeError",
     "decode_image",
     "image_base64",
     "image_block",
@@ -45,6 +46,10 @@ DEFAULT_MAX_PIXELS = 40_000_000
 
 class ImageError(ValueError):
     """An image in the input cannot be used."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image has more pixels than the limit, or is a decompression bomb."""
 
 
 _REMEMBERED = 64
@@ -91,7 +96,10 @@ def image_message(image: bytes | Path, question: str) -> HumanMessage:
 
 
 def validate_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
-    """Check that ``data`` is a whole, decodable image of reasonable size; return it."""
+    """Check that ``data`` is a whole, decodable image of reasonable size; return it.
+
+    The picture is decoded here, once: :func:`decode_image` keeps it for the backends.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -103,13 +111,13 @@ def validate_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> byte
                         f"{max_pixels:,} pixels (a possible decompression bomb). Resize it "
                         "before sending, or raise `max_image_pixels`."
                     )
-                    raise ImageError(msg)
-                image.load()
+                    raise ImageTooLargeError(msg)
+            decode_image(data)  # the one decode: kept for whoever reads the picture next
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         msg = f"Image rejected as a decompression bomb: {e}. Resize it before sending."
-        raise ImageError(msg) from e
+        raise ImageTooLargeError(msg) from e
     except UnidentifiedImageError as e:
         msg = "Image data is not a readable image. Send PNG, JPEG, GIF or WebP bytes."
         raise ImageError(msg) from e

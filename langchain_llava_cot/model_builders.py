@@ -33,6 +33,10 @@ time (``ModuleNotFoundError: No module named 'torchvision'``) and, unlike the im
 processors, video processors have no PIL fallback. No CPU torchvision build is
 installable here, so a Qwen2-VL folder cannot be loaded.
 
+:func:`add_score_head` turns a saved image-text model into an image-reading reward model
+with a random score head, the way vLLM and
+:class:`~langchain_llava_cot.reward_models.ImageRewardModelJudge` load one.
+
 >>> path = build_tiny_vlm(tmp_path / "tiny", arch="mllama")  # doctest: +SKIP
 >>> AutoModelForImageTextToText.from_pretrained(path)  # doctest: +SKIP
 """
@@ -45,7 +49,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ARCHITECTURES", "STAGE_TAGS", "build_tiny_vlm", "chat_template", "default_corpus"]
+__all__ = [
+    "ARCHITECTURES",
+    "STAGE_TAGS",
+    "add_score_head",
+    "build_tiny_vlm",
+    "chat_template",
+    "default_corpus",
+]
 
 ARCHITECTURES: tuple[str, ...] = ("llava", "mllama", "idefics3")
 """The architectures :func:`build_tiny_vlm` can build."""
@@ -218,6 +229,44 @@ def build_tiny_vlm(
     model.save_pretrained(path, safe_serialization=True)
     processor.save_pretrained(path)
     return path
+
+
+def add_score_head(model: str | Path, path: str | Path, *, num_labels: int = 1, seed: int = 0) -> Path:
+    """Save the image-text model in ``model`` as a reward model with a random score head.
+
+    The weights lose the language-model head and gain ``language_model.score.weight``
+    (``num_labels`` x the text model's width, seeded), the name vLLM's classification
+    adapter loads (``--runner pooling --convert classify``); ``AutoModel`` loads the rest.
+    The config says ``num_labels`` at its top and in ``text_config`` (vLLM reads the
+    latter); every other file (processor, tokenizer, chat template) is copied as it is.
+    Training would give the head its meaning; a random one is enough to test the plumbing.
+    """
+    import json
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    source, out = Path(model), Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    for file in source.iterdir():
+        if file.is_file() and file.suffix != ".safetensors" and file.name != "config.json":
+            shutil.copy(file, out / file.name)
+    weights: dict[str, Any] = {}
+    for file in sorted(source.glob("*.safetensors")):
+        weights.update(load_file(file))
+    weights = {key: value for key, value in weights.items() if not key.endswith("lm_head.weight")}
+    config = json.loads((source / "config.json").read_text())
+    names = {str(i): f"LABEL_{i}" for i in range(num_labels)}
+    labels: dict[str, Any] = {"id2label": names, "label2id": {name: int(i) for i, name in names.items()}}
+    config.update(num_labels=num_labels, **labels)
+    config["text_config"].update(num_labels=num_labels, **labels)
+    generator = torch.Generator().manual_seed(seed)
+    width = config["text_config"]["hidden_size"]
+    weights["language_model.score.weight"] = torch.randn(num_labels, width, generator=generator) / width**0.5
+    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return out
 
 
 def _open_gates(model: Any) -> None:

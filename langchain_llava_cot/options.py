@@ -29,7 +29,6 @@ value therefore fails the same way, before any model work, wherever it came from
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -40,7 +39,9 @@ from typing_extensions import Self
 
 from langchain_llava_cot.backends import cached_backend
 from langchain_llava_cot.backends.base import VLMBackend
-from langchain_llava_cot.judges import Judge, VoteJudge, resolve_judge
+from langchain_llava_cot.bundled import DEMO_MODEL_PATH
+from langchain_llava_cot.checks import finite_number, true_or_false, whole_number
+from langchain_llava_cot.judges import AutoJudge, BuiltinJudge, Judge, VoteJudge, resolve_judge
 from langchain_llava_cot.stages import STAGES, Stage
 
 __all__ = [
@@ -81,9 +82,9 @@ DEFAULT_STAGE_TOKENS: Mapping[Stage, int] = {
 }
 """Token limit of each stage unless ``max_stage_tokens`` says otherwise."""
 
-DEFAULT_JUDGE = "likelihood"
-"""The judge used unless one is named: the one that ranks best on the demo model
-(``benchmarks/judge_rank.py``)."""
+DEFAULT_JUDGE: BuiltinJudge = "auto"
+"""The judge used unless one is named: the one that fits the model and the backend, chosen
+once per run (:class:`~langchain_llava_cot.judges.AutoJudge`)."""
 
 DEFAULT_TEMPERATURE = 0.6
 """LLaVA-CoT's recommended sampling temperature."""
@@ -108,57 +109,10 @@ def model_or_demo(model: str | Path | None) -> str | Path:
     """``model``, or the bundled demo model's folder when None: the one place that default lives."""
     if model:
         return model
-    from langchain_llava_cot.demo import DEMO_MODEL_PATH
-
     return DEMO_MODEL_PATH
 
 
 # --- the checks each option's declaration names ----------------------------------------------
-
-
-def whole_number(name: str, value: object, *, low: int | None = None, high: int | None = None) -> int:
-    """``value`` as an int: a whole number (numpy's too, never a bool) within ``[low, high]``."""
-    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    number = int(value) if whole else None  # type: ignore[call-overload]
-    if number is None or (low is not None and number < low) or (high is not None and number > high):
-        bounds = [f"of at least {low}"] if low is not None else []
-        bounds += [f"at most {high}"] if high is not None else []
-        msg = f"{name} must be a whole number{' ' if bounds else ''}{' and '.join(bounds)}, got {value!r}."
-        raise ValueError(msg)
-    return number
-
-
-def finite_number(
-    name: str,
-    value: object,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    above: float | None = None,
-) -> float:
-    """``value`` as a float: a finite real number (numpy's too, never a bool) in the bounds."""
-    try:
-        number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
-    except OverflowError:  # a whole number too large for a float
-        number = math.inf
-    if not math.isfinite(number):
-        msg = f"{name} must be a finite number, got {value!r}."
-        raise ValueError(msg)
-    too_low = (low is not None and number < low) or (above is not None and number <= above)
-    if too_low or (high is not None and number > high):
-        bounds = [f"at least {low}" if low is not None else "", f"above {above}" if above is not None else ""]
-        bounds.append(f"at most {high}" if high is not None else "")
-        msg = f"{name} must be {' and '.join(b for b in bounds if b)}, got {value!r}."
-        raise ValueError(msg)
-    return number
-
-
-def true_or_false(name: str, value: object) -> bool:
-    """``value`` if it is a bool: the text ``"false"`` is refused, not read as true."""
-    if not isinstance(value, bool):
-        msg = f"{name} must be true or false, got {value!r}."
-        raise ValueError(msg)
-    return value
 
 
 def checked(function: Callable[..., Any], *, none: bool = False, **bounds: Any) -> BeforeValidator:
@@ -240,8 +194,9 @@ class SearchOptions(BaseModel):
     candidates: Annotated[int, checked(whole_number, low=1)] = 4
     """Candidates per step (N); greedy always samples 1."""
     judge: Any = DEFAULT_JUDGE
-    """Who picks among candidates: likelihood, verifier, pairwise, vote, human, a Judge, a LangChain
-    chat model, or a function (JudgeTask) -> int."""
+    """Who picks among candidates: auto (the default: the judge that fits the model and the backend),
+    likelihood, verifier, pairwise, vote, human, a Judge, a LangChain chat model, or a function
+    (JudgeTask) -> int."""
     temperature: Annotated[float, checked(finite_number, low=0.0)] = DEFAULT_TEMPERATURE
     """Sampling temperature of candidates; greedy always uses 0."""
     top_p: Annotated[float | None, checked(finite_number, none=True, above=0.0, high=1.0)] = DEFAULT_TOP_P
@@ -286,7 +241,9 @@ class SearchOptions(BaseModel):
                 "is a row of every batch); raise max_candidates if you mean it."
             )
             raise ValueError(msg)
-        judge = self._judge_of_strategy(resolve_judge(self.judge, seed=self.seed))
+        needs_scores = self.strategy == "retrace" or self.confidence is not None
+        named = resolve_judge(self.judge, seed=self.seed, strategy=self.strategy, needs_scores=needs_scores)
+        judge = self._judge_of_strategy(named)
         if self.adaptive and self.strategy not in ADAPTIVE_STRATEGIES:
             msg = f"adaptive=True is for strategy 'stage_beam' or 'retrace', not {self.strategy!r}."
             raise ValueError(msg)
@@ -310,7 +267,7 @@ class SearchOptions(BaseModel):
 
     def _judge_of_strategy(self, judge: Judge) -> Judge:
         """``vote`` counts conclusions, weighed by the judge's scores; retrace needs scores."""
-        if self.strategy == "vote" and not isinstance(judge, VoteJudge):
+        if self.strategy == "vote" and not isinstance(judge, (VoteJudge, AutoJudge)):
             return VoteJudge(scorer=judge)  # says what to do if the judge does not score
         if self.strategy == "retrace" and not judge.scores:
             msg = (

@@ -1,12 +1,17 @@
-"""A transformers reward model as a judge.
+"""Transformers reward models as judges, in-process.
 
-:class:`RewardModelJudge` loads an ``AutoModelForSequenceClassification`` with one
-output, a scalar reward (reward models trained with TRL's ``RewardTrainer`` are of this
-kind), reads each candidate in its context as text
-(:func:`~langchain_llava_cot.judges.reward_text`: the question, then the answer so far
-with the candidate in its stage's tags) and scores the candidates in batched forward
-passes. A reward model that needs the picture is a
-:class:`~langchain_llava_cot.judges.ScoreJudge` around your own function.
+- :class:`RewardModelJudge` loads an ``AutoModelForSequenceClassification`` with one
+  output, a scalar reward (reward models trained with TRL's ``RewardTrainer`` are of this
+  kind), reads each candidate in its context as text
+  (:func:`~langchain_llava_cot.judges.reward_text`: the question, then the answer so far
+  with the candidate in its stage's tags) and scores the candidates in batched forward
+  passes.
+- :class:`ImageRewardModelJudge` loads an image-text model with a score head (the model
+  without its language-model head, and a ``score`` layer over its last hidden state, as
+  a ``*ForSequenceClassification`` has), and reads each candidate *with the picture*: the
+  conversation in the model's chat template, then the answer so far as the assistant's
+  turn, the way vLLM's pooling API renders it (:class:`~langchain_llava_cot.judges.ServedRewardJudge`
+  with ``images=True``). Candidates go through in batched forward passes.
 
 A text reward model cannot see the picture: judge the stages that need it another way,
 with :class:`~langchain_llava_cot.judges.StageJudges` (:func:`text_reward_judge`).
@@ -15,6 +20,7 @@ Example::
 
     judge = RewardModelJudge("path/to/reward-model")
     llm = ChatLlavaCoT(strategy="retrace", judge=judge)
+    llm = ChatLlavaCoT(strategy="best_of_n", judge=ImageRewardModelJudge("path/to/vlm-reward-model"))
 """
 
 from __future__ import annotations
@@ -22,9 +28,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from langchain_llava_cot.judges import JudgeTask, ScoreJudge, StageJudges, reward_text
+from langchain_llava_cot.conversation import to_chat_messages
+from langchain_llava_cot.images import decode_image
+from langchain_llava_cot.judges import JudgeTask, ScoreJudge, StageJudges, answer_text, reward_text
+from langchain_llava_cot.judges.served import label_log_odds
 
-__all__ = ["RewardModelJudge", "text_reward_judge"]
+__all__ = ["ImageRewardModelJudge", "RewardModelJudge", "load_score_head", "text_reward_judge"]
 
 
 class RewardModelJudge(ScoreJudge):
@@ -54,7 +63,7 @@ class RewardModelJudge(ScoreJudge):
             allow_pickle: Also load weights saved as pickle (``pytorch_model.bin``), which
                 can run code when read; off: safetensors only.
         """
-        from langchain_llava_cot.options import whole_number
+        from langchain_llava_cot.checks import whole_number
 
         whole_number("max_length", max_length, low=1)
         whole_number("batch_size", batch_size, low=1)
@@ -80,10 +89,13 @@ class RewardModelJudge(ScoreJudge):
         super().__init__(self.rewards, name="reward_model")
 
     def rewards(self, task: JudgeTask) -> list[float]:
-        """Each candidate's reward; identical texts are read once."""
+        """Each candidate's reward (:func:`~langchain_llava_cot.judges.reward_text`)."""
+        return self.read([reward_text(task, i) for i in range(len(task.candidates))])
+
+    def read(self, texts: list[str]) -> list[float]:
+        """The reward of each text, in batches of ``batch_size``; identical texts are read once."""
         import torch
 
-        texts = [reward_text(task, i) for i in range(len(task.candidates))]
         distinct = list(dict.fromkeys(texts))
         found: dict[str, float] = {}
         with torch.inference_mode():
@@ -135,6 +147,108 @@ def _positions(config: Any) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+class ImageRewardModelJudge(ScoreJudge):
+    """Score candidates with an image-text reward model: a VLM with a score head, the picture in its input."""
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        device: str = "cpu",
+        batch_size: int = 8,
+        positive_label: int = 1,
+    ) -> None:
+        """Load the model, its processor and its score head from a local folder.
+
+        Args:
+            model: A folder holding an image-text model (``AutoModel`` loads it without its
+                language-model head) whose weights include a ``score`` layer
+                (``score.weight``, or ``language_model.score.weight`` as vLLM names it), and
+                its processor.
+            device: Where the model runs.
+            batch_size: Candidates per forward pass.
+            positive_label: With several labels, the one whose log-odds is the score.
+        """
+        import transformers
+
+        folder = str(model)
+        self.processor = transformers.AutoProcessor.from_pretrained(folder)
+        self.model = transformers.AutoModel.from_pretrained(folder).to(device).eval()
+        self.head = load_score_head(folder).to(device=device, dtype=self.model.dtype)
+        self.batch_size, self.positive_label, self.source = batch_size, positive_label, folder
+        super().__init__(self.rewards, name="image_reward_model")
+
+    def rewards(self, task: JudgeTask) -> list[float]:
+        """Each candidate's reward, read with the picture; identical candidates are read once."""
+        import torch
+
+        distinct = list(dict.fromkeys(task.candidates))
+        first = [task.candidates.index(text) for text in distinct]
+        found: dict[str, float] = {}
+        with torch.inference_mode():
+            for start in range(0, len(distinct), self.batch_size):
+                chunk = first[start : start + self.batch_size]
+                found.update(zip(distinct[start : start + self.batch_size], self._read(task, chunk)))
+        return [found[text] for text in task.candidates]
+
+    def text_of(self, task: JudgeTask, index: int) -> str:
+        """Candidate ``index`` as the model reads it: the chat-templated conversation, the answer so far."""
+        messages = to_chat_messages(task.conversation)
+        messages.append(
+            {"role": "assistant", "content": [{"type": "text", "text": answer_text(task, index)}]}
+        )
+        return self.processor.apply_chat_template(messages, tokenize=False)
+
+    def _read(self, task: JudgeTask, indices: list[int]) -> list[float]:
+        pictures = [decode_image(image) for image in task.conversation.images]
+        texts = [self.text_of(task, i) for i in indices]
+        kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
+        if pictures:
+            kwargs["images"] = [pictures] * len(texts)
+        inputs = self.processor(**kwargs, add_special_tokens=False, padding_side="left")
+        inputs = inputs.to(self.model.device, dtype=self.model.dtype)
+        hidden = self.model(**inputs).last_hidden_state[:, -1]  # left padding: the last token is real
+        logits = self.head(hidden).float().tolist()
+        return [label_log_odds(row, self.positive_label, self.source) for row in logits]
+
+
+def load_score_head(folder: str | Path) -> Any:
+    """The ``score`` layer of a reward model's weights, as a ``torch.nn.Linear``.
+
+    The weights hold exactly one tensor named ``score.weight`` (transformers'
+    ``*ForSequenceClassification``) or ending in ``.score.weight`` (vLLM's naming for a
+    converted model, ``language_model.score.weight``), and its bias when there is one.
+    """
+    import torch
+    from safetensors import safe_open
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    weights: dict[str, Any] = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as opened:
+            for key in opened.keys():  # noqa: SIM118 - safe_open is not a mapping
+                if key == "score.weight" or key.endswith(".score.weight"):
+                    weights[key] = opened.get_tensor(key)
+                    bias = key.removesuffix("weight") + "bias"
+                    if bias in opened.keys():  # noqa: SIM118
+                        weights[bias] = opened.get_tensor(bias)
+    heads = [key for key in weights if key.endswith("weight")]
+    if len(heads) != 1:
+        msg = (
+            f"{folder} holds {len(heads)} score heads ({heads}); an image reward model's weights need one "
+            "'score.weight' (num_labels x hidden size), as transformers' *ForSequenceClassification saves it."
+        )
+        raise ValueError(msg)
+    weight = weights[heads[0]]
+    bias = weights.get(heads[0].removesuffix("weight") + "bias")
+    head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        if bias is not None:
+            head.bias.copy_(bias)
+    return head.requires_grad_(False).eval()
 
 
 def text_reward_judge(reward_model: str | Path | RewardModelJudge) -> StageJudges:

@@ -4,7 +4,9 @@
   expansion, the step records, usage, retrace progress); :class:`SearchState` adds the
   conversation, in a :class:`WrittenOnce` channel that stores it once per run.
 - :class:`StepRecord` and :class:`CandidateRecord` are the search record, one per
-  expand-and-judge step (``response_metadata["llava_cot"]["steps"]``).
+  expand-and-judge step (``response_metadata["llava_cot"]["steps"]``), with each step's
+  scores (:class:`StepScoreRecord`) where the judge scores steps; :class:`JudgeRecord`
+  says which judge ran and why (``response_metadata["llava_cot"]["judge"]``).
 - :func:`checkpoint_serializer` lets a checkpointer read this package's state types back.
 
 The nodes that read and write this state are in :mod:`langchain_llava_cot.graph`.
@@ -27,12 +29,14 @@ __all__ = [
     "CHECKPOINT_TYPES",
     "CandidateRecord",
     "Expansion",
+    "JudgeRecord",
     "RetraceAttempt",
     "RetracePath",
     "RetraceProgress",
     "SearchProgress",
     "SearchState",
     "StepRecord",
+    "StepScoreRecord",
     "Usage",
     "WrittenOnce",
     "add_usage",
@@ -58,6 +62,20 @@ class CandidateRecord(TypedDict):
     """retrace, reasoning: the kept caption this candidate continues."""
 
 
+class StepScoreRecord(TypedDict):
+    """One step of a candidate and its score, as a process judge split and scored it."""
+
+    text: str
+    score: float
+
+
+class JudgeRecord(TypedDict):
+    """Which judge ran the search, and why (``judge="auto"`` says what it chose)."""
+
+    name: str
+    reason: str
+
+
 class StepRecord(TypedDict):
     """One expand-and-judge step."""
 
@@ -69,6 +87,9 @@ class StepRecord(TypedDict):
     comparisons: list[dict[str, Any]]
     scores: list[float | None] | None
     """Each candidate's score, when the judge scores (verifier, likelihood); else None."""
+    step_scores: NotRequired[list[list[StepScoreRecord] | None]]
+    """Each candidate's steps and their scores, when the judge scores steps (a process reward
+    model, the verifier on whole answers): which step a checker doubted."""
     sample_seconds: float
     judge_seconds: float
     stopped_early: NotRequired[str | None]
@@ -209,6 +230,8 @@ class SearchProgress(TypedDict):
     frontier: NotRequired[list[str] | None]
     """retrace: the captions kept for the reasoning step, best first."""
     retrace: NotRequired[RetraceProgress | None]
+    judge: NotRequired[JudgeRecord | None]
+    """The judge that ran, and why; None until a step had candidates to judge."""
 
 
 class SearchState(SearchProgress):
@@ -227,6 +250,7 @@ def fresh_search() -> dict[str, Any]:
         "usage": Overwrite(Usage(input_tokens=0, output_tokens=0, model_calls=0)),
         "frontier": None,
         "retrace": None,
+        "judge": None,
     }
 
 

@@ -127,6 +127,7 @@ def _final_chunk(state: Mapping[str, Any], model_name: str, strategy: str) -> Ch
     chosen = state.get("chosen") or {}
     record = {
         "strategy": strategy,
+        "judge": state.get("judge"),
         "chosen": dict(chosen),
         "answer": render_answer({Stage(k): v for k, v in chosen.items()}),
         "steps": list(steps),

@@ -13,8 +13,11 @@ the job's future. A single worker thread owns the model:
    it, so errors always reach the caller that asked.
 
 If a merged batch fails, the worker retries its jobs one at a time, so one bad
-request fails only its own caller. :meth:`BatchQueue.close` stops the worker after the
-jobs already queued; jobs submitted later fail with a clear error.
+request fails only its own caller. A job whose future was cancelled before its batch
+started (an async caller that stopped waiting: a client that went away) is dropped
+unrun; one cancelled later runs to the end of its batch and its result is discarded.
+:meth:`BatchQueue.close` stops the worker after the jobs already queued; jobs submitted
+later fail with a clear error.
 
 >>> queue = BatchQueue(lambda jobs: [sum(job.payload) for job in jobs], window=0.0)
 >>> queue.submit("sum", (1, 2)).result()
@@ -79,6 +82,8 @@ class BatchQueue:
         self._close_lock = threading.Lock()
         self.batches = 0
         """How many batches the worker has run (for tests and benchmarks)."""
+        self.dropped = 0
+        """Jobs dropped unrun because their caller had cancelled them."""
         self._worker = threading.Thread(target=self._loop, name=name, daemon=True)
         self._worker.start()
 
@@ -110,8 +115,10 @@ class BatchQueue:
     def _loop(self) -> None:
         while True:
             jobs, stop = self._collect()
-            if jobs:
-                self._run(jobs)
+            wanted = [job for job in jobs if job.future.set_running_or_notify_cancel()]
+            self.dropped += len(jobs) - len(wanted)
+            if wanted:
+                self._run(wanted)
             if stop:
                 return
 

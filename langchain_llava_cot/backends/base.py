@@ -26,7 +26,19 @@ from typing import Any, Literal
 
 from langchain_llava_cot.conversation import Conversation
 
-__all__ = ["ChoiceRequest", "ChoiceResult", "Sample", "SampleRequest", "ToolCallConstraint", "VLMBackend"]
+__all__ = [
+    "ChoiceRequest",
+    "ChoiceResult",
+    "PromptTooLongError",
+    "Sample",
+    "SampleRequest",
+    "ToolCallConstraint",
+    "VLMBackend",
+]
+
+
+class PromptTooLongError(ValueError):
+    """A prompt is longer than the model reads; the message says by how much."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +165,9 @@ class VLMBackend(ABC):
     """The model's name, reported in ``response_metadata["model_name"]``."""
     supports_choice: bool = False
     """Whether :meth:`choose` reads a verdict from one forward pass."""
+    gives_logprobs: bool | None = None
+    """Whether samples come with token log-probabilities; None when that is not known
+    before the model answers (a server not probed yet, a LangChain chat model)."""
 
     @abstractmethod
     def sample(self, requests: Sequence[SampleRequest]) -> list[list[Sample]]:

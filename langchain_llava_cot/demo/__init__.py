@@ -17,12 +17,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from langchain_llava_cot.bundled import DEMO_MODEL_PATH
+
 __all__ = ["DEMO_ANSWER", "DEMO_MODEL_PATH", "DEMO_QUESTION", "EXAMPLE_IMAGE", "demo_image_path"]
 
 _HERE = Path(__file__).resolve().parent
-
-DEMO_MODEL_PATH: Path = _HERE / "model"
-"""Folder of the bundled model (safetensors, tokenizer, processor, chat template)."""
 
 EXAMPLE_IMAGE: Path = _HERE / "example.png"
 """The bundled example picture (a held-out test scene, 64x64 PNG); :data:`DEMO_QUESTION` asks about it."""

@@ -26,6 +26,11 @@ only, so summaries and captions stay with the likelihood judge)::
     python -m langchain_llava_cot.demo.reward --out runs/reward-model   # 2,500 questions, 1,200 steps
     python benchmarks/judge_rank.py --reward-model runs/reward-model
 
+The run's ``training.json`` holds how well the model ranks its own training rows
+(:func:`fit_report`): set against the held-out ranking of ``judge_rank.py``, it tells a
+model that never learned (near chance on both) from one that memorised (high on its own
+rows only).
+
 The README reports how it ranks (not better than likelihood), which is why no reward
 model is bundled.
 """
@@ -49,7 +54,16 @@ from langchain_llava_cot.demo.mistakes import right_stage, wrong_stage
 from langchain_llava_cot.judges import JudgeTask, reward_text
 from langchain_llava_cot.stages import STAGE_SEPARATOR, Stage, cut_stage, render_answer
 
-__all__ = ["RewardConfig", "RewardRow", "candidate_rows", "made_up_rows", "train_reward_model"]
+__all__ = [
+    "RewardConfig",
+    "RewardRow",
+    "candidate_rows",
+    "fit_report",
+    "load_rows",
+    "made_up_rows",
+    "save_rows",
+    "train_reward_model",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +103,8 @@ class RewardRow:
     the answer goes wrong (what the per-token labels mark)."""
     question: int
     """Index of the question."""
+    source: str = "sampled"
+    """Where it comes from: ``sampled`` (the demo model's own candidate), ``made_up`` or ``decision``."""
 
     @property
     def right(self) -> bool:
@@ -106,13 +122,16 @@ def _read(example: Example, chosen: dict[Stage, str], stage: Stage, candidate: s
     return reward_text(JudgeTask(example.conversation(), stage, chosen, (candidate,)), 0)
 
 
-def _rows_for(example: Example, reasoning: str, conclusion: str) -> Iterator[RewardRow]:
+def _rows_for(
+    example: Example, reasoning: str, conclusion: str, source: str = "sampled"
+) -> Iterator[RewardRow]:
     """A reasoning after the right summary and caption, then the answer it ends in."""
     chosen, right = _given(example), example.stages
     yield RewardRow(
         _read(example, chosen, Stage.REASONING, reasoning),
         _read(example, chosen, Stage.REASONING, right[Stage.REASONING]),
         example.index,
+        source,
     )
     after = {**chosen, Stage.REASONING: reasoning}
     right_after = {**chosen, Stage.REASONING: right[Stage.REASONING]}
@@ -120,6 +139,7 @@ def _rows_for(example: Example, reasoning: str, conclusion: str) -> Iterator[Rew
         _read(example, after, Stage.CONCLUSION, conclusion),
         _read(example, right_after, Stage.CONCLUSION, right[Stage.CONCLUSION]),
         example.index,
+        source,
     )
 
 
@@ -164,7 +184,7 @@ def made_up_rows(example: Example, rng: random.Random) -> Iterator[RewardRow]:
     """The right reasoning and a made-up wrong one for ``example`` (step 2 of the module doc)."""
     right = example.stages[Stage.REASONING]
     for reasoning in (right, wrong_stage(example, Stage.REASONING, rng)):
-        yield from _rows_for(example, reasoning, _conclusion(example, reasoning, rng))
+        yield from _rows_for(example, reasoning, _conclusion(example, reasoning, rng), "made_up")
 
 
 _DECISION = re.compile(r"(?<= )(yes|no)\b")
@@ -182,8 +202,8 @@ def decision_rows(example: Example) -> Iterator[RewardRow]:
     for match in _DECISION.finditer(right):
         cut = start + match.start()
         flipped = "no" if match.group() == "yes" else "yes"
-        yield RewardRow(full[: start + match.end()], full, example.index)
-        yield RewardRow(full[:cut] + flipped, full, example.index)
+        yield RewardRow(full[: start + match.end()], full, example.index, "decision")
+        yield RewardRow(full[:cut] + flipped, full, example.index, "decision")
 
 
 def build_reward_model(tokenizer: Any, config: RewardConfig, init_from: str | Path | None = None) -> Any:
@@ -321,6 +341,43 @@ def _pad(rows: list[_Encoded], pad: int) -> tuple[Any, Any, Any]:
     return ids, labels, weights
 
 
+def fit_report(model: Any, tokenizer: Any, rows: list[RewardRow]) -> dict[str, Any]:
+    """How well a reward model ranks the rows it is scored on, read as the judge reads them.
+
+    - ``within_question_auc``: over each question's reasonings (rows that end at the
+      reasoning's closing tag), the ranking AUC of right against wrong ones, averaged over
+      questions whose reasonings are mixed: what ``benchmarks/judge_rank.py`` reports on
+      held-out questions. ``sampled`` counts the demo model's own reasonings only, ``all``
+      adds the made-up ones.
+    - ``pooled_auc``: every row's score against its label, by source, and all together.
+    - ``accuracy``: the share of rows whose score has the label's sign (right above 0).
+    """
+    import statistics
+
+    from langchain_llava_cot.eval.stats import ranking_auc
+    from langchain_llava_cot.reward_models import RewardModelJudge
+
+    scores = RewardModelJudge(model, tokenizer).read([row.text for row in rows])
+    report: dict[str, Any] = {"rows": len(rows), "within_question_auc": {}, "pooled_auc": {}}
+    for name, sources in (("sampled", {"sampled"}), ("all", {"sampled", "made_up"})):
+        groups: dict[int, list[tuple[float, bool]]] = {}
+        for row, score in zip(rows, scores):
+            if row.source in sources and row.text.endswith(Stage.REASONING.close_tag):
+                groups.setdefault(row.question, []).append((score, row.right))
+        aucs = [ranking_auc([s for s, _ in found], [ok for _, ok in found]) for found in groups.values()]
+        mixed = [auc for auc in aucs if auc is not None]
+        report["within_question_auc"][name] = {
+            "auc": round(statistics.mean(mixed), 4) if mixed else None,
+            "mixed_questions": len(mixed),
+        }
+    for source in ("sampled", "made_up", "decision", None):
+        kept = [(s, row.right) for row, s in zip(rows, scores) if source is None or row.source == source]
+        auc = ranking_auc([s for s, _ in kept], [ok for _, ok in kept]) if kept else None
+        report["pooled_auc"][source or "all"] = None if auc is None else round(auc, 4)
+    report["accuracy"] = round(sum((s > 0) == row.right for row, s in zip(rows, scores)) / len(rows), 4)
+    return report
+
+
 def build_rows(config: RewardConfig, model_dir: str | Path) -> list[RewardRow]:
     """Every training row: the demo model's candidates, made-up mistakes and flipped decisions."""
     from langchain_llava_cot.backends.transformers import TransformersBackend
@@ -340,8 +397,25 @@ def build_rows(config: RewardConfig, model_dir: str | Path) -> list[RewardRow]:
     return rows
 
 
+def save_rows(rows: list[RewardRow], path: Path) -> None:
+    """Write rows as JSON lines, so a run can be trained or measured again without sampling."""
+    path.write_text("".join(json.dumps(asdict(row)) + "\n" for row in rows))
+
+
+def load_rows(path: Path) -> list[RewardRow]:
+    """Rows written by :func:`save_rows`."""
+    return [RewardRow(**json.loads(line)) for line in path.read_text().splitlines() if line]
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m langchain_llava_cot.demo.reward --out DIR``: sample, label, train, save."""
+    """``python -m langchain_llava_cot.demo.reward --out DIR``: sample, label, train, measure, save.
+
+    The folder gets the model, its tokenizer, ``rows.jsonl`` (every training row) and
+    ``training.json``: the run's record, with ``train_fit`` (:func:`fit_report` on its own
+    training rows) and ``fit_history`` (the same on the first ``--curve-questions``
+    questions' rows, every ``--curve-every`` steps). ``--rows FILE`` trains on saved rows
+    instead of sampling new ones.
+    """
     import torch
     import transformers
 
@@ -357,20 +431,43 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=defaults.samples)
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rows", type=Path, default=None, help="train on these saved rows (rows.jsonl)")
+    parser.add_argument("--curve-every", type=int, default=200, help="steps between fit measurements")
+    parser.add_argument("--curve-questions", type=int, default=100, help="questions the fit curve reads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # long CPU runs slow down tenfold on denormals otherwise
     config = RewardConfig(questions=args.questions, samples=args.samples, steps=args.steps)
-    t0 = time.perf_counter()
-    rows = build_rows(config, args.model)
-    prepared = time.perf_counter() - t0
-    tokenizer = transformers.AutoTokenizer.from_pretrained(args.model)
-    model, record = train_reward_model(rows, tokenizer, config, init_from=args.model)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    rows = load_rows(args.rows) if args.rows else build_rows(config, args.model)
+    save_rows(rows, out / "rows.jsonl")
+    prepared = time.perf_counter() - t0
+    tokenizer = transformers.AutoTokenizer.from_pretrained(args.model)
+    first = sorted({row.question for row in rows})[: args.curve_questions]
+    curve_rows = [row for row in rows if row.question in set(first)]
+    history: list[dict[str, Any]] = []
+
+    def measure(step: int, model: Any) -> None:
+        if step % args.curve_every == 0:
+            history.append({"step": step, **fit_report(model, tokenizer, curve_rows)})
+            logger.info("step %d fit %s", step, history[-1]["within_question_auc"])
+
+    model, record = train_reward_model(rows, tokenizer, config, init_from=args.model, on_log=measure)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    record = {"config": asdict(config), "prepare_seconds": round(prepared, 1), **record}
+    started = time.perf_counter()
+    fit = fit_report(model, tokenizer, rows)
+    fit["seconds"] = round(time.perf_counter() - started, 1)
+    record = {
+        "config": asdict(config),
+        "prepare_seconds": round(prepared, 1),
+        **record,
+        "train_fit": fit,
+        "fit_history": history,
+    }
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
 
 

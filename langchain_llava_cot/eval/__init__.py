@@ -25,9 +25,13 @@ Modules:
   (``greedy``, ``STRATEGY:JUDGE:N``), the quick set and the full grid.
 - :mod:`~langchain_llava_cot.eval.oracle`: scoring one answer: the stage oracles and
   a search record checked against the ground truth.
-- :mod:`~langchain_llava_cot.eval.stats`: Wilson and paired 95% intervals.
+- :mod:`~langchain_llava_cot.eval.stats`: Wilson and paired 95% intervals, the ranking AUC.
 - :mod:`~langchain_llava_cot.eval.report`: per-strategy results, the table (what each
   column means) and the plot.
+- :mod:`~langchain_llava_cot.eval.asking`: one question asked with one strategy, through a shared
+  backend (in-process or served) or in worker processes.
+- :mod:`~langchain_llava_cot.eval.summary`: a strategy's answers summed up, and the paired
+  differences between strategies.
 - :mod:`~langchain_llava_cot.eval.run`: :func:`run_eval` over the questions (concurrently, or in
   worker processes), resuming what ``answers.jsonl`` holds.
 - :mod:`~langchain_llava_cot.eval.cli`: ``llava-cot eval`` (:func:`main`).
@@ -45,7 +49,7 @@ from langchain_llava_cot.eval.oracle import score_record, stage_oracle
 from langchain_llava_cot.eval.report import EvalReport, StrategyResult, plot
 from langchain_llava_cot.eval.run import run_eval
 from langchain_llava_cot.eval.scoring import score_answer
-from langchain_llava_cot.eval.stats import paired_difference, wilson_interval
+from langchain_llava_cot.eval.stats import paired_difference, ranking_auc, wilson_interval
 from langchain_llava_cot.eval.strategies import (
     ADAPTIVE_SUFFIX,
     GRID_STRATEGIES,
@@ -76,6 +80,7 @@ __all__ = [
     "parse_columns",
     "parse_strategy",
     "plot",
+    "ranking_auc",
     "read_table",
     "run_eval",
     "score_answer",

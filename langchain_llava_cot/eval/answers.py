@@ -4,7 +4,9 @@ One JSON line per question and strategy (``strategy``, ``index``, ``correct``, t
 tokens, requests, seconds and the rest of the scored record), written and flushed to the disk
 (``fsync``) as each question finishes, so a Ctrl-C or a kill loses at most the questions in flight.
 Opening the log again reads what is there: a last line torn by a kill mid-write is cut off (and its
-question asked again), and :meth:`AnswerLog.has` tells the runner which answers to keep.
+question asked again), and :meth:`AnswerLog.has` tells the runner which answers to keep. While a log
+is open, no other run can open the same file (an advisory ``flock``, released by the system when the
+process ends, even by a kill), so two runs never ask the same questions into one folder.
 
 >>> import tempfile, pathlib
 >>> folder = pathlib.Path(tempfile.mkdtemp())
@@ -50,8 +52,8 @@ class AnswerLog:
         self._lock = threading.Lock()
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = _open_alone(self.path)
             self._read_and_repair(self.path)
-            self._file = self.path.open("a", encoding="utf-8")
 
     def _read_and_repair(self, path: Path) -> None:
         """Read every whole line; cut the file after the last one (a kill can tear only the last)."""
@@ -107,6 +109,25 @@ class AnswerLog:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _open_alone(path: Path) -> IO[str]:
+    """``path`` opened for appending, locked against other runs; a ValueError if one holds it."""
+    file = path.open("a", encoding="utf-8")
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows has no flock: one run per folder is up to the user
+        return file
+    try:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as e:
+        file.close()
+        msg = (
+            f"Another run is writing {str(path)!r}; let it finish (then rerun to add what is missing), or "
+            "pass another --out."
+        )
+        raise ValueError(msg) from e
+    return file
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:

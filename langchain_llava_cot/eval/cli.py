@@ -67,6 +67,11 @@ def parser() -> argparse.ArgumentParser:
         "--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
         help="environment variable holding the server's API key (default OPENAI_API_KEY; unset: no key)",
     )  # fmt: skip
+    model.add_argument(
+        "--timeout", type=float, default=None, metavar="SECONDS",
+        help="a served model: seconds one reply may take, its wait in the server's queue included "
+        "(default 60); raise it when more questions are in flight than the server answers at once",
+    )  # fmt: skip
     which = p.add_argument_group("strategies").add_mutually_exclusive_group()
     which.add_argument(
         "--strategies",
@@ -126,10 +131,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         from rich.markup import escape
 
-        from langchain_llava_cot.cli import one_line
-
-        errors.print(f"[bold red]error:[/] {escape(one_line(e))}")
+        errors.print(f"[bold red]error:[/] {escape(_what_to_do(e, args))}")
         return 2 if isinstance(e, _BAD_INPUT) else 1
+
+
+def _what_to_do(error: Exception, args: argparse.Namespace) -> str:
+    """The error as one line, naming this command's option where the message names an argument."""
+    from langchain_llava_cot.backends.openai.errors import ServerTimeoutError
+    from langchain_llava_cot.cli import one_line
+
+    line = one_line(error)
+    if isinstance(error, ServerTimeoutError):
+        now = f"{args.timeout:g}" if args.timeout is not None else "60"
+        line = line.replace(
+            "Raise timeout=.", f"Rerun the same command with a longer --timeout (now {now} s)"
+        )
+        line += f"; the answers so far are kept in {args.out}/answers.jsonl."
+    return line
 
 
 def _run(args: argparse.Namespace, errors: Any) -> int:
@@ -177,12 +195,13 @@ def _run(args: argparse.Namespace, errors: Any) -> int:
         base_url=args.base_url,
         served_model=args.served_model,
         api_key=os.environ.get(args.api_key_env) or None,
+        timeout=args.timeout,
         grader=grader,
         tolerance=args.tolerance,
         concurrency=args.concurrency,
         workers=args.workers,
         max_stage_tokens=args.max_stage_tokens,
-        on_skip=lambda line: errors.print(f"[yellow]{line}[/]"),
+        on_skip=lambda line: errors.print(f"[yellow]{escape(' '.join(line.split()))}[/]"),
     )
     console = Console()
     if not console.is_terminal:  # a pipe, a CI log: do not cut the columns

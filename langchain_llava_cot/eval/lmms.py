@@ -5,8 +5,8 @@ lmms-eval (0.7) takes models from outside its tree through the Python entry-poin
 both are installed in one environment lmms-eval lists ``llava_cot`` beside its own models.
 Options go in ``--model_args`` as lmms-eval passes them, e.g.
 ``model=PATH,strategy=stage_beam,candidates=4,judge=likelihood`` (in-process) or
-``base_url=http://127.0.0.1:8000/v1,served_model=NAME`` (a served model; the API key from the
-environment variable ``api_key_env``, ``OPENAI_API_KEY`` by default), ``concurrency=8``.
+``base_url=http://127.0.0.1:8000/v1,served_model=NAME,timeout=300`` (a served model; the API key
+from the environment variable ``api_key_env``, ``OPENAI_API_KEY`` by default), ``concurrency=8``.
 
 Each ``generate_until`` request becomes one user message (the task's pictures, then its prompt)
 answered with the search; ``batch_size`` requests go to ``ChatLlavaCoT.batch`` at once
@@ -49,6 +49,7 @@ class LlavaCoTLmms(lmms):
         base_url: An OpenAI-compatible server instead.
         served_model: The served model's name (None: the one the server lists).
         api_key_env: Environment variable holding the server's API key.
+        timeout: Seconds one reply of the server may take, queueing included (None: 60).
         strategy: ``greedy``, ``best_of_n``, ``vote``, ``stage_beam`` or ``retrace``.
         candidates: Candidates per step (N).
         judge: ``likelihood``, ``verifier``, ``pairwise`` or ``vote``.
@@ -65,11 +66,12 @@ class LlavaCoTLmms(lmms):
         base_url: str | None = None,
         served_model: str | None = None,
         api_key_env: str = "OPENAI_API_KEY",
+        timeout: float | None = None,
         strategy: str = "stage_beam",
         candidates: int = 4,
         judge: str | None = None,
         temperature: float = 0.6,
-        max_stage_tokens: int | None = None,
+        max_stage_tokens: int | dict[str, int] | None = None,
         seed: int | None = 0,
         concurrency: int = 4,
         batch_size: int | str = 1,
@@ -88,7 +90,11 @@ class LlavaCoTLmms(lmms):
 
             api_key = os.environ.get(api_key_env) or None
             backend = served_backend(
-                str(base_url), served_model, api_key, max_concurrency=max(8, concurrency)
+                str(base_url),
+                served_model,
+                api_key,
+                max_concurrency=max(8, int(concurrency)),
+                timeout=None if timeout is None else float(timeout),
             )
         self.llm = ChatLlavaCoT(
             model=None if backend else model,

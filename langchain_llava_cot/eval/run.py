@@ -5,11 +5,12 @@ a benchmark file's (:func:`~langchain_llava_cot.eval.data.load_questions`). Ever
 backend (in-process, a served model, or any ready backend or LangChain chat model); ``concurrency``
 questions are in flight at once (``ainvoke`` under a semaphore: requests to a server overlap, and the
 in-process engine merges concurrent requests into shared ``generate`` calls), or each of ``workers``
-processes loads its own copy of an in-process model. Each answer is scored
-(:mod:`~langchain_llava_cot.eval.scorers`) and appended at once to ``answers.jsonl``
+processes loads its own copy of an in-process model (:mod:`~langchain_llava_cot.eval.asking`). Each
+answer is scored (:mod:`~langchain_llava_cot.eval.scorers`) and appended at once to ``answers.jsonl``
 (:class:`~langchain_llava_cot.eval.answers.AnswerLog`), so the same call with the same ``output_dir``
-asks only what is not there yet. The answers of each strategy are summed up into a
-:class:`~langchain_llava_cot.eval.report.StrategyResult`.
+asks only what is not there yet. The answers of each strategy are summed up and compared in pairs
+(:mod:`~langchain_llava_cot.eval.summary`). Every option, and each strategy's search, is checked
+before the data is read or a model loaded.
 
 >>> report = run_eval(questions=500, strategies=["greedy", "stage_beam:pairwise:4"])  # doctest: +SKIP
 >>> report = run_eval(data="MMStar.tsv", base_url="http://127.0.0.1:8000/v1", concurrency=8)  # doctest: +SKIP
@@ -18,37 +19,26 @@ asks only what is not there yet. The answers of each strategy are summed up into
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import random
-import statistics
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from langchain_llava_cot.eval.answers import ANSWERS_FILE, AnswerLog
+from langchain_llava_cot.eval.asking import Answer, Answerer, chat_model, local_model
 from langchain_llava_cot.eval.report import EvalReport, StrategyResult, plot
 from langchain_llava_cot.eval.scorers import DemoScorer, FileScorer
 from langchain_llava_cot.eval.scoring import DEFAULT_TOLERANCE
-from langchain_llava_cot.eval.stats import paired_difference, wilson_interval
 from langchain_llava_cot.eval.strategies import StrategySpec, default_strategies, parse_strategy
+from langchain_llava_cot.eval.summary import compare_pairs, summarize
 from langchain_llava_cot.options import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, model_or_demo
 
 __all__ = ["RUN_FILE", "check_output_dir", "run_eval"]
 
 RUN_FILE = "run.json"
 """What a run measured (data, model, sampling): a rerun into the same folder must match it."""
-
-
-@dataclass(frozen=True)
-class _Raw:
-    """One answer as the model gave it, before scoring."""
-
-    content: str
-    record: dict[str, Any]
-    usage: dict[str, Any]
-    seconds: float
 
 
 def run_eval(
@@ -71,11 +61,12 @@ def run_eval(
     base_url: str | None = None,
     served_model: str | None = None,
     api_key: str | None = None,
+    timeout: float | None = None,
     grader: Any = None,
     tolerance: float = DEFAULT_TOLERANCE,
     concurrency: int = 1,
     keep_records: bool = True,
-    max_stage_tokens: int | None = None,
+    max_stage_tokens: int | Mapping[str, int] | None = None,
     workers: int = 1,
     on_skip: Callable[[str], None] | None = None,
 ) -> EvalReport:
@@ -104,20 +95,32 @@ def run_eval(
         base_url: An OpenAI-compatible server to answer with.
         served_model: The served model's name (None: the one the server lists).
         api_key: The server's API key.
+        timeout: Seconds one reply of the server may take, its time in the server's queue included
+            (None: the backend's 60). Raise it when more questions are in flight than the server
+            answers at once.
         grader: A :class:`~langchain_llava_cot.eval.grading.Grader` (or a LangChain chat model) that
             scores open answers of a file 0-1; None scores them by exact match.
         tolerance: Numbers match within this share of the expected one.
         concurrency: Questions in flight at once.
         keep_records: Keep every question's scores in ``eval.json``.
-        max_stage_tokens: Token limit of each stage (None: the engine's defaults).
+        max_stage_tokens: Token limit of each stage, one number or one per stage name (None: the
+            engine's defaults).
         workers: Processes that answer in parallel, each loading the in-process model with one torch
             thread (on small CPU models 2 workers on 2 cores beat one with 2 threads).
         on_skip: Called with one line per row of ``data`` that was skipped (an undecodable picture...).
 
     Returns:
         The report; ``report.table()`` renders the table.
+
+    Raises:
+        RuntimeError: Called where an event loop runs (a notebook, async code): ``run_eval`` runs its
+            own; call it in a thread there (``await asyncio.to_thread(run_eval, ...)``).
     """
-    specs = _check_options(strategies, questions, split, concurrency, workers, backend, base_url, model)
+    _check_no_running_loop()
+    options = {"temperature": temperature, "top_p": top_p, "seed": seed, "max_stage_tokens": max_stage_tokens}
+    specs = _check_options(
+        strategies, options, questions, split, concurrency, workers, backend, base_url, model, timeout
+    )
     out = check_output_dir(output_dir)
     items, source = _questions(data, columns, questions, shuffle, split, world, start, on_skip)
     scorer = DemoScorer() if data is None else FileScorer(tolerance, _grader(grader))
@@ -131,33 +134,27 @@ def run_eval(
         "seed": seed,
         "max_stage_tokens": max_stage_tokens,
     }
-    if out is not None:
-        _check_same_run(out, settings)
-    log = AnswerLog(out / ANSWERS_FILE if out is not None else None)
-    kept = sum(log.has(spec.name, item.index) for spec in specs for item in items)
-    options = {"temperature": temperature, "top_p": top_p, "seed": seed, "max_stage_tokens": max_stage_tokens}
-    answerer = _Answerer(model, backend, base_url, served_model, api_key, workers, concurrency)
-    if base_url is not None and kept < len(specs) * len(items):
-        answerer.ready_backend()  # a dead server or a wrong model name: one error now, not per question
-    bar = _progress(len(specs) * len(items) - kept, progress)
-    results: list[StrategyResult] = []
     model_name = str(settings["model"])
-    try:
-        for spec in specs:
-            todo = [item for item in items if not log.has(spec.name, item.index)]
-            if todo:
-                bar.set_description(spec.name)
-                asyncio.run(_answer_all(answerer, spec, todo, options, scorer, log, bar))
-            records = [log.get(spec.name, item.index) for item in items]
-            results.append(_summarize(spec, records))
-            if out is not None:  # a run cut short keeps what it measured, compared
-                _compare_pairs(results)
-                _write_json(out, _payload(results, settings, len(items), model_name, keep_records))
-    finally:
-        bar.close()
-        log.close()
-        answerer.close()
-    _compare_pairs(results)
+
+    def checkpoint(results: Sequence[StrategyResult]) -> None:  # a run cut short keeps what it measured
+        if out is not None:
+            compare_pairs(results)
+            _write_json(out, _payload(results, settings, len(items), model_name, keep_records))
+
+    log = AnswerLog(out / ANSWERS_FILE if out is not None else None)  # refused while another run writes it
+    answerer = Answerer(
+        model=model, backend=backend, base_url=base_url, served_model=served_model, api_key=api_key,
+        timeout=timeout, workers=workers, concurrency=concurrency,
+    )  # fmt: skip
+    with log, contextlib.closing(answerer):
+        if out is not None:
+            _check_same_run(out, settings)
+        kept = sum(log.has(spec.name, item.index) for spec in specs for item in items)
+        if base_url is not None and kept < len(specs) * len(items):
+            answerer.ready_backend()  # a dead server or a wrong model name: one error now, not per question
+        with contextlib.closing(_progress(len(specs) * len(items) - kept, progress)) as bar:
+            results = _answer_strategies(specs, items, answerer, options, scorer, log, bar, checkpoint)
+    compare_pairs(results)
     report = EvalReport(
         results, split if data is None else "file", len(items), str(model_name), source=source,
         demo=data is None, kept=kept, dropped=log.dropped,
@@ -186,6 +183,7 @@ def check_output_dir(output_dir: str | Path | None) -> Path | None:
 
 def _check_options(
     strategies: Iterable[str | StrategySpec] | None,
+    options: dict[str, Any],
     questions: int | None,
     split: str,
     concurrency: int,
@@ -193,6 +191,7 @@ def _check_options(
     backend: Any,
     base_url: str | None,
     model: str | Path | None,
+    timeout: float | None,
 ) -> list[StrategySpec]:
     if strategies is None:
         strategies = default_strategies()
@@ -203,6 +202,8 @@ def _check_options(
     if len({s.name for s in specs}) < len(specs):
         msg = f"A strategy is named twice in {[s.name for s in specs]}; name each once."
         raise ValueError(msg)
+    for spec in specs:
+        _check_search(spec, options)
     for name, value in (("questions", questions), ("concurrency", concurrency), ("workers", workers)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             msg = f"{name} must be a whole number of at least 1, got {value!r}."
@@ -216,9 +217,45 @@ def _check_options(
     if workers > 1 and (backend is not None or base_url is not None):
         msg = "Worker processes load an in-process model; with a server or a ready backend use concurrency."
         raise ValueError(msg)
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+    ):
+        msg = f"timeout must be a number of seconds above 0, got {timeout!r}."
+        raise ValueError(msg)
+    if timeout is not None and base_url is None:
+        msg = "timeout is how long a served model's reply may take: pass it with base_url (--base-url)."
+        raise ValueError(msg)
     if model is not None:
-        _local_model(model)
+        local_model(model)
     return specs
+
+
+def _check_no_running_loop() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    msg = (
+        "run_eval runs its own event loop, and one runs here (a notebook, async code); call it in a "
+        "thread: await asyncio.to_thread(run_eval, ...)."
+    )
+    raise RuntimeError(msg)
+
+
+def _check_search(spec: StrategySpec, options: dict[str, Any]) -> None:
+    """Refuse now, in one line, a search the engine would refuse at every question.
+
+    Retrace with a judge that does not score, a negative temperature, a stage limit of 0...
+    """
+    from pydantic import ValidationError
+
+    from langchain_llava_cot.cli import one_line
+
+    try:
+        chat_model(None, spec, options)  # validates every search option; loads nothing
+    except (ValidationError, ValueError, TypeError) as e:
+        msg = f"{spec.name}: {one_line(e)}"
+        raise ValueError(msg) from e
 
 
 def _questions(
@@ -283,72 +320,6 @@ def _check_same_run(out: Path, settings: dict[str, Any]) -> None:
     path.write_text(json.dumps(settings, indent=1))
 
 
-class _Answerer:
-    """Asks one question with one strategy: through a shared backend, or in worker processes."""
-
-    def __init__(
-        self,
-        model: str | Path | None,
-        backend: Any,
-        base_url: str | None,
-        served_model: str | None,
-        api_key: str | None,
-        workers: int,
-        concurrency: int,
-    ) -> None:
-        self._model, self._backend, self._base_url = model, backend, base_url
-        self._served_model, self._api_key = served_model, api_key
-        self._workers, self._concurrency = workers, concurrency
-        self._pool: Any = None
-
-    def ready_backend(self) -> Any:
-        """The shared backend, made (and the model loaded, or the server checked) at first use."""
-        if self._backend is None:
-            if self._base_url is not None:
-                from langchain_llava_cot.eval.serving import served_backend
-
-                self._backend = served_backend(
-                    self._base_url,
-                    self._served_model,
-                    self._api_key,
-                    max_concurrency=max(8, self._concurrency),
-                )
-            else:
-                from langchain_llava_cot.backends.transformers import TransformersBackend
-
-                self._backend = TransformersBackend(str(_local_model(model_or_demo(self._model))))
-        return self._backend
-
-    def _ready_pool(self) -> Any:
-        if self._pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            model = str(_local_model(model_or_demo(self._model)))
-            self._pool = ProcessPoolExecutor(
-                self._workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(model,),
-            )
-        return self._pool
-
-    async def ask(self, spec: StrategySpec, item: Any, options: dict[str, Any]) -> _Raw:
-        if self._workers > 1:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._ready_pool(), _worker_ask, spec, item, options)
-        return await _aask(_chat_model(self.ready_backend(), spec, options), item, options)
-
-    @property
-    def in_flight(self) -> int:
-        """Questions asked at once."""
-        return self._workers if self._workers > 1 else self._concurrency
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-
-
 def _model_label(
     model: str | Path | None, backend: Any, base_url: str | None, served_model: str | None
 ) -> str:
@@ -362,16 +333,30 @@ def _model_label(
     return str(model_or_demo(model))
 
 
-def _local_model(model: str | Path) -> Path:
-    path = Path(model).expanduser()
-    if not path.is_dir():
-        msg = f"Model folder {str(path)!r} does not exist; pass a model folder, or --base-url for a server."
-        raise FileNotFoundError(msg)
-    return path
+def _answer_strategies(
+    specs: Sequence[StrategySpec],
+    items: Sequence[Any],
+    answerer: Answerer,
+    options: dict[str, Any],
+    scorer: Any,
+    log: AnswerLog,
+    bar: Any,
+    checkpoint: Callable[[Sequence[StrategyResult]], None],
+) -> list[StrategyResult]:
+    """Each strategy's result, asking only what ``log`` lacks; ``checkpoint`` after each strategy."""
+    results: list[StrategyResult] = []
+    for spec in specs:
+        todo = [item for item in items if not log.has(spec.name, item.index)]
+        if todo:
+            bar.set_description(spec.name)
+            asyncio.run(_answer_all(answerer, spec, todo, options, scorer, log, bar))
+        results.append(summarize(spec, [log.get(spec.name, item.index) for item in items]))
+        checkpoint(results)
+    return results
 
 
 async def _answer_all(
-    answerer: _Answerer,
+    answerer: Answerer,
     spec: StrategySpec,
     items: Sequence[Any],
     options: dict[str, Any],
@@ -380,6 +365,8 @@ async def _answer_all(
     bar: Any,
 ) -> None:
     """Ask ``items`` with ``spec``, ``answerer.in_flight`` at a time; log each answer as it is scored."""
+    from langchain_llava_cot.cli import one_line
+
     gate = asyncio.Semaphore(answerer.in_flight)
     right: list[float] = [0.0, 0.0]
 
@@ -388,11 +375,11 @@ async def _answer_all(
             try:
                 raw = await answerer.ask(spec, item, options)
             except ValueError as e:  # this question cannot be asked (too long a prompt...): wrong, noted
-                raw = _Raw("", {}, {}, 0.0)
+                raw = Answer("", {}, {}, 0.0)
                 category = str(getattr(item, "category", getattr(item, "kind", "")))
                 scored: dict[str, Any] = {
                     "correct": False, "readable": False, "well_formed": False, "pass": False,
-                    "decisions": [], "category": category, "error": str(e),
+                    "decisions": [], "category": category, "error": one_line(e),
                 }  # fmt: skip
             else:
                 scored = await scorer.score(item, raw.content, raw.record)
@@ -411,7 +398,7 @@ async def _answer_all(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _record(spec: StrategySpec, item: Any, raw: _Raw, scored: dict[str, Any]) -> dict[str, Any]:
+def _record(spec: StrategySpec, item: Any, raw: Answer, scored: dict[str, Any]) -> dict[str, Any]:
     """The line ``answers.jsonl`` keeps for one question and strategy."""
     return {
         "strategy": spec.name,
@@ -426,116 +413,6 @@ def _record(spec: StrategySpec, item: Any, raw: _Raw, scored: dict[str, Any]) ->
         "requests": (raw.record.get("usage") or {}).get("model_calls", 0),
         "seconds": raw.seconds,
     }
-
-
-def _chat_model(backend: Any, spec: StrategySpec, options: dict[str, Any]) -> Any:
-    from langchain_llava_cot.chat_models import ChatLlavaCoT
-
-    return ChatLlavaCoT(
-        backend=backend,
-        strategy=spec.strategy,  # type: ignore[arg-type]
-        candidates=spec.candidates,
-        adaptive=spec.adaptive,
-        judge=spec.judge or "pairwise",
-        temperature=options["temperature"],
-        top_p=options["top_p"],
-        max_stage_tokens=options["max_stage_tokens"],
-    )
-
-
-def _seed(item: Any, options: dict[str, Any]) -> int:
-    return int(options["seed"]) + int(getattr(item, "position", item.index))
-
-
-async def _aask(llm: Any, item: Any, options: dict[str, Any]) -> _Raw:
-    seed = _seed(item, options)
-    random.seed(seed)
-    started = time.perf_counter()
-    message = await llm.ainvoke([item.message()], seed=seed)
-    return _raw(message, time.perf_counter() - started)
-
-
-def _raw(message: Any, seconds: float) -> _Raw:
-    return _Raw(
-        str(message.content),
-        message.response_metadata["llava_cot"],
-        dict(message.usage_metadata or {}),
-        seconds,
-    )
-
-
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(model: str) -> None:
-    import torch
-
-    from langchain_llava_cot.backends.transformers import TransformersBackend
-
-    torch.set_num_threads(1)
-    _WORKER["backend"] = TransformersBackend(model)
-
-
-def _worker_ask(spec: StrategySpec, item: Any, options: dict[str, Any]) -> _Raw:
-    llm = _chat_model(_WORKER["backend"], spec, options)
-    seed = _seed(item, options)
-    random.seed(seed)
-    started = time.perf_counter()
-    message = llm.invoke([item.message()], seed=seed)
-    return _raw(message, time.perf_counter() - started)
-
-
-def _summarize(spec: StrategySpec, records: list[dict[str, Any]]) -> StrategyResult:
-    n = len(records)
-    result = StrategyResult(
-        spec.name, spec.strategy, spec.candidates, spec.judge, questions=n, records=records
-    )
-    if not n:
-        return result
-    correct = sum(float(r["correct"]) for r in records)
-    result.accuracy = correct / n
-    result.accuracy_interval = wilson_interval(correct, n)
-    result.well_formed = sum(r["well_formed"] for r in records) / n
-    result.unreadable = sum(not r.get("readable", True) for r in records) / n
-    passes = [r["pass"] for r in records if r.get("pass") is not None]
-    result.pass_at_n = sum(passes) / len(passes) if passes else None
-    result.tokens_per_question = statistics.mean(r["input_tokens"] + r["output_tokens"] for r in records)
-    result.generated_per_question = statistics.mean(r["output_tokens"] for r in records)
-    result.requests_per_question = statistics.mean(r.get("requests", 0) for r in records)
-    result.seconds_per_question = statistics.mean(r["seconds"] for r in records)
-    if all("caption_right" in r for r in records):
-        result.caption_right = sum(r["caption_right"] for r in records) / n
-        result.follows_caption = sum(r["follows_caption"] for r in records) / n
-    kinds: dict[str, list[float]] = {}
-    for r in records:
-        kinds.setdefault(str(r.get("category", r.get("kind", ""))), []).append(float(r["correct"]))
-    result.by_kind = {k: sum(v) / len(v) for k, v in sorted(kinds.items())}
-    decisions = [d for r in records for d in r["decisions"]]
-    if spec.strategy != "greedy" and decisions:
-        result.judge_decisions = len(decisions)
-        result.judge_agreement = sum(ok for _, ok in decisions) / len(decisions)
-        stages: dict[str, list[bool]] = {}
-        for stage, ok in decisions:
-            stages.setdefault(stage, []).append(ok)
-        result.agreement_by_stage = {k: sum(v) / len(v) for k, v in stages.items()}
-    return result
-
-
-def _compare_pairs(results: Sequence[StrategyResult]) -> None:
-    """Set each search's paired accuracy differences: from greedy, and from its fewest N."""
-    greedy = next((r for r in results if r.strategy == "greedy"), None)
-    searches = [r for r in results if r.strategy != "greedy" and r.records]
-    for result in searches:
-        if greedy is not None and len(greedy.records) == len(result.records):
-            result.vs_greedy = paired_difference(_correct(result), _correct(greedy))
-        fewest = min((r for r in searches if r.family == result.family), key=lambda r: r.candidates)
-        if fewest.candidates < result.candidates and len(fewest.records) == len(result.records):
-            diff, low, high = paired_difference(_correct(result), _correct(fewest))
-            result.vs_fewer = (fewest.candidates, diff, low, high)
-
-
-def _correct(result: StrategyResult) -> list[float]:
-    return [float(r["correct"]) for r in result.records]
 
 
 def _progress(total: int, enabled: bool) -> Any:

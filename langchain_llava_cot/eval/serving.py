@@ -14,13 +14,25 @@ __all__ = ["served_backend", "served_model_name"]
 
 
 def served_backend(
-    base_url: str, served_model: str | None, api_key: str | None, *, max_concurrency: int = 8
+    base_url: str,
+    served_model: str | None,
+    api_key: str | None,
+    *,
+    max_concurrency: int = 8,
+    timeout: float | None = None,
 ) -> Any:
-    """The backend for ``base_url``, checked: the server answers and serves the model."""
+    """The backend for ``base_url``, checked: the server answers and serves the model.
+
+    ``timeout`` is the seconds one reply may take, queueing in the server included (None: the
+    backend's default).
+    """
     from langchain_llava_cot.backends.openai import OpenAICompatibleBackend
 
     name = served_model or served_model_name(base_url, api_key)
-    backend = OpenAICompatibleBackend(base_url, name, api_key=api_key, max_concurrency=max_concurrency)
+    limits: dict[str, Any] = {"max_concurrency": max_concurrency}
+    if timeout is not None:
+        limits["timeout"] = timeout
+    backend = OpenAICompatibleBackend(base_url, name, api_key=api_key, **limits)
     backend.probe()
     return backend
 

@@ -1,4 +1,4 @@
-"""Statistics of accuracies: the Wilson interval of one, the paired interval of a difference."""
+"""Statistics: the Wilson interval of an accuracy, the paired interval of a difference, a ranking AUC."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 import statistics
 from collections.abc import Sequence
 
-__all__ = ["paired_difference", "wilson_interval"]
+__all__ = ["paired_difference", "ranking_auc", "wilson_interval"]
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -42,3 +42,32 @@ def paired_difference(a: Sequence[float], b: Sequence[float], z: float = 1.96) -
     spread = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
     half = z * spread / math.sqrt(len(diffs))
     return mean, mean - half, mean + half
+
+
+def ranking_auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """Share of (right, wrong) pairs that ``scores`` order right, ties counting half (ROC AUC).
+
+    None when the labels are not mixed. Over one question's candidates it is a judge's
+    within-question AUC.
+
+    >>> ranking_auc([0.9, 0.1, 0.5], [True, False, False])
+    1.0
+    """
+    rights = sum(1 for ok in labels if ok)
+    wrongs = len(labels) - rights
+    if not rights or not wrongs:
+        return None
+    ordered = sorted(zip(scores, labels), key=lambda pair: pair[0])
+    wins = 0.0
+    wrong_below = 0
+    start = 0
+    while start < len(ordered):  # one group of equal scores at a time
+        end = start
+        while end < len(ordered) and ordered[end][0] == ordered[start][0]:
+            end += 1
+        right_here = sum(1 for _, ok in ordered[start:end] if ok)
+        wrong_here = (end - start) - right_here
+        wins += right_here * (wrong_below + 0.5 * wrong_here)
+        wrong_below += wrong_here
+        start = end
+    return wins / (rights * wrongs)

@@ -75,16 +75,22 @@ def parse_strategy(text: str) -> StrategySpec:
         msg = f"N in {text!r} must be a whole number of at least 1, e.g. stage_beam:verifier:4."
         raise ValueError(msg)
     checks: dict[str, Any] = {"strategy": search, "candidates": n, "judge": parts[1], "adaptive": adaptive}
-    SearchOptions(**checks)  # the search's own checks (candidates' cap, a judge the search can use)
+    try:
+        SearchOptions(**checks)  # the search's own checks (candidates' cap, a judge the search can use)
+    except ValueError as e:  # pydantic's ValidationError is one
+        from langchain_llava_cot.cli import one_line
+
+        msg = f"{text}: {one_line(e)}"
+        raise ValueError(msg) from e
     return StrategySpec(search, n, parts[1], adaptive)
 
 
 def default_strategies(judge: str | None = None) -> tuple[str, ...]:
-    """The quick set: greedy, and both searches at N=4 with ``judge`` (None: ChatLlavaCoT's default)."""
+    """The quick set: greedy, and both searches at N=4 with ``judge`` (None: the demo model's default)."""
     if judge is None:
-        from langchain_llava_cot.options import DEFAULT_JUDGE
+        from langchain_llava_cot.judges import DEMO_JUDGE
 
-        judge = DEFAULT_JUDGE
+        judge = DEMO_JUDGE
     return ("greedy", f"best_of_n:{judge}:4", f"stage_beam:{judge}:4")
 
 

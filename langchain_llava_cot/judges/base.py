@@ -2,7 +2,8 @@
 
 A judge reads a :class:`JudgeTask` (the request, the stages chosen so far, the
 candidates) and returns a :class:`Verdict` (the winner's index, the comparisons it made,
-its token usage, and each candidate's score for judges that score). :func:`best_index`
+its token usage, each candidate's score for judges that score, and each step's score
+(:class:`StepScore`) for judges that score steps). :func:`best_index`
 and :func:`ranked` order candidates by score, ties broken by mean token log-probability;
 :func:`reads_logits` tells model judges whether to read a verdict from one forward pass.
 """
@@ -24,6 +25,7 @@ __all__ = [
     "Comparison",
     "Judge",
     "JudgeTask",
+    "StepScore",
     "Verdict",
     "best_index",
     "check_verdict_tokens",
@@ -57,6 +59,14 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class StepScore:
+    """One step of a candidate, as a process judge split it, and its score (higher is better)."""
+
+    text: str
+    score: float
+
+
+@dataclass(frozen=True)
 class Verdict:
     """A judge's choice and how it was reached."""
 
@@ -67,6 +77,9 @@ class Verdict:
     calls: int = 0
     scores: tuple[float | None, ...] = ()
     """Each candidate's score, for judges that score (higher is better)."""
+    step_scores: tuple[tuple[StepScore, ...] | None, ...] = ()
+    """Each candidate's steps and their scores, for judges that score steps (process reward
+    models, the verifier on whole answers); ``scores`` aggregates them."""
 
 
 class Judge(ABC):
@@ -93,6 +106,10 @@ class Judge(ABC):
             msg = f"The {self.name!r} judge does not score candidates."
             raise TypeError(msg)
         return self.select(task, backend)
+
+    def describe(self) -> dict[str, str]:
+        """Which judge this is and why it judges: the run's ``record["judge"]``."""
+        return {"name": self.name, "reason": "named by the judge option"}
 
     def vote_weight(self, score: float) -> float:
         """How much a candidate with ``score`` counts in a weighted vote.

@@ -33,9 +33,10 @@ class HumanJudge(Judge):
 
         graph = build_graph(checkpointer=InMemorySaver())
         config = {"configurable": {"thread_id": "1"}}
-        graph.invoke({"conversation": conversation}, config, context=SearchContext(backend, judge="human"))
+        context = SearchContext(backend=backend, judge="human")
+        graph.invoke({"conversation": conversation}, config, context=context)
         graph.get_state(config).interrupts[0].value["candidates"]  # shown to the person
-        graph.invoke(Command(resume=1), config, context=SearchContext(backend, judge="human"))
+        graph.invoke(Command(resume=1), config, context=context)
     """
 
     name: str = field(default="human", init=False)

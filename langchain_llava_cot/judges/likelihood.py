@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from langchain_llava_cot._calls import Step, finished
 from langchain_llava_cot.backends.base import VLMBackend
-from langchain_llava_cot.judges.base import Judge, JudgeTask, Verdict
+from langchain_llava_cot.judges.base import Judge, JudgeTask, Verdict, best_index
 
 __all__ = ["LikelihoodJudge"]
 
@@ -34,13 +34,16 @@ class LikelihoodJudge(Judge):
         return math.exp(min(score, 0.0))
 
     def select(self, task: JudgeTask, backend: VLMBackend | None) -> Step[Verdict]:
-        """Pick the highest mean log-probability; makes no backend call."""
+        """Pick the highest mean log-probability; makes no backend call.
+
+        A candidate without one (an empty continuation has no tokens) ranks last; a backend
+        that gives none at all cannot be judged this way.
+        """
         scores = task.mean_logprobs
-        if len(scores) != len(task.candidates) or any(s is None for s in scores):
+        if len(scores) != len(task.candidates) or all(s is None for s in scores):
             msg = (
                 "The likelihood judge needs token log-probabilities, and this backend gave "
-                "none. Use judge='pairwise', or a server that returns logprobs."
+                "none. Use judge='auto' or 'pairwise', or a server that returns logprobs."
             )
             raise ValueError(msg)
-        best = max(range(len(scores)), key=lambda i: scores[i])  # type: ignore[arg-type,return-value]
-        return finished(Verdict(best, scores=tuple(scores)))
+        return finished(Verdict(best_index(scores, scores), scores=tuple(scores)))

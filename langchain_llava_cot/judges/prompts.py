@@ -5,7 +5,8 @@
   (``1`` or ``2`` after :data:`VERDICT_PREFIX`).
 - :func:`verifier_prompt` asks whether one candidate is right; :func:`parse_check` reads
   a written verdict (``right`` or ``wrong`` after :data:`VERIFY_PREFIX`) as a score.
-- :func:`reward_text` renders a candidate in its context for a text reward model.
+- :func:`reward_text` renders a candidate in its context for a text reward model
+  (:func:`answer_text`: the answer so far, for a reward model that reads the conversation).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "VERDICT_PREFIX",
     "VERIFY_OPTIONS",
     "VERIFY_PREFIX",
+    "answer_text",
     "pairwise_prompt",
     "parse_check",
     "parse_verdict",
@@ -118,11 +120,15 @@ def parse_check(text: str) -> float:
     return 1.0 if right != bool(negated) else -1.0
 
 
+def answer_text(task: JudgeTask, index: int) -> str:
+    """The answer so far with candidate ``index`` in its stage's tags (a whole answer as it is)."""
+    candidate = task.candidates[index]
+    return candidate if task.stage is None else render_answer({**task.chosen, task.stage: candidate})
+
+
 def reward_text(task: JudgeTask, index: int) -> str:
     """Candidate ``index`` in its context, as a text reward model reads it.
 
     The question, then the answer so far with the candidate in its stage's tags.
     """
-    candidate = task.candidates[index]
-    answer = candidate if task.stage is None else render_answer({**task.chosen, task.stage: candidate})
-    return f"Question: {task.conversation.question}\n\n{answer}"
+    return f"Question: {task.conversation.question}\n\n{answer_text(task, index)}"

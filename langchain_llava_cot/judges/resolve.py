@@ -1,7 +1,8 @@
 """What ``judge=`` accepts (:data:`JudgeSpec`) and how it becomes a :class:`Judge`.
 
-:func:`resolve_judge` turns a built-in judge's name, a :class:`Judge`, a LangChain chat
-model (:func:`chat_model_judge`) or a function into a judge.
+:func:`resolve_judge` turns a built-in judge's name (``"auto"``: the one that fits the model
+and the backend, :class:`~langchain_llava_cot.judges.auto.AutoJudge`), a :class:`Judge`, a
+LangChain chat model (:func:`chat_model_judge`) or a function into a judge.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any, Literal, Union
 
 from langchain_core.language_models import BaseChatModel
 
+from langchain_llava_cot.judges.auto import AutoJudge
 from langchain_llava_cot.judges.base import Judge, JudgeTask
 from langchain_llava_cot.judges.functions import FunctionJudge
 from langchain_llava_cot.judges.human import HumanJudge
@@ -22,7 +24,7 @@ from langchain_llava_cot.judges.vote import VoteJudge
 __all__ = ["BuiltinJudge", "JudgeSpec", "chat_model_judge", "resolve_judge"]
 
 
-BuiltinJudge = Literal["pairwise", "likelihood", "verifier", "vote", "human"]
+BuiltinJudge = Literal["auto", "pairwise", "likelihood", "verifier", "vote", "human"]
 JudgeSpec = Union[BuiltinJudge, Judge, BaseChatModel, Callable[[JudgeTask], int]]  # noqa: UP007
 """What ``judge=`` accepts: a built-in name, a :class:`Judge`, a LangChain chat model (see
 :func:`chat_model_judge`), or a function."""
@@ -51,12 +53,20 @@ def chat_model_judge(
     raise ValueError(msg)
 
 
-def resolve_judge(spec: JudgeSpec, *, seed: int | None = None) -> Judge:
-    """Turn a ``judge=`` option into a :class:`Judge`."""
+def resolve_judge(
+    spec: JudgeSpec, *, seed: int | None = None, strategy: str = "stage_beam", needs_scores: bool = False
+) -> Judge:
+    """Turn a ``judge=`` option into a :class:`Judge`.
+
+    ``strategy`` and ``needs_scores`` (the search compares scores with a threshold) are what
+    ``"auto"`` chooses for.
+    """
     if isinstance(spec, Judge):
         return spec
     if isinstance(spec, BaseChatModel):
         return chat_model_judge(spec, seed=seed)
+    if spec == "auto":
+        return AutoJudge(strategy=strategy, needs_scores=needs_scores, seed=seed)
     if spec == "pairwise":
         return PairwiseJudge(seed=seed)
     if spec == "likelihood":
@@ -70,7 +80,7 @@ def resolve_judge(spec: JudgeSpec, *, seed: int | None = None) -> Judge:
     if callable(spec):
         return FunctionJudge(spec)
     msg = (
-        f"Unknown judge {spec!r}: use 'pairwise', 'likelihood', 'verifier', 'vote', 'human', a Judge, "
-        "a LangChain chat model, or a function (JudgeTask) -> int."
+        f"Unknown judge {spec!r}: use 'auto', 'pairwise', 'likelihood', 'verifier', 'vote', 'human', "
+        "a Judge, a LangChain chat model, or a function (JudgeTask) -> int."
     )
     raise ValueError(msg)

@@ -12,13 +12,14 @@ from langchain_llava_cot.judges.base import (
     Comparison,
     Judge,
     JudgeTask,
+    StepScore,
     Verdict,
     best_index,
     check_verdict_tokens,
     reads_logits,
 )
 from langchain_llava_cot.judges.prompts import VERIFY_OPTIONS, VERIFY_PREFIX, parse_check, verifier_prompt
-from langchain_llava_cot.stages import STAGES, Stage, parse_answer
+from langchain_llava_cot.stages import STAGES, Stage, parse_answer, render_stage
 
 __all__ = ["VerifierJudge"]
 
@@ -70,8 +71,8 @@ class VerifierJudge(Judge):
 
         Whole answers (``task.stage`` None, best-of-N) are scored stage by stage, as a process
         reward model scores steps: each of ``answer_stages`` is verified after the answer's own
-        earlier stages, and the answer's score is the lowest (its weakest stage). Identical
-        candidates are scored once.
+        earlier stages, the answer's score is the lowest (its weakest stage), and each stage's
+        score is in ``step_scores``. Identical candidates are scored once.
         """
         scorer = self.backend or backend
         if scorer is None:
@@ -112,7 +113,16 @@ class VerifierJudge(Judge):
             for (text, _), detail in zip(checks, details)
         )
         scores = tuple(min(by_text[text]) if text in by_text else None for text in task.candidates)
-        return Verdict(0, comparisons, prompt, written, calls=1, scores=scores)
+        steps: tuple[tuple[StepScore, ...] | None, ...] = ()
+        if task.stage is None:  # a whole answer's stages are its steps
+            by_stage: dict[str, list[StepScore]] = {}
+            for (text, check), margin in zip(checks, margins):
+                assert check.stage is not None
+                by_stage.setdefault(text, []).append(
+                    StepScore(render_stage(check.stage, check.candidates[0]), margin)
+                )
+            steps = tuple(tuple(by_stage[text]) if text in by_stage else None for text in task.candidates)
+        return Verdict(0, comparisons, prompt, written, calls=1, scores=scores, step_scores=steps)
 
     def _checks(self, task: JudgeTask, index: int) -> list[JudgeTask]:
         """The one-candidate questions that score candidate ``index``."""

@@ -4,6 +4,7 @@ real-server tests ask it, and how they see what was sent."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from langchain_llava_cot.demo import DEMO_QUESTION, EXAMPLE_IMAGE
+from langchain_llava_cot.demo import DEMO_MODEL_PATH, DEMO_QUESTION, EXAMPLE_IMAGE
 from langchain_llava_cot.images import image_message
 
 DEMO_MESSAGES = [image_message(EXAMPLE_IMAGE.read_bytes(), DEMO_QUESTION)]
@@ -23,6 +24,9 @@ DEMO_MESSAGES = [image_message(EXAMPLE_IMAGE.read_bytes(), DEMO_QUESTION)]
 
 STAGE_LIMITS = {"summary": 60, "caption": 120, "reasoning": 300, "conclusion": 60}
 """Stage limits whose sum, with the prompt, fits the demo model's 1,024 positions."""
+
+VLLM_PYTHON = Path(__file__).parents[2] / ".venv-vllm" / "bin" / "python"
+"""The real-server lane's vLLM (its CPU build), from ``make vllm-venv``."""
 
 
 def record_chat_requests(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
@@ -60,30 +64,89 @@ def running_server(
 
     Fails the test, with the end of the server's log, if it exits or is not ready in time.
     """
-    name = Path(command[0]).name
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=cwd, env=dict(env), stdout=log, stderr=subprocess.STDOUT)
+    with running_servers([(command, ready_url, log_path)], env=env, cwd=cwd, timeout=timeout):
+        yield
+
+
+@contextmanager
+def running_servers(
+    servers: Sequence[tuple[Sequence[str], str, Path]],
+    *,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    timeout: float = 90,
+) -> Iterator[None]:
+    """Start every ``(command, ready_url, log_path)`` at once, wait until all answer 200, then yield.
+
+    They start side by side, so slow starts overlap; all are terminated afterwards. Fails the
+    test, with the end of a server's log, if one exits or is not ready in time.
+    """
+    processes = []
     try:
+        for command, _, log_path in servers:
+            with open(log_path, "wb") as log:
+                processes.append(
+                    subprocess.Popen(command, cwd=cwd, env=dict(env), stdout=log, stderr=subprocess.STDOUT)
+                )
         deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"{name} exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(ready_url, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"{name} was not ready within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.25)
+        for process, (command, ready_url, log_path) in zip(processes, servers):
+            _wait_until_ready(process, Path(command[0]).name, ready_url, log_path, deadline, timeout)
         yield
     finally:
-        process.terminate()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_until_ready(
+    process: subprocess.Popen, name: str, ready_url: str, log_path: Path, deadline: float, timeout: float
+) -> None:
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"{name} exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            if httpx.get(ready_url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{name} was not ready within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.25)
+
+
+@contextmanager
+def vllm_serving_demo(folder: Path) -> Iterator[str]:
+    """vLLM on 127.0.0.1 serving the demo model as "demo" (cache and log in ``folder``); yields its URL.
+
+    It may take 600 s to be ready: on this project's 2-core machine, shared with other jobs, vLLM took
+    over 300 s to start.
+    """
+    port = free_port()
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_TARGET_DEVICE": "cpu",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "VLLM_CACHE_ROOT": str(folder / "cache"),
+    }
+    command = [
+        str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(DEMO_MODEL_PATH),
+        "--served-model-name", "demo", "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "1024",
+        "--dtype", "float32", "--max-num-seqs", "16", "--enforce-eager",
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    # About 25 s on an idle machine; over 600 s measured on two cores shared by a training run and other
+    # tests (each of vLLM's three processes imports torch and vLLM).
+    with running_server(
+        command, ready_url=f"{url}/v1/models", log_path=folder / "vllm.log", env=env, timeout=900
+    ):
+        yield url
 
 
 def served_eval(
@@ -110,8 +173,10 @@ def served_eval(
             open_now[0] -= 1
 
     monkeypatch.setattr(openai_backend, "apost_within", counted)
+    # 8 questions in flight wait in the server's queue (llama-server answers 4 at once) on CPU cores
+    # shared with other work: a reply may take minutes, queueing included, where alone it takes a second.
     report = run_eval(
         data=data, base_url=f"{url}/v1", served_model="demo", strategies=["greedy", "best_of_n:likelihood:4"],
-        concurrency=8, output_dir=folder / "out", progress=False, max_stage_tokens=STAGE_LIMITS,
+        concurrency=8, output_dir=folder / "out", progress=False, max_stage_tokens=STAGE_LIMITS, timeout=240,
     )  # fmt: skip
     return report, most[0]

@@ -54,14 +54,17 @@ def test_judge_rank_scores_every_judge_on_the_same_mixed_sets(tmp_path: Path) ->
         assert judges["verifier"]["within_question_auc"] is not None
 
 
-def test_within_question_auc_counts_ordered_pairs() -> None:
-    sys.path.insert(0, str(BENCHMARKS))
-    from judge_rank import within_question_auc
+def test_ranking_auc_counts_ordered_pairs() -> None:
+    from langchain_llava_cot.eval import ranking_auc
 
-    assert within_question_auc([3.0, 1.0, 2.0], [True, False, False]) == 1.0
-    assert within_question_auc([1.0, 3.0, 2.0], [True, False, False]) == 0.0
-    assert within_question_auc([2.0, 2.0, 1.0], [True, False, True]) == 0.25  # a tie counts half
-    assert within_question_auc([1.0, 2.0], [True, True]) is None
+    assert ranking_auc([3.0, 1.0, 2.0], [True, False, False]) == 1.0
+    assert ranking_auc([1.0, 3.0, 2.0], [True, False, False]) == 0.0
+    assert ranking_auc([2.0, 2.0, 1.0], [True, False, True]) == 0.25  # a tie counts half
+    assert ranking_auc([1.0, 2.0], [True, True]) is None
+    scores, labels = [0.3, 0.1, 0.7, 0.3, 0.9, 0.2], [True, False, True, False, False, True]
+    pairs = [(r, w) for r, ok in zip(scores, labels) if ok for w, bad in zip(scores, labels) if not bad]
+    counted = sum(1.0 if r > w else 0.5 if r == w else 0.0 for r, w in pairs) / len(pairs)
+    assert ranking_auc(scores, labels) == counted  # sorting gives what counting every pair gives
 
 
 def test_cache_ab_reads_fewer_prompt_tokens_with_the_carry(tmp_path: Path) -> None:
@@ -79,3 +82,15 @@ def test_cache_ab_switches_the_prefix_cache_of_a_random_mllama(tmp_path: Path) -
         < on["prompt_tokens_asked_for"]
         == results["whole prompts"]["prompt_tokens_asked_for"]
     )
+
+
+def test_serve_cost_compares_the_server_with_direct_calls(tmp_path: Path) -> None:
+    small = ("--strategy", "greedy", "--requests", "2", "--concurrency", "1", "2", "--repeats", "1")
+    results = _run("serve_cost.py", *small, out=tmp_path / "serve.json")
+    assert set(results["throughput"]) == {"1", "2"}
+    for entry in results["throughput"].values():
+        rates = entry["answers_per_second"]
+        assert rates["direct"] > 0 and rates["server"] > 0
+        assert entry["server_over_direct"] == rates["server"] / rates["direct"]
+        cpu = entry["cpu_seconds_per_answer_median"]
+        assert cpu["direct"] > 0 and cpu["server"] > 0

@@ -40,7 +40,27 @@ def test_a_whole_answer_step_is_labelled_with_its_stages(tiny_llava_path, tmp_pa
     Image.new("RGB", (64, 64), "red").save(image)
     options = ["--model", str(tiny_llava_path), "--strategy", "best_of_n", "--candidates", "2"]
     assert main(["ask", str(image), "How many?", *options, "--seed", "0", "--max-stage-tokens", "4"]) == 0
-    assert "SUMMARY TO CONCLUSION (2 candidates" in capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
+    assert "SUMMARY TO CONCLUSION (2 candidates" in out
+    assert "Judge: likelihood (no judge was measured on this model" in out  # judge="auto", and why
+
+
+def test_step_scores_show_under_each_candidate_with_the_weakest_marked(tiny_llava_path, tmp_path, capsys):
+    image = tmp_path / "red.png"
+    Image.new("RGB", (64, 64), "red").save(image)
+    options = [
+        "--model",
+        str(tiny_llava_path),
+        "--strategy",
+        "best_of_n",
+        "--candidates",
+        "3",
+        "--judge",
+        "verifier",
+    ]
+    assert main(["ask", str(image), "How many?", *options, "--seed", "1", "--max-stage-tokens", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "<- weakest step" in out and "<CAPTION>" in out  # the verifier scores each stage of an answer
 
 
 def test_ask_json_is_the_whole_search_record(tiny_llava_path, tmp_path, capsys):

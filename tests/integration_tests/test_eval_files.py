@@ -15,6 +15,7 @@ import pytest
 from langchain_llava_cot.backends.transformers import TransformersBackend
 from langchain_llava_cot.demo import DEMO_MODEL_PATH
 from langchain_llava_cot.eval import run_eval
+from langchain_llava_cot.eval.cli import main
 from langchain_llava_cot.eval.demo_files import demo_rows, write_benchmark
 
 pytestmark = pytest.mark.timeout(1200)
@@ -76,3 +77,20 @@ def test_a_run_killed_with_sigkill_resumes_without_losing_or_repeating_a_questio
     final = _answers(answers)
     assert sorted(final) == sorted(("greedy", str(i)) for i in range(8))  # none lost, none asked twice
     assert final[: len(kept)] == kept and answers.read_bytes().endswith(b"}\n")
+    print(f"\nkilled after {len(kept)} of 8 answers; the rerun kept them and asked the other {8 - len(kept)}")
+
+
+def test_a_dead_server_is_one_line_and_exit_1_after_the_skipped_rows_are_shown_as_written(tmp_path, capsys):
+    rows = demo_rows(2, phrasing="trained")
+    rows[1]["answer"] = "[/b]"  # no option: skipped, and its line is printed as it is, not as markup
+    data = write_benchmark(tmp_path / "bench.jsonl", rows)
+    dead = ["--data", str(data), "--base-url", "http://127.0.0.1:9/v1", "--served-model", "m",
+            "--out", str(tmp_path / "out"), "--no-progress"]  # fmt: skip
+    started = time.perf_counter()
+    assert main(dead) == 1
+    seconds = time.perf_counter() - started
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 2, lines
+    assert "skipped row 1: the answer '[/b]' is neither an option's letter" in lines[0]
+    assert lines[1].startswith("error: Cannot reach an OpenAI-compatible server at http://127.0.0.1:9/v1")
+    print(f"\na dead server: exit 1 after {seconds:.1f} s")

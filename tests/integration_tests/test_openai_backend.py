@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import HumanMessage
 from PIL import Image, ImageDraw
-from servers import free_port, running_server
+from servers import DEMO_MESSAGES, STAGE_LIMITS, free_port, running_server
 
 from langchain_llava_cot import ChatLlavaCoT
 from langchain_llava_cot.backends.base import SampleRequest
@@ -32,9 +32,10 @@ from langchain_llava_cot.backends.openai import (
     ServerCapabilities,
 )
 from langchain_llava_cot.conversation import Conversation, Turn
+from langchain_llava_cot.demo import DEMO_MODEL_PATH
 from langchain_llava_cot.judges import PairwiseJudge
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(600)  # the first test also waits for the server, minutes on a busy machine
 
 STAGE_NAMES = ["summary", "caption", "reasoning", "conclusion"]
 
@@ -66,8 +67,43 @@ def served(tiny_llava_path: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     command = [str(cli), "serve", str(tiny_llava_path), "--host", "127.0.0.1", "--port", str(port)]
-    with running_server(command, ready_url=f"http://127.0.0.1:{port}/health", log_path=log_path, env=env):
+    ready = f"http://127.0.0.1:{port}/health"
+    with running_server(command, ready_url=ready, log_path=log_path, env=env, timeout=300):
         yield f"http://127.0.0.1:{port}/v1", str(tiny_llava_path)
+
+
+@pytest.fixture(scope="session")
+def served_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``transformers serve`` pinned to the bundled demo model; yields its base URL."""
+    port = free_port()
+    cli = Path(sys.executable).with_name("transformers")
+    log_path = tmp_path_factory.mktemp("serve-demo") / "serve.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    command = [str(cli), "serve", str(DEMO_MODEL_PATH), "--host", "127.0.0.1", "--port", str(port)]
+    ready = f"http://127.0.0.1:{port}/health"
+    with running_server(command, ready_url=ready, log_path=log_path, env=env, timeout=300):
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+def test_stage_beam_with_no_judge_named_works_on_a_server_without_logprobs(served_demo: str) -> None:
+    """The default judge used to be likelihood everywhere, and failed here ("this backend gave none").
+
+    Only the first stage is worth reading: ``transformers serve`` cannot continue a partial
+    answer, so each later stage is asked for explicitly, a request the demo model was never
+    trained on (it writes a summary again, and the stage comes back empty and repaired).
+    The judge's verdicts are written and parsed; the tiny model's run above exercises them.
+    """
+    llm = ChatLlavaCoT(
+        base_url=served_demo, strategy="stage_beam", candidates=2, seed=0, max_stage_tokens=STAGE_LIMITS
+    )
+    answer = llm.invoke(DEMO_MESSAGES)
+    record = answer.response_metadata["llava_cot"]
+    assert record["judge"]["name"] == "pairwise" and "no token log-probabilities" in record["judge"]["reason"]
+    assert [s["stage"] for s in record["steps"]] == STAGE_NAMES and record["chosen"]["summary"]
+    assert all(c["mean_logprob"] is None for s in record["steps"] for c in s["candidates"])
+    methods = {c["method"] for s in record["steps"] for c in s["comparisons"]}
+    assert methods <= {"generated", "unparseable", "identical", "precheck"}  # nothing read from logprobs
+    assert answer.response_metadata["model_name"] == str(DEMO_MODEL_PATH)
 
 
 @pytest.fixture(scope="session")
@@ -103,19 +139,15 @@ def test_greedy_and_n_fallback_sampling(backend: OpenAICompatibleBackend) -> Non
     assert all(c.token_logprobs is None for c in candidates)
 
 
-@pytest.mark.parametrize("strategy", ["greedy", "stage_beam"])
-def test_chat_llava_cot_through_the_server(served: tuple[str, str], strategy: str) -> None:
+@pytest.mark.parametrize(
+    ("strategy", "named"), [("greedy", True), ("stage_beam", True), ("stage_beam", False)]
+)
+def test_chat_llava_cot_through_the_server(served: tuple[str, str], strategy: str, named: bool) -> None:
     base_url, model = served
     # Short stages and verdicts keep this fast on 2 CPU cores; the machinery is the same.
-    judge = PairwiseJudge(seed=0, max_verdict_tokens=4)
+    judge = {"judge": PairwiseJudge(seed=0, max_verdict_tokens=4)} if named else {}  # else "auto"
     llm = ChatLlavaCoT(
-        base_url=base_url,
-        model=model,
-        strategy=strategy,
-        candidates=2,
-        judge=judge,
-        seed=0,
-        max_stage_tokens=4,
+        base_url=base_url, model=model, strategy=strategy, candidates=2, seed=0, max_stage_tokens=4, **judge
     )
     msg = llm.invoke(QUESTION) if strategy == "stage_beam" else asyncio.run(llm.ainvoke(QUESTION))
     record = msg.response_metadata["llava_cot"]
@@ -126,6 +158,7 @@ def test_chat_llava_cot_through_the_server(served: tuple[str, str], strategy: st
     if strategy == "stage_beam":
         methods = {c["method"] for s in record["steps"] for c in s["comparisons"]}
         assert methods and methods <= {"generated", "unparseable", "identical", "precheck"}
+        assert record["judge"]["name"] == "pairwise"  # named, or chosen: the server gives no logprobs
 
 
 def test_wrong_model_name_is_a_clear_error(served: tuple[str, str]) -> None:

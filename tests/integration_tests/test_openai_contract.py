@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -37,6 +37,7 @@ from langchain_llava_cot.backends.openai import (
     ServerTimeoutError,
     ServerUnreachableError,
 )
+from langchain_llava_cot.backends.openai.forced_calls import CLOSED_AT_THE_LIMIT
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.judges import JudgeTask, PairwiseJudge, VerifierJudge
 from langchain_llava_cot.stages import Stage
@@ -588,6 +589,36 @@ def test_a_llama_cpp_server_gets_the_forced_call_grammar_in_gbnf(serve: Any) -> 
     [body] = stand_in.after_probe()
     assert '"<tool_call>"' in body["grammar"] and "structured_outputs" not in body
     assert sample.text.strip() == '<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>'
+
+
+@pytest.mark.parametrize("server", [{}, {"grammar": False, "gbnf": True}])
+def test_under_a_grammar_only_its_end_stops_a_forced_call(serve: Any, server: dict) -> None:
+    """CONTRACT: stop strings a call contains ("2", ":") are neither sent with its grammar nor cut here."""
+    stand_in = serve(**server)
+    backend = OpenAICompatibleBackend(stand_in.url, MODEL)
+    request = replace(forced_call_request(), stop=("</CONCLUSION>", "2", ":"))
+    [[sample]] = backend.sample([request])
+    [body] = stand_in.after_probe()
+    assert body["stop"] == ["</CONCLUSION>"]
+    assert sample.text.strip() == '<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>'
+
+
+@pytest.mark.parametrize("server", [{}, {"grammar": False, "gbnf": True}])
+def test_a_forced_call_its_token_limit_cuts_is_closed_by_its_grammar(serve: Any, server: dict) -> None:
+    """CONTRACT: the server cannot close a call in time; the client completes it the shortest way."""
+    stand_in = serve(**server)
+    backend = OpenAICompatibleBackend(stand_in.url, MODEL)
+    [[sample]] = backend.sample([replace(forced_call_request(), max_new_tokens=5)])  # cut after '"a": 2,'
+    assert sample.text.strip() == '<tool_call>{"name": "add", "arguments": {"a": 2, "b": 0}}</tool_call>'
+    assert sample.finish_reason == "stop" and sample.repairs == (CLOSED_AT_THE_LIMIT,)
+    assert sample.completion_tokens == 5  # what the server wrote; the close was not generated
+
+
+def test_without_a_grammar_a_forced_call_keeps_every_stop_string(serve: Any) -> None:
+    stand_in = serve(grammar=False)
+    backend = OpenAICompatibleBackend(stand_in.url, MODEL)
+    backend.sample([replace(forced_call_request(), stop=("</CONCLUSION>", "2"))])
+    assert [body["stop"] for body in stand_in.after_probe()] == [["</CONCLUSION>", "2"]]
 
 
 @pytest.mark.parametrize("server", [{"grammar": False}, {"strict": True}])

@@ -104,9 +104,8 @@ def test_stop_string_cuts_text_and_tokens(backend: TransformersBackend) -> None:
 
 
 def test_single_token_stops_end_rows_by_token_id(backend: TransformersBackend) -> None:
-    from langchain_llava_cot.backends.transformers.decoding import _RowStops
 
-    tokenizer = backend._inputs.tokenizer
+    tokenizer = backend._prompts.tokenizer
     tag = tokenizer.convert_tokens_to_ids("</CAPTION>")
     text_ids = tokenizer.encode(" red circle", add_special_tokens=False)
     rows = [
@@ -116,7 +115,7 @@ def test_single_token_stops_end_rows_by_token_id(backend: TransformersBackend) -
         ),  # several tokens: decoded
         SampleRequest(RED_CIRCLE, "<CAPTION>", stop=("</CAPTION>",), max_new_tokens=50),
     ]
-    stops = _RowStops(2, rows, backend._decoder.decode, backend._decoder.single_token_id)
+    stops = backend._decoder.stops(2, rows)
     step = torch.tensor([[9, 9, *text_ids[:-1], tag]] * 3)
     assert backend._decoder.single_token_id("</CAPTION>") == tag
     assert backend._decoder.single_token_id("circle") is None
@@ -231,14 +230,14 @@ def test_tools_go_through_the_chat_template_when_it_has_a_tool_format(tiny_llava
         (Turn("user", "How many?", (png("red"),)),), tools_prompt=render_tools_prompt(tools), tools=tools
     )
     plain = TransformersBackend(tiny_llava_path)
-    assert "You can call these tools" in plain._inputs.prompt(conversation, "<SUMMARY>")
+    assert "You can call these tools" in plain._prompts.render(conversation, "<SUMMARY>")
 
     with_tool_format = TransformersBackend(tiny_llava_path)
-    template = with_tool_format._inputs.processor.chat_template
-    with_tool_format._inputs.processor.chat_template = (
+    template = with_tool_format._prompts.processor.chat_template
+    with_tool_format._prompts.processor.chat_template = (
         "{% if tools %}TOOLS {{ tools | tojson }}\n{% endif %}" + template
     )
-    prompt = with_tool_format._inputs.prompt(conversation, "<SUMMARY>")
+    prompt = with_tool_format._prompts.render(conversation, "<SUMMARY>")
     assert prompt.startswith('TOOLS [{"type": "function"') and "You can call these tools" not in prompt
 
 

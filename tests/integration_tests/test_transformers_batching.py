@@ -100,15 +100,24 @@ def test_concurrent_callers_share_generate_calls(tiny_vlm_path: Path) -> None:
 
 
 def test_errors_reach_only_their_caller(tiny_llava_path: Path) -> None:
+    import dataclasses
+
     with TransformersBackend(tiny_llava_path, batch_window=0.2) as backend:
-        good = ChoiceRequest(RED_CIRCLE, "The answer is", (" 1",))
-        bad = ChoiceRequest(RED_CIRCLE, "The answer is", (" 1", ""))
+        good = backend._prompts.choice(ChoiceRequest(RED_CIRCLE, "The answer is", (" 1",)))
+        bad = dataclasses.replace(good, options=((10**9,),))  # a token the model does not have
         futures = [backend._queue.submit("choose", [good]), backend._queue.submit("choose", [bad])]
         assert len(futures[0].result()) == 1
-        with pytest.raises(ValueError, match="adds no token"):
+        with pytest.raises(IndexError):
             futures[1].result()
         [[after]] = backend.sample([_greedy(RED_CIRCLE, 4)])
         assert after.completion_tokens > 0
+
+
+def test_a_bad_option_fails_in_the_caller(tiny_llava_path: Path) -> None:
+    with TransformersBackend(tiny_llava_path) as backend:
+        with pytest.raises(ValueError, match="adds no token"):
+            backend.choose([ChoiceRequest(RED_CIRCLE, "The answer is", (" 1", ""))])
+        assert backend._queue.batches == 0
 
 
 def test_closed_backend_says_so(tiny_llava_path: Path) -> None:
@@ -166,10 +175,31 @@ def test_a_picture_is_processed_once_across_a_requests_stages(tiny_vlm_path: Pat
         backend.sample([_greedy(BLUE_SQUARE)])
         assert backend.image_processor_runs == 2
         backend.choose([ChoiceRequest(RED_CIRCLE, "The better response is", (" 1", " 2"))] * 2)
-        assert backend.image_processor_runs == 3  # several copies at once: processed as a batch
+        backend.choose([ChoiceRequest(BLUE_SQUARE, "The answer is", (" 1", " triangles and circles"))])
+        assert backend.image_processor_runs == 2  # several copies in one round, prompt + option: still once
     with TransformersBackend(tiny_vlm_path, max_cached_images=0) as plain:
         plain.sample([_greedy(RED_CIRCLE)])
         assert plain.image_processor_runs is None
+
+
+def test_the_pairwise_judge_processes_a_requests_picture_once(tiny_vlm_path: Path) -> None:
+    """Every stage's candidates and every knockout round's verdict prompts reuse one picture's pixels."""
+    from langchain_core.messages import HumanMessage
+
+    from langchain_llava_cot import ChatLlavaCoT
+    from langchain_llava_cot.images import image_block
+
+    with TransformersBackend(tiny_vlm_path) as backend:
+        llm = ChatLlavaCoT(
+            backend=backend, strategy="stage_beam", candidates=4, judge="pairwise", seed=0, max_stage_tokens=4
+        )
+        for number, picture in enumerate((RED_CIRCLE.images[0], BLUE_SQUARE.images[0]), start=1):
+            message = llm.invoke(
+                [HumanMessage([image_block(picture), {"type": "text", "text": "How many?"}])]
+            )
+            rounds = [s for s in message.response_metadata["llava_cot"]["steps"] if s.get("comparisons")]
+            assert rounds  # the pairwise judge compared candidates
+            assert backend.image_processor_runs == number
 
 
 def test_a_remembering_processor_still_copies_pickles_and_saves(
@@ -179,9 +209,9 @@ def test_a_remembering_processor_still_copies_pickles_and_saves(
     import pickle
 
     with TransformersBackend(tiny_llava_path) as backend:
-        processor = backend._inputs.processor
+        processor = backend._prompts.processor
         copy.deepcopy(processor)
         pickle.loads(pickle.dumps(processor))
         again = TransformersBackend.from_loaded(backend._model, processor)
-        assert again._inputs.processor.image_processor is not processor.image_processor
+        assert again._prompts.processor.image_processor is not processor.image_processor
         again.close()

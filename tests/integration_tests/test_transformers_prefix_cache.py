@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from langchain_llava_cot.backends._prefix_cache import PrefixCache
 from langchain_llava_cot.backends.base import ChoiceRequest, Sample, SampleRequest
 from langchain_llava_cot.backends.transformers import TransformersBackend
+from langchain_llava_cot.backends.transformers.prefix_cache import PrefixCache
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.demo import DEMO_MODEL_PATH
 from langchain_llava_cot.demo.dataset import get_example
@@ -227,7 +227,7 @@ def test_merged_stages_read_their_new_tokens_together(arch: str, request: pytest
 def test_growing_cache_appends_in_place_and_never_overwrites() -> None:
     import torch
 
-    from langchain_llava_cot.backends._prefix_cache import growing_cache
+    from langchain_llava_cot.backends.transformers.prefix_cache import growing_cache
 
     ones = torch.ones(1, 2, 3, 4)
     cache = growing_cache([(ones, ones)])
@@ -246,7 +246,7 @@ def test_growing_cache_places_fixed_layers_and_leaves_gaps_empty() -> None:
     """Mllama: self-attention states where given, pictures in fixed layers, other layers empty."""
     import torch
 
-    from langchain_llava_cot.backends._prefix_cache import growing_cache, kv_layers
+    from langchain_llava_cot.backends.transformers.prefix_cache import growing_cache, kv_layers
 
     own, picture = torch.ones(1, 2, 3, 4), torch.full((1, 2, 5, 4), 7.0)
     cache = growing_cache(

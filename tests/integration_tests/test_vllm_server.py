@@ -8,7 +8,6 @@ the partial assistant message, and vLLM's prefix cache.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
@@ -16,43 +15,30 @@ from pathlib import Path
 import httpx
 import pytest
 from langchain_core.messages import HumanMessage
-from servers import DEMO_MESSAGES, STAGE_LIMITS, free_port, record_chat_requests, running_server, served_eval
+from servers import (
+    DEMO_MESSAGES,
+    STAGE_LIMITS,
+    VLLM_PYTHON,
+    record_chat_requests,
+    served_eval,
+    vllm_serving_demo,
+)
+from structured import fifty_tries
 
 from langchain_llava_cot import ChatLlavaCoT
 from langchain_llava_cot.backends.openai import OpenAICompatibleBackend, ServerCapabilities
-from langchain_llava_cot.demo import DEMO_MODEL_PATH
-
-VLLM_PYTHON = Path(__file__).parents[2] / ".venv-vllm" / "bin" / "python"
 
 pytestmark = [
     pytest.mark.skipif(not VLLM_PYTHON.exists(), reason="the real-server lane: make test-servers"),
-    pytest.mark.timeout(600),
+    pytest.mark.timeout(1200),  # the first test also waits for the server's start
 ]
 
 
 @pytest.fixture(scope="module")
 def vllm(tmp_path_factory: pytest.TempPathFactory):
     """vLLM on 127.0.0.1 serving the demo model as "demo"; yields (base URL, start-up seconds)."""
-    folder = tmp_path_factory.mktemp("vllm")
-    port = free_port()
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "VLLM_TARGET_DEVICE": "cpu",
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "VLLM_NO_USAGE_STATS": "1",
-        "VLLM_CACHE_ROOT": str(folder / "cache"),
-    }
-    command = [
-        str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(DEMO_MODEL_PATH),
-        "--served-model-name", "demo", "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "1024",
-        "--dtype", "float32", "--max-num-seqs", "16", "--enforce-eager",
-    ]  # fmt: skip
     started = time.monotonic()
-    url = f"http://127.0.0.1:{port}"
-    with running_server(
-        command, ready_url=f"{url}/v1/models", log_path=folder / "vllm.log", env=env, timeout=300
-    ):
+    with vllm_serving_demo(tmp_path_factory.mktemp("vllm")) as url:
         yield url, time.monotonic() - started
 
 
@@ -159,3 +145,10 @@ def test_the_eval_runs_a_benchmark_file_through_vllm_8_questions_at_a_time(
         f"{most_open} requests open at most"
     )
     print(report.markdown())
+
+
+def test_structured_output_is_valid_in_50_of_50_tries_through_vllm(vllm: tuple[str, float]) -> None:
+    url, _ = vllm
+    tries = fifty_tries(ChatLlavaCoT(backend=served(url), max_stage_tokens=STAGE_LIMITS))
+    print(f"\nstructured output through vLLM: {tries.summary()}")
+    assert tries.valid == tries.tries == 50, tries.failures[:1]

@@ -70,6 +70,8 @@ class ScriptedBackend(VLMBackend):
     script: dict[Stage, list[str]]
     prefer: Callable[[str], float] = lambda text: 0.0
     supports_choice: bool = True
+    gives_logprobs: bool | None = True
+    """Whether its samples carry token log-probabilities (False: none, as many servers)."""
     verdict_text: str | None = None
     """When set, free-text verdicts return this text instead of a parsed choice."""
     check: Callable[[str], float] = lambda text: 1.0
@@ -102,7 +104,7 @@ class ScriptedBackend(VLMBackend):
                 Sample(
                     text,
                     "stop" if stop else "length",
-                    token_logprobs=(-0.1 * (i + 1),) * 3,
+                    token_logprobs=(-0.1 * (i + 1),) * 3 if self.gives_logprobs else None,
                     prompt_tokens=20,
                     completion_tokens=len(text.split()),
                 )

@@ -42,6 +42,43 @@ def test_a_failing_batch_is_retried_one_job_at_a_time_so_only_the_bad_job_fails(
     queue.close()
 
 
+def test_a_job_cancelled_while_queued_is_dropped_and_the_worker_keeps_serving():
+    release = threading.Event()
+    ran: list[str] = []
+
+    def run(jobs):
+        release.wait(5)  # the first batch holds the worker while the others queue up
+        ran.extend(job.payload for job in jobs)
+        return [job.payload.upper() for job in jobs]
+
+    queue = BatchQueue(run, window=0.0)
+    first, gone, kept = (queue.submit("x", p) for p in ("a", "gone", "c"))
+    assert gone.cancel()  # an async caller stopped waiting (asyncio.wrap_future cancels it)
+    release.set()
+    assert first.result(5) == "A" and kept.result(5) == "C"
+    assert "gone" not in ran and queue.dropped == 1
+    assert queue.submit("x", "d").result(5) == "D"  # the worker is alive
+    queue.close()
+
+
+def test_a_job_cancelled_while_it_runs_finishes_and_its_result_is_discarded():
+    started, release = threading.Event(), threading.Event()
+
+    def run(jobs):
+        started.set()
+        release.wait(5)
+        return [job.payload for job in jobs]
+
+    queue = BatchQueue(run, window=0.0)
+    running = queue.submit("x", "a")
+    assert started.wait(5)
+    assert not running.cancel()  # too late: it is in the model call
+    release.set()
+    assert running.result(5) == "a" and queue.dropped == 0
+    assert queue.submit("x", "b").result(5) == "b"
+    queue.close()
+
+
 def test_a_result_that_is_an_exception_is_raised_to_its_caller():
     queue = BatchQueue(lambda jobs: [KeyError(job.payload) for job in jobs], window=0.0)
     with pytest.raises(KeyError):

@@ -86,3 +86,29 @@ def test_a_blocking_function_runs_off_the_event_loop_in_async_runs():
         drive(yield_call(FunctionCall(heavy, None, blocking=True)), Recording("own"))
         == threading.current_thread().name
     )
+
+
+def test_one_driver_runs_any_logic_with_a_sync_or_an_async_handler():
+    """The driver behind _calls and the OpenAI backend's plans and retries: each request answered in turn."""
+    from langchain_llava_cot import _driving
+
+    def plan():
+        first = yield "a"
+        second = yield first + "b"
+        return [first, second]
+
+    async def upper(asked: str) -> str:
+        return asked.upper()
+
+    assert _driving.drive(plan(), str.upper) == ["A", "AB"]
+    assert asyncio.run(_driving.adrive(plan(), upper)) == ["A", "AB"]
+
+    answered = []
+
+    def failing(asked: str) -> str:
+        answered.append(asked)
+        raise KeyError(asked)
+
+    with pytest.raises(KeyError, match="a"):
+        _driving.drive(plan(), failing)
+    assert answered == ["a"]  # the handler's error ends the run

@@ -17,12 +17,8 @@ from PIL import Image
 
 from langchain_llava_cot._calls import drive
 from langchain_llava_cot.backends.base import SampleRequest
-from langchain_llava_cot.backends.langchain import (
-    ChatModelBackend,
-    StageAsk,
-    extract_stages,
-    read_prefix,
-)
+from langchain_llava_cot.backends.langchain import ChatModelBackend
+from langchain_llava_cot.backends.stage_asking import StageAsk, extract_stages, read_prefix
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.judges import JudgeTask, PairwiseJudge, VerifierJudge
 from langchain_llava_cot.stages import Stage

@@ -77,7 +77,7 @@ def test_chat_messages_put_images_first_and_the_tools_prompt_in_the_system_turn(
 def test_every_message_writer_shows_the_same_turns():
     """One layout: the tools prompt opens the system turn, the stage request replaces the question."""
     from langchain_llava_cot.backends.langchain import to_langchain_messages
-    from langchain_llava_cot.backends.openai.asking import _openai_messages
+    from langchain_llava_cot.backends.openai.asking import openai_messages
 
     conversation = Conversation(
         (Turn("system", "Be brief."), Turn("user", "How many?", (b"\x89PNG\r\n\x1a\npicture",))),
@@ -92,7 +92,7 @@ def test_every_message_writer_shows_the_same_turns():
         return next(part["text"] for part in content if part["type"] == "text")
 
     asked = "Write the caption."
-    openai = [(m["role"], text_of(m["content"])) for m in _openai_messages(conversation, asked)]
+    openai = [(m["role"], text_of(m["content"])) for m in openai_messages(conversation, asked)]
     langchain = [
         (m.type.replace("human", "user"), text_of(m.content))
         for m in to_langchain_messages(conversation, asked)

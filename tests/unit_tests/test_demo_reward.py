@@ -3,6 +3,7 @@
 import random
 
 import pytest
+import torch
 from transformers import AutoTokenizer
 
 from langchain_llava_cot._calls import drive
@@ -13,6 +14,7 @@ from langchain_llava_cot.demo.reward import (
     RewardRow,
     _token_labels,
     decision_rows,
+    fit_report,
     made_up_rows,
     train_reward_model,
 )
@@ -64,6 +66,26 @@ def test_a_short_run_trains_a_reward_model_the_judge_loads(tokenizer, tmp_path):
     judge = RewardModelJudge(tmp_path)
     task = JudgeTask(EXAMPLE.conversation(), Stage.REASONING, {}, ("a", "b"))
     assert len(drive(judge.score(task, None), None).scores) == 2
+    # pooling and shifting: the judge (left-padded batches, the last token) reads exactly the logit
+    # training supervised at a row's last token (right-padded, every token)
+    texts = [rows[0].text, rows[1].text[:-7], rows[5].text]
+    read = judge.read(texts)
+    for text, score in zip(texts, read):
+        ids = tokenizer(text, return_tensors="pt").input_ids
+        with torch.inference_mode():
+            trained = model.score(model.model(input_ids=ids).last_hidden_state)[0, -1, 0].item()
+        assert score == pytest.approx(trained, abs=1e-4)
+
+
+def test_fit_report_ranks_the_rows_as_the_judge_reads_them(tokenizer):
+    rng = random.Random(0)
+    rows = [row for example in examples("train", 2, 100_000) for row in made_up_rows(example, rng)]
+    config = RewardConfig(hidden_size=32, num_layers=1, num_heads=2, steps=2, batch_size=4, warmup_steps=1)
+    model, _ = train_reward_model(rows, tokenizer, config)
+    report = fit_report(model, tokenizer, rows)
+    assert report["rows"] == len(rows) and report["within_question_auc"]["sampled"]["mixed_questions"] == 0
+    assert report["within_question_auc"]["all"]["mixed_questions"] == 2  # a right and a wrong reasoning each
+    assert 0.0 <= report["pooled_auc"]["made_up"] <= 1.0 and report["pooled_auc"]["decision"] is None
 
 
 def test_rows_know_whether_the_answer_so_far_is_right():

@@ -12,7 +12,7 @@ from langchain_llava_cot.eval import (
     score_record,
     wilson_interval,
 )
-from langchain_llava_cot.eval.run import _compare_pairs
+from langchain_llava_cot.eval.summary import compare_pairs
 from langchain_llava_cot.stages import Stage
 
 
@@ -77,7 +77,7 @@ def test_each_search_is_compared_with_greedy_and_with_its_fewest_candidates() ->
     two = result("stage_beam:likelihood:2", [True] * 78 + [False] * 22)
     eight = result("stage_beam:likelihood:8", [True] * 90 + [False] * 10)
     other_judge = result("stage_beam:verifier:8", [True] * 80 + [False] * 20)
-    _compare_pairs([greedy, two, eight, other_judge])
+    compare_pairs([greedy, two, eight, other_judge])
     assert eight.vs_greedy is not None and eight.vs_greedy[0] == pytest.approx(0.10)
     assert eight.vs_fewer is not None and eight.vs_fewer[:2] == (2, pytest.approx(0.12))
     assert two.vs_fewer is None and other_judge.vs_fewer is None  # nothing fewer of the same kind

@@ -103,3 +103,14 @@ def test_the_answer_log_keeps_whole_lines_and_cuts_a_torn_one(tmp_path):
     log.close()
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [line["index"] for line in lines] == [0, 1, 2, 3]
+
+
+def test_one_run_at_a_time_writes_an_answer_log(tmp_path):
+    path = tmp_path / "answers.jsonl"
+    with AnswerLog(path) as first:
+        first.append({"strategy": "greedy", "index": 0, "correct": True})
+        with pytest.raises(ValueError, match="Another run is writing .*answers.jsonl'; let it finish"):
+            AnswerLog(path)  # a second run into the same folder would ask the same questions again
+        first.append({"strategy": "greedy", "index": 1, "correct": True})
+    with AnswerLog(path) as again:  # the first run is over: the folder is free to resume
+        assert len(again) == 2 and again.dropped == 0

@@ -106,3 +106,13 @@ def test_a_transparent_background_is_read_as_white() -> None:
     assert decoded.mode == "RGB"
     assert decoded.getpixel((0, 0)) == (255, 255, 255)
     assert decoded.getpixel((3, 3)) == (200, 30, 30)
+
+
+def test_the_picture_validation_decodes_is_the_one_backends_get():
+    data = encoded(size=(7, 5), mode="P")
+    decode_image.cache_clear()
+    validate_image(data)
+    assert decode_image.cache_info().misses == 1
+    picture = decode_image(bytes(data))  # the same picture, arriving as another bytes object
+    assert decode_image.cache_info().misses == 1 and decode_image.cache_info().hits == 1
+    assert picture.mode == "RGB" and picture.size == (7, 5)

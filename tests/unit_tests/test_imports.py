@@ -16,6 +16,8 @@ EXPECTED_ALL = [
     "ScoreJudge",
     "SearchContext",
     "SearchState",
+    "ServedProcessRewardJudge",
+    "ServedRewardJudge",
     "Stage",
     "StageJudges",
     "Turn",

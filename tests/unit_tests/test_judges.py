@@ -106,8 +106,13 @@ def test_likelihood_judge_picks_highest_mean_logprob():
 
 
 def test_likelihood_judge_without_logprobs_says_what_to_do():
-    with pytest.raises(ValueError, match="judge='pairwise'"):
+    with pytest.raises(ValueError, match="judge='auto' or 'pairwise'"):
         drive(LikelihoodJudge().select(task(["a", "b"], (None, None)), None), None)
+
+
+def test_a_candidate_without_logprobs_ranks_last_under_likelihood():
+    verdict = drive(LikelihoodJudge().select(task(["", "b", "c"], (None, -3.0, -1.0)), None), None)
+    assert verdict.winner == 2 and verdict.scores == (None, -3.0, -1.0)
 
 
 def test_function_judge_sync_and_async():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from langchain_llava_cot.backends._prefix_cache import (
+from langchain_llava_cot.backends.transformers.prefix_cache import (
     MAX_CONTINUATIONS,
     PrefixCache,
     common_length,

@@ -10,7 +10,7 @@ from langchain_llava_cot.backends.openai.asking import (
     sample_payloads,
 )
 from langchain_llava_cot.backends.openai.capabilities import ServerCapabilities
-from langchain_llava_cot.backends.openai.transport import ROUTING_HEADER, post_within
+from langchain_llava_cot.backends.openai.transport import ROUTING_HEADER, Post, post_within
 from langchain_llava_cot.conversation import Conversation, Turn
 from langchain_llava_cot.demo.dataset import get_example
 
@@ -48,6 +48,6 @@ def test_the_key_also_travels_as_a_header():
         return httpx.Response(200, stream=httpx.ByteStream(b"{}"))
 
     with httpx.Client(base_url="http://server/v1", transport=httpx.MockTransport(reply)) as client:
-        post_within(client, {"model": "m", "user": "llava-cot-0123456789abcdef"}, 5)
-        post_within(client, {"model": "m"}, 5)
+        post_within(client, Post({"model": "m", "user": "llava-cot-0123456789abcdef"}), 5)
+        post_within(client, Post({"model": "m"}), 5)
     assert seen == ["llava-cot-0123456789abcdef", None]

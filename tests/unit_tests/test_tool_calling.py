@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 from fakes import ScriptedBackend
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
@@ -170,6 +172,23 @@ def test_a_forced_call_constrains_the_conclusion_request_only():
     backend.sample_calls.clear()
     llm.bind_tools([add]).invoke("?")  # auto: the model may answer in words
     assert all(call[0].tool_call is None for call in backend.sample_calls)
+
+
+@pytest.mark.parametrize(("strategy", "n"), [("greedy", 1), ("stage_beam", 2), ("best_of_n", 2)])
+def test_a_tool_offered_but_not_forced_changes_the_prompt_and_nothing_else(strategy, n):
+    """Tools with tool_choice="auto" reach the model as a system turn; every decoding setting stays."""
+    plain, offered = scripted("3"), scripted("3")
+    ChatLlavaCoT(backend=plain, strategy=strategy, candidates=n, seed=0).invoke("how many?")
+    ChatLlavaCoT(backend=offered, strategy=strategy, candidates=n, seed=0).bind_tools([add]).invoke(
+        "how many?"
+    )
+    without = [request for call in plain.sample_calls for request in call]
+    with_tool = [request for call in offered.sample_calls for request in call]
+    assert len(with_tool) == len(without) and with_tool != without
+    for asked, alone in zip(with_tool, without):
+        assert asked.conversation.tools_prompt and asked.tool_call is None
+        bare = dataclasses.replace(asked.conversation, tools_prompt=None, tools=(), tool_choice=None)
+        assert dataclasses.replace(asked, conversation=bare) == alone
 
 
 def test_best_of_n_constrains_its_whole_answer_steps():

@@ -8,6 +8,7 @@
 - :mod:`.asking`: how a request is put to the server: messages, continuation or an explicit
   stage request, payloads;
 - :mod:`.replies`: how a reply is read back into samples and choice scores;
+- :mod:`.forced_calls`: a forced call's grammar on a server: its field, its stops, closing a cut call;
 - :mod:`.transport`: POSTs within a deadline, retries with backoff;
 - :mod:`.errors`: :class:`ServerError` and its subclasses, and which one an HTTP error reply is.
 """
@@ -24,6 +25,7 @@ from langchain_llava_cot.backends.openai.errors import (
     ImagesRejectedError,
     ModelNotServedError,
     ServerError,
+    ServerPromptTooLongError,
     ServerTimeoutError,
     ServerUnreachableError,
 )
@@ -34,6 +36,7 @@ __all__ = [
     "OpenAICompatibleBackend",
     "ServerCapabilities",
     "ServerError",
+    "ServerPromptTooLongError",
     "ServerTimeoutError",
     "ServerUnreachableError",
 ]

@@ -1,15 +1,17 @@
 """How a request is put to the server: its messages, how the prefix is asked for, its payloads.
 
     SampleRequest / ChoiceRequest
-      -> :func:`_openai_messages`: the conversation as OpenAI ``messages``, images as
+      -> :func:`openai_messages`: the conversation as OpenAI ``messages``, images as
          ``image_url`` data URLs before the text
       -> :func:`how_to_ask`: continue the prefix as a final assistant message
          (``continue_final_message``) where the server honours it; else send the
          conversation alone when the prefix is only the first opening tag, or ask for
-         the stage explicitly (the chat-model backend's stage request)
+         the stage explicitly (the stage-asking protocol: :mod:`~langchain_llava_cot.backends.stage_asking`)
       -> :func:`sample_payloads` / :func:`choice_payload`: one payload with ``n``, or
          one per candidate with distinct seeds where ``n`` is ignored; ``stop``,
-         ``logprobs``, ``seed`` only where honoured
+         ``logprobs``, ``seed`` only where honoured; a forced call's grammar where the
+         server decodes under one, and then only the stop strings that the grammar
+         writes at its end (:mod:`.forced_calls`)
 
 The :class:`Ask` made here also says how the reply is read back (:mod:`.replies`).
 All functions are pure.
@@ -19,24 +21,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from langchain_llava_cot.backends._grammar import to_gbnf, tool_call_ebnf
 from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest
-from langchain_llava_cot.backends.langchain import (
+from langchain_llava_cot.backends.openai.capabilities import ServerCapabilities
+from langchain_llava_cot.backends.openai.forced_calls import server_grammar
+from langchain_llava_cot.backends.stage_asking import (
     StageAsk,
     prefix_request_text,
     read_prefix,
     stage_request_text,
 )
-from langchain_llava_cot.backends.openai.capabilities import ServerCapabilities
 from langchain_llava_cot.conversation import Conversation, laid_out
 from langchain_llava_cot.images import image_base64, image_mime_type
-
-logger = logging.getLogger(__name__)
 
 _TOP_LOGPROBS = 20
 
@@ -51,7 +50,7 @@ class Ask:
     prefix: str = ""
 
 
-def _openai_messages(conversation: Conversation, last_user_text: str | None = None) -> list[dict[str, Any]]:
+def openai_messages(conversation: Conversation, last_user_text: str | None = None) -> list[dict[str, Any]]:
     """The conversation as OpenAI chat messages (:func:`laid_out`).
 
     Each image is an ``image_url`` data URL before its turn's text.
@@ -76,19 +75,19 @@ def _data_url(image: bytes) -> str:
 def how_to_ask(conversation: Conversation, prefix: str, stop: Sequence[str], caps: ServerCapabilities) -> Ask:
     """Continue ``prefix`` where the server can; otherwise ask for the stage explicitly."""
     if not prefix:
-        return Ask(_openai_messages(conversation), "fresh")
+        return Ask(openai_messages(conversation), "fresh")
     if caps.continuation:
-        messages = [*_openai_messages(conversation), {"role": "assistant", "content": prefix}]
+        messages = [*openai_messages(conversation), {"role": "assistant", "content": prefix}]
         return Ask(messages, "continue", prefix=prefix)
     ask = read_prefix(prefix, stop)
     if ask is not None and not ask.chosen:
         # Only the first opening tag: LLaVA-CoT writes it unasked, so send the conversation alone.
-        return Ask(_openai_messages(conversation), "explicit", stage=ask, prefix=prefix)
+        return Ask(openai_messages(conversation), "explicit", stage=ask, prefix=prefix)
     if ask is not None:
         text = stage_request_text(conversation.question, ask)
-        return Ask(_openai_messages(conversation, text), "explicit", stage=ask, prefix=prefix)
+        return Ask(openai_messages(conversation, text), "explicit", stage=ask, prefix=prefix)
     text = prefix_request_text(conversation.question, prefix)
-    return Ask(_openai_messages(conversation, text), "fresh", prefix=prefix)
+    return Ask(openai_messages(conversation, text), "fresh", prefix=prefix)
 
 
 def routing_key(conversation: Conversation) -> str:
@@ -124,14 +123,16 @@ def sample_payloads(model: str, request: SampleRequest, ask: Ask, caps: ServerCa
     payload["temperature"] = request.temperature
     if request.top_p is not None:
         payload["top_p"] = request.top_p
-    if request.stop and caps.stop:
-        payload["stop"] = list(request.stop)
+    grammar = server_grammar(request, ask.mode == "continue", caps)
+    stop = request.stop if grammar is None else grammar.stops(request.stop)
+    if stop and caps.stop:
+        payload["stop"] = list(stop)
     if caps.logprobs:
         payload["logprobs"] = True
     if caps.generation_config:
         payload["generation_config"] = json.dumps(_generation_config(request))
-    if request.tool_call is not None and ask.mode == "continue":
-        payload.update(_grammar_field(request, caps))
+    if grammar is not None:
+        payload.update(grammar.payload_field)
     if caps.n or request.n == 1:
         if request.n > 1:
             payload["n"] = request.n
@@ -140,24 +141,6 @@ def sample_payloads(model: str, request: SampleRequest, ask: Ask, caps: ServerCa
         return [payload]
     seeds = [None if request.seed is None else request.seed + i for i in range(request.n)]
     return [payload if seed is None else {**payload, "seed": seed} for seed in seeds]
-
-
-def _grammar_field(request: SampleRequest, caps: ServerCapabilities) -> dict[str, Any]:
-    """The forced call's grammar in the field the server reads: vLLM's EBNF, or llama.cpp's GBNF."""
-    grammar = _call_grammar(request) if caps.grammar or caps.gbnf else None
-    if grammar is None:
-        return {}
-    return {"structured_outputs": {"grammar": grammar}} if caps.grammar else {"grammar": to_gbnf(grammar)}
-
-
-def _call_grammar(request: SampleRequest) -> str | None:
-    """The forced call's grammar for the server, or None (the tools prompt alone) without xgrammar."""
-    assert request.tool_call is not None
-    try:
-        return tool_call_ebnf(request.tool_call, request.prefix)
-    except ImportError:
-        logger.warning("xgrammar is not installed: a forced tool call is asked for by the prompt alone.")
-        return None
 
 
 def _generation_config(request: SampleRequest) -> dict[str, Any]:
@@ -171,7 +154,7 @@ def _generation_config(request: SampleRequest) -> dict[str, Any]:
 
 def choice_payload(model: str, request: ChoiceRequest) -> dict[str, Any]:
     """A one-token, greedy completion after the prefix, asking for the top log-probabilities."""
-    messages = [*_openai_messages(request.conversation), {"role": "assistant", "content": request.prefix}]
+    messages = [*openai_messages(request.conversation), {"role": "assistant", "content": request.prefix}]
     payload = _base_payload(model, Ask(messages, "continue"), 1, routing_key(request.conversation))
     payload.update(temperature=0.0, logprobs=True, top_logprobs=_TOP_LOGPROBS)
     return payload

@@ -2,24 +2,26 @@
 
 Request flow:
     SampleRequest / ChoiceRequest
-      -> :func:`~.asking._openai_messages`: the conversation as OpenAI ``messages``, images as
+      -> :func:`~.asking.openai_messages`: the conversation as OpenAI ``messages``, images as
          ``image_url`` data URLs before the text
       -> :func:`~.asking.how_to_ask`: continue the prefix as a final assistant message
          (``continue_final_message``) where the server honours it; else send the
          conversation alone when the prefix is only the first opening tag, or ask for
-         the stage explicitly (the chat-model backend's stage request)
+         the stage explicitly (the stage-asking protocol: :mod:`~langchain_llava_cot.backends.stage_asking`)
       -> :func:`~.asking.sample_payloads` / :func:`~.asking.choice_payload`: one payload with
          ``n``, or one per candidate with distinct seeds where ``n`` is ignored; ``stop``,
-         ``logprobs``, ``seed`` only where honoured
+         ``logprobs``, ``seed`` only where honoured; a forced call's grammar where the server
+         has one, and then only the stop strings it writes at its end (:mod:`.forced_calls`)
       -> :class:`~.transport.Posts`: POSTed to ``{base_url}/chat/completions`` concurrently (at
          most ``max_concurrency`` at once), with retries and exponential backoff on 429, 5xx
          and connection errors (:func:`~.transport.post_attempts`)
 
 Response flow:
     JSON
-      -> :func:`~.replies.samples_from_reply`: each choice's text cut at the stop string
-         (always, client side) or pulled out of an explicit stage reply; log-probabilities of
-         the kept tokens; ``usage`` split over the choices -> :class:`Sample`
+      -> :func:`~.replies.samples_from_reply`: each choice's text cut at the stop strings in
+         force (always, client side) or pulled out of an explicit stage reply; log-probabilities
+         of the kept tokens; ``usage`` split over the choices -> :class:`Sample`; a forced call
+         its token limit cut is closed by its grammar (:mod:`.forced_calls`)
       -> :func:`~.replies.choice_from_reply`: ``top_logprobs`` of the one generated token
          -> :class:`ChoiceResult`
     HTTP errors -> :func:`~.errors.error_for`: :class:`~.errors.ModelNotServedError`,
@@ -28,49 +30,43 @@ Response flow:
 
 Sync and async share one implementation: request planning is a generator that yields
 :class:`~.transport.Posts` and receives replies, and the retry loop is a generator that
-yields posts and sleeps; :meth:`OpenAICompatibleBackend.sample` runs them with a sync
-``httpx.Client`` (threads for concurrency), :meth:`~OpenAICompatibleBackend.asample`
-with an ``httpx.AsyncClient``. No event loop is ever started.
+yields posts and sleeps; the backend's :class:`~.transport.Session` runs both with the
+package's one generator driver (:mod:`langchain_llava_cot._driving`): with a sync
+``httpx.Client`` (threads for concurrency) for :meth:`OpenAICompatibleBackend.sample`, with an
+``httpx.AsyncClient`` for :meth:`~OpenAICompatibleBackend.asample`. No event loop is ever started.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
-import weakref
+import dataclasses
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import httpx
-
 from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
-from langchain_llava_cot.backends.openai.asking import choice_payload, how_to_ask, sample_payloads
+from langchain_llava_cot.backends.openai.asking import Ask, choice_payload, how_to_ask, sample_payloads
 from langchain_llava_cot.backends.openai.capabilities import ServerCapabilities, probe_plan
 from langchain_llava_cot.backends.openai.errors import ImagesRejectedError
+from langchain_llava_cot.backends.openai.forced_calls import server_grammar
 from langchain_llava_cot.backends.openai.replies import choice_from_reply, samples_from_reply
-from langchain_llava_cot.backends.openai.transport import (
-    Plan,
-    Post,
-    Posts,
-    apost_within,
-    post_attempts,
-    post_within,
-)
+from langchain_llava_cot.backends.openai.transport import Plan, Posts, Session
 from langchain_llava_cot.conversation import Conversation
 
 T = TypeVar("T")
 
 
-class _LoopState:
-    """The async client and concurrency bound of one event loop."""
+def _read_samples(
+    request: SampleRequest, ask: Ask, reply: Any, caps: ServerCapabilities, server: str
+) -> list[Sample]:
+    """One reply's samples; a forced call decoded under the server's grammar is read by its rules.
 
-    def __init__(self, backend: OpenAICompatibleBackend) -> None:
-        self.client = httpx.AsyncClient(
-            base_url=backend.base_url, headers=backend._headers, timeout=backend._timeout
-        )
-        self.semaphore = asyncio.Semaphore(backend.max_concurrency)
+    Only the stop strings the grammar writes at its end are cut, and a call its token
+    limit cut short is completed by the grammar (:mod:`.forced_calls`).
+    """
+    grammar = server_grammar(request, ask.mode == "continue", caps)
+    if grammar is None:
+        return samples_from_reply(request, ask, reply, server=server)
+    read_as = dataclasses.replace(request, stop=grammar.stops(request.stop))
+    return [grammar.closed(sample) for sample in samples_from_reply(read_as, ask, reply, server=server)]
 
 
 class OpenAICompatibleBackend(VLMBackend):
@@ -117,10 +113,14 @@ class OpenAICompatibleBackend(VLMBackend):
         max_concurrency: int = 8,
         capabilities: ServerCapabilities | None = None,
     ) -> None:
-        if max_concurrency < 1 or max_retries < 0 or timeout <= 0:
-            msg = "Need max_concurrency >= 1, max_retries >= 0 and timeout > 0."
-            raise ValueError(msg)
-        self.base_url = base_url.rstrip("/")
+        self._session = Session(
+            base_url,
+            api_key=api_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            max_concurrency=max_concurrency,
+        )
+        self.base_url = self._session.base_url
         self.model = model
         self.model_name = model
         self.timeout = timeout
@@ -128,17 +128,16 @@ class OpenAICompatibleBackend(VLMBackend):
         self.max_concurrency = max_concurrency
         self.capabilities = capabilities
         """What the server honours; None until detected."""
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._timeout = httpx.Timeout(timeout)
-        self._client: httpx.Client | None = None
-        self._client_lock = threading.Lock()
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState]
-        self._loops = weakref.WeakKeyDictionary()
 
     @property
     def supports_choice(self) -> bool:  # type: ignore[override]
         """Whether :meth:`choose` works; False until capabilities are known (see :meth:`probe`)."""
         return self.capabilities is not None and self.capabilities.choice
+
+    @property
+    def gives_logprobs(self) -> bool | None:  # type: ignore[override]
+        """Whether samples carry token log-probabilities; None until capabilities are known."""
+        return None if self.capabilities is None else self.capabilities.logprobs
 
     # public entry points: each runs one plan with the sync or the async transport
 
@@ -164,15 +163,11 @@ class OpenAICompatibleBackend(VLMBackend):
 
     def close(self) -> None:
         """Close the sync HTTP client (async clients close with :meth:`aclose`)."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._session.close()
 
     async def aclose(self) -> None:
         """Close the current event loop's HTTP client."""
-        state = self._loops.pop(asyncio.get_running_loop(), None)
-        if state is not None:
-            await state.client.aclose()
+        await self._session.aclose()
 
     # plans: what to send and how to read it, written once
 
@@ -189,7 +184,7 @@ class OpenAICompatibleBackend(VLMBackend):
         replies = yield Posts(tuple(payloads))
         out: list[list[Sample]] = [[] for _ in requests]
         for index, reply in zip(owners, replies):
-            out[index].extend(samples_from_reply(requests[index], asks[index], reply, server=self.base_url))
+            out[index].extend(_read_samples(requests[index], asks[index], reply, caps, self.base_url))
         return [samples[: request.n] for samples, request in zip(out, requests)]
 
     def _choice_plan(self, requests: Sequence[ChoiceRequest]) -> Plan[list[ChoiceResult]]:
@@ -221,82 +216,10 @@ class OpenAICompatibleBackend(VLMBackend):
     # transports: run a plan with sync or async HTTP
 
     def _run(self, plan: Plan[T]) -> T:
-        try:
-            posts = next(plan)
-            while True:
-                posts = plan.send(self._post_all(posts))
-        except StopIteration as done:
-            return done.value
+        return self._session.run(plan)
 
     async def _arun(self, plan: Plan[T]) -> T:
-        try:
-            posts = next(plan)
-            while True:
-                posts = plan.send(await self._apost_all(posts))
-        except StopIteration as done:
-            return done.value
-
-    def _post_all(self, posts: Posts) -> list[Any]:
-        if len(posts.payloads) == 1:
-            return [self._post_one(posts.payloads[0], posts.probe)]
-        workers = min(self.max_concurrency, len(posts.payloads))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llava-cot-http") as pool:
-            return list(pool.map(lambda p: self._post_one(p, posts.probe), posts.payloads))
-
-    def _post_one(self, payload: dict[str, Any], probe: bool) -> Any:
-        client = self._sync_client()
-        attempts = post_attempts(payload, self.base_url, self.max_retries, probe)
-        try:
-            action = next(attempts)
-            while True:
-                if isinstance(action, Post):
-                    try:
-                        outcome: Any = post_within(client, action.payload, self.timeout)
-                    except httpx.TransportError as e:
-                        outcome = e
-                else:
-                    time.sleep(action)
-                    outcome = None
-                action = attempts.send(outcome)
-        except StopIteration as done:
-            return done.value
-
-    async def _apost_all(self, posts: Posts) -> list[Any]:
-        state = self._loop_state()
-        return list(await asyncio.gather(*(self._apost_one(state, p, posts.probe) for p in posts.payloads)))
-
-    async def _apost_one(self, state: _LoopState, payload: dict[str, Any], probe: bool) -> Any:
-        attempts = post_attempts(payload, self.base_url, self.max_retries, probe)
-        try:
-            action = next(attempts)
-            while True:
-                if isinstance(action, Post):
-                    try:
-                        async with state.semaphore:
-                            outcome: Any = await apost_within(state.client, action.payload, self.timeout)
-                    except httpx.TransportError as e:
-                        outcome = e
-                else:
-                    await asyncio.sleep(action)
-                    outcome = None
-                action = attempts.send(outcome)
-        except StopIteration as done:
-            return done.value
-
-    def _sync_client(self) -> httpx.Client:
-        with self._client_lock:
-            if self._client is None:
-                self._client = httpx.Client(
-                    base_url=self.base_url, headers=self._headers, timeout=self._timeout
-                )
-            return self._client
-
-    def _loop_state(self) -> _LoopState:
-        loop = asyncio.get_running_loop()
-        state = self._loops.get(loop)
-        if state is None:
-            state = self._loops[loop] = _LoopState(self)
-        return state
+        return await self._session.arun(plan)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model!r})"

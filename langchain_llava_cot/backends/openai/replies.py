@@ -21,15 +21,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest
-from langchain_llava_cot.backends.langchain import (
+from langchain_llava_cot.backends.openai.asking import Ask
+from langchain_llava_cot.backends.openai.errors import ServerError
+from langchain_llava_cot.backends.stage_asking import (
     Extracted,
     cut_at_stop,
     extract_stages,
     span_logprobs,
     stage_repairs,
 )
-from langchain_llava_cot.backends.openai.asking import Ask
-from langchain_llava_cot.backends.openai.errors import ServerError
 
 __all__ = ["choice_from_reply", "samples_from_reply"]
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_llava_cot.backends._prefix_cache import Layers, growing_cache, kv_layers
-from langchain_llava_cot.backends._vision_cache import ImageFeatureCache, cross_attention_layers
-from langchain_llava_cot.backends.transformers.inputs import Inputs, Prompt
+from langchain_llava_cot.backends.transformers.inputs import Inputs
+from langchain_llava_cot.backends.transformers.prefix_cache import Layers, growing_cache, kv_layers
+from langchain_llava_cot.backends.transformers.prompts import Prompt
+from langchain_llava_cot.backends.transformers.vision_cache import ImageFeatureCache, cross_attention_layers
 
 
 class SelfAttention:
@@ -48,7 +49,7 @@ class SelfAttention:
 
         A span that holds the prompt's image tokens needs their features.
         """
-        return prompt.extras(inputs) if prompt.images and prompt.images[-1] >= start else {}
+        return inputs.extras(prompt) if prompt.images and prompt.images[-1] >= start else {}
 
 
 class CrossAttention(SelfAttention):
@@ -57,6 +58,7 @@ class CrossAttention(SelfAttention):
     def __init__(self, model: Any, cross_layers: tuple[int, ...], images: ImageFeatureCache) -> None:
         self._cross_layers = cross_layers
         self._layer_count = model.config.get_text_config(decoder=True).num_hidden_layers
+        self._device = model.device
         self._images = images
         self.can_prefill = 0 not in cross_layers  # transformers measures a cache's length on layer 0
 
@@ -105,7 +107,7 @@ class CrossAttention(SelfAttention):
             positions = torch.arange(start, start + width, device=tiles.device)
             seen = (positions >= prompt.images[0]).to(tiles.dtype)
             rows.append(seen[:, None, None] * prompt.tiles)
-        return {"cross_attention_mask": torch.stack(rows)}
+        return {"cross_attention_mask": torch.stack(rows).to(self._device)}
 
     def read_alone(self, prompt: Prompt, start: int, length: int, inputs: Inputs) -> dict[str, Any]:
         """The picture comes from the cache; only its mask is needed."""

@@ -2,27 +2,32 @@
 
 :class:`TransformersBackend` is the public face; its collaborators each own one part:
 
-- :mod:`.inputs`: chat-templated prompts, the processor and the image feature cache
-  (each distinct picture encoded once, its features handed to ``generate`` and
-  ``forward`` instead of pixels where the architecture allows);
+- :mod:`.prompts`: each request's prompt prepared once, in the caller's thread (the
+  decoded picture, the chat template, the tokens, the processed pixels);
+- :mod:`.inputs`: prepared prompts as batches, and the image feature cache
+  (:mod:`.vision_cache`: each distinct picture encoded once, its features handed to
+  ``generate`` and ``forward`` instead of pixels where the architecture allows);
 - :mod:`.attention`: where the model's pictures live in its KV cache, chosen once
   (prompt tokens, or Mllama's cross-attention layers);
-- :mod:`.prefill`: prompts read once through the prefix KV cache, and its counters;
+- :mod:`.prefill`: prompts read once through the prefix KV cache (:mod:`.prefix_cache`),
+  and its counters;
 - :mod:`.decoding`: generation settings and seeds, per-row stops, the cut samples;
+- :mod:`.constrained`: forced tool calls decoded under their grammar, each row ended and closed in time;
 - :mod:`.scoring`: the options' log-probabilities for judges;
 - :mod:`.jobs`: request checks, grouping into shared calls, the worker's lifetime.
 
-The way of :meth:`TransformersBackend.sample`: the requests are checked in the
-caller's thread and queued; the worker groups them by what ``generate`` must share
-(sampling settings, seed, whether they have images, a tool-call grammar; stop strings
-and token limits may differ per row). Each group is one left-padded batch in which
-every request appears ``n`` times: its prompts are read once through the prefix cache
-and their caches repeated for the ``n`` rows, and one ``generate`` call makes all of
-the group's candidates, each row ending at its own limit or stop string. A seed makes
+The way of :meth:`TransformersBackend.sample`: the requests are checked and their
+prompts prepared in the caller's thread (:mod:`.prompts`), then queued; the worker
+groups them by what ``generate`` must share (sampling settings, seed, whether they
+have images, a tool-call grammar; stop strings and token limits may differ per row).
+Each group is one left-padded batch in which every request appears ``n`` times: its
+prompts are read once through the prefix cache and their caches repeated for the ``n``
+rows, and one ``generate`` call makes all of the group's candidates, each row ending at
+its own limit or stop string. A seed makes
 a call reproducible (the same requests in one call give the same samples) without
 touching the global random state. :meth:`TransformersBackend.choose` reads each
 option's log-probability after the prompt from one batched forward pass over the
-prompts' uncached tokens.
+prompts' uncached tokens (one for single-token options, one for longer ones).
 
 Stage tags: the tiny models of :mod:`langchain_llava_cot.model_builders` have each tag as
 one non-special token, and real LLaVA-CoT writes them as ordinary text. Decoding
@@ -31,34 +36,39 @@ uses ``skip_special_tokens=True``, so tags stay in the text and chat tokens
 
 Concurrency: one backend may be shared by threads and coroutines. Every ``sample``
 and ``choose`` call becomes a job on a :class:`~langchain_llava_cot.backends._batching.BatchQueue`;
-its worker thread is the only one that touches the model, tokenizer and processor,
-and it merges the jobs of concurrent callers (greedy and unseeded requests with the
-same sampling settings; seeded requests stay in their own call so they stay
-reproducible) into shared ``generate`` and forward calls. :meth:`close` stops it.
+its worker thread is the only one that touches the model (callers prepare prompts
+with a processor of their own, one at a time), and it merges the jobs of concurrent
+callers (greedy and unseeded requests with the same sampling settings; seeded requests
+stay in their own call so they stay reproducible) into shared ``generate`` and forward
+calls. :meth:`close` stops it.
 Neither the model's generation config nor the processor is changed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
 import logging
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from langchain_llava_cot.backends._batching import BatchQueue, Job
-from langchain_llava_cot.backends._grammar import ToolCallGrammars
-from langchain_llava_cot.backends._prefix_cache import cache_argument, output_cache
-from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult, Sample, SampleRequest, VLMBackend
+from langchain_llava_cot.backends.base import (
+    ChoiceRequest,
+    ChoiceResult,
+    PromptTooLongError,
+    Sample,
+    SampleRequest,
+    VLMBackend,
+)
 from langchain_llava_cot.backends.transformers.attention import attention_of
+from langchain_llava_cot.backends.transformers.constrained import ToolCallGrammars
 from langchain_llava_cot.backends.transformers.decoding import Decoder, as_set, chosen_logprobs
-from langchain_llava_cot.backends.transformers.inputs import Inputs, Prompt
+from langchain_llava_cot.backends.transformers.inputs import Inputs
 from langchain_llava_cot.backends.transformers.jobs import (
-    checked_choices,
     checked_samples,
     chunks,
     group_key,
@@ -74,12 +84,14 @@ from langchain_llava_cot.backends.transformers.loading import (
     resolve_source,
 )
 from langchain_llava_cot.backends.transformers.prefill import Prefill
+from langchain_llava_cot.backends.transformers.prefix_cache import cache_argument, output_cache
+from langchain_llava_cot.backends.transformers.prompts import PreparedChoice, PreparedSample, Prompt, Prompts
 from langchain_llava_cot.backends.transformers.scoring import (
     choose_sequences,
     choose_single_tokens,
     choose_through_prefill,
-    option_splits,
 )
+from langchain_llava_cot.backends.transformers.vision_cache import image_token_id
 from langchain_llava_cot.conversation import Conversation
 
 __all__ = ["BackendSettings", "TransformersBackend"]
@@ -164,6 +176,7 @@ class TransformersBackend(VLMBackend):
     """
 
     supports_choice = True
+    gives_logprobs = True
 
     def __init__(
         self,
@@ -215,11 +228,16 @@ class TransformersBackend(VLMBackend):
         model.eval()
         self._model = model
         tokenizer = processor.tokenizer
-        self._counting_tokenizer = copy.deepcopy(tokenizer)  # the worker pads with the other
         vocab = getattr(getattr(model.config, "text_config", None) or model.config, "vocab_size", None)
         self._grammars = ToolCallGrammars(tokenizer, vocab or len(tokenizer))
         self._max_batch_rows = settings.max_batch_rows
-        self._inputs = Inputs(model, processor, max_cached_images=settings.max_cached_images)
+        pad_token_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
+        self._prompts = Prompts(
+            processor, image_token_id=image_token_id(model), remember_pictures=settings.max_cached_images > 0
+        )
+        self._inputs = Inputs(model, pad_token_id=pad_token_id, max_cached_images=settings.max_cached_images)
         self._decoder = Decoder(model, tokenizer)
         attention = attention_of(model, self._inputs.images)
         self._share_prefill = (
@@ -227,9 +245,6 @@ class TransformersBackend(VLMBackend):
             and not is_encoder_decoder(model)
             and has_plain_kv_cache(model)
             and attention.can_prefill
-        )
-        pad_token_id = (
-            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         )
         self._prefill = Prefill(
             model,
@@ -246,7 +261,9 @@ class TransformersBackend(VLMBackend):
         self._queue = BatchQueue(
             weak_runner(self), window=settings.batch_window, name=f"TransformersBackend({model_name})"
         )
-        self._finalizer = weakref.finalize(self, shut_down, self._queue, self._inputs, self._prefill)
+        self._finalizer = weakref.finalize(
+            self, shut_down, self._queue, self._prompts, self._inputs, self._prefill
+        )
         self.model_name = model_name
         if tokenizer.padding_side != "left":
             logger.warning(
@@ -271,9 +288,10 @@ class TransformersBackend(VLMBackend):
     def image_processor_runs(self) -> int | None:
         """Times the image processor ran (None with ``max_cached_images=0``, which does not count).
 
-        A stage's prompt asking about a picture already processed reuses its pixels.
+        A prompt asking about a picture already processed (a later stage's, a judge's)
+        reuses its pixels.
         """
-        return self._inputs.image_processor_runs
+        return self._prompts.image_processor_runs
 
     @property
     def cached_images(self) -> int:
@@ -311,23 +329,23 @@ class TransformersBackend(VLMBackend):
 
     def sample(self, requests: Sequence[SampleRequest]) -> list[list[Sample]]:
         """Sample each request's ``n`` continuations, batched with concurrent callers' work."""
-        requests = self._fitting(checked_samples(requests))
-        return self._queue.submit("sample", requests).result() if requests else []
+        prepared = self._prepared_samples(requests)
+        return self._queue.submit("sample", prepared).result() if prepared else []
 
     async def asample(self, requests: Sequence[SampleRequest]) -> list[list[Sample]]:
         """Async :meth:`sample`: waits on the queue without holding a thread."""
-        requests = self._fitting(checked_samples(requests))
-        return await asyncio.wrap_future(self._queue.submit("sample", requests)) if requests else []
+        prepared = self._prepared_samples(requests)
+        return await asyncio.wrap_future(self._queue.submit("sample", prepared)) if prepared else []
 
     def choose(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
         """Log-probability of each option right after each request's prefix."""
-        requests = self._fitting(checked_choices(requests))
-        return self._queue.submit("choose", requests).result() if requests else []
+        prepared = self._prepared_choices(requests)
+        return self._queue.submit("choose", prepared).result() if prepared else []
 
     async def achoose(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
         """Async :meth:`choose`: waits on the queue without holding a thread."""
-        requests = self._fitting(checked_choices(requests))
-        return await asyncio.wrap_future(self._queue.submit("choose", requests)) if requests else []
+        prepared = self._prepared_choices(requests)
+        return await asyncio.wrap_future(self._queue.submit("choose", prepared)) if prepared else []
 
     @property
     def context_length(self) -> int | None:
@@ -340,37 +358,44 @@ class TransformersBackend(VLMBackend):
         limit = self.context_length
         if limit is None:
             return None
-        return limit - self._prompt_tokens(conversation, prefix)
+        return limit - len(self._prompts.prompt(conversation, prefix).ids)
 
-    def _fitting(self, requests: list[_Request]) -> list[_Request]:
-        """``requests``, once each prompt is known to fit the context (checked in the caller's thread).
+    def _prepared_samples(self, requests: Sequence[SampleRequest]) -> list[PreparedSample]:
+        """Each request checked and its prompt prepared, in the caller's thread.
 
         A continuation never runs past the model's positions: its ``max_new_tokens`` is cut
         to what is left after the prompt.
         """
+        prepared = [self._prompts.sample(request) for request in checked_samples(requests)]
+        self._check_fits(item.prompt.ids for item in prepared)
         limit = self.context_length
         if limit is None:
-            return requests
-        fitting = []
-        for request in requests:
-            length = self._prompt_tokens(request.conversation, request.prefix)
-            if length >= limit:
+            return prepared
+        return [
+            dataclasses.replace(item, request=dataclasses.replace(item.request, max_new_tokens=left))
+            if (left := limit - len(item.prompt.ids)) < item.request.max_new_tokens
+            else item
+            for item in prepared
+        ]
+
+    def _prepared_choices(self, requests: Sequence[ChoiceRequest]) -> list[PreparedChoice]:
+        """Each choice's prompt and options prepared, in the caller's thread."""
+        prepared = [self._prompts.choice(request) for request in requests]
+        self._check_fits(item.prompt.ids for item in prepared)
+        return prepared
+
+    def _check_fits(self, prompts: Iterable[list[int]]) -> None:
+        """Fail unless every prompt fits the model's context."""
+        limit = self.context_length
+        if limit is None:
+            return
+        for ids in prompts:
+            if len(ids) >= limit:
                 msg = (
-                    f"The prompt is about {length:,} tokens, but the model reads at most {limit:,}: "
+                    f"The prompt is about {len(ids):,} tokens, but the model reads at most {limit:,}: "
                     "shorten the question or the conversation."
                 )
-                raise ValueError(msg)
-            if isinstance(request, SampleRequest) and length + request.max_new_tokens > limit:
-                request = dataclasses.replace(request, max_new_tokens=limit - length)  # type: ignore[call-arg]
-            fitting.append(request)
-        return fitting  # type: ignore[return-value]
-
-    def _prompt_tokens(self, conversation: Conversation, prefix: str) -> int:
-        """About how many tokens the model reads for ``conversation`` and ``prefix``, pictures included."""
-        per_image = max(int(getattr(self._model.config, "image_seq_length", 1) or 1) - 1, 0)
-        prompt = self._inputs.prompt(conversation, prefix)
-        length = len(self._counting_tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        return length + per_image * len(conversation.images)
+                raise PromptTooLongError(msg)
 
     # -- the worker thread --------------------------------------------------------
 
@@ -398,31 +423,39 @@ class TransformersBackend(VLMBackend):
         results: list[list[Any]] = [[None] * len(job.payload) for job in jobs]
         groups: dict[tuple, list[tuple[int, int]]] = {}
         for j, job in enumerate(jobs):
-            for r, request in enumerate(job.payload):
-                groups.setdefault(group_key(request, caller=j), []).append((j, r))
+            for r, item in enumerate(job.payload):
+                groups.setdefault(group_key(item.request, caller=j), []).append((j, r))
         for members in groups.values():
-            for chunk in chunks(members, [jobs[j].payload[r].n for j, r in members], self._max_batch_rows):
+            sizes = [jobs[j].payload[r].request.n for j, r in members]
+            for chunk in chunks(members, sizes, self._max_batch_rows):
                 batch = [jobs[j].payload[r] for j, r in chunk]
                 for (j, r), samples in zip(chunk, self._sample_group(batch)):
                     results[j][r] = samples
         return results
 
-    def _sample_group(self, requests: list[SampleRequest]) -> list[list[Sample]]:
+    def _sample_group(self, items: list[PreparedSample]) -> list[list[Sample]]:
         """One ``generate`` call for requests that share their sampling settings."""
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
+        requests = [item.request for item in items]
         rows = [request for request in requests for _ in range(request.n)]
+        prompts = [item.prompt for item in items for _ in range(item.request.n)]
         first = requests[0]
         settings = self._decoder.settings(first, max(r.max_new_tokens for r in requests))
         with torch.inference_mode():
-            inputs, prompts = self._sample_inputs(requests, rows)
+            inputs, prefilled = self._sample_inputs(items, prompts)
         prompt_length = inputs["input_ids"].shape[1]
-        stops = StoppingCriteriaList([self._decoder.stops(prompt_length, rows)])
-        constrained = {}
+        grammar = None
         if first.tool_call is not None:  # the group shares its constraint (see group_key)
-            processor = self._grammars.processor(first.tool_call, first.prefix)
-            constrained["logits_processor"] = LogitsProcessorList([processor])
+            limits = [row.max_new_tokens for row in rows]
+            grammar = self._grammars.processor(first.tool_call, first.prefix, limits, prompt_length)
+        row_stops = self._decoder.stops(prompt_length, rows, by_grammar=grammar is not None)
+        stops = StoppingCriteriaList([row_stops])
+        constrained = {}
+        if grammar is not None:  # the grammar masks each row's tokens and says where the row ends
+            stops.append(grammar.stopping())
+            constrained["logits_processor"] = LogitsProcessorList([grammar])
         self.generate_calls += 1
         with torch.inference_mode(), self._decoder.seeded(first):
             out = self._model.generate(
@@ -431,44 +464,52 @@ class TransformersBackend(VLMBackend):
         new_tokens = out.sequences[:, prompt_length:].tolist()
         logprobs = chosen_logprobs(out.logits, out.sequences[:, prompt_length:])
         prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
-        eos = as_set(settings.eos_token_id)
-        samples = [
-            self._decoder.cut(row_tokens, row_logprobs, request, eos, prompt)
-            for row_tokens, row_logprobs, request, prompt in zip(new_tokens, logprobs, rows, prompt_tokens)
-        ]
-        if prompts is not None:
-            repeated = [prompt for prompt, request in zip(prompts, requests) for _ in range(request.n)]
-            self._prefill.keep_written(repeated, new_tokens, samples, output_cache(out), prompt_length)
+        written = list(zip(new_tokens, logprobs, rows, prompt_tokens))
+        if grammar is None:
+            eos = as_set(settings.eos_token_id)
+            samples = [self._decoder.cut(t, lp, r, eos, p) for t, lp, r, p in written]
+        else:
+            cut = self._decoder.cut_at_grammar_end
+            samples = [cut(t, lp, r, end, p) for (t, lp, r, p), end in zip(written, grammar.ends)]
+        if prefilled:
+            self._prefill.keep_written(prompts, new_tokens, samples, output_cache(out), prompt_length)
         grouped, start = [], 0
         for request in requests:
             grouped.append(samples[start : start + request.n])
             start += request.n
         return grouped
 
-    def _sample_inputs(
-        self, requests: list[SampleRequest], rows: list[SampleRequest]
-    ) -> tuple[dict[str, Any], list[Prompt] | None]:
-        """``generate`` inputs for ``rows``, and their prompts when read through the prefix cache."""
-        prefilled = self._prefill.generate_inputs(requests) if self._share_prefill else None
-        if prefilled is not None:
-            return prefilled
-        return self._inputs.encode([(row.conversation, row.prefix) for row in rows]), None
+    def _sample_inputs(self, items: list[PreparedSample], rows: list[Prompt]) -> tuple[dict[str, Any], bool]:
+        """``generate`` inputs for the candidate ``rows``, and whether they read through the prefix cache."""
+        if self._share_prefill:
+            prefilled = self._prefill.generate_inputs(
+                [item.prompt for item in items], [item.request.n for item in items]
+            )
+            if prefilled is not None:
+                return prefilled, True
+        return self._inputs.encode(rows), False
 
-    def _choose(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
-        """One forward pass for all ``requests`` (worker thread)."""
-        splits = option_splits(self._inputs, requests)
+    def _choose(self, choices: Sequence[PreparedChoice]) -> list[ChoiceResult]:
+        """One forward pass for choices whose options are single tokens, one for the rest (worker)."""
+        results: list[ChoiceResult | None] = [None] * len(choices)
+        for single in (True, False):
+            indices = [i for i, choice in enumerate(choices) if choice.single == single]
+            if indices:
+                chosen = self._choose_group([choices[i] for i in indices], single=single)
+                for i, result in zip(indices, chosen):
+                    results[i] = result
+        return [result for result in results if result is not None]
+
+    def _choose_group(self, choices: list[PreparedChoice], *, single: bool) -> list[ChoiceResult]:
+        """One forward pass for ``choices``, all of one kind: single-token options or not."""
         self.forward_calls += 1
-        single = all(len(tokens) == 1 for options in splits for tokens in options)
         if self._share_prefill:
             import torch
 
             with torch.inference_mode():
-                shared = choose_through_prefill(self._prefill, self._inputs, requests, splits, single=single)
+                shared = choose_through_prefill(self._prefill, choices, single=single)
             if shared is not None:
                 return shared
         if single:
-            return choose_single_tokens(self._model, self._inputs, requests, splits)
-        return choose_sequences(self._model, self._inputs, requests, splits)
-
-
-_Request = TypeVar("_Request", SampleRequest, ChoiceRequest)
+            return choose_single_tokens(self._model, self._inputs, choices)
+        return choose_sequences(self._model, self._inputs, choices)

@@ -7,8 +7,10 @@ stop string found in the *decoded text* (BPE tokens can run past a stop string, 
 ``generate``'s own stopping, :class:`_RowStops`, is only an early exit). The text ends
 before the stop string; ``completion_tokens`` and ``token_logprobs`` count the
 generated tokens up to and including the one that completed the stop string (or the
-EOS token). Log-probabilities come from the raw logits, not the sampling-adjusted
-scores.
+EOS token). A row decoded under a forced call's grammar ends where its grammar was
+accepted instead (:meth:`Decoder.cut_at_grammar_end`): a stop string that shows up
+inside the call does not end it. Log-probabilities come from the raw logits, not the
+sampling-adjusted scores.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import copy
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
+from langchain_llava_cot.backends._grammar import CALL_END
 from langchain_llava_cot.backends.base import Sample, SampleRequest
 from langchain_llava_cot.backends.transformers.loading import rng_devices
 
@@ -42,9 +45,17 @@ class Decoder:
         """The id of the added (never split) token whose text is ``text``, if there is one."""
         return self._added_tokens.get(text)
 
-    def stops(self, prompt_length: int, rows: Sequence[SampleRequest]) -> _RowStops:
-        """``generate``'s early exit for ``rows``, each at its own limit and stop strings."""
-        return _RowStops(prompt_length, rows, self.decode, self.single_token_id)
+    def stops(
+        self, prompt_length: int, rows: Sequence[SampleRequest], *, by_grammar: bool = False
+    ) -> _RowStops:
+        """``generate``'s early exit for ``rows``, each at its own limit and stop strings.
+
+        ``by_grammar``: the rows decode under a forced call's grammar, which says where
+        they end; only their token limits are watched here.
+        """
+        limits = [row.max_new_tokens for row in rows]
+        stops = [() if by_grammar else row.stop for row in rows]
+        return _RowStops(prompt_length, limits, stops, self.decode, self.single_token_id)
 
     def settings(self, request: SampleRequest, max_new_tokens: int) -> Any:
         """A copy of the model's generation config with this request's settings."""
@@ -116,6 +127,37 @@ class Decoder:
             completion_tokens=count,
         )
 
+    def cut_at_grammar_end(
+        self,
+        tokens: list[int],
+        logprobs: list[float],
+        request: SampleRequest,
+        end: int | None,
+        prompt_tokens: int,
+    ) -> Sample:
+        """Cut one row decoded under a forced call's grammar where the grammar was accepted.
+
+        ``end`` counts the tokens written up to the one that completed the grammar, or is
+        None when it never was (the row ran to its token limit: ``"length"``, the text
+        whole). The text ends before the grammar's last tag, :data:`CALL_END`, as if it
+        were the stop string; the row's own stop strings are not looked for.
+        """
+        reason: Literal["stop", "length"]
+        if end is not None and end <= request.max_new_tokens:
+            kept, reason = tokens[:end], "stop"
+            text = _before_stop(self.decode(kept), (CALL_END,))
+        else:
+            kept, reason = tokens[: request.max_new_tokens], "length"
+            text = self.decode(kept)
+        count = len(kept)
+        return Sample(
+            text=text,
+            finish_reason=reason,
+            token_logprobs=tuple(logprobs[:count]),
+            prompt_tokens=int(prompt_tokens),
+            completion_tokens=count,
+        )
+
     def _first_stop_length(self, tokens: list[int], stops: tuple[str, ...]) -> int:
         """The fewest leading tokens whose text contains a stop string (binary search)."""
         low, high = 1, len(tokens)
@@ -143,17 +185,18 @@ class _RowStops:
     def __init__(
         self,
         prompt_length: int,
-        rows: Sequence[SampleRequest],
+        limits: Sequence[int],
+        stops: Sequence[tuple[str, ...]],
         decode: Callable[[list[int]], str],
         token_id: Callable[[str], int | None],
     ) -> None:
         self._prompt_length = prompt_length
-        self._limits = [row.max_new_tokens for row in rows]
-        self._stops = [row.stop for row in rows]
-        self._stop_ids = [_stop_token_ids(row.stop, token_id) for row in rows]
-        self._tails = [max((len(stop) for stop in row.stop), default=0) + 2 for row in rows]
+        self._limits = list(limits)
+        self._stops = list(stops)
+        self._stop_ids = [_stop_token_ids(row_stops, token_id) for row_stops in self._stops]
+        self._tails = [max((len(stop) for stop in row_stops), default=0) + 2 for row_stops in self._stops]
         self._decode = decode
-        self._done = [False] * len(rows)
+        self._done = [False] * len(self._limits)
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch

@@ -1,231 +1,124 @@
-"""What the model reads: chat-templated prompts, their tokens, and their pictures' inputs.
+"""What the model reads: prepared prompts as batches, and their pictures' features.
 
-:class:`Inputs` owns the processor, its tokenizer and the image feature cache. A
-(conversation, prefix) pair becomes the chat template's text with the generation
-prompt, then the prefix; a batch of pairs becomes the processor's left-padded tensors,
-with pictures already seen given as cached features (:meth:`Inputs.encode`), or
-:class:`Prompt` rows of token ids for the prefix cache (:meth:`Inputs.prompts`).
+:class:`Inputs` owns the image feature cache (:mod:`.vision_cache`) and turns the
+:class:`~.prompts.Prompt` objects that callers prepared into model inputs, without
+running the processor again: :meth:`Inputs.batch` left-pads their token ids and joins
+their image inputs as the processor joins a batch's (:func:`join_image_inputs`);
+:meth:`Inputs.encode` then gives pictures already seen as cached features instead of
+pixels where the model allows it; :meth:`Inputs.store` encodes a batch's new pictures
+for the prefix cache's readers, and :meth:`Inputs.extras` gives one prompt's image inputs
+when it is read alone.
 """
 
 from __future__ import annotations
 
-import copy
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from langchain_llava_cot.backends._vision_cache import ImageFeatureCache, image_token_id
-from langchain_llava_cot.conversation import Conversation, to_chat_messages
-from langchain_llava_cot.images import decode_image, image_key
+from langchain_llava_cot.backends.transformers.prompts import Prompt, pictures_of
+from langchain_llava_cot.backends.transformers.vision_cache import ImageFeatureCache
 
-Pair = tuple[Conversation, str]
-"""A conversation and the text that follows its generation prompt."""
+__all__ = ["Inputs", "join_image_inputs"]
 
-
-@dataclass
-class Prompt:
-    """One prompt as the model reads it: token ids, image positions and image inputs."""
-
-    conversation: Conversation
-    text: str
-    ids: list[int]
-    key: tuple[str, ...]
-    """Content keys of the prompt's images: the prefix cache's namespace."""
-    images: tuple[int, ...]
-    """Positions of the image tokens in ``ids``."""
-    inputs: dict[str, Any] | None = None
-    """The processor's image inputs (features or pixels) for this prompt alone."""
-    tiles: Any = None
-    """Mllama, one picture: its ``[1, tiles]`` cross-attention mask row (None otherwise)."""
-
-    def extras(self, inputs: Inputs) -> dict[str, Any]:
-        """The image inputs, made on first use."""
-        if self.inputs is None:
-            encoded = inputs.encode([(self.conversation, self.text)])
-            self.inputs = {k: v for k, v in encoded.items() if k not in ("input_ids", "attention_mask")}
-        return self.inputs
+_SEQUENCE_INPUTS = ("cross_attention_mask",)
+"""Image inputs laid out along the prompt's tokens (dimension 1): left-padded as the ids are."""
 
 
 class Inputs:
-    """The processor and image cache of one model (used by the worker thread only)."""
+    """Batches of prepared prompts, and the image cache of one model (used by the worker thread only)."""
 
-    def __init__(self, model: Any, processor: Any, *, max_cached_images: int) -> None:
+    def __init__(self, model: Any, *, pad_token_id: int, max_cached_images: int) -> None:
         self._model = model
-        self.processor = _remembering_pictures(processor, remember=max_cached_images > 0)
-        self.tokenizer = processor.tokenizer
+        self._pad_token_id = pad_token_id
         self.images = ImageFeatureCache(model, max_images=max_cached_images)
-        self._image_token_id = image_token_id(model)
 
-    def prompt(self, conversation: Conversation, prefix: str) -> str:
-        """The chat-templated conversation with the generation prompt, then ``prefix``.
+    def batch(self, prompts: Sequence[Prompt]) -> dict[str, Any]:
+        """The prompts as one left-padded batch on the model's device, as the processor would give it."""
+        import torch
 
-        Bound tools go through the chat template when it has a tool format (it mentions
-        ``tools``), otherwise through the package's tools prompt in the system turn.
-        """
-        native_tools = bool(conversation.tools) and "tools" in (self.processor.chat_template or "")
-        messages = to_chat_messages(conversation, tools_in_template=native_tools)
-        template = self.processor.apply_chat_template(
-            messages,
-            tools=list(conversation.tools) if native_tools else None,
-            add_generation_prompt=True,
-            tokenize=False,
-        )
-        return template + prefix
+        width = max(len(prompt.ids) for prompt in prompts)
+        pads = [width - len(prompt.ids) for prompt in prompts]
+        batch: dict[str, Any] = {
+            "input_ids": torch.tensor([[self._pad_token_id] * pad + p.ids for p, pad in zip(prompts, pads)]),
+            "attention_mask": torch.tensor([[0] * pad + [1] * len(p.ids) for p, pad in zip(prompts, pads)]),
+            **join_image_inputs([prompt.inputs for prompt in prompts], pads),
+        }
+        return self._on_device(batch)
 
-    def encode(self, pairs: list[Pair]) -> dict[str, Any]:
-        """Process pairs into one left-padded batch on the model's device.
+    def encode(self, prompts: Sequence[Prompt]) -> dict[str, Any]:
+        """:meth:`batch`, with pictures already seen as cached features instead of pixels where possible."""
+        return self.images.apply(self.batch(prompts), pictures_of(prompts))
 
-        Images already seen come as cached features (``mm_encoder_outputs``) instead
-        of pixels where the model allows it.
-        """
-        return self.images.apply(self.process(pairs), pictures_of(pairs))
+    def store(self, prompts: Sequence[Prompt]) -> None:
+        """Encode the prompts' pictures not cached yet, in one call, and mark the others as just used."""
+        if not self.images.supported:
+            return
+        new = [p for p in prompts if p.key and not all(self.images.holds(key) for key in p.key)]
+        if new:
+            self.images.store(self.batch(new), pictures_of(new))
+        self.images.touch([key for prompt in prompts for key in prompt.key])
 
-    def process(self, pairs: list[Pair]) -> Any:
-        """The processor's left-padded batch for the pairs, on the model's device."""
-        texts = [self.prompt(conversation, prefix) for conversation, prefix in pairs]
-        images = [[decode_image(image) for image in conversation.images] for conversation, _ in pairs]
-        kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
-        if any(images):
-            kwargs["images"] = images
-        inputs = self.processor(**kwargs, add_special_tokens=False, padding_side="left")
-        return inputs.to(self._model.device, dtype=self._model.dtype)
-
-    @property
-    def image_processor_runs(self) -> int | None:
-        """Times the image processor ran (remembered outputs do not count); None when not counted."""
-        remembered = getattr(self.processor, "image_processor", None)
-        return remembered.runs if isinstance(remembered, RememberedPictures) else None
+    def extras(self, prompt: Prompt) -> dict[str, Any]:
+        """One prompt's image inputs (cached features where possible), for reading it alone."""
+        if not prompt.inputs:
+            return {}
+        encoded = self.images.apply(self._on_device(dict(prompt.inputs)), prompt.conversation.images)
+        return {k: v for k, v in encoded.items() if k not in ("input_ids", "attention_mask")}
 
     def close(self) -> None:
-        """Release the image feature cache and the remembered pixels."""
+        """Release the image feature cache."""
         self.images.close()
-        remembered = getattr(self.processor, "image_processor", None)
-        if isinstance(remembered, RememberedPictures):
-            remembered.clear()
 
-    def prompts(self, pairs: list[Pair]) -> list[Prompt]:
-        """Each pair tokenized in one processor call, padding removed.
+    def _on_device(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Tensors moved to the model's device; floating ones in its dtype."""
+        device, dtype = self._model.device, self._model.dtype
+        return {
+            name: value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)
+            for name, value in inputs.items()
+        }
 
-        New pictures are encoded into the image cache here, in one call; a prompt's own
-        image inputs are made again if it is read alone (:meth:`Prompt.extras`).
-        """
-        inputs = self.process(pairs)
-        self.images.store(inputs, pictures_of(pairs))
-        tiles = inputs.get("cross_attention_mask")
+
+def join_image_inputs(inputs: Sequence[dict[str, Any]], pads: Sequence[int]) -> dict[str, Any]:
+    """Several prompts' image inputs as the processor gives them for a batch of those prompts.
+
+    Pixels laid out one entry per picture (4-D ``pixel_values``: LLaVA) are concatenated,
+    prompts without pictures adding none. Inputs laid out one row per prompt (Mllama,
+    Idefics3) are zero-padded to the largest picture count and tile count and stacked; a
+    prompt without pictures gets a row of zeros, and ``cross_attention_mask`` is left-padded
+    by ``pads[i]`` positions, as its ids are. Mllama's ``aspect_ratio_mask`` marks the first
+    tile of a padded picture slot, as its image processor does.
+    """
+    import torch
+
+    names = list(dict.fromkeys(name for one in inputs for name in one))
+    joined: dict[str, Any] = {}
+    for name in names:
+        present = [one[name] for one in inputs if name in one]
+        if name == "pixel_values" and present[0].dim() == 4:
+            joined[name] = torch.cat(present)
+            continue
         rows = []
-        for row, ((conversation, text), ids, mask) in enumerate(
-            zip(pairs, inputs["input_ids"].tolist(), inputs["attention_mask"].tolist())
-        ):
-            kept = [token for token, keep in zip(ids, mask) if keep]
-            images = tuple(i for i, token in enumerate(kept) if token == self._image_token_id)
-            prompt = Prompt(conversation, text, kept, conversation_keys(conversation), images)
-            if tiles is not None and len(images) == 1:
-                prompt.tiles = tiles[row, -1, :1]  # its picture's tiles, as its last token sees them
-            rows.append(prompt)
-        return rows
-
-    def option_tokens(self, prompt: str, option: str) -> list[int]:
-        """The tokens ``option`` adds after ``prompt`` when both are tokenized together."""
-        before = self.tokenizer.encode(prompt, add_special_tokens=False)
-        after = self.tokenizer.encode(prompt + option, add_special_tokens=False)
-        common = 0
-        for a, b in zip(before, after):
-            if a != b:
-                break
-            common += 1
-        if common == len(after):
-            msg = f"Option {option!r} adds no token after the prefix. Use a non-empty option text."
-            raise ValueError(msg)
-        return after[common:]
+        for one, pad in zip(inputs, pads):
+            value = one.get(name)
+            if value is None:
+                value = present[0].new_zeros((1, *([0] * (present[0].dim() - 1))))
+            if name in _SEQUENCE_INPUTS:
+                value = torch.nn.functional.pad(value, (0,) * 2 * (value.dim() - 2) + (pad, 0))
+            rows.append(value)
+        joined[name] = _stack_padded(rows, name)
+    return joined
 
 
-def pictures_of(pairs: Sequence[Pair]) -> list[bytes]:
-    """Every picture of the pairs, row by row, in the order the processor sees them."""
-    return [image for conversation, _ in pairs for image in conversation.images]
+def _stack_padded(rows: list[Any], name: str) -> Any:
+    """Rows of one batch entry each, zero-padded at the end of every dimension but the first, stacked."""
+    import torch
 
-
-def conversation_keys(conversation: Conversation) -> tuple[str, ...]:
-    """Content keys of the conversation's pictures, in order."""
-    return tuple(image_key(image) for image in conversation.images)
-
-
-class RememberedPictures:
-    """An image processor that remembers what it made for the last few single pictures.
-
-    One search asks about the same picture at every stage (each stage's prompt is read
-    once, alone), and the picture arrives as the same decoded object each time
-    (:func:`decode_image` keeps them), so its pixels are processed once and reused.
-    Calls over several pictures (a judge round over several copies, whole-prompt
-    batches of ``n`` rows) run the wrapped processor as usual, so what is kept stays
-    the size of ``size`` pictures. Outputs are keyed by the picture's identity and the
-    call's settings; an entry holds its picture, so an identity cannot be reused while
-    it is kept. Each caller gets a shallow copy (some processors pop keys from it).
-    """
-
-    def __init__(self, inner: Any, *, size: int = 8) -> None:
-        self._inner = inner
-        self._size = size
-        self._kept: OrderedDict[tuple, tuple[Any, Any]] = OrderedDict()
-        self.runs = 0
-        """Times the wrapped image processor ran."""
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_inner", "_kept", "_size"):
-            raise AttributeError(name)  # copy and pickle look these up before __init__ has run
-        return getattr(self._inner, name)
-
-    def __call__(self, images: Any, *args: Any, **kwargs: Any) -> Any:
-        """The wrapped processor's output for ``images``; a single picture's is remembered."""
-        picture = _single_picture(images)
-        if picture is None:
-            self.runs += 1
-            return self._inner(images, *args, **kwargs)
-        key = (id(picture), _nesting(images), repr(args), repr(sorted(kwargs.items())))
-        found = self._kept.get(key)
-        if found is None:
-            self.runs += 1
-            found = (picture, self._inner(images, *args, **kwargs))
-            self._kept[key] = found
-            while len(self._kept) > self._size:
-                self._kept.popitem(last=False)
-        self._kept.move_to_end(key)
-        return copy.copy(found[1])
-
-    def clear(self) -> None:
-        """Forget every remembered output."""
-        self._kept.clear()
-
-
-def _single_picture(images: Any) -> Any:
-    """The one picture of ``images`` (however nested in lists), or None when there are more."""
-    while isinstance(images, (list, tuple)):
-        if len(images) != 1:
-            return None
-        images = images[0]
-    return images
-
-
-def _nesting(images: Any) -> int:
-    """How deep the single picture of ``images`` sits in lists."""
-    depth = 0
-    while isinstance(images, (list, tuple)):
-        images, depth = images[0], depth + 1
-    return depth
-
-
-def _remembering_pictures(processor: Any, *, remember: bool) -> Any:
-    """A shallow copy of ``processor`` whose image processor remembers single pictures.
-
-    The processor given is left as it is; one that is already remembering gets a
-    fresh memory of its own. Without ``remember`` or an image processor, the copy is
-    the plain processor.
-    """
-    inner = getattr(processor, "image_processor", None)
-    if inner is None:
-        return processor
-    if isinstance(inner, RememberedPictures):
-        inner = inner._inner
-    plain = copy.copy(processor)
-    plain.image_processor = RememberedPictures(inner) if remember else inner
-    return plain
+    shape = [max(row.shape[d] for row in rows) for d in range(1, rows[0].dim())]
+    padded = []
+    for row in rows:
+        grown = row.new_zeros((row.shape[0], *shape))
+        grown[tuple(slice(0, size) for size in row.shape)] = row
+        if name == "aspect_ratio_mask" and row.dim() == 3:
+            grown[:, row.shape[1] :, 0] = 1  # a padded picture slot has one tile, as Mllama pads it
+        padded.append(grown)
+    return torch.cat(padded)

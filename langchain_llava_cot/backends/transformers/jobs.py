@@ -8,36 +8,21 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_llava_cot.backends._batching import BatchQueue, Job
 from langchain_llava_cot.backends._grammar import stages_to_write
-from langchain_llava_cot.backends.base import ChoiceRequest, SampleRequest
-from langchain_llava_cot.conversation import Conversation
-from langchain_llava_cot.images import decode_image
+from langchain_llava_cot.backends.base import SampleRequest
 
 if TYPE_CHECKING:
     from langchain_llava_cot.backends.transformers.backend import TransformersBackend
     from langchain_llava_cot.backends.transformers.inputs import Inputs
     from langchain_llava_cot.backends.transformers.prefill import Prefill
+    from langchain_llava_cot.backends.transformers.prompts import Prompts
 
 
 def checked_samples(requests: Sequence[SampleRequest]) -> list[SampleRequest]:
     """Validate in the caller's thread, so a bad request fails before it is queued."""
     for request in requests:
-        _check_images(request.conversation)
         if request.tool_call is not None:
             stages_to_write(request.prefix)  # a constrained continuation starts after a stage's tag
     return list(requests)
-
-
-def checked_choices(requests: Sequence[ChoiceRequest]) -> list[ChoiceRequest]:
-    """Validate choices in the caller's thread, as :func:`checked_samples` does samples."""
-    for request in requests:
-        _check_images(request.conversation)
-    return list(requests)
-
-
-def _check_images(conversation: Conversation) -> None:
-    """Decode every image now (cached), so unreadable bytes fail in the caller."""
-    for image in conversation.images:
-        decode_image(image)
 
 
 def group_key(request: SampleRequest, caller: int) -> tuple:
@@ -83,8 +68,9 @@ def weak_runner(backend: TransformersBackend) -> Callable[[Sequence[Job]], list[
     return run
 
 
-def shut_down(queue: BatchQueue, inputs: Inputs, prefill: Prefill) -> None:
+def shut_down(queue: BatchQueue, prompts: Prompts, inputs: Inputs, prefill: Prefill) -> None:
     """Stop the worker and release the caches (the backend's finalizer)."""
     queue.close()
+    prompts.close()
     inputs.close()
     prefill.clear()

@@ -1,6 +1,6 @@
 """Prompts read once: the prefix KV cache, what reads through it, and its counters.
 
-A :class:`~langchain_llava_cot.backends._prefix_cache.PrefixCache` keeps the KV
+A :class:`~langchain_llava_cot.backends.transformers.prefix_cache.PrefixCache` keeps the KV
 states of prompts already read, keyed by their images and token ids. A new prompt
 (the next stage's prefix: image + question + chosen stages + opening tag) reuses the
 longest common token prefix of a cached one and the model reads only the rest
@@ -18,23 +18,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_llava_cot.backends._prefix_cache import (
+from langchain_llava_cot.backends.base import Sample
+from langchain_llava_cot.backends.transformers.attention import SelfAttention
+from langchain_llava_cot.backends.transformers.inputs import Inputs
+from langchain_llava_cot.backends.transformers.prefix_cache import (
     KVPrefix,
     Layers,
     PrefixCache,
     common_length,
     stack_left_padded,
 )
-from langchain_llava_cot.backends.base import Sample, SampleRequest
-from langchain_llava_cot.backends.transformers.attention import SelfAttention
-from langchain_llava_cot.backends.transformers.inputs import Inputs, Prompt
+from langchain_llava_cot.backends.transformers.prompts import Prompt
 
 
 class Prefill:
     """Reads prompts through the prefix cache, and counts what it read and reused.
 
     Used by the worker thread only. ``attention`` says where the model's pictures live
-    (:mod:`.attention`); ``inputs`` makes a prompt's image inputs when it is read alone.
+    (:mod:`.attention`); ``inputs`` encodes the prompts' new pictures and gives a
+    prompt's image inputs when it is read alone.
     """
 
     def __init__(
@@ -80,21 +82,20 @@ class Prefill:
 
     # -- generate -----------------------------------------------------------------
 
-    def generate_inputs(self, requests: list[SampleRequest]) -> tuple[dict[str, Any], list[Prompt]] | None:
-        """``generate`` inputs whose KV cache holds every prompt but its last token, and the prompts.
+    def generate_inputs(self, ready: list[Prompt], repeats: list[int]) -> dict[str, Any] | None:
+        """``generate`` inputs whose KV cache holds every prompt but its last token.
 
         Each distinct prompt is read once (:meth:`read`); the caches are left-padded to
-        a common length and repeated for each request's ``n`` rows, so ``generate`` has
-        one token per row left to read. None if a prompt cannot be handled this way (the
-        caller then reads whole prompts).
+        a common length and repeated ``repeats[i]`` times for prompt ``i`` (its request's
+        ``n`` rows), so ``generate`` has one token per row left to read. None if a prompt
+        cannot be handled this way (the caller then reads whole prompts).
         """
         import torch
 
-        ready = self._inputs.prompts([(r.conversation, r.prefix) for r in requests])
+        self._inputs.store(ready)
         if not self.can_share(ready):
             return None
         layers = self.read(ready, [len(prompt.ids) - 1 for prompt in ready])
-        repeats = [request.n for request in requests]
         self.tokens_read += sum(repeats)  # each row reads its prompt's last token
         width = max(len(prompt.ids) for prompt in ready)
         pad = self._pad_token_id
@@ -111,7 +112,7 @@ class Prefill:
             self._cache_argument: self._attention.cache(stacked, ready, repeats),
             **self._attention.mask(rows, [len(p.ids) - width for p in rows], width),
         }
-        return inputs, ready
+        return inputs
 
     def keep_written(
         self, prompts: list[Prompt], tokens: list[list[int]], samples: list[Sample], cache: Any, width: int
@@ -155,6 +156,7 @@ class Prefill:
         tokens. Returns the logits and where each row's own tokens start, or None when
         the rows cannot be read this way (the caller reads whole prompts).
         """
+        self._inputs.store(rows)
         shared = _shared_lengths(rows, needs)
         if shared is None or not self.can_share(rows):
             return None

@@ -1,7 +1,8 @@
 """Choices: each option's log-probability right after a prompt.
 
 One-token options (in context) are read from the prompts' last logits; longer ones
-are scored over prompt + option sequences. Through the prefix cache
+are scored over prompt + option sequences (each prepared with its request:
+:class:`~.prompts.PreparedChoice`). Through the prefix cache
 (:func:`choose_through_prefill`), a judge round's rows read their shared part once
 and one forward pass reads each row's own tokens; otherwise one plain batched forward
 pass reads whole prompts (:func:`choose_single_tokens`, :func:`choose_sequences`).
@@ -12,35 +13,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_llava_cot.backends.base import ChoiceRequest, ChoiceResult
-from langchain_llava_cot.backends.transformers.inputs import Inputs, Prompt
+from langchain_llava_cot.backends.base import ChoiceResult
+from langchain_llava_cot.backends.transformers.inputs import Inputs
 from langchain_llava_cot.backends.transformers.prefill import Prefill
+from langchain_llava_cot.backends.transformers.prompts import PreparedChoice, Prompt
 
-Splits = list[list[list[int]]]
+Splits = Sequence[Sequence[Sequence[int]]]
 """Per request, per option: the tokens the option adds after the request's prompt."""
 
 
-def option_splits(inputs: Inputs, requests: Sequence[ChoiceRequest]) -> Splits:
-    """The tokens each option adds after its request's prompt."""
-    prompts = [inputs.prompt(r.conversation, r.prefix) for r in requests]
-    return [[inputs.option_tokens(p, o) for o in r.options] for p, r in zip(prompts, requests)]
-
-
 def choose_through_prefill(
-    prefill: Prefill, inputs: Inputs, requests: Sequence[ChoiceRequest], splits: Splits, *, single: bool
+    prefill: Prefill, choices: Sequence[PreparedChoice], *, single: bool
 ) -> list[ChoiceResult] | None:
     """Score the choices reading each shared prompt part once (None: not possible here).
 
     Rows are the prompts (one-token options: read after the prompt) or prompt +
     option sequences (:meth:`Prefill.read_rows`).
     """
+    splits = [choice.options for choice in choices]
     if single:
-        pairs = [(r.conversation, r.prefix) for r in requests]
-        needs = [1] * len(requests)
+        rows = [choice.prompt for choice in choices]
+        needs = [1] * len(choices)
     else:
-        pairs = [(r.conversation, r.prefix + option) for r in requests for option in r.options]
+        rows = [prompt for choice in choices for prompt in choice.option_prompts]
         needs = [len(tokens) + 1 for options in splits for tokens in options]
-    rows = inputs.prompts(pairs)
     read = prefill.read_rows(rows, needs)
     if read is None:
         return None
@@ -48,35 +44,30 @@ def choose_through_prefill(
     return _choice_results(splits, rows, logits, starts, single=single)
 
 
-def choose_single_tokens(
-    model: Any, inputs: Inputs, requests: Sequence[ChoiceRequest], splits: Splits
-) -> list[ChoiceResult]:
+def choose_single_tokens(model: Any, inputs: Inputs, choices: Sequence[PreparedChoice]) -> list[ChoiceResult]:
     """Every option is one token: read them all from the prompts' last logits."""
     import torch
 
-    batch = inputs.encode([(r.conversation, r.prefix) for r in requests])
+    batch = inputs.encode([choice.prompt for choice in choices])
     with torch.inference_mode():
         logits = model(**batch, logits_to_keep=1).logits[:, -1, :]
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     prompt_tokens = batch["attention_mask"].sum(dim=1).tolist()
     return [
         ChoiceResult(
-            logprobs=tuple(float(logprobs[row, tokens[0]]) for tokens in options),
+            logprobs=tuple(float(logprobs[row, tokens[0]]) for tokens in choice.options),
             prompt_tokens=int(prompt_tokens[row]),
         )
-        for row, options in enumerate(splits)
+        for row, choice in enumerate(choices)
     ]
 
 
-def choose_sequences(
-    model: Any, inputs: Inputs, requests: Sequence[ChoiceRequest], splits: Splits
-) -> list[ChoiceResult]:
+def choose_sequences(model: Any, inputs: Inputs, choices: Sequence[PreparedChoice]) -> list[ChoiceResult]:
     """Some option spans several tokens: score prompt + option sequences in one batch."""
     import torch
 
-    pairs = [(r, option) for r in requests for option in r.options]
-    batch = inputs.encode([(r.conversation, r.prefix + option) for r, option in pairs])
-    lengths = [len(tokens) for options in splits for tokens in options]
+    batch = inputs.encode([prompt for choice in choices for prompt in choice.option_prompts])
+    lengths = [len(tokens) for choice in choices for tokens in choice.options]
     with torch.inference_mode():
         logits = model(**batch, logits_to_keep=max(lengths) + 1).logits
     logprobs = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)
@@ -85,8 +76,8 @@ def choose_sequences(
     scores = [float(picked[row, picked.shape[1] - n :].sum()) for row, n in enumerate(lengths)]
     prompt_tokens = (batch["attention_mask"].sum(dim=1) - torch.tensor(lengths)).tolist()
     results, start = [], 0
-    for request in requests:
-        stop = start + len(request.options)
+    for choice in choices:
+        stop = start + len(choice.options)
         results.append(
             ChoiceResult(logprobs=tuple(scores[start:stop]), prompt_tokens=int(prompt_tokens[start]))
         )
@@ -95,7 +86,7 @@ def choose_sequences(
 
 
 def _choice_results(
-    splits: Splits, rows: list[Prompt], logits: Any, starts: list[int], *, single: bool
+    splits: Splits, rows: Sequence[Prompt], logits: Any, starts: list[int], *, single: bool
 ) -> list[ChoiceResult]:
     """Option log-probabilities read from the logits of :meth:`Prefill.read_rows`."""
     import torch

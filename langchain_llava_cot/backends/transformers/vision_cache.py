@@ -43,7 +43,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_llava_cot.backends._prefix_cache import cache_argument
+from langchain_llava_cot.backends.transformers.prefix_cache import cache_argument
 from langchain_llava_cot.images import image_key
 
 __all__ = [
@@ -138,7 +138,7 @@ class ImageFeatureCache:
             features = [self._features[key] for key in keys if key is not None]
             del kwargs["pixel_values"]
             kwargs["mm_encoder_outputs"] = {"image": _as_output(features)}
-        self._touch([key for key in keys if key is not None])
+        self.touch([key for key in keys if key is not None])
         return kwargs
 
     def store(self, inputs: Any, images: Sequence[bytes]) -> None:
@@ -150,7 +150,7 @@ class ImageFeatureCache:
         """
         keys = self._encoded_keys(inputs, images)
         if keys is not None:
-            self._touch([key for key in keys if key is not None])
+            self.touch([key for key in keys if key is not None])
 
     def _encoded_keys(self, inputs: Any, images: Sequence[bytes]) -> list[str | None] | None:
         """The batch's picture keys, new pictures encoded; None where the cache does not apply.
@@ -271,10 +271,11 @@ class ImageFeatureCache:
                 missing[key] = index
         return missing
 
-    def _touch(self, keys: list[str]) -> None:
-        """Mark ``keys`` as just used and evict the oldest beyond the bound."""
+    def touch(self, keys: list[str]) -> None:
+        """Mark ``keys`` as just used (those held) and evict the oldest beyond the bound."""
         for key in keys:
-            self._features.move_to_end(key)
+            if key in self._features:
+                self._features.move_to_end(key)
         self._evict()
 
     def _fits(self, kwargs: dict[str, Any], pixels: Any, images: Sequence[bytes]) -> bool:
