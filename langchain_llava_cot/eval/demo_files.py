@@ -82,9 +82,13 @@ def _options(example: Example, rng: random.Random) -> list[str]:
 def demo_rows(
     count: int, *, split: str = "test", start: int = 0, phrasing: Phrasing = "own"
 ) -> list[dict[str, Any]]:
-    """``count`` of the demo's questions as VLMEvalKit rows (``image`` holds the PNG's bytes)."""
+    """``count`` of the demo's questions as VLMEvalKit rows (``image`` holds the PNG's bytes).
+
+    They come from the classic world (shapes centred in a 3x3 grid), whose five kinds of
+    question all have a short answer that multiple choice can offer.
+    """
     rows = []
-    for example in examples(split, count, start=start):  # type: ignore[arg-type]
+    for example in examples(split, count, start=start, world="classic"):  # type: ignore[arg-type]
         options = _options(example, random.Random(f"options:{split}:{example.index}"))
         letters = OPTION_LETTERS[: len(options)]
         rows.append(

@@ -118,5 +118,5 @@ def test_shuffle_and_questions_take_a_seeded_sample(tmp_path):
 
 def test_own_phrasing_is_not_the_generators():
     for index in range(40):
-        example = get_example("test", index)
+        example = get_example("test", index, world="classic")
         assert own_phrasing(example) != example.question and own_phrasing(example).endswith("?")
