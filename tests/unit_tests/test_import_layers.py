@@ -20,6 +20,7 @@ PACKAGE = ROOT / "langchain_llava_cot"
 WING = "the wing"
 TOP = "LangChain"
 
+
 def _layer_table() -> list[tuple[str, list[str]]]:
     """The README's Architecture rows: each layer's name and module paths, top layer first."""
     text = (ROOT / "README.md").read_text()
