@@ -156,12 +156,12 @@ def served_eval(
 
     Returns the report and the most requests that were open at once.
     """
-    from langchain_llava_cot.backends.openai import backend as openai_backend
+    from langchain_llava_cot.backends.openai import transport
     from langchain_llava_cot.eval import run_eval
     from langchain_llava_cot.eval.demo_files import demo_rows, write_benchmark
 
     data = write_benchmark(folder / "bench.jsonl", demo_rows(questions, phrasing="trained"))
-    post = openai_backend.apost_within
+    post = transport.apost_within
     open_now, most = [0], [0]
 
     async def counted(*args: Any, **kwargs: Any) -> Any:
@@ -172,7 +172,7 @@ def served_eval(
         finally:
             open_now[0] -= 1
 
-    monkeypatch.setattr(openai_backend, "apost_within", counted)
+    monkeypatch.setattr(transport, "apost_within", counted)
     # 8 questions in flight wait in the server's queue (llama-server answers 4 at once) on CPU cores
     # shared with other work: a reply may take minutes, queueing included, where alone it takes a second.
     report = run_eval(

@@ -8,6 +8,7 @@ not the model, makes every answer valid. The fifty tries are :mod:`structured`'s
 from __future__ import annotations
 
 import pytest
+from servers import STAGE_LIMITS
 from structured import MESSAGES, SHAPES, calls_of_every_candidate, describe, fifty_tries
 
 from langchain_llava_cot import ChatLlavaCoT
@@ -27,7 +28,7 @@ def test_structured_output_is_valid_in_50_of_50_tries(llm: ChatLlavaCoT) -> None
 
 
 def test_a_list_of_strings_is_closed_within_the_conclusions_limit(llm: ChatLlavaCoT) -> None:
-    tight = llm.model_copy(update={"max_stage_tokens": {"conclusion": 72}})
+    tight = llm.model_copy(update={"max_stage_tokens": {**STAGE_LIMITS, "conclusion": 72}})
     result = tight.with_structured_output(SHAPES, include_raw=True).invoke(MESSAGES, seed=3)
     assert result["parsing_error"] is None and isinstance(result["parsed"]["shapes"], list)
     last = result["raw"].response_metadata["llava_cot"]["steps"][-1]
