@@ -10,6 +10,7 @@ from langchain_llava_cot.demo import (
     DEMO_ANSWER,
     DEMO_MODEL_PATH,
     DEMO_QUESTION,
+    EXAMPLE_INDEX,
     demo_image_path,
 )
 from langchain_llava_cot.demo.dataset import KINDS, SPLITS, examples, get_example, is_correct
@@ -124,8 +125,9 @@ def test_bundled_model_says_what_it_knows_when_asked_anything_else(greedy: ChatL
 
 
 def test_demo_image_matches_its_question() -> None:
-    example = get_example("test", 18)
-    assert example.question == DEMO_QUESTION and example.answer == DEMO_ANSWER
+    example = get_example("test", EXAMPLE_INDEX)
+    red_squares = [o for o in example.scene.objects if (o.colour, o.shape) == ("red", "square")]
+    assert DEMO_QUESTION == "How many red squares are there?" and DEMO_ANSWER == str(len(red_squares))
     assert demo_image_path().read_bytes() == example.image_bytes
 
 
@@ -148,7 +150,7 @@ def test_stage_beam_answers_the_demo_question() -> None:
     record = message.response_metadata["llava_cot"]
     assert [s["stage"] for s in record["steps"]] == ["summary", "caption", "reasoning", "conclusion"]
     assert all(len(s["candidates"]) == 2 for s in record["steps"])
-    assert isinstance(is_correct(str(message.content), get_example("test", 18)), bool)
+    assert isinstance(is_correct(str(message.content), get_example("test", EXAMPLE_INDEX)), bool)
 
 
 def test_eval_runs_end_to_end(tmp_path) -> None:  # noqa: ANN001

@@ -20,7 +20,7 @@ from structured import fifty_tries
 
 from langchain_llava_cot import ChatLlavaCoT
 from langchain_llava_cot.backends.openai import OpenAICompatibleBackend, ServerCapabilities
-from langchain_llava_cot.demo import DEMO_ANSWER
+from langchain_llava_cot.demo import DEMO_ANSWER, EXAMPLE_INDEX
 from langchain_llava_cot.demo.dataset import get_example
 from langchain_llava_cot.stages import Stage
 
@@ -83,7 +83,8 @@ def test_the_converted_model_reads_the_picture(llama_server: tuple[str, float]) 
     answer = llm.invoke(DEMO_MESSAGES)
     seconds = time.perf_counter() - started
     chosen = answer.response_metadata["llava_cot"]["chosen"]
-    assert chosen["caption"] == get_example("test", 18).stages[Stage.CAPTION]  # every object, right
+    right = get_example("test", EXAMPLE_INDEX).stages[Stage.CAPTION]
+    assert chosen["caption"] == right  # every object, right
     assert answer.content in ("1", "2", "3")  # a count, in the demo's format
     print(f"\ngreedy: {seconds:.2f} s an answer through llama.cpp ({answer.content}; right: {DEMO_ANSWER})")
 
