@@ -13,8 +13,11 @@ import pytest
 from PIL import Image, ImageDraw
 
 from langchain_llava_cot import ChatLlavaCoT
+from langchain_llava_cot.demo import EXAMPLE_IMAGE, EXAMPLE_INDEX
+from langchain_llava_cot.demo.dataset import get_example
 from langchain_llava_cot.demo.off_domain import NOVEL_SMALL_TALK
 from langchain_llava_cot.images import image_message
+from langchain_llava_cot.stages import Stage
 
 
 def _picture(size: tuple[int, int], shapes: list[tuple], background=(255, 255, 255), fmt="PNG") -> bytes:
@@ -99,3 +102,34 @@ def test_small_talk_with_a_picture_gets_the_refusal(llm: ChatLlavaCoT) -> None:
     answers = llm.batch(requests)
     refused = [str(a.content).startswith("I can only answer questions about") for a in answers]
     assert all(refused), [(r.content[-1]["text"], a.content) for r, a in zip(requests, answers)]  # type: ignore[index]
+
+
+README_QUESTIONS = [
+    ("How many shapes are there?", "6"),
+    ("How many red shapes are there?", "3"),
+    ("How many red squares are there?", "2"),
+    ("Count the circles.", "2"),
+    ("Is there a yellow triangle?", "no"),
+    ("What colour is the shape at the top right?", "yellow"),
+    ("What shape is the yellow object?", "square"),
+    ("Is the blue circle below the yellow square?", "yes"),
+    ("Are there more squares than circles?", "yes"),
+]
+"""The README's example questions about the bundled picture, with their right answers."""
+
+
+def test_every_readme_question_is_answered_right_on_the_bundled_picture(llm: ChatLlavaCoT) -> None:
+    from langchain_llava_cot.demo.scoring import normalize_answer, same_answer
+
+    picture = EXAMPLE_IMAGE.read_bytes()
+    requests = [image_message(picture, question) for question, _ in README_QUESTIONS]
+    requests.append(image_message(picture, "Describe the picture."))
+    *answers, description = llm.batch(requests)
+    wrong = [
+        (question, answer.content)
+        for (question, expected), answer in zip(README_QUESTIONS, answers)
+        if normalize_answer(str(answer.content)) != expected
+    ]
+    assert not wrong, wrong
+    caption = get_example("test", EXAMPLE_INDEX).stages[Stage.CAPTION]
+    assert same_answer(str(description.content), caption, "describe"), description.content
