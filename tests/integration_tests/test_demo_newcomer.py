@@ -86,7 +86,7 @@ def llm() -> ChatLlavaCoT:
 def test_hand_drawn_pictures_and_everyday_questions(llm: ChatLlavaCoT) -> None:
     from langchain_llava_cot.demo.scoring import normalize_answer
 
-    answers = llm.batch([image_message(picture, question) for picture, question, _ in QUESTIONS])
+    answers = llm.batch([[image_message(picture, question)] for picture, question, _ in QUESTIONS])
     wrong = [
         (question, answer.content)
         for (_, question, expected), answer in zip(QUESTIONS, answers)
@@ -97,11 +97,11 @@ def test_hand_drawn_pictures_and_everyday_questions(llm: ChatLlavaCoT) -> None:
 
 def test_small_talk_with_a_picture_gets_the_refusal(llm: ChatLlavaCoT) -> None:
     requests = [
-        image_message(STREET if i % 2 else CLEAR, text) for i, text in enumerate(NOVEL_SMALL_TALK[:10])
+        [image_message(STREET if i % 2 else CLEAR, text)] for i, text in enumerate(NOVEL_SMALL_TALK[:10])
     ]
     answers = llm.batch(requests)
     refused = [str(a.content).startswith("I can only answer questions about") for a in answers]
-    assert all(refused), [(r.content[-1]["text"], a.content) for r, a in zip(requests, answers)]  # type: ignore[index]
+    assert all(refused), [(r[0].content[-1]["text"], a.content) for r, a in zip(requests, answers)]  # type: ignore[index]
 
 
 README_QUESTIONS = [
@@ -122,8 +122,8 @@ def test_every_readme_question_is_answered_right_on_the_bundled_picture(llm: Cha
     from langchain_llava_cot.demo.scoring import normalize_answer, same_answer
 
     picture = EXAMPLE_IMAGE.read_bytes()
-    requests = [image_message(picture, question) for question, _ in README_QUESTIONS]
-    requests.append(image_message(picture, "Describe the picture."))
+    requests = [[image_message(picture, question)] for question, _ in README_QUESTIONS]
+    requests.append([image_message(picture, "Describe the picture.")])
     *answers, description = llm.batch(requests)
     wrong = [
         (question, answer.content)
