@@ -133,6 +133,7 @@ def train_demo(
     threads: int | None = 1,
     log_every: int = 20,
     init: str | Path | None = None,
+    save_every: int | None = 200,
 ) -> Path:
     """Build and train the demo model (or go on training one), and save it to ``output_dir``.
 
@@ -153,6 +154,10 @@ def train_demo(
         init: A saved demo model to continue from (its weights and processor are copied
             to ``output_dir``, and its ``training.json`` is kept in the new one as
             ``init_record``) instead of building a new one. Stage 1 is skipped.
+        save_every: Every this many steps of stage 2, save the model so far to
+            ``output_dir/checkpoint`` (replaced whole, never half-written), so that a run
+            that is killed loses at most that many steps: ``--init`` goes on from it.
+            A finished run removes it. None saves only at the end.
 
     Returns:
         ``output_dir``, loadable with ``AutoProcessor`` / ``AutoModelForImageTextToText``.
@@ -202,6 +207,8 @@ def train_demo(
                 if trainer.done(until):
                     break
                 trainer.step([pool[i] for i in batch])
+                if save_every and trainer.count % save_every == 0:
+                    _save_checkpoint(model, processor, output_dir / "checkpoint", trainer.count)
         trainer.mark(name)
     model.eval()
     model.save_pretrained(output_dir, safe_serialization=True)
@@ -212,6 +219,7 @@ def train_demo(
     if init is not None and (Path(init) / "training.json").is_file():
         record["init_record"] = json.loads((Path(init) / "training.json").read_text())
     (output_dir / "training.json").write_text(json.dumps(record, indent=1))
+    shutil.rmtree(output_dir / "checkpoint", ignore_errors=True)  # the finished model supersedes it
     logger.info("Trained %d steps; loss %.4f; saved to %s", record["steps"], record["final_loss"], output_dir)
     return output_dir
 
@@ -236,6 +244,19 @@ def name_vision_weights_for_servers(model_dir: str | Path) -> None:
         shared = tail.startswith(_TOWER_PARTS)
         renamed[f"{head}vision_tower.vision_model.{tail}" if shared else key] = value
     save_file(renamed, path, metadata={"format": "pt"})
+
+
+def _save_checkpoint(model: Any, processor: Any, folder: Path, steps: int) -> None:
+    """Save the model so far to ``folder``: written beside it, then swapped in whole."""
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial, safe_serialization=True)
+    name_vision_weights_for_servers(partial)
+    processor.save_pretrained(partial)
+    (partial / "checkpoint.json").write_text(json.dumps({"steps": steps}))
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    logger.info("Checkpoint after %d steps: %s", steps, folder)
 
 
 class _Trainer:
@@ -400,6 +421,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init", default=None, help="saved demo model to continue training")
     parser.add_argument("--tools", action="store_true", help="fine-tune with TOOLS_CONFIG (add tool use)")
     parser.add_argument("--vision-steps", type=int, default=None, help="stage 1 steps (default: config)")
+    parser.add_argument("--save-every", type=int, default=200, help="stage 2 steps between checkpoints")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = TOOLS_CONFIG if args.tools else DEFAULT_CONFIG
@@ -413,6 +435,7 @@ def main(argv: list[str] | None = None) -> None:
         threads=args.threads,
         config=config,
         init=args.init,
+        save_every=args.save_every or None,
     )
 
 

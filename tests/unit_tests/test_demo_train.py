@@ -40,3 +40,19 @@ def test_a_short_run_trains_both_stages_and_records_them(tmp_path):
     assert record["tokens_seen"] > 0 and record["history"][0]["step"] == 1
     with TransformersBackend(out) as backend:
         assert backend.context_length is not None
+
+
+def test_a_checkpoint_is_written_whole_and_training_goes_on_from_it(tmp_path):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from langchain_llava_cot.demo.train import _save_checkpoint
+
+    out = train_demo(tmp_path / "model", steps=4, config=TINY, save_every=2)
+    assert not (out / "checkpoint").exists()  # a finished run keeps only its final model
+    model = AutoModelForImageTextToText.from_pretrained(out)
+    _save_checkpoint(model, AutoProcessor.from_pretrained(out), tmp_path / "checkpoint", 3)
+    assert json.loads((tmp_path / "checkpoint" / "checkpoint.json").read_text()) == {"steps": 3}
+    assert not (tmp_path / "checkpoint.partial").exists()
+    checkpoint = tmp_path / "checkpoint"
+    again = train_demo(tmp_path / "again", steps=2, config=TINY, init=checkpoint, save_every=None)
+    assert json.loads((again / "training.json").read_text())["steps"] == 2
