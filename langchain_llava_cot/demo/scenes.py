@@ -167,6 +167,8 @@ class Style:
     """The outline's width, as a fraction of the picture's shorter side."""
     jpeg_quality: int | None = None
     """Save as JPEG at this quality (None: PNG)."""
+    grain: float = 0.0
+    """Standard deviation of the noise added to every pixel (0 to 255; 0: none), as in a photo."""
 
 
 @dataclass(frozen=True)
@@ -238,9 +240,20 @@ class Scene:
                 apex, base = (cy - r, cy + r) if obj.pointing == "up" else (cy + r, cy - r)
                 points = [(cx, apex), (cx - r, base), (cx + r, base)]
                 draw.polygon(points, fill=fill, outline=edge, width=stroke)
-        if scale == 1:
-            return image
-        return image.resize((style.width, style.height), Image.Resampling.LANCZOS)
+        if scale != 1:
+            image = image.resize((style.width, style.height), Image.Resampling.LANCZOS)
+        return _grained(image, style.grain, seed=self.key) if style.grain else image
+
+
+def _grained(image: PILImage, grain: float, seed: str) -> PILImage:
+    """``image`` with Gaussian noise of standard deviation ``grain``, the same for the same ``seed``."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(int(seed[:16], 16))
+    pixels = np.asarray(image, dtype=np.float32)
+    noisy = pixels + rng.normal(0.0, grain, pixels.shape)
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
 
 
 def _supersampling(style: Style) -> int:

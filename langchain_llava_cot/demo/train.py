@@ -134,6 +134,7 @@ def train_demo(
     log_every: int = 20,
     init: str | Path | None = None,
     save_every: int | None = 200,
+    vision_steps: int | None = None,
 ) -> Path:
     """Build and train the demo model (or go on training one), and save it to ``output_dir``.
 
@@ -153,11 +154,15 @@ def train_demo(
         log_every: Log the loss every this many steps.
         init: A saved demo model to continue from (its weights and processor are copied
             to ``output_dir``, and its ``training.json`` is kept in the new one as
-            ``init_record``) instead of building a new one. Stage 1 is skipped.
+            ``init_record``) instead of building a new one. Stage 1 is skipped unless
+            ``vision_steps`` is given.
         save_every: Every this many steps of stage 2, save the model so far to
             ``output_dir/checkpoint`` (replaced whole, never half-written), so that a run
             that is killed loses at most that many steps: ``--init`` goes on from it.
             A finished run removes it. None saves only at the end.
+        vision_steps: Stage 1's steps: ``config.vision_steps`` for a new model by default,
+            none for ``init``; given with ``init``, they go on pretraining its tower (new
+            looks, fresh heads).
 
     Returns:
         ``output_dir``, loadable with ``AutoProcessor`` / ``AutoModelForImageTextToText``.
@@ -186,8 +191,12 @@ def train_demo(
         "seed": seed,
     }
     tower = model.model.vision_tower
-    if init is None and config.vision_steps:
-        record["vision"] = _pretrain_vision(processor, tower, config, seed)
+    if vision_steps is None:
+        vision_steps = config.vision_steps if init is None else 0
+    if vision_steps:
+        record["vision"] = _pretrain_vision(
+            processor, tower, replace(config, vision_steps=vision_steps), seed
+        )
     if config.freeze_vision:
         tower.requires_grad_(False)
     image_tokens = model.config.image_seq_length
@@ -420,13 +429,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--init", default=None, help="saved demo model to continue training")
     parser.add_argument("--tools", action="store_true", help="fine-tune with TOOLS_CONFIG (add tool use)")
-    parser.add_argument("--vision-steps", type=int, default=None, help="stage 1 steps (default: config)")
+    parser.add_argument(
+        "--vision-steps", type=int, default=None, help="stage 1 steps (default: config's, none with --init)"
+    )
     parser.add_argument("--save-every", type=int, default=200, help="stage 2 steps between checkpoints")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = TOOLS_CONFIG if args.tools else DEFAULT_CONFIG
-    if args.vision_steps is not None:
-        config = replace(config, vision_steps=args.vision_steps)
     train_demo(
         args.out,
         minutes=args.minutes,
@@ -436,6 +445,7 @@ def main(argv: list[str] | None = None) -> None:
         config=config,
         init=args.init,
         save_every=args.save_every or None,
+        vision_steps=args.vision_steps,
     )
 
 

@@ -295,7 +295,7 @@ def test_every_shape_is_drawn_where_its_caption_puts_it(world: str) -> None:
 
 
 def test_the_novel_world_holds_out_wordings_and_looks_and_has_no_training_split() -> None:
-    from langchain_llava_cot.demo.phrasings import NOVEL, TRAINING
+    from langchain_llava_cot.demo.phrasings import NOVEL, TRAINING, WRAPPERS
     from langchain_llava_cot.demo.styles import NOVEL_STYLES
 
     with pytest.raises(ValueError, match="held out of training"):
@@ -308,15 +308,40 @@ def test_the_novel_world_holds_out_wordings_and_looks_and_has_no_training_split(
         parts = re.split(r"\{\w+\}", template.rstrip("?."))
         return re.compile(".+".join(re.escape(part) for part in parts), re.IGNORECASE)
 
+    def unwrapped(question: str) -> str:
+        for wrapper in sorted(set(WRAPPERS), key=len, reverse=True):
+            before, after = wrapper.split("{}")
+            if question.startswith(before) and question.endswith(after):
+                question = question[len(before) : len(question) - len(after)]
+                break
+        return question.rstrip("?.")
+
     novel_wordings = [pattern(t) for ts in NOVEL.values() for t in ts]
     trained_wordings = [pattern(t) for ts in TRAINING.values() for t in ts]
     free = examples("train", 400)
-    assert all(any(p.fullmatch(e.question.rstrip("?.")) for p in trained_wordings) for e in free)
-    assert not any(p.fullmatch(e.question.rstrip("?.")) for p in novel_wordings for e in free)
+    assert all(any(p.fullmatch(unwrapped(e.question)) for p in trained_wordings) for e in free)
+    assert not any(p.fullmatch(unwrapped(e.question)) for p in novel_wordings for e in free)
     words = [e for e in novel if e.novelty != "look"]
     assert all(any(p.fullmatch(e.question.rstrip("?.")) for p in novel_wordings) for e in words)
     assert all(e.scene.style.outline is None and e.scene.style.jpeg_quality is None for e in free)
-    assert max(max(e.scene.style.width, e.scene.style.height) for e in free) <= 480
+    assert all(not e.scene.style.grain for e in free)
+    assert max(max(e.scene.style.width, e.scene.style.height) for e in free) <= 1280
+
+
+def test_held_out_wordings_are_new_sentences_of_words_the_model_has_read() -> None:
+    """A model trained from scratch cannot know a word it never read; a new sentence it can."""
+    from langchain_llava_cot.demo.phrasings import NOUNS, NOVEL, PLACE_NAMES, TRAINING, WRAPPERS
+
+    def words(text: str) -> set[str]:
+        return set(re.findall(r"[a-z']+", re.sub(r"\{\w+\}", "", text).lower()))
+
+    trained = [t for ts in TRAINING.values() for t in ts] + [n for names, _ in PLACE_NAMES for n in names]
+    known = set().union(*map(words, [*trained, *NOUNS, *WRAPPERS]))
+    held_out = [t for ts in NOVEL.values() for t in ts] + [n for _, names in PLACE_NAMES for n in names]
+    assert {t: words(t) - known for t in held_out if words(t) - known} == {}
+    assert not set(held_out) & set(trained)
+    for trained_names, held_out_names in PLACE_NAMES:
+        assert not set(held_out_names) & set(trained_names)
 
 
 def test_every_kind_is_asked_in_several_wordings() -> None:
