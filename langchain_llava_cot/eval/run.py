@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
@@ -124,6 +125,7 @@ def run_eval(
     settings = {
         "data": source,
         "model": _model_label(model, backend, base_url, served_model),
+        "weights": None if backend is not None or base_url is not None else weights_fingerprint(model),
         "split": split if data is None else None,
         "temperature": temperature,
         "top_p": top_p,
@@ -312,6 +314,26 @@ def _check_same_run(out: Path, settings: dict[str, Any]) -> None:
                 )
                 raise ValueError(msg)
     path.write_text(json.dumps(settings, indent=1))
+
+
+def weights_fingerprint(model: str | Path | None) -> str | None:
+    """A short fingerprint of a local model folder's weights (None: not a folder with weight files).
+
+    Each weight file's name, size and first MiB: cheap for any size of model, and changed
+    by retraining into the same folder, so a resumed run never mixes two models' answers.
+    """
+    folder = Path(model_or_demo(model)).expanduser()
+    files = sorted(
+        file for pattern in ("*.safetensors", "*.bin") for file in folder.glob(pattern) if file.is_file()
+    )
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.name}:{file.stat().st_size}:".encode())
+        with file.open("rb") as opened:
+            digest.update(opened.read(1 << 20))
+    return digest.hexdigest()[:16]
 
 
 def _model_label(

@@ -185,3 +185,17 @@ def test_help_describes_data_files_and_servers(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "--data" in out and "--base-url" in out and "--api-key-env" in out and "--concurrency" in out
+
+
+def test_a_model_retrained_into_the_same_folder_is_another_run(tmp_path):
+    from langchain_llava_cot.eval.run import weights_fingerprint
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    assert weights_fingerprint(folder) is None  # no weights: nothing to tell apart
+    (folder / "model.safetensors").write_bytes(b"\x00" * 4096)
+    first = weights_fingerprint(folder)
+    assert first == weights_fingerprint(folder)
+    (folder / "model.safetensors").write_bytes(b"\x01" + b"\x00" * 4095)  # same size, retrained
+    assert weights_fingerprint(folder) not in (None, first)
+    assert weights_fingerprint(tmp_path / "missing") is None
