@@ -131,6 +131,10 @@ def _flag_kind(name: str, field: Any) -> dict[str, Any]:
         from langchain_llava_cot.judges import BuiltinJudge
 
         return {"choices": [j for j in get_args(BuiltinJudge) if j != "human"]}
+    if name == "strategy":  # the registry's, as the parser is made: a registered strategy is a choice
+        from langchain_llava_cot.strategies import strategy_names
+
+        return {"choices": list(strategy_names())}
     if name == "stop":
         return {"action": "append", "metavar": "TEXT"}
     kind = field.annotation
