@@ -14,6 +14,10 @@ strategy             candidates  one step writes        judge
 ``retrace``          N           one stage              after every stage; keeps the best ``keep``
                                                         captions, and goes back to sample captions
                                                         again when no reasoning scores well enough
+``dvts``             N           one stage, on N/M      after every stage, each subtree keeps its
+                                 subtrees               best of M by score; the best leaf wins
+``particle_filter``  N           one stage, on N        after every stage, the particles are
+                                 particles              resampled in proportion to their scores
 ===================  ==========  =====================  =======================================
 
 ``adaptive=True`` (stage_beam, retrace) samples each step in rounds: ``adaptive_start``
@@ -205,8 +209,8 @@ class SearchOptions(BaseModel):
     strategy: Annotated[Strategy, checked(_strategy), Field(json_schema_extra=_strategy_schema)] = (
         "stage_beam"
     )
-    """How to search: greedy, best_of_n, vote, stage_beam, retrace, or a strategy registered with
-    register_strategy."""
+    """How to search: greedy, best_of_n, vote, stage_beam, retrace, dvts, particle_filter, or a
+    strategy registered with register_strategy."""
     candidates: Annotated[int, checked(whole_number, low=1)] = 4
     """Candidates per step (N); greedy always samples 1."""
     judge: Any = DEFAULT_JUDGE
@@ -245,6 +249,12 @@ class SearchOptions(BaseModel):
     run's reasoning scores so far)."""
     retrace_z: Annotated[float, checked(finite_number)] = RETRACE_Z
     """retrace: z of the relative threshold (the paper's 0.2533)."""
+    subtree_width: Annotated[int, checked(whole_number, low=1)] = 2
+    """dvts: the beam width M of each subtree; the candidates are split into candidates // M
+    independent subtrees, each sampling M continuations of its path per stage."""
+    resample_temperature: Annotated[float, checked(finite_number, above=0.0)] = 1.0
+    """particle_filter: the temperature of the softmax over the particles' scores that resamples
+    them at each stage (lower: the best-scored particles take over sooner)."""
 
     _judge: Judge | None = PrivateAttr(default=None)
 

@@ -59,6 +59,9 @@ class CandidateRecord(TypedDict):
     completion_tokens: int
     follows: NotRequired[str]
     """retrace, reasoning: the kept caption this candidate continues."""
+    path: NotRequired[int]
+    """dvts, particle_filter: the path this candidate continues, as its index in the previous
+    step's ``paths`` (absent at the first step, where every path is empty)."""
 
 
 class StepScoreRecord(TypedDict):
@@ -94,9 +97,14 @@ class StepRecord(TypedDict):
     stopped_early: NotRequired[str | None]
     """Adaptive width: ``agreement`` or ``confidence`` when the first round was enough."""
     kept: NotRequired[list[int]]
-    """retrace, caption step: the candidates kept, best first."""
+    """retrace, caption step: the candidates kept, best first; dvts: each subtree's kept candidate."""
     retrace: NotRequired[RetraceAttempt]
     """retrace, reasoning step: how this attempt went."""
+    paths: NotRequired[list[list[int]]]
+    """dvts, particle_filter: the paths alive after this step, each as the index of its candidate in
+    every step so far (path ``p`` is ``steps[j]["candidates"][p[j]]`` for each ``j``)."""
+    resampled: NotRequired[list[int]]
+    """particle_filter, every step but the last: the candidate each particle of the next step copies."""
 
 
 class RetraceAttempt(TypedDict):
@@ -209,7 +217,7 @@ class SearchProgress(TypedDict):
     usage: NotRequired[Annotated[Usage, add_usage]]
     strategy_state: NotRequired[dict[str, Any] | None]
     """What the strategy carries from step to step, owned by its module (retrace: the kept
-    captions and its tries); None at the start."""
+    captions and its tries; dvts: the subtrees; particle_filter: the particles); None at the start."""
     judge: NotRequired[JudgeRecord | None]
     """The judge that ran, and why; None until a step had candidates to judge."""
 

@@ -10,7 +10,13 @@ module              ``strategy=``               what it does
 ``vote``            ``vote``                    N whole answers, a (score-weighted) majority
 ``retrace``         ``retrace``                 stage_beam keeping ``keep`` captions, going
                                                 back when no reasoning scores well (SWIRES)
+``dvts``            ``dvts``                    N/M independent subtrees, each a beam of width
+                                                M kept by score; the best leaf wins
+``particle_filter`` ``particle_filter``         N particles, resampled at each stage in
+                                                proportion to their scores
 ``adaptive``        (``adaptive=True``)         a step sampled in rounds (stage_beam, retrace)
+``paths``           --                          what dvts and particle_filter share: several
+                                                paths sampled in one call and scored alike
 ==================  ==========================  ===========================================
 
 :class:`SearchStrategy` (:mod:`.base`) is the interface; :func:`register_strategy` makes a
@@ -44,11 +50,13 @@ from langchain_llava_cot.strategies.registry import BUILTIN, get_strategy, regis
 
 __all__ = [
     "BUILTIN",
+    "DVTS",
     "BestOfN",
     "Expanded",
     "Greedy",
     "Judged",
     "MaybeStep",
+    "ParticleFilter",
     "Retrace",
     "SearchStrategy",
     "StageBeam",

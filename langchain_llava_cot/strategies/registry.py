@@ -27,6 +27,8 @@ BUILTIN: dict[str, str] = {
     "vote": "langchain_llava_cot.strategies.vote:Vote",
     "stage_beam": "langchain_llava_cot.strategies.stage_beam:StageBeam",
     "retrace": "langchain_llava_cot.strategies.retrace:Retrace",
+    "dvts": "langchain_llava_cot.strategies.dvts:DVTS",
+    "particle_filter": "langchain_llava_cot.strategies.particle_filter:ParticleFilter",
 }
 """The built-in strategies: each name and the class (``module:Class``) that runs it."""
 
