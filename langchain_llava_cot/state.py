@@ -60,8 +60,8 @@ class CandidateRecord(TypedDict):
     follows: NotRequired[str]
     """retrace, reasoning: the kept caption this candidate continues."""
     path: NotRequired[int]
-    """dvts, particle_filter: the path this candidate continues, as its index in the previous
-    step's ``paths`` (absent at the first step, where every path is empty)."""
+    """dvts, particle_filter: the path (subtree, particle) this candidate continues, as its index in
+    the previous step's ``paths`` (at the first step, where every path is still empty, the path it starts)."""
 
 
 class StepScoreRecord(TypedDict):

@@ -52,12 +52,10 @@ class DVTS(PathSearch):
     def carry_on(
         self, stage: Stage, state: SearchState, context: SearchContext, pending: Expansion, verdict: Verdict
     ) -> tuple[list[int], dict[str, Any]]:
-        """Each subtree keeps its best-scored candidate."""
-        order = ranked(verdict.scores, [c["mean_logprob"] for c in pending["candidates"]])
-        rank = {i: position for position, i in enumerate(order)}
-        width = context.subtree_width
-        kept = [
-            min(range(k * width, (k + 1) * width), key=rank.__getitem__)
-            for k in range(len(pending["candidates"]) // width)
-        ]
+        """Each subtree keeps its best-scored candidate (ties: the higher mean log-probability)."""
+        candidates = pending["candidates"]
+        best: dict[int, int] = {}  # subtree -> its best candidate
+        for i in ranked(verdict.scores, [c["mean_logprob"] for c in candidates]):
+            best.setdefault(candidates[i]["path"], i)
+        kept = [best[k] for k in sorted(best)]
         return kept, {"kept": kept}

@@ -88,7 +88,7 @@ class Retrace(StageBeam):
         self, stage: Stage, state: SearchState, context: SearchContext, pending: Expansion
     ) -> Step[Judged]:
         """Captions: keep the best ``keep``. Reasoning after them: score each group, then pass or go back."""
-        groups = pending["notes"].get("groups")
+        groups = (pending.get("notes") or {}).get("groups")
         if groups:
             verdict = yield from _judge_groups(stage, state, context, pending, groups)
             update, record = _decision(state, context, pending["candidates"], verdict)

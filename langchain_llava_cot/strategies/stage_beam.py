@@ -40,7 +40,7 @@ class StageBeam(SearchStrategy):
     ) -> Step[Judged]:
         """The judge keeps one candidate (a single one needs no judge); its stages are chosen."""
         candidates = pending["candidates"]
-        notes = pending["notes"]
+        notes = pending.get("notes") or {}
         judge = context.resolved_judge if len(candidates) > 1 else None
         kept = kept_verdict(notes)
         if kept is not None:  # an adaptive first round the judge already scored
