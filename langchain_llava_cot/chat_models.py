@@ -92,7 +92,8 @@ class ChatLlavaCoT(BaseChatModel, SearchOptions):
     Key init args:
         model: local folder or hub id of an image-text-to-text model; None uses the
             bundled demo model.
-        strategy: ``"greedy"``, ``"best_of_n"``, ``"vote"``, ``"stage_beam"`` or ``"retrace"``.
+        strategy: ``"greedy"``, ``"best_of_n"``, ``"vote"``, ``"stage_beam"``, ``"retrace"``,
+            ``"dvts"``, ``"particle_filter"``, or one registered with ``register_strategy``.
         candidates: candidates per step (N).
         judge: ``"auto"`` (default), ``"likelihood"``, ``"verifier"``, ``"pairwise"``, ``"vote"``, a Judge
             or a function.

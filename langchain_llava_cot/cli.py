@@ -131,6 +131,10 @@ def _flag_kind(name: str, field: Any) -> dict[str, Any]:
         from langchain_llava_cot.judges import BuiltinJudge
 
         return {"choices": [j for j in get_args(BuiltinJudge) if j != "human"]}
+    if name == "strategy":  # the registry's, as the parser is made: a registered strategy is a choice
+        from langchain_llava_cot.strategies import strategy_names
+
+        return {"choices": list(strategy_names())}
     if name == "stop":
         return {"action": "append", "metavar": "TEXT"}
     kind = field.annotation
@@ -262,12 +266,18 @@ def _print_step(console: Console, step: dict[str, Any]) -> None:
         text = " ".join(candidate["text"].split()) or "(empty)"
         if scores and scores[index] is not None:
             text = f"[{scores[index]:+.2f}] {text}"
+        if "path" in candidate:  # dvts, particle_filter: the path it continues
+            text = f"(path {candidate['path']}) {text}"
         flags = f" [yellow]({'; '.join(candidate['problems'])})[/]" if candidate["problems"] else ""
         console.print(
             f" {mark} [{style}]{escape(text)}[/]{flags}" if style else f" {mark} {escape(text)}{flags}"
         )
         for line in _step_lines((step.get("step_scores") or [None] * (index + 1))[index]):
             console.print(f"     [dim]{escape(line)}[/]")
+    if "paths" in step:
+        going_on = step.get("resampled", step.get("kept"))
+        if going_on is not None:
+            console.print(f"   [dim]the paths kept: candidates {going_on}[/]")
     if retrace := step.get("retrace"):
         verdict = "going back to the caption" if retrace["retraced"] else "kept"
         score = "none" if retrace["kth_score"] is None else f"{retrace['kth_score']:+.2f}"

@@ -3,12 +3,19 @@
     START -> expand_summary -> judge_summary -> expand_caption -> judge_caption
           -> expand_reasoning -> judge_reasoning -> expand_conclusion -> judge_conclusion -> END
 
-- ``expand_<stage>`` samples the step's candidates: continuations of the chosen prefix
-  that stop at the stage's closing tag (or, for ``best_of_n``, whole answers).
-- ``judge_<stage>`` prunes them to one, appends it to the chosen prefix and records
-  the step: every candidate, every comparison, tokens and timings.
-- After a judge, and at START, a router goes to the first stage not chosen yet, so
-  a run resumed with some stages already chosen skips them.
+- ``expand_<stage>`` asks the run's strategy for the step's candidates (continuations of the
+  chosen prefix that stop at the stage's closing tag, or, for ``best_of_n``, whole answers).
+- ``judge_<stage>`` asks the strategy to judge them, records the step (every candidate,
+  every comparison and score, tokens and timings) and writes what the strategy settled.
+- After a judge, and at START, a router asks the strategy where to go: by default the first
+  stage not chosen yet, so a run resumed with some stages already chosen skips them.
+
+The nodes hold no strategy of their own: each asks the context's
+:class:`~langchain_llava_cot.strategies.SearchStrategy` (one module per strategy in
+:mod:`langchain_llava_cot.strategies`) how wide a step is, how far it writes, how it is
+judged and where the graph goes next. What every strategy shares is here: the sample
+request of a step (:func:`sample_request`), the parsing of a continuation into a candidate
+(:func:`candidate`), the judge's task (:func:`judge_task`) and the step's record.
 
 Options come through the runtime context (:class:`~langchain_llava_cot.options.SearchContext`);
 the state, its reducers and the search record's types are in
@@ -33,10 +40,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableLambda
@@ -44,12 +49,11 @@ from langgraph.config import get_config, get_stream_writer
 from langgraph.constants import CONF, CONFIG_KEY_CHECKPOINTER
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import get_runtime
-from langgraph.types import Overwrite
 
-from langchain_llava_cot._calls import SampleCall, Step, adrive, drive, finished
+from langchain_llava_cot._calls import Step, adrive, drive
 from langchain_llava_cot.backends.base import PromptTooLongError, Sample, SampleRequest, ToolCallConstraint
 from langchain_llava_cot.conversation import Conversation
-from langchain_llava_cot.judges import Comparison, JudgeTask, StepScore, Verdict, best_index, ranked
+from langchain_llava_cot.judges import JudgeTask, StepScore, Verdict
 from langchain_llava_cot.options import SearchContext
 from langchain_llava_cot.stages import (
     STAGE_SEPARATOR,
@@ -63,53 +67,55 @@ from langchain_llava_cot.stages import (
 from langchain_llava_cot.state import (
     CandidateRecord,
     Expansion,
-    RetraceAttempt,
-    RetracePath,
-    RetraceProgress,
     SearchState,
     StepRecord,
     StepScoreRecord,
     Usage,
-    add_usage,
 )
+from langchain_llava_cot.strategies import Expanded, Judged, get_strategy, strategy_names
 
-__all__ = ["add_search_nodes", "build_graph", "next_stage_node", "step_scores_record"]
+__all__ = [
+    "add_search_nodes",
+    "build_graph",
+    "candidate",
+    "chosen_stages",
+    "judge_task",
+    "room_left",
+    "sample_request",
+    "sampling_usage",
+    "search_router",
+    "settled",
+    "step_scores_record",
+    "verdict_usage",
+]
 
 
 NodeName = Literal["expand_summary", "expand_caption", "expand_reasoning", "expand_conclusion", "__end__"]
 
 
-def next_stage_node(state: SearchState) -> NodeName:
-    """Route to the first stage not chosen yet, or to the end."""
-    chosen = state.get("chosen") or {}
-    for stage in STAGES:
-        if stage.value not in chosen:
-            return f"expand_{stage.value}"  # type: ignore[return-value]
-    return END  # type: ignore[return-value]
+# --- what every strategy shares ----------------------------------------------------------------
 
 
-def _chosen_stages(state: SearchState) -> dict[Stage, str]:
+def chosen_stages(state: SearchState) -> dict[Stage, str]:
+    """The stages chosen so far, by :class:`Stage`."""
     return {Stage(name): text for name, text in (state.get("chosen") or {}).items()}
 
 
-def _prefix(chosen: dict[Stage, str], stage: Stage) -> str:
+def _prefix(chosen: Mapping[Stage, str], stage: Stage) -> str:
     """The assistant text a step continues: the chosen stages, then ``stage``'s opening tag."""
-    earlier = render_answer(chosen)
+    earlier = render_answer(dict(chosen))
     return f"{earlier}{STAGE_SEPARATOR}{stage.open_tag}" if earlier else stage.open_tag
 
 
-def _tokens_left(state: SearchState, context: SearchContext) -> int | None:
-    """What ``max_tokens`` leaves for this step and the later ones (None: no budget)."""
-    if context.max_tokens is None:
-        return None
-    spent = sum(step["candidates"][step["winner"]]["completion_tokens"] for step in state.get("steps") or [])
-    return context.max_tokens - spent
+def _tokens_spent(state: SearchState) -> int:
+    """Tokens the chosen stages took: each step's winner's."""
+    return sum(step["candidates"][step["winner"]]["completion_tokens"] for step in state.get("steps") or [])
 
 
 _STAGE_TAG = re.compile(rf"</?(?:{TAG_NAMES})>", re.IGNORECASE)
 
 
-def _candidate(span: tuple[Stage, ...], sample: Sample) -> CandidateRecord:
+def candidate(span: tuple[Stage, ...], sample: Sample) -> CandidateRecord:
     """Turn a continuation into a candidate, repairing a stage that never closed."""
     first, last = span[0], span[-1]
     stopped = sample.finish_reason == "stop"
@@ -157,44 +163,49 @@ def _leading_stages(found: dict[Stage, str], span: tuple[Stage, ...]) -> dict[St
     return kept
 
 
-_ROUND_SEED = 7919
-"""Added to the seed of an adaptive step's second round, so it does not repeat the first."""
-
-
-def _sample_request(
+def sample_request(
     stage: Stage,
     state: SearchState,
     context: SearchContext,
     room: int | None,
-    chosen: dict[Stage, str] | None = None,
+    *,
+    chosen: Mapping[Stage, str] | None = None,
+    spent: int | None = None,
 ) -> SampleRequest:
     """The request of one step: ``context.width`` continuations of the chosen prefix.
 
     Its token limit is the stage's, within what ``max_tokens`` and the model's context
-    (``room``) leave, one token kept for each later stage.
+    (``room``) leave, one token kept for each later stage. ``chosen`` and ``spent`` (the
+    tokens its stages took) name another path than the chosen one, for strategies that
+    carry several.
     """
     span = context.span(stage)
     limit = context.token_limit(span)
     later = len(STAGES) - 1 - STAGES.index(span[-1])
-    for left in (_tokens_left(state, context), room):
+    budget = None
+    if context.max_tokens is not None:
+        budget = context.max_tokens - (_tokens_spent(state) if spent is None else spent)
+    for left in (budget, room):
         if left is not None:
             limit = min(limit, max(left - later, 1))
     stop = (span[-1].close_tag, *(context.stop if span[-1] is Stage.CONCLUSION else ()))
     forced = state["conversation"].forced_tools if span[-1] is Stage.CONCLUSION else ()
+    temperature = context.sampling_temperature
     return SampleRequest(
         conversation=state["conversation"],
-        prefix=_prefix(_chosen_stages(state) if chosen is None else chosen, stage),
+        prefix=_prefix(chosen_stages(state) if chosen is None else chosen, stage),
         n=context.width,
         stop=stop,
         max_new_tokens=limit,
-        temperature=context.sampling_temperature,
-        top_p=context.top_p if context.sampling_temperature > 0 else None,
+        temperature=temperature,
+        top_p=context.top_p if temperature > 0 else None,
         seed=None if context.seed is None else context.seed + len(state.get("steps") or []),
         tool_call=ToolCallConstraint(forced) if forced else None,
     )
 
 
-def _sampling_usage(samples: Sequence[Sample], calls: int = 1) -> Usage:
+def sampling_usage(samples: Sequence[Sample], calls: int = 1) -> Usage:
+    """What sampling ``samples`` in ``calls`` backend calls spent."""
     return Usage(
         input_tokens=sum(s.prompt_tokens for s in samples),
         output_tokens=sum(s.completion_tokens for s in samples),
@@ -202,33 +213,54 @@ def _sampling_usage(samples: Sequence[Sample], calls: int = 1) -> Usage:
     )
 
 
-def _verdict_usage(verdict: Verdict) -> Usage:
+def verdict_usage(verdict: Verdict) -> Usage:
+    """What a judge's verdict spent."""
     return Usage(
         input_tokens=verdict.prompt_tokens, output_tokens=verdict.completion_tokens, model_calls=verdict.calls
     )
 
 
-def _judge_task(
+def judge_task(
     stage: Stage, span: Sequence[str], state: SearchState, candidates: Sequence[CandidateRecord],
-    chosen: dict[Stage, str] | None = None,
+    chosen: Mapping[Stage, str] | None = None,
 ) -> JudgeTask:  # fmt: skip
+    """What the judge sees of a step: its candidates after the chosen stages (or ``chosen``)."""
     return JudgeTask(
         conversation=state["conversation"],
         stage=stage if len(span) == 1 else None,
-        chosen=_chosen_stages(state) if chosen is None else chosen,
+        chosen=chosen_stages(state) if chosen is None else chosen,
         candidates=tuple(c["text"] for c in candidates),
         mean_logprobs=tuple(c["mean_logprob"] for c in candidates),
     )
 
 
-def _room(state: SearchState, context: SearchContext) -> int | None:
+def settled(stage: Stage, winner: CandidateRecord) -> dict[str, dict[str, str]]:
+    """The ``chosen`` update of a step whose ``winner`` settles its stages."""
+    return {"chosen": {stage.value: "", **winner["stages"]}}
+
+
+def room_left(
+    state: SearchState, context: SearchContext, chosen: Mapping[Stage, str] | None = None
+) -> int | None:
     """New tokens the model's context leaves for the stages not chosen yet (None: unknown).
 
-    The prompt counted is the request, the chosen stages, and the tags of every stage still to write.
+    The prompt counted is the request, the chosen stages (or ``chosen``), and the tags of
+    every stage still to write.
     """
-    chosen = _chosen_stages(state)
-    ahead = {stage: chosen.get(stage, "") for stage in STAGES}
+    written = chosen_stages(state) if chosen is None else chosen
+    ahead = {stage: written.get(stage, "") for stage in STAGES}
     return context.get_backend().tokens_left(state["conversation"], render_answer(ahead))
+
+
+def step_scores_record(found: Sequence[tuple[StepScore, ...] | None]) -> list[list[StepScoreRecord] | None]:
+    """A verdict's step scores as the record keeps them: ``{"text", "score"}`` per step."""
+    return [
+        None if steps is None else [StepScoreRecord(text=s.text, score=s.score) for s in steps]
+        for steps in found
+    ]
+
+
+# --- the nodes -----------------------------------------------------------------------------------
 
 
 def _check_before_the_first_token(context: SearchContext, room: int | None) -> None:
@@ -259,85 +291,28 @@ def _check_before_the_first_token(context: SearchContext, room: int | None) -> N
         raise ValueError(msg)
 
 
+def _asked(result: Any) -> Step[Any]:
+    """A strategy method's value: driven when it is a generator of backend calls."""
+    if isinstance(result, Generator):
+        return (yield from result)
+    return result
+
+
 def _expand(stage: Stage, state: SearchState, context: SearchContext) -> Step[dict[str, Any]]:
-    room = _room(state, context)
+    room = room_left(state, context)
     if not state.get("steps"):
         _check_before_the_first_token(context, room)
-    span = context.span(stage)
     started = time.perf_counter()
-    if context.strategy == "retrace" and stage is Stage.REASONING and state.get("frontier"):
-        pending, usage = yield from _expand_frontier(state, context, room)
-    elif context.adaptive and context.width > 1:
-        pending, usage = yield from _expand_in_rounds(stage, state, context, room)
-    else:
-        [samples] = yield SampleCall((_sample_request(stage, state, context, room),))
-        pending, usage = {"candidates": [_candidate(span, s) for s in samples]}, _sampling_usage(samples)
-    candidates = pending["candidates"]
-    get_stream_writer()({"event": "candidates", "stage": stage.value, "candidates": candidates})
+    expanded: Expanded = yield from _asked(context.search_strategy.expand(stage, state, context, room))
+    get_stream_writer()({"event": "candidates", "stage": stage.value, "candidates": expanded.candidates})
     expansion = Expansion(
         stage=stage.value,
-        span=[s.value for s in span],
+        span=[s.value for s in context.span(stage)],
+        candidates=expanded.candidates,
         sample_seconds=time.perf_counter() - started,
-        **pending,  # type: ignore[typeddict-item]
+        notes=expanded.notes,
     )
-    return {"pending": expansion, "usage": usage}
-
-
-def _expand_in_rounds(
-    stage: Stage, state: SearchState, context: SearchContext, room: int | None
-) -> Step[tuple[dict, Usage]]:
-    """Adaptive width: ``adaptive_start`` candidates, then the rest only if they are not enough.
-
-    The first round is enough when its candidates are all the same text, or when the
-    judge scores one of them at least ``confidence`` (that verdict is kept for the judge).
-    """
-    span = context.span(stage)
-    request = _sample_request(stage, state, context, room)
-    first = replace(request, n=min(context.adaptive_start, request.n))
-    [samples] = yield SampleCall((first,))
-    usage = _sampling_usage(samples)
-    candidates = [_candidate(span, s) for s in samples]
-    if len(candidates) == request.n:
-        return {"candidates": candidates, "stopped_early": None}, usage
-    if len(candidates) > 1 and len({c["text"].strip() for c in candidates}) == 1:
-        return {"candidates": candidates, "stopped_early": "agreement"}, usage
-    if context.confidence is not None:
-        task = _judge_task(stage, [s.value for s in span], state, candidates)
-        verdict = yield from context.resolved_judge.select(task, context.get_backend())
-        usage = add_usage(usage, _verdict_usage(verdict))
-        if any(score is not None and score >= context.confidence for score in verdict.scores):
-            kept = {"winner": verdict.winner, "scores": list(verdict.scores),
-                    "comparisons": [vars(c) for c in verdict.comparisons],
-                    "step_scores": step_scores_record(verdict.step_scores)}  # fmt: skip
-            return {"candidates": candidates, "stopped_early": "confidence", "verdict": kept}, usage
-    seed = None if request.seed is None else request.seed + _ROUND_SEED
-    [more] = yield SampleCall((replace(request, n=request.n - first.n, seed=seed),))
-    usage = add_usage(usage, _sampling_usage(more))
-    return {"candidates": candidates + [_candidate(span, s) for s in more], "stopped_early": None}, usage
-
-
-def _expand_frontier(
-    state: SearchState, context: SearchContext, room: int | None
-) -> Step[tuple[dict, Usage]]:
-    """retrace, reasoning: ``candidates // keep`` continuations of each kept caption, in one call."""
-    frontier = state["frontier"] or []
-    chosen = _chosen_stages(state)
-    per_caption = max(1, context.width // len(frontier))
-    requests = tuple(
-        replace(
-            _sample_request(Stage.REASONING, state, context, room, {**chosen, Stage.CAPTION: caption}),
-            n=per_caption,
-        )
-        for caption in frontier
-    )
-    results = yield SampleCall(requests)
-    candidates: list[CandidateRecord] = []
-    groups: list[list[int]] = []
-    for caption, samples in zip(frontier, results):
-        groups.append(list(range(len(candidates), len(candidates) + len(samples))))
-        candidates += [CandidateRecord(**_candidate((Stage.REASONING,), s), follows=caption) for s in samples]
-    usage = _sampling_usage([s for samples in results for s in samples])
-    return {"candidates": candidates, "groups": groups}, usage
+    return {"pending": expansion, "usage": expanded.usage}
 
 
 def _judge(stage: Stage, state: SearchState, context: SearchContext) -> Step[dict[str, Any]]:
@@ -345,146 +320,28 @@ def _judge(stage: Stage, state: SearchState, context: SearchContext) -> Step[dic
     if not pending or pending["stage"] != stage.value:
         msg = f"judge_{stage.value} ran without candidates of its stage; the graph was entered mid-step."
         raise RuntimeError(msg)
-    candidates = pending["candidates"]
-    judge = context.resolved_judge if len(candidates) > 1 or pending.get("groups") else None
     started = time.perf_counter()
-    if pending.get("groups"):
-        verdict = yield from _judge_groups(stage, state, context, pending)
-    elif kept := pending.get("verdict"):  # an adaptive first round the judge already scored
-        comparisons = tuple(Comparison(**c) for c in kept["comparisons"])
-        steps = tuple(
-            None if found is None else tuple(StepScore(**s) for s in found)
-            for found in kept.get("step_scores") or ()
-        )
-        verdict = Verdict(kept["winner"], comparisons, scores=tuple(kept["scores"]), step_scores=steps)
-    elif judge is None:
-        verdict = yield from finished(Verdict(0))
-    else:
-        task = _judge_task(stage, pending["span"], state, candidates)
-        verdict = yield from judge.select(task, context.get_backend())
+    judged: Judged = yield from _asked(context.search_strategy.judge(stage, state, context, pending))
+    verdict = judged.verdict
     step = StepRecord(
         stage=stage.value,
         span=pending["span"],
-        candidates=candidates,
+        candidates=pending["candidates"],
         winner=verdict.winner,
-        judge=judge.name if judge else None,
+        judge=judged.judge.name if judged.judge else None,
         comparisons=[vars(c) for c in verdict.comparisons],
         scores=list(verdict.scores) if verdict.scores else None,
         sample_seconds=pending["sample_seconds"],
         judge_seconds=time.perf_counter() - started,
     )
-    if "stopped_early" in pending:
-        step["stopped_early"] = pending["stopped_early"]
+    step.update(judged.record)  # type: ignore[typeddict-item]
     if any(found is not None for found in verdict.step_scores):
         step["step_scores"] = step_scores_record(verdict.step_scores)
-    winner = candidates[verdict.winner]
-    update: dict[str, Any] = {
-        "chosen": {stage.value: "", **winner["stages"]},
-        "pending": None,
-        "usage": _verdict_usage(verdict),
-    }
-    if judge is not None:
+    update: dict[str, Any] = {"pending": None, "usage": verdict_usage(verdict), **judged.update}
+    if judged.judge is not None:
         update["judge"] = context.resolved_judge.describe()
-    if context.strategy == "retrace" and stage is Stage.CAPTION:
-        step["kept"] = _kept(verdict, candidates, context.keep)
-        update["frontier"] = [candidates[i]["stages"][stage.value] for i in step["kept"]]
-    if pending.get("groups"):
-        update |= _retrace_decision(state, context, step, verdict)
     get_stream_writer()({"event": "chosen", "stage": stage.value, "step": step, "judge": update.get("judge")})
     return {**update, "steps": [step]}
-
-
-def step_scores_record(found: Sequence[tuple[StepScore, ...] | None]) -> list[list[StepScoreRecord] | None]:
-    """A verdict's step scores as the record keeps them: ``{"text", "score"}`` per step."""
-    return [
-        None if steps is None else [StepScoreRecord(text=s.text, score=s.score) for s in steps]
-        for steps in found
-    ]
-
-
-def _judge_groups(
-    stage: Stage, state: SearchState, context: SearchContext, pending: Expansion
-) -> Step[Verdict]:
-    """Score each kept caption's reasoning candidates (after that caption); the best wins."""
-    candidates = pending["candidates"]
-    scores: list[float | None] = [None] * len(candidates)
-    steps: list[tuple[StepScore, ...] | None] = [None] * len(candidates)
-    comparisons: list[Comparison] = []
-    prompt = written = calls = 0
-    for group in pending.get("groups") or []:
-        members = [candidates[i] for i in group]
-        chosen = {**_chosen_stages(state), Stage.CAPTION: members[0]["follows"]}
-        task = _judge_task(stage, pending["span"], state, members, chosen)
-        verdict = yield from context.resolved_judge.score(task, context.get_backend())
-        for i, score in zip(group, verdict.scores):
-            scores[i] = score
-        for i, found in zip(group, verdict.step_scores):
-            steps[i] = found
-        comparisons += [replace(c, first=group[c.first], second=group[c.second], winner=group[c.winner])
-                        for c in verdict.comparisons]  # fmt: skip
-        prompt, written, calls = (
-            prompt + verdict.prompt_tokens,
-            written + verdict.completion_tokens,
-            calls + verdict.calls,
-        )
-    logprobs = [c["mean_logprob"] for c in candidates]
-    winner = best_index(scores, logprobs)
-    return Verdict(winner, tuple(comparisons), prompt, written, calls, tuple(scores), tuple(steps))
-
-
-def _kept(verdict: Verdict, candidates: Sequence[CandidateRecord], keep: int) -> list[int]:
-    """The best ``keep`` distinct candidates by score, best first (the winner when unscored)."""
-    if not verdict.scores:
-        return [verdict.winner]
-    kept: list[int] = []
-    for i in ranked(verdict.scores, [c["mean_logprob"] for c in candidates]):
-        if all(candidates[i]["text"] != candidates[j]["text"] for j in kept):
-            kept.append(i)
-    return kept[:keep]
-
-
-def _score(path: RetracePath) -> float:
-    return float("-inf") if path["score"] is None else path["score"]
-
-
-def _retrace_decision(
-    state: SearchState, context: SearchContext, step: StepRecord, verdict: Verdict
-) -> dict[str, Any]:
-    """Keep this try's best reasoning, or go back to the caption (at most ``max_retraces`` times).
-
-    A try passes when its ``keep``-th best score reaches the threshold: ``retrace_threshold``,
-    or the mean + ``retrace_z`` x std of every reasoning score of this run so far. When the
-    retraces run out, the best reasoning of all tries is chosen, with its caption.
-    """
-    progress = state.get("retrace") or RetraceProgress(attempts=0, scores=[], best=None)
-    scores = [s for s in verdict.scores if s is not None]
-    seen = progress["scores"] + scores
-    ranked = sorted(scores, reverse=True)
-    kth = ranked[min(context.keep, len(ranked)) - 1] if ranked else None
-    threshold = context.retrace_threshold
-    if threshold is None:
-        threshold = statistics.fmean(seen) + context.retrace_z * statistics.pstdev(seen) if seen else 0.0
-    passed = kth is None or kth >= threshold
-    attempt = progress["attempts"] + 1
-    winner = step["candidates"][step["winner"]]
-    here = RetracePath(
-        score=verdict.scores[step["winner"]] if verdict.scores else None,
-        stages={"caption": winner["follows"], **winner["stages"]},
-    )
-    best = progress["best"]
-    if best is None or _score(here) > _score(best):
-        best = here
-    retraced = not passed and attempt <= context.max_retraces
-    step["retrace"] = RetraceAttempt(
-        attempt=attempt, threshold=threshold, kth_score=kth, passed=passed, retraced=retraced
-    )
-    progress = RetraceProgress(attempts=attempt, scores=seen, best=best)
-    if retraced:
-        get_stream_writer()({"event": "retrace", "stage": Stage.REASONING.value, "retrace": step["retrace"]})
-        earlier = {k: v for k, v in (state.get("chosen") or {}).items() if k == Stage.SUMMARY.value}
-        return {"chosen": Overwrite(earlier), "frontier": None, "retrace": progress}
-    chosen = here if passed else best
-    return {"chosen": {Stage.REASONING.value: "", **chosen["stages"]}, "frontier": None, "retrace": progress}
 
 
 StageLogic = Callable[[Stage, SearchState, SearchContext], Step[dict[str, Any]]]
@@ -492,6 +349,20 @@ ConversationOf = Callable[[Mapping[str, Any]], Conversation]
 """Reads the conversation from a graph's state (the default: its ``conversation`` key)."""
 ContextOf = Callable[[Any], SearchContext]
 """Makes the search's context from a graph's runtime context (the default: it is one)."""
+
+
+def _search_context(context_of: ContextOf | None) -> SearchContext:
+    """The run's :class:`SearchContext`, from the graph's runtime context."""
+    found = get_runtime().context
+    if context_of is not None:
+        return context_of(found)
+    if not isinstance(found, SearchContext):
+        msg = (
+            "The search graph needs `context=SearchContext(backend=...)` in invoke/stream "
+            '(from JSON: a context object such as {"model": "<model folder>"}).'
+        )
+        raise ValueError(msg)
+    return found
 
 
 def _node(
@@ -502,30 +373,18 @@ def _node(
 ) -> RunnableLambda:
     """Wrap stage logic as a node that runs with the backend's sync or async methods."""
 
-    def context() -> SearchContext:
-        found = get_runtime().context
-        if context_of is not None:
-            return context_of(found)
-        if not isinstance(found, SearchContext):
-            msg = (
-                "The search graph needs `context=SearchContext(backend=...)` in invoke/stream "
-                '(from JSON: a context object such as {"model": "<model folder>"}).'
-            )
-            raise ValueError(msg)
-        return found
-
     def search_state(state: Any) -> SearchState:
         if conversation_of is None:
             return state
         return {**state, "conversation": conversation_of(state)}  # type: ignore[typeddict-item]
 
     def run(state: SearchState) -> dict[str, Any]:
-        ctx = context()
+        ctx = _search_context(context_of)
         backend = ctx.get_backend()
         return drive(logic(stage, search_state(state), ctx), backend)
 
     async def arun(state: SearchState) -> dict[str, Any]:
-        ctx = context()
+        ctx = _search_context(context_of)
         # loading a model or decoding images blocks: keep it off the event loop
         backend = ctx.backend if ctx.backend is not None else await asyncio.to_thread(ctx.get_backend)
         prepared = (
@@ -536,6 +395,32 @@ def _node(
     return RunnableLambda(run, afunc=arun, name=f"{logic.__name__.strip('_')}_{stage.value}")
 
 
+def search_router(
+    context_of: ContextOf | None = None, routes: Mapping[str, str] | None = None
+) -> Callable[[SearchState], NodeName]:
+    """A router that asks the run's strategy where the graph goes next (its ``next_stage``).
+
+    Args:
+        context_of: as in :func:`add_search_nodes`.
+        routes: the destinations the edge was built with (None: any); a strategy that asks for
+            another one gets an error that says so.
+    """
+
+    def route(state: SearchState) -> NodeName:
+        strategy = _search_context(context_of).search_strategy
+        stage = strategy.next_stage(state)
+        node = END if stage is None else f"expand_{stage.value}"
+        if routes is not None and node not in routes:
+            msg = (
+                f"strategy={strategy.name!r} goes to {node}, an edge this graph was built without: "
+                "register the strategy (with its goes_back) before building the graph."
+            )
+            raise ValueError(msg)
+        return node  # type: ignore[return-value]
+
+    return route
+
+
 def add_search_nodes(
     builder: StateGraph[Any, Any, Any, Any],
     *,
@@ -543,7 +428,10 @@ def add_search_nodes(
     conversation_of: ConversationOf | None = None,
     context_of: ContextOf | None = None,
 ) -> dict[str, str]:
-    """Add the expand and judge nodes of every stage to ``builder``.
+    """Add the expand and judge nodes of every stage to ``builder``, and the routers after the judges.
+
+    Each judge may go on to a later stage, to the end, or back to where a registered strategy
+    goes back (its ``goes_back``: retrace's reasoning judge, to the caption).
 
     Args:
         builder: a graph whose state has :class:`SearchState`'s search keys.
@@ -554,9 +442,10 @@ def add_search_nodes(
             graphs whose context is something else (e.g. a served client's); None takes it as it is.
 
     Returns:
-        The path map of :func:`next_stage_node`, for the edge that enters the search.
+        The path map of :func:`search_router`, for the edge that enters the search.
     """
     routes = {f"expand_{s.value}": f"expand_{s.value}" for s in STAGES} | {END: after}
+    back = {(stage, to) for name in strategy_names() for stage, to in get_strategy(name).goes_back.items()}
     for stage in STAGES:
         builder.add_node(f"expand_{stage.value}", _node(_expand, stage, conversation_of, context_of))
         builder.add_node(f"judge_{stage.value}", _node(_judge, stage, conversation_of, context_of))
@@ -564,9 +453,10 @@ def add_search_nodes(
         later = {
             k: v for k, v in routes.items() if k == END or STAGES.index(Stage(k[7:])) > STAGES.index(stage)
         }
-        if stage is Stage.REASONING:  # strategy="retrace" goes back to sample captions again
-            later[f"expand_{Stage.CAPTION.value}"] = f"expand_{Stage.CAPTION.value}"
-        builder.add_conditional_edges(f"judge_{stage.value}", next_stage_node, later)  # type: ignore[arg-type]
+        for to in sorted((to for frm, to in back if frm is stage), key=STAGES.index):
+            later[f"expand_{to.value}"] = f"expand_{to.value}"
+        router = search_router(context_of, later)
+        builder.add_conditional_edges(f"judge_{stage.value}", router, later)  # type: ignore[arg-type]
     return routes
 
 
@@ -579,5 +469,5 @@ def build_graph(**compile_options: Any) -> Any:
     """
     builder = StateGraph(SearchState, context_schema=SearchContext)
     routes = add_search_nodes(builder)
-    builder.add_conditional_edges(START, next_stage_node, routes)  # type: ignore[arg-type]
+    builder.add_conditional_edges(START, search_router(routes=routes), routes)  # type: ignore[arg-type]
     return builder.compile(**compile_options)

@@ -1,30 +1,38 @@
 """The search options, declared once, and the graph's context made of them.
 
-Every strategy runs the same graph; the options decide how wide each step is, how far
-it writes, and whether a judge prunes it:
+Every strategy runs the same graph; the run's strategy (a plug-in of
+:mod:`langchain_llava_cot.strategies`, chosen by the ``strategy`` option) decides how wide
+each step is, how far it writes, how it is judged and where the graph goes next:
 
-==============  ==========  =====================  ===========================================
-strategy        candidates  one step writes        judge
-==============  ==========  =====================  ===========================================
-``greedy``      1           one stage              none (temperature 0)
-``best_of_n``   N           the whole answer       once, on whole answers
-``vote``        N           the whole answer       a (score-weighted) majority of conclusions
-``stage_beam``  N           one stage              after every stage
-``retrace``     N           one stage              after every stage; keeps the best ``keep``
-                                                   captions, and goes back to sample captions
-                                                   again when no reasoning scores well enough
-==============  ==========  =====================  ===========================================
+===================  ==========  =====================  =======================================
+strategy             candidates  one step writes        judge
+===================  ==========  =====================  =======================================
+``greedy``           1           one stage              none (temperature 0)
+``best_of_n``        N           the whole answer       once, on whole answers
+``vote``             N           the whole answer       a (score-weighted) majority of conclusions
+``stage_beam``       N           one stage              after every stage
+``retrace``          N           one stage              after every stage; keeps the best ``keep``
+                                                        captions, and goes back to sample captions
+                                                        again when no reasoning scores well enough
+``dvts``             N           one stage, on N/M      after every stage, each subtree keeps its
+                                 subtrees               best of M by score; the best leaf wins
+``particle_filter``  N           one stage, on N        after every stage, the particles are
+                                 particles              resampled in proportion to their scores
+===================  ==========  =====================  =======================================
 
 ``adaptive=True`` (stage_beam, retrace) samples each step in rounds: ``adaptive_start``
 candidates first, the rest only when those disagree and no score clears ``confidence``.
 
 One declaration, one check (as vLLM's ``SamplingParams``): :class:`SearchOptions` holds
-each option's name, default, description (the docstring under it) and check. The chat
-model inherits its fields, per-call options merge over them in :meth:`SearchContext.of`,
-:class:`SearchContext` is the options plus a backend (the graph's context), the served
-graph's client context (:mod:`langchain_llava_cot.deployment`) is the options limited by
-the deployer, and the CLI's flags and the eval's strategy specs are read from it. A bad
-value therefore fails the same way, before any model work, wherever it came from.
+each option's name, default, description (the docstring under it) and check, a strategy's
+own options among them. The chat model inherits its fields, per-call options merge over
+them in :meth:`SearchContext.of`, :class:`SearchContext` is the options plus a backend (the
+graph's context), the served graph's client context (:mod:`langchain_llava_cot.deployment`)
+is the options limited by the deployer, and the CLI's flags and the eval's strategy specs
+are read from it. A bad value therefore fails the same way, before any model work,
+wherever it came from. The strategies a ``strategy`` may name are the registry's
+(:func:`~langchain_llava_cot.strategies.strategy_names`), so a registered strategy is
+accepted everywhere.
 """
 
 from __future__ import annotations
@@ -32,20 +40,28 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PrivateAttr, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    model_validator,
+)
 from typing_extensions import Self
 
 from langchain_llava_cot.backends import cached_backend
 from langchain_llava_cot.backends.base import VLMBackend
 from langchain_llava_cot.bundled import DEMO_MODEL_PATH
 from langchain_llava_cot.checks import finite_number, true_or_false, whole_number
-from langchain_llava_cot.judges import AutoJudge, BuiltinJudge, Judge, VoteJudge, resolve_judge
+from langchain_llava_cot.judges import BuiltinJudge, Judge, resolve_judge
 from langchain_llava_cot.stages import STAGES, Stage
+from langchain_llava_cot.strategies import SearchStrategy, get_strategy, strategy_names
 
 __all__ = [
-    "ADAPTIVE_STRATEGIES",
     "DEFAULT_JUDGE",
     "DEFAULT_STAGE_TOKENS",
     "DEFAULT_TEMPERATURE",
@@ -54,8 +70,6 @@ __all__ = [
     "MAX_RETRACES",
     "MAX_SEED",
     "RETRACE_Z",
-    "STRATEGIES",
-    "WHOLE_ANSWER_STRATEGIES",
     "SearchContext",
     "SearchOptions",
     "Strategy",
@@ -67,12 +81,9 @@ __all__ = [
     "whole_number",
 ]
 
-Strategy = Literal["greedy", "best_of_n", "vote", "stage_beam", "retrace"]
-STRATEGIES: tuple[str, ...] = get_args(Strategy)
-WHOLE_ANSWER_STRATEGIES: tuple[str, ...] = ("best_of_n", "vote")
-"""Strategies whose one step writes the whole answer."""
-ADAPTIVE_STRATEGIES: tuple[str, ...] = ("stage_beam", "retrace")
-"""Strategies that can sample a step in rounds (``adaptive=True``)."""
+Strategy = str
+"""A strategy's name: one of :func:`~langchain_llava_cot.strategies.strategy_names`, checked
+against the registry when the options are made (so a strategy registered later is accepted)."""
 
 DEFAULT_STAGE_TOKENS: Mapping[Stage, int] = {
     Stage.SUMMARY: 128,
@@ -127,10 +138,16 @@ def checked(function: Callable[..., Any], *, none: bool = False, **bounds: Any) 
 
 
 def _strategy(name: str, value: object) -> str:
-    if value not in STRATEGIES:
-        msg = f"Unknown strategy {value!r}: use one of {', '.join(STRATEGIES)}."
+    names = strategy_names()
+    if not isinstance(value, str) or value not in names:
+        msg = f"Unknown strategy {value!r}: use one of {', '.join(names)}."
         raise ValueError(msg)
-    return value  # type: ignore[return-value]
+    return value
+
+
+def _strategy_schema(schema: dict[str, Any]) -> None:
+    """The strategy field's JSON schema lists the registry's names when it is made (a served graph's)."""
+    schema["enum"] = list(strategy_names())
 
 
 def _stop_strings(name: str, value: object) -> tuple[str, ...]:
@@ -189,8 +206,11 @@ class SearchOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, use_attribute_docstrings=True)
 
-    strategy: Annotated[Strategy, checked(_strategy)] = "stage_beam"
-    """How to search: greedy, best_of_n, vote, stage_beam or retrace."""
+    strategy: Annotated[Strategy, checked(_strategy), Field(json_schema_extra=_strategy_schema)] = (
+        "stage_beam"
+    )
+    """How to search: greedy, best_of_n, vote, stage_beam, retrace, dvts, particle_filter, or a
+    strategy registered with register_strategy."""
     candidates: Annotated[int, checked(whole_number, low=1)] = 4
     """Candidates per step (N); greedy always samples 1."""
     judge: Any = DEFAULT_JUDGE
@@ -229,23 +249,31 @@ class SearchOptions(BaseModel):
     run's reasoning scores so far)."""
     retrace_z: Annotated[float, checked(finite_number)] = RETRACE_Z
     """retrace: z of the relative threshold (the paper's 0.2533)."""
+    subtree_width: Annotated[int, checked(whole_number, low=1)] = 2
+    """dvts: the beam width M of each subtree; the candidates are split into candidates // M
+    independent subtrees, each sampling M continuations of its path per stage."""
+    resample_temperature: Annotated[float, checked(finite_number, above=0.0)] = 1.0
+    """particle_filter: the temperature of the softmax over the particles' scores that resamples
+    them at each stage (lower: the best-scored particles take over sooner)."""
 
     _judge: Judge | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check_together(self) -> Self:
-        """The checks that read several options at once."""
+        """The checks that read several options at once (a strategy's own among them)."""
         if self.candidates > self.max_candidates:
             msg = (
                 f"candidates={self.candidates} is above the cap of {self.max_candidates} (each candidate "
                 "is a row of every batch); raise max_candidates if you mean it."
             )
             raise ValueError(msg)
-        needs_scores = self.strategy == "retrace" or self.confidence is not None
+        strategy = self.search_strategy
+        needs_scores = strategy.scores_needed is not None or self.confidence is not None
         named = resolve_judge(self.judge, seed=self.seed, strategy=self.strategy, needs_scores=needs_scores)
-        judge = self._judge_of_strategy(named)
-        if self.adaptive and self.strategy not in ADAPTIVE_STRATEGIES:
-            msg = f"adaptive=True is for strategy 'stage_beam' or 'retrace', not {self.strategy!r}."
+        judge = strategy.judge_of(named, self)
+        if self.adaptive and not strategy.adaptive:
+            adaptive = " or ".join(repr(name) for name in strategy_names() if get_strategy(name).adaptive)
+            msg = f"adaptive=True is for strategy {adaptive}, not {self.strategy!r}."
             raise ValueError(msg)
         if self.adaptive and self.adaptive_start < 2 and self.confidence is None:
             msg = (
@@ -256,26 +284,14 @@ class SearchOptions(BaseModel):
         if self.confidence is not None and not judge.scores:
             msg = f"confidence= reads a judge's scores, and the {judge.name!r} judge has none."
             raise ValueError(msg)
-        if self.strategy == "retrace" and self.keep > self.candidates:
-            msg = (
-                f"keep={self.keep} is more than candidates={self.candidates}: retrace keeps the best "
-                "keep captions of the candidates; lower keep or raise candidates."
-            )
-            raise ValueError(msg)
+        strategy.check(self)
         self._judge = judge
         return self
 
-    def _judge_of_strategy(self, judge: Judge) -> Judge:
-        """``vote`` counts conclusions, weighed by the judge's scores; retrace needs scores."""
-        if self.strategy == "vote" and not isinstance(judge, (VoteJudge, AutoJudge)):
-            return VoteJudge(scorer=judge)  # says what to do if the judge does not score
-        if self.strategy == "retrace" and not judge.scores:
-            msg = (
-                f"strategy='retrace' compares scores with a threshold, and the {judge.name!r} judge does "
-                "not score; use judge='likelihood', 'verifier' or a reward model."
-            )
-            raise ValueError(msg)
-        return judge
+    @property
+    def search_strategy(self) -> SearchStrategy:
+        """The strategy the ``strategy`` option names, from the registry."""
+        return get_strategy(self.strategy)
 
     @property
     def resolved_judge(self) -> Judge:
@@ -312,10 +328,9 @@ class SearchOptions(BaseModel):
     def graph_steps(self) -> int:
         """The most graph steps one search takes (a run's ``recursion_limit`` must allow them).
 
-        An expand and a judge per stage, and per retrace a caption and a reasoning step again.
+        An expand and a judge per stage, and whatever more the strategy may take (retrace's tries).
         """
-        retraces = self.max_retraces if self.strategy == "retrace" else 0
-        return 2 * len(STAGES) + 4 * retraces
+        return self.search_strategy.graph_steps(self)
 
 
 class SearchContext(SearchOptions):
@@ -347,19 +362,17 @@ class SearchContext(SearchOptions):
 
     @property
     def width(self) -> int:
-        """How many candidates each step samples."""
-        return 1 if self.strategy == "greedy" else self.candidates
+        """How many candidates each step samples (the strategy's say: greedy samples 1)."""
+        return self.search_strategy.width(self)
 
     @property
     def sampling_temperature(self) -> float:
-        """Temperature of candidate sampling (0 for greedy)."""
-        return 0.0 if self.strategy == "greedy" else self.temperature
+        """Temperature of candidate sampling (the strategy's say: 0 for greedy)."""
+        return self.search_strategy.temperature(self)
 
     def span(self, first: Stage) -> tuple[Stage, ...]:
-        """The stages one step writes when it starts at ``first``."""
-        if self.strategy in WHOLE_ANSWER_STRATEGIES:
-            return STAGES[STAGES.index(first) :]
-        return (first,)
+        """The stages one step writes when it starts at ``first`` (the strategy's say)."""
+        return self.search_strategy.span(first, self)
 
     def token_limit(self, span: tuple[Stage, ...]) -> int:
         """Token limit of a step that writes ``span``."""

@@ -1,8 +1,9 @@
 """The search graph's state: its keys and reducers, the search record's types, and checkpoints.
 
 - :class:`SearchProgress` holds the search's own keys (chosen stages, the pending
-  expansion, the step records, usage, retrace progress); :class:`SearchState` adds the
-  conversation, in a :class:`WrittenOnce` channel that stores it once per run.
+  expansion, the step records, usage, and what the strategy carries from step to step);
+  :class:`SearchState` adds the conversation, in a :class:`WrittenOnce` channel that
+  stores it once per run.
 - :class:`StepRecord` and :class:`CandidateRecord` are the search record, one per
   expand-and-judge step (``response_metadata["llava_cot"]["steps"]``), with each step's
   scores (:class:`StepScoreRecord`) where the judge scores steps; :class:`JudgeRecord`
@@ -31,8 +32,6 @@ __all__ = [
     "Expansion",
     "JudgeRecord",
     "RetraceAttempt",
-    "RetracePath",
-    "RetraceProgress",
     "SearchProgress",
     "SearchState",
     "StepRecord",
@@ -60,6 +59,9 @@ class CandidateRecord(TypedDict):
     completion_tokens: int
     follows: NotRequired[str]
     """retrace, reasoning: the kept caption this candidate continues."""
+    path: NotRequired[int]
+    """dvts, particle_filter: the path (subtree, particle) this candidate continues, as its index in
+    the previous step's ``paths`` (at the first step, where every path is still empty, the path it starts)."""
 
 
 class StepScoreRecord(TypedDict):
@@ -95,9 +97,14 @@ class StepRecord(TypedDict):
     stopped_early: NotRequired[str | None]
     """Adaptive width: ``agreement`` or ``confidence`` when the first round was enough."""
     kept: NotRequired[list[int]]
-    """retrace, caption step: the candidates kept, best first."""
+    """retrace, caption step: the candidates kept, best first; dvts: each subtree's kept candidate."""
     retrace: NotRequired[RetraceAttempt]
     """retrace, reasoning step: how this attempt went."""
+    paths: NotRequired[list[list[int]]]
+    """dvts, particle_filter: the paths alive after this step, each as the index of its candidate in
+    every step so far (path ``p`` is ``steps[j]["candidates"][p[j]]`` for each ``j``)."""
+    resampled: NotRequired[list[int]]
+    """particle_filter, every step but the last: the candidate each particle of the next step copies."""
 
 
 class RetraceAttempt(TypedDict):
@@ -128,28 +135,9 @@ class Expansion(TypedDict):
     span: list[str]
     candidates: list[CandidateRecord]
     sample_seconds: float
-    groups: NotRequired[list[list[int]]]
-    """retrace reasoning: the candidates that follow each kept caption."""
-    verdict: NotRequired[dict[str, Any] | None]
-    """Adaptive width: the judge's verdict on a first round that was enough."""
-    stopped_early: NotRequired[str | None]
-
-
-class RetracePath(TypedDict):
-    """A reasoning with the caption it follows, and its score."""
-
-    score: float | None
-    stages: dict[str, str]
-
-
-class RetraceProgress(TypedDict):
-    """What retracing has seen so far in one run."""
-
-    attempts: int
-    scores: list[float]
-    """Every reasoning score seen, for the threshold."""
-    best: RetracePath | None
-    """The best reasoning seen, with its caption."""
+    notes: dict[str, Any]
+    """What the strategy's expand leaves for its own judge (retrace: which candidates follow
+    which caption; adaptive width: a first round's verdict); the nodes never read it."""
 
 
 def _merge_chosen(left: dict[str, str], right: dict[str, str]) -> dict[str, str]:
@@ -227,9 +215,9 @@ class SearchProgress(TypedDict):
     """Candidates waiting for their judge."""
     steps: NotRequired[Annotated[list[StepRecord], operator.add]]
     usage: NotRequired[Annotated[Usage, add_usage]]
-    frontier: NotRequired[list[str] | None]
-    """retrace: the captions kept for the reasoning step, best first."""
-    retrace: NotRequired[RetraceProgress | None]
+    strategy_state: NotRequired[dict[str, Any] | None]
+    """What the strategy carries from step to step, owned by its module (retrace: the kept
+    captions and its tries; dvts: the subtrees; particle_filter: the particles); None at the start."""
     judge: NotRequired[JudgeRecord | None]
     """The judge that ran, and why; None until a step had candidates to judge."""
 
@@ -248,8 +236,7 @@ def fresh_search() -> dict[str, Any]:
         "pending": None,
         "steps": Overwrite([]),
         "usage": Overwrite(Usage(input_tokens=0, output_tokens=0, model_calls=0)),
-        "frontier": None,
-        "retrace": None,
+        "strategy_state": None,
         "judge": None,
     }
 

@@ -27,6 +27,7 @@ from langchain_core.outputs import ChatGenerationChunk
 from langgraph.types import Overwrite
 
 from langchain_llava_cot.stages import STAGE_SEPARATOR, STAGES, Stage, render_answer, render_stage
+from langchain_llava_cot.strategies import get_strategy
 from langchain_llava_cot.tools import parse_tool_calls
 
 __all__ = ["PROVIDER", "ChunkConverter", "child_config", "message_from_state"]
@@ -54,6 +55,8 @@ class ChunkConverter:
 
     def __init__(self, model_name: str, strategy: str, tagged: bool, tools: bool) -> None:
         self.model_name, self.strategy, self.tagged, self.tools = model_name, strategy, tagged, tools
+        # a stage a later judge may take back (retrace's caption) is sent once a later one keeps it
+        self.revisable = {f"judge_{s.value}" for s in get_strategy(strategy).revisable}
         self.state: dict[str, Any] = {}
         self.emitted: set[Stage] = set()
 
@@ -69,8 +72,8 @@ class ChunkConverter:
             for stage in STAGES:
                 if stage.value not in chosen or stage in self.emitted:
                     continue
-                if self.strategy == "retrace" and node == "judge_caption":
-                    continue  # the caption is final only once a reasoning after it is kept
+                if node in self.revisable:
+                    continue
                 self.emitted.add(stage)
                 yield _stage_chunk(stage, chosen[stage.value], self.tagged, self.tools)
 

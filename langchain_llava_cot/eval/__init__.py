@@ -54,17 +54,16 @@ from langchain_llava_cot.eval.strategies import (
     ADAPTIVE_SUFFIX,
     GRID_STRATEGIES,
     JUDGES,
-    SEARCHES,
     StrategySpec,
     default_strategies,
     parse_strategy,
+    searches,
 )
 
 __all__ = [
     "ADAPTIVE_SUFFIX",
     "GRID_STRATEGIES",
     "JUDGES",
-    "SEARCHES",
     "AnswerLog",
     "DataError",
     "Dataset",
@@ -85,6 +84,7 @@ __all__ = [
     "run_eval",
     "score_answer",
     "score_record",
+    "searches",
     "stage_oracle",
     "wilson_interval",
 ]

@@ -8,7 +8,7 @@ correct conclusion.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_llava_cot.demo.dataset import (
@@ -36,11 +36,36 @@ def stage_oracle(example: Example, stage: str, text: str, chosen: dict[Stage, st
     return same_answer(text, expected, example.kind)
 
 
-def _after(candidate: Mapping[str, Any], chosen: dict[Stage, str]) -> dict[Stage, str]:
-    """The stages a candidate follows: ``chosen``, with the kept caption it continues (retrace)."""
+def _after(
+    candidate: Mapping[str, Any], chosen: dict[Stage, str], steps: Sequence[Mapping[str, Any]], j: int
+) -> dict[Stage, str]:
+    """The stages a candidate of step ``j`` follows.
+
+    ``chosen``, with the kept caption it continues (retrace), or the stages of the path it
+    continues (dvts, particle_filter: its ``path`` in the previous step's ``paths``).
+    """
+    if "path" in candidate and j > 0:
+        return _trail_stages(steps, steps[j - 1]["paths"][candidate["path"]])
     if "follows" not in candidate:
         return chosen
     return {**chosen, Stage.CAPTION: candidate["follows"]}
+
+
+def _trail_stages(steps: Sequence[Mapping[str, Any]], trail: Sequence[int]) -> dict[Stage, str]:
+    """The stages a path wrote: its candidate of each step, in turn."""
+    stages: dict[Stage, str] = {}
+    for k, index in enumerate(trail):
+        stages |= {Stage(name): text for name, text in steps[k]["candidates"][index]["stages"].items()}
+    return stages
+
+
+def _chosen_candidates(steps: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The candidates the answer is made of: each step's winner, or the winning path's candidates."""
+    if steps and "paths" in steps[-1]:
+        last = steps[-1]
+        trail = next(path for path in last["paths"] if path[-1] == last["winner"])
+        return [steps[k]["candidates"][i] for k, i in enumerate(trail)]
+    return [step["candidates"][step["winner"]] for step in steps]
 
 
 def well_formed(record: Mapping[str, Any]) -> bool:
@@ -49,8 +74,7 @@ def well_formed(record: Mapping[str, Any]) -> bool:
     Every chosen stage came out of the model closed by its own tag, with no repair, and all four
     stages have text.
     """
-    for step in record.get("steps") or []:
-        winner = step["candidates"][step["winner"]]
+    for winner in _chosen_candidates(record.get("steps") or []):
         if not winner["closed"] or winner["problems"]:
             return False
     stage_texts = record.get("chosen") or {}
@@ -77,7 +101,7 @@ def score_record(example: Example, content: str, record: dict[str, Any]) -> dict
     steps = record.get("steps") or []
     chosen: dict[Stage, str] = {}
     decisions: list[tuple[str, bool]] = []
-    for step in steps:
+    for j, step in enumerate(steps):
         candidates = step["candidates"]
         winner = candidates[step["winner"]]
         if len(step["span"]) > 1:  # whole answers
@@ -85,13 +109,15 @@ def score_record(example: Example, content: str, record: dict[str, Any]) -> dict
             stage_name = "answer"
         else:
             stage_name = step["stage"]
-            labels = [stage_oracle(example, stage_name, c["text"], _after(c, chosen)) for c in candidates]
+            labels = [
+                stage_oracle(example, stage_name, c["text"], _after(c, chosen, steps, j)) for c in candidates
+            ]
         if any(labels) and not all(labels):
             decisions.append((stage_name, labels[step["winner"]]))
         if step.get("retrace", {}).get("retraced"):  # back to the caption: only the summary stays
             chosen = {s: t for s, t in chosen.items() if s is Stage.SUMMARY}
             continue
-        chosen = _after(winner, chosen)
+        chosen = _after(winner, chosen, steps, j)
         for name, text in winner["stages"].items():
             chosen[Stage(name)] = text
     stage_texts = record.get("chosen") or {}

@@ -271,6 +271,10 @@ _STYLES = {
     ("stage_beam+adaptive", "verifier"): ("tab:cyan", "*"),
     ("retrace", "likelihood"): ("tab:gray", "<"),
     ("retrace", "verifier"): ("darkslateblue", ">"),
+    ("dvts", "likelihood"): ("tab:red", "d"),
+    ("dvts", "verifier"): ("firebrick", "d"),
+    ("particle_filter", "likelihood"): ("teal", "h"),
+    ("particle_filter", "verifier"): ("darkcyan", "h"),
 }
 
 

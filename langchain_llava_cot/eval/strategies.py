@@ -6,16 +6,17 @@ from dataclasses import dataclass
 from typing import Any, get_args
 
 from langchain_llava_cot.judges import BuiltinJudge
-from langchain_llava_cot.options import ADAPTIVE_STRATEGIES, STRATEGIES, SearchOptions
+from langchain_llava_cot.options import SearchOptions
+from langchain_llava_cot.strategies import get_strategy, strategy_names
 
 __all__ = [
     "ADAPTIVE_SUFFIX",
     "GRID_STRATEGIES",
     "JUDGES",
-    "SEARCHES",
     "StrategySpec",
     "default_strategies",
     "parse_strategy",
+    "searches",
 ]
 
 
@@ -37,10 +38,15 @@ class StrategySpec:
 
 
 _GRID_ORDER = ("best_of_n", "stage_beam")
-SEARCHES: tuple[str, ...] = (*_GRID_ORDER, *(s for s in STRATEGIES if s not in ("greedy", *_GRID_ORDER)))
-"""The searches an eval can name: every strategy but greedy (the grid's two first)."""
+
+
+def searches() -> tuple[str, ...]:
+    """The searches an eval can name: every registered strategy but greedy (the grid's two first)."""
+    return (*_GRID_ORDER, *(s for s in strategy_names() if s not in ("greedy", *_GRID_ORDER)))
+
+
 ADAPTIVE_SUFFIX = "+adaptive"
-"""Appended to ``stage_beam`` or ``retrace`` in a spec: sample each step in rounds."""
+"""Appended to a strategy that samples in rounds (``stage_beam``, ``retrace``) in a spec."""
 _JUDGE_ORDER = ("verifier", "pairwise", "likelihood")
 JUDGES: tuple[str, ...] = (
     *_JUDGE_ORDER,
@@ -52,18 +58,20 @@ JUDGES: tuple[str, ...] = (
 def parse_strategy(text: str) -> StrategySpec:
     """Read ``greedy`` or ``STRATEGY:JUDGE:N`` (e.g. ``stage_beam:verifier:4``).
 
-    ``stage_beam+adaptive`` and ``retrace+adaptive`` sample each step in rounds.
+    ``stage_beam+adaptive`` and ``retrace+adaptive`` sample each step in rounds. STRATEGY is
+    any registered strategy (:func:`searches`).
     """
     if text == "greedy":
         return StrategySpec("greedy")
     parts = text.split(":")
     search = parts[0].removesuffix(ADAPTIVE_SUFFIX)
     adaptive = parts[0].endswith(ADAPTIVE_SUFFIX)
-    known = search in SEARCHES and (not adaptive or search in ADAPTIVE_STRATEGIES)
+    known = search in searches() and (not adaptive or get_strategy(search).adaptive)
     if len(parts) != 3 or not known or parts[1] not in JUDGES:
+        rounds = " and ".join(s for s in searches() if get_strategy(s).adaptive)
         msg = (
             f"Unknown strategy {text!r}. Write 'greedy' or STRATEGY:JUDGE:N with STRATEGY "
-            f"{', '.join(SEARCHES)} (stage_beam and retrace may end in {ADAPTIVE_SUFFIX}) and JUDGE "
+            f"{', '.join(searches())} ({rounds} may end in {ADAPTIVE_SUFFIX}) and JUDGE "
             f"{', '.join(JUDGES)}, e.g. stage_beam:verifier:4."
         )
         raise ValueError(msg)
@@ -96,7 +104,7 @@ def default_strategies(judge: str | None = None) -> tuple[str, ...]:
 
 GRID_STRATEGIES: tuple[str, ...] = (
     "greedy",
-    *(f"{search}:{judge}:{n}" for search in SEARCHES[:2] for judge in JUDGES[:3] for n in (2, 4, 8)),
+    *(f"{search}:{judge}:{n}" for search in _GRID_ORDER for judge in JUDGES[:3] for n in (2, 4, 8)),
     *(f"best_of_n:vote:{n}" for n in (2, 4, 8)),
 )
 """The full grid (``--grid``): greedy, and best_of_n and stage_beam with every judge at N = 2, 4, 8."""

@@ -23,8 +23,8 @@ from __future__ import annotations
 from typing import Any, get_args
 
 from langchain_llava_cot.judges import BuiltinJudge
-from langchain_llava_cot.options import STRATEGIES
 from langchain_llava_cot.server.errors import APIError
+from langchain_llava_cot.strategies import strategy_names
 
 __all__ = ["CLIENT_JUDGES", "listed_models", "search_of"]
 
@@ -34,7 +34,7 @@ CLIENT_JUDGES: tuple[str, ...] = tuple(j for j in get_args(BuiltinJudge) if j !=
 
 def listed_models(served: str) -> list[str]:
     """What ``GET /v1/models`` lists: the served name, then one name per strategy."""
-    return [served, *(f"{strategy}@{served}" for strategy in STRATEGIES)]
+    return [served, *(f"{strategy}@{served}" for strategy in strategy_names())]
 
 
 def search_of(model: str, served: str) -> dict[str, Any]:
@@ -49,10 +49,10 @@ def search_of(model: str, served: str) -> dict[str, Any]:
     if not at:
         return {}
     strategy, *parts = search.split("-")
-    if strategy not in STRATEGIES:
+    if strategy not in strategy_names():
         msg = (
             f"The model name {model!r} starts with {strategy!r}, which is no strategy: write "
-            f"STRATEGY[-N][-JUDGE][-adaptive]@{served}, with STRATEGY one of {', '.join(STRATEGIES)}."
+            f"STRATEGY[-N][-JUDGE][-adaptive]@{served}, with STRATEGY one of {', '.join(strategy_names())}."
         )
         raise APIError(400, msg, code="invalid_model_name", param="model")
     options: dict[str, Any] = {"strategy": strategy}

@@ -112,3 +112,19 @@ def test_one_driver_runs_any_logic_with_a_sync_or_an_async_handler():
     with pytest.raises(KeyError, match="a"):
         _driving.drive(plan(), failing)
     assert answered == ["a"]  # the handler's error ends the run
+
+
+def test_steps_run_together_share_one_call_per_kind_and_backend():
+    from langchain_llava_cot._calls import together
+
+    def asks(prefix: str, n: int):
+        sampled = yield SampleCall(tuple(SampleRequest(CONVERSATION, f"{prefix}{i}") for i in range(n)))
+        doubled = yield FunctionCall(lambda x: 2 * x, n)
+        return [s[0].text for s in sampled], doubled
+
+    backend = Recording("own")
+    (values, saved) = drive(together([asks("a", 1), asks("b", 2), logic()]), backend)
+    assert values[0] == (["own:a0"], 2) and values[1] == (["own:b0", "own:b1"], 4)
+    assert values[2] == ("own:<SUMMARY>", (-0.1, -2.0), 42)
+    assert backend.calls == ["sample", "choose"]  # three steps' samples in one call; the choice alone
+    assert saved == 2

@@ -16,10 +16,12 @@ from langchain_llava_cot.deployment import Deployment
 from langchain_llava_cot.options import (
     DEFAULT_JUDGE,
     MAX_RETRACES,
-    STRATEGIES,
     SearchContext,
     SearchOptions,
 )
+from langchain_llava_cot.strategies import strategy_names
+
+STRATEGIES = strategy_names()
 
 MESSAGES = [HumanMessage("How many red circles?")]
 
@@ -168,10 +170,10 @@ def test_the_cli_flags_come_from_the_declaration():
 
 
 def test_the_eval_names_the_strategies_and_judges_the_options_know():
-    from langchain_llava_cot.eval.strategies import JUDGES, SEARCHES, parse_strategy
+    from langchain_llava_cot.eval.strategies import JUDGES, parse_strategy, searches
     from langchain_llava_cot.judges import BuiltinJudge
 
-    assert set(SEARCHES) == set(STRATEGIES) - {"greedy"}
+    assert set(searches()) == set(STRATEGIES) - {"greedy"}
     assert set(JUDGES) == set(BuiltinJudge.__args__) - {"human"}
     with pytest.raises(ValueError, match="above the cap of 64"):
         parse_strategy("stage_beam:likelihood:65")

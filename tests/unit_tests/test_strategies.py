@@ -161,7 +161,7 @@ def test_retrace_goes_back_to_the_caption_until_the_retraces_run_out():
     ]
     assert [e["retrace"]["attempt"] for e in events if e["event"] == "retrace"] == [1, 2]
     assert state["chosen"]["reasoning"] == "the caption lists three"  # the best of all tries
-    assert state["retrace"]["attempts"] == 3
+    assert state["strategy_state"]["attempts"] == 3
 
 
 def test_retrace_stops_as_soon_as_a_try_clears_the_threshold():
@@ -197,12 +197,12 @@ def test_a_checkpointed_run_resumes_inside_a_retrace():
     graph.invoke({"conversation": CONVERSATION}, config, context=context)
     paused = graph.get_state(config)
     assert paused.next == ("expand_caption",) and "caption" not in paused.values["chosen"]
-    assert paused.values["retrace"]["attempts"] == 1
+    assert paused.values["strategy_state"]["attempts"] == 1
     graph.invoke(None, config, context=context)  # the second try, then it pauses again
     assert graph.get_state(config).next == ("expand_conclusion",)
     graph.invoke(None, config, context=context)
     final = graph.get_state(config).values
-    assert final["retrace"]["attempts"] == 2 and final["chosen"]["conclusion"]
+    assert final["strategy_state"]["attempts"] == 2 and final["chosen"]["conclusion"]
     assert [s["stage"] for s in final["steps"]] == [
         "summary",
         "caption",
