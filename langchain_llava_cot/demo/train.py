@@ -189,6 +189,7 @@ def train_demo(
         "config": config.__dict__,
         "init": None if init is None else str(init),
         "seed": seed,
+        "threads": torch.get_num_threads(),
     }
     tower = model.model.vision_tower
     if vision_steps is None:

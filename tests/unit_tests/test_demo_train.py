@@ -34,7 +34,7 @@ def test_a_short_run_trains_both_stages_and_records_them(tmp_path):
 
     out = train_demo(tmp_path / "model", steps=4, config=TINY, log_every=1)
     record = json.loads((out / "training.json").read_text())
-    assert record["steps"] == 4 and record["vision"]["steps"] == 3
+    assert record["steps"] == 4 and record["vision"]["steps"] == 3 and record["threads"] == 1
     assert {"validation_free", "validation_novel", "validation_classic"} <= set(record["vision"])
     assert [phase["phase"] for phase in record["phases"]] == ["captions", "all"]
     assert record["tokens_seen"] > 0 and record["history"][0]["step"] == 1
@@ -56,3 +56,11 @@ def test_a_checkpoint_is_written_whole_and_training_goes_on_from_it(tmp_path):
     checkpoint = tmp_path / "checkpoint"
     again = train_demo(tmp_path / "again", steps=2, config=TINY, init=checkpoint, save_every=None)
     assert json.loads((again / "training.json").read_text())["steps"] == 2
+    assert "vision" not in json.loads((again / "training.json").read_text())  # the tower as it was
+
+
+def test_vision_steps_with_init_go_on_pretraining_the_tower(tmp_path):
+    first = train_demo(tmp_path / "first", steps=2, config=TINY, save_every=None)
+    again = train_demo(tmp_path / "again", steps=2, config=TINY, init=first, vision_steps=2, save_every=None)
+    record = json.loads((again / "training.json").read_text())
+    assert record["vision"]["steps"] == 2 and record["init_record"]["vision"]["steps"] == 3
