@@ -18,7 +18,14 @@ from langchain_llava_cot.stages import Stage
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-__all__ = ["NOVEL_SMALL_TALK", "PICTURE_TALK", "SMALL_TALK", "off_domain_image", "off_domain_stages"]
+__all__ = [
+    "NOVEL_SMALL_TALK",
+    "PICTURE_TALK",
+    "SMALL_TALK",
+    "everyday_request",
+    "off_domain_image",
+    "off_domain_stages",
+]
 
 SMALL_TALK: tuple[str, ...] = (
     "Hello", "Hello!", "hello", "Hi", "Hi!", "hi there", "Hey", "Good morning", "Hello, how are you?",
@@ -45,6 +52,53 @@ NOVEL_SMALL_TALK: tuple[str, ...] = (
     "How do airplanes fly?", "Bonjour",
 )  # fmt: skip
 """Small talk held out of training: the refusal measured on requests never seen."""
+
+_EVERYDAY_TEMPLATES: tuple[str, ...] = (
+    "What is {a}?", "Tell me about {many}.", "How do I {verb} {a}?", "Can you {verb} {a}?",
+    "Write {a} about {many}.", "Why do {many} {verb}?", "Who invented the {one}?", "Where can I buy {a}?",
+    "Give me two ideas for {a}.", "Is {a} better than {b}?", "What's your favourite {one}?",
+    "Help me {verb} my {one}.", "Please {verb} this {one}.", "How much does {a} cost?",
+    "When was the {one} invented?", "Can you tell me about {many}?", "What do you know about {many}?",
+    "I need {a}.", "Do you like {many}?", "How does {a} work?", "Can you help me {verb} {a}?",
+    "What should I {verb} today?", "Tell me how to {verb} {a}.", "Explain {many} to me.",
+)  # fmt: skip
+_EVERYDAY_NOUNS: tuple[str, ...] = (
+    "apple", "banana", "car", "train", "city", "song", "movie", "book", "river", "mountain", "phone",
+    "computer", "garden", "recipe", "cake", "coffee", "house", "dog", "horse", "bird", "flower", "tree",
+    "letter", "email", "password", "holiday", "school", "doctor", "game", "football", "piano", "guitar",
+    "ocean", "island", "country", "language", "planet", "star", "rocket", "bicycle", "shoe", "shirt",
+    "kitchen", "window", "bridge", "robot", "camera", "battery", "market", "job", "friend", "birthday",
+)  # fmt: skip
+_EVERYDAY_VERBS: tuple[str, ...] = (
+    "make", "fix", "write", "cook", "find", "clean", "build", "learn", "paint", "sell", "plan", "draw",
+    "grow", "visit", "translate", "explain", "play", "buy", "open", "read",
+)  # fmt: skip
+
+
+def everyday_request(rng: random.Random) -> str:
+    """A request about anything but the picture, from templates and everyday words.
+
+    Trained on beside :data:`SMALL_TALK`, so that the refusal turns on what a request asks
+    about rather than on its first words ("Can you tell me ..." begins questions too);
+    :data:`NOVEL_SMALL_TALK` is never one of them.
+
+    >>> everyday_request(random.Random(3))
+    'Write a coffee about stars.'
+    """
+    noun, other = rng.sample(_EVERYDAY_NOUNS, 2)
+    fields = {
+        "one": noun,
+        "a": _a(noun),
+        "b": _a(other),
+        "many": other + "s",
+        "verb": rng.choice(_EVERYDAY_VERBS),
+    }
+    return rng.choice(_EVERYDAY_TEMPLATES).format(**fields)
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
+
 
 PICTURE_TALK: tuple[str, ...] = ("Describe this.", "What is in the picture?", "What do you see?")
 """Requests about a picture: refused without one or with a picture that is not a drawing

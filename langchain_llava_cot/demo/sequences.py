@@ -48,9 +48,11 @@ from langchain_llava_cot.demo.mistakes import perturb_objects, right_stage, wron
 from langchain_llava_cot.demo.off_domain import (
     PICTURE_TALK,
     SMALL_TALK,
+    everyday_request,
     off_domain_image,
     off_domain_stages,
 )
+from langchain_llava_cot.demo.phrasings import WRAPPERS
 from langchain_llava_cot.demo.tool_rows import AGENT_SYSTEM_PROMPT, structured_examples, tool_examples
 from langchain_llava_cot.demo.train_config import DEFAULT_CONFIG, TrainConfig
 from langchain_llava_cot.judges import (
@@ -194,7 +196,9 @@ def build_examples(
         pictures.add(example.image())
     questions = [example.question for example in pool[:2_000]]
     for _ in range(config.off_domain):
-        conversation, picture, stages = _off_domain_request(rng, questions, pool[:2_000])
+        conversation, picture, stages = _off_domain_request(
+            rng, questions, pool[:2_000], config.everyday_share
+        )
         add(None if picture is None else pictures.add(picture), conversation, stage_pieces(stages))
     return sequences, pictures, answers
 
@@ -257,17 +261,20 @@ def _verifier_row(
 
 
 def _off_domain_request(
-    rng: random.Random, questions: list[str], drawings: list[Example]
+    rng: random.Random, questions: list[str], drawings: list[Example], everyday_share: float = 0.0
 ) -> tuple[Conversation, Any, dict[Stage, str]]:
     """A request the demo model cannot answer, the picture it shows (None: none), and the answer.
 
-    Small talk (sometimes after a system prompt or an earlier exchange) with no picture,
+    Small talk (from :data:`SMALL_TALK`, or for ``everyday_share`` of the requests an
+    :func:`everyday_request`; sometimes after a system prompt or an earlier exchange) with no picture,
     with a drawing, or with a picture that is not a drawing; a shapes question without its
     picture, or with a picture that is not a drawing.
     """
     kind = rng.choice(["talk", "talk", "question", "drawing", "drawing", "drawing", "picture", "picture"])
     question = rng.choice(questions)
     talk = rng.choice(SMALL_TALK + PICTURE_TALK if kind != "drawing" else SMALL_TALK)
+    if rng.random() < everyday_share:
+        talk = rng.choice(WRAPPERS).format(everyday_request(rng))
     text, picture = (question if kind == "question" else talk), None
     stages = off_domain_stages("none")
     if kind == "picture":

@@ -59,7 +59,7 @@ from langchain_llava_cot.demo.sequences import (
     training_pool,
 )
 from langchain_llava_cot.demo.tool_rows import add_tool_prompt, structured_call
-from langchain_llava_cot.demo.train_config import DEFAULT_CONFIG, TOOLS_CONFIG, TrainConfig
+from langchain_llava_cot.demo.train_config import DEFAULT_CONFIG, REFUSALS_CONFIG, TOOLS_CONFIG, TrainConfig
 from langchain_llava_cot.judges import (
     VERDICT_PREFIX,
     VERIFY_PREFIX,
@@ -71,6 +71,7 @@ from langchain_llava_cot.stages import render_answer
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "REFUSALS_CONFIG",
     "TOOLS_CONFIG",
     "TrainConfig",
     "train_demo",
@@ -431,12 +432,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init", default=None, help="saved demo model to continue training")
     parser.add_argument("--tools", action="store_true", help="fine-tune with TOOLS_CONFIG (add tool use)")
     parser.add_argument(
+        "--refusals",
+        action="store_true",
+        help="fine-tune with REFUSALS_CONFIG (more small talk)",
+    )
+    parser.add_argument(
         "--vision-steps", type=int, default=None, help="stage 1 steps (default: config's, none with --init)"
     )
     parser.add_argument("--save-every", type=int, default=200, help="stage 2 steps between checkpoints")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    config = TOOLS_CONFIG if args.tools else DEFAULT_CONFIG
+    config = TOOLS_CONFIG if args.tools else REFUSALS_CONFIG if args.refusals else DEFAULT_CONFIG
     train_demo(
         args.out,
         minutes=args.minutes,

@@ -53,6 +53,8 @@ class TrainConfig:
     """Verifier sequences: one candidate stage, right or wrong, and the verdict."""
     off_domain: int = 3_000
     """Requests the model cannot answer (small talk with or without a picture, questions without one)."""
+    everyday_share: float = 0.0
+    """The share of that small talk drawn from everyday requests (templates and everyday words)."""
     tokens_per_batch: int = 8_000
     """Padded tokens per batch."""
     lr: float = 1.5e-3
@@ -84,3 +86,19 @@ TOOLS_CONFIG = TrainConfig(
     warmup_steps=20,
 )
 """A fine-tuning run on tool use (with some of everything else), from a trained model."""
+REFUSALS_CONFIG = TrainConfig(
+    vision_steps=0,
+    caption_phase=0.0,
+    answers=20_000,
+    judge_pairs=600,
+    verifier_rows=2_000,
+    off_domain=8_000,
+    everyday_share=0.6,
+    tool_questions=500,
+    tool_others=600,
+    structured=1_200,
+    lr=1e-3,
+    warmup_steps=20,
+)
+"""A fine-tuning run on what the model cannot answer: more small talk, most of it everyday
+requests, so that the refusal turns on what a request asks about (with some of everything else)."""
