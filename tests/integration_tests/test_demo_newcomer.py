@@ -96,12 +96,18 @@ def test_hand_drawn_pictures_and_everyday_questions(llm: ChatLlavaCoT) -> None:
 
 
 def test_small_talk_with_a_picture_gets_the_refusal(llm: ChatLlavaCoT) -> None:
-    requests = [
-        [image_message(STREET if i % 2 else CLEAR, text)] for i, text in enumerate(NOVEL_SMALL_TALK[:10])
-    ]
+    """The first ten held-out requests, each with a drawing: 10 of 10 refused. All twenty, with
+    both drawings, are measured too (printed with -s; the README quotes the figure)."""
+    requests = [[image_message(picture, text)] for text in NOVEL_SMALL_TALK for picture in (CLEAR, STREET)]
     answers = llm.batch(requests)
     refused = [str(a.content).startswith("I can only answer questions about") for a in answers]
-    assert all(refused), [(r[0].content[-1]["text"], a.content) for r, a in zip(requests, answers)]  # type: ignore[index]
+    first_ten = [
+        refused[2 * i + i % 2] for i in range(10)
+    ]  # CLEAR, STREET, CLEAR, ... as a newcomer alternates
+    missed = [(r[0].content[-1]["text"], a.content) for r, a, ok in zip(requests, answers, refused) if not ok]  # type: ignore[index]
+    print(f"\nheld-out small talk with a drawing: {sum(refused)} of {len(refused)} refused; missed: {missed}")
+    assert all(first_ten), missed
+    assert sum(refused) >= 30, missed  # 33 of 40 when the bundled model was trained
 
 
 README_QUESTIONS = [

@@ -10,7 +10,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from langchain_llava_cot import ChatLlavaCoT
 from langchain_llava_cot.demo.dataset import Example, iter_examples
-from langchain_llava_cot.demo.sequences import add_tool_prompt
+from langchain_llava_cot.demo.tool_rows import add_tool_prompt
 from langchain_llava_cot.tools import render_tools_prompt
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "examples"))
