@@ -25,17 +25,16 @@ __all__ = [
     "DEMO_MODEL_PATH",
     "DEMO_QUESTION",
     "EXAMPLE_IMAGE",
-    "EXAMPLE_INDEX",
     "demo_image_path",
 ]
 
 _HERE = Path(__file__).resolve().parent
 
 EXAMPLE_IMAGE: Path = _HERE / "example.png"
-"""The bundled example picture (a held-out test scene, 299x299 PNG); :data:`DEMO_QUESTION` asks about it."""
+"""The bundled example picture (a held-out test scene, 299x299 PNG); :data:`DEMO_QUESTION` asks about it.
 
-EXAMPLE_INDEX = 817
-"""The example picture's place in the test split (``get_example("test", EXAMPLE_INDEX)``)."""
+Its scene, the truth the tests check answers against, is
+:func:`~langchain_llava_cot.demo.dataset.bundled_example`."""
 
 DEMO_QUESTION = "How many red squares are there?"
 """The question that goes with :func:`demo_image_path`."""

