@@ -84,9 +84,8 @@ def test_the_converted_model_reads_the_picture(llama_server: tuple[str, float]) 
     seconds = time.perf_counter() - started
     chosen = answer.response_metadata["llava_cot"]["chosen"]
     right = parse_caption(bundled_example().stages[Stage.CAPTION])
-    assert sorted(map(repr, parse_caption(chosen["caption"]))) == sorted(
-        map(repr, right)
-    )  # every object, right
+    read = parse_caption(chosen["caption"])
+    assert sorted(map(repr, read)) == sorted(map(repr, right)), chosen["caption"]  # every object, right
     assert answer.content in ("1", "2", "3")  # a count, in the demo's format
     print(f"\ngreedy: {seconds:.2f} s an answer through llama.cpp ({answer.content}; right: {DEMO_ANSWER})")
 
@@ -175,3 +174,4 @@ def test_structured_output_is_valid_in_50_of_50_tries_through_llama_cpp(
     tries = fifty_tries(ChatLlavaCoT(backend=served(url), max_stage_tokens=STAGE_LIMITS))
     print(f"\nstructured output through llama.cpp: {tries.summary()}")
     assert tries.valid == tries.tries == 50, tries.failures[:1]
+
