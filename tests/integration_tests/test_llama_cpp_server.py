@@ -174,4 +174,3 @@ def test_structured_output_is_valid_in_50_of_50_tries_through_llama_cpp(
     tries = fifty_tries(ChatLlavaCoT(backend=served(url), max_stage_tokens=STAGE_LIMITS))
     print(f"\nstructured output through llama.cpp: {tries.summary()}")
     assert tries.valid == tries.tries == 50, tries.failures[:1]
-
