@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Literal
 
+from langchain_llava_cot.demo.phrasings import with_article
 from langchain_llava_cot.demo.scenes import IMAGE_SIZE
 from langchain_llava_cot.stages import Stage
 
@@ -88,16 +89,12 @@ def everyday_request(rng: random.Random) -> str:
     noun, other = rng.sample(_EVERYDAY_NOUNS, 2)
     fields = {
         "one": noun,
-        "a": _a(noun),
-        "b": _a(other),
+        "a": with_article(noun),
+        "b": with_article(other),
         "many": other + "s",
         "verb": rng.choice(_EVERYDAY_VERBS),
     }
     return rng.choice(_EVERYDAY_TEMPLATES).format(**fields)
-
-
-def _a(noun: str) -> str:
-    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
 
 
 PICTURE_TALK: tuple[str, ...] = ("Describe this.", "What is in the picture?", "What do you see?")

@@ -23,7 +23,7 @@ import random
 
 from langchain_llava_cot.demo.questions import Filter, Spec
 
-__all__ = ["NOUNS", "NOVEL", "PLACE_NAMES", "TRAINING", "WRAPPERS", "phrase"]
+__all__ = ["NOUNS", "NOVEL", "PLACE_NAMES", "TRAINING", "WRAPPERS", "phrase", "with_article"]
 
 TRAINING: dict[str, tuple[str, ...]] = {
     "count": (
@@ -236,7 +236,7 @@ def phrase(spec: Spec, rng: random.Random, *, novel: bool = False) -> str:
     fields = {
         "things": first.named(noun),
         "thing": first.named(noun[:-1], plural=False),
-        "a_thing": _a(first.named(noun[:-1], plural=False)),
+        "a_thing": with_article(first.named(noun[:-1], plural=False)),
         "others": (spec.second or Filter()).named(noun),
         "attribute": _attribute_word(spec.attribute, rng),
         "place": _place(spec.cell, rng, novel) if spec.cell is not None else "",
@@ -278,5 +278,6 @@ def _place(cell: int, rng: random.Random, novel: bool) -> str:
     return rng.choice(held_out if novel else trained)
 
 
-def _a(words: str) -> str:
+def with_article(words: str) -> str:
+    """``words`` after "a" or "an": ``a red circle``, ``an object``."""
     return f"an {words}" if words[0] in "aeiou" else f"a {words}"
